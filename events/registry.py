@@ -1,0 +1,69 @@
+"""(event type, version) -> schema, and the chain of upcasters between versions."""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from marshmallow import Schema
+
+from events import schemas
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class UnknownEventType(LookupError):
+    pass
+
+
+@dataclass
+class EventType:
+    name: str
+    topic: str
+    versions: dict[int, type[Schema]]
+    # upcasters[n] turns the data of version n into the data of version n + 1
+    upcasters: dict[int, Upcaster] = field(default_factory=dict)
+
+    @property
+    def latest(self) -> int:
+        return max(self.versions)
+
+    def schema(self, version: int) -> Schema:
+        try:
+            return self.versions[version]()
+        except KeyError:
+            raise UnknownEventType(f"{self.name} has no version {version}") from None
+
+    def upcast(self, data: dict[str, Any], version: int) -> dict[str, Any]:
+        while version < self.latest:
+            data = self.upcasters[version](data)
+            version += 1
+        return data
+
+
+class Registry:
+    def __init__(self, types: list[EventType]) -> None:
+        self._types = {t.name: t for t in types}
+
+    def __getitem__(self, name: str) -> EventType:
+        try:
+            return self._types[name]
+        except KeyError:
+            raise UnknownEventType(f"unknown event type {name!r}") from None
+
+    def __iter__(self) -> Any:
+        return iter(self._types.values())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._types
+
+
+BILLING = "billing.invoices"
+
+REGISTRY = Registry(
+    [
+        EventType("RegieOpened", BILLING, {1: schemas.RegieOpenedV1}),
+        EventType("InvoiceIssued", BILLING, {1: schemas.InvoiceIssuedV1}),
+        EventType("InvoiceCancelled", BILLING, {1: schemas.InvoiceCancelledV1}),
+        EventType("InvoiceTransferred", BILLING, {1: schemas.InvoiceTransferredV1}),
+    ]
+)

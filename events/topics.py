@@ -1,0 +1,44 @@
+"""Topic names, their keys and their ordering guarantee."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    producer: str
+    key: str
+    ordering: str
+    event_types: tuple[str, ...]
+
+
+BILLING_INVOICES = Topic(
+    name="billing.invoices",
+    producer="billing",
+    key="family_id of the invoice; the régie code for RegieOpened",
+    ordering="in order per key: a family's invoice events arrive in the order they were stored",
+    event_types=(
+        "RegieOpened",
+        "InvoiceIssued",
+        "InvoiceCancelled",
+        "InvoiceTransferred",
+        "InvoiceSettled",
+    ),
+)
+
+PAYMENT_PAYMENTS = Topic(
+    name="payment.payments",
+    producer="payment",
+    key="family_id of the payment",
+    ordering="in order per key",
+    event_types=(
+        "PaymentRequested",
+        "PaymentConfirmed",
+        "PaymentRefused",
+        "PaymentAbandoned",
+        "PaymentExpired",
+        "RefundNeeded",
+    ),
+)
+
+TOPICS: dict[str, Topic] = {t.name: t for t in (BILLING_INVOICES, PAYMENT_PAYMENTS)}

@@ -1,0 +1,185 @@
+"""The billing application: the only door to the billing domain."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError, JSONTranscoder
+from eventsourcing.utils import get_topic
+
+from services.billing.domain import (
+    Conflict,
+    DomainError,
+    Invoice,
+    InvoiceTerms,
+    NotFound,
+    Regie,
+)
+from services.common.persistence import register_transcodings
+
+BATCH_SAVE_SIZE = 500
+
+
+@dataclass(frozen=True)
+class Issued:
+    """Outcome of one issue command: the invoice, and whether this call created it."""
+
+    invoice: Invoice
+    created: bool
+
+
+class BillingApp(Application[UUID]):
+    name = "billing"
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        register_transcodings(transcoder)
+
+    # --- régies -------------------------------------------------------------------
+    def open_regie(self, code: str, name: str, numcli: str, saisie: str) -> tuple[Regie, bool]:
+        existing = self.find_regie(code)
+        wanted = {"code": code, "name": name, "numcli": numcli, "saisie": saisie}
+        if existing is not None:
+            if existing.as_terms() != wanted:
+                raise Conflict("code", f"régie {code} is already open with other settings")
+            return existing, False
+        regie = Regie.open(code, name, numcli, saisie)
+        try:
+            self.save(regie)
+        except IntegrityError:
+            return self.open_regie(code, name, numcli, saisie)
+        return regie, True
+
+    def find_regie(self, code: str) -> Regie | None:
+        try:
+            regie: Regie = self.repository.get(Regie.create_id(code))
+        except AggregateNotFoundError:
+            return None
+        return regie
+
+    def list_regies(self) -> list[Regie]:
+        topic = get_topic(Regie.Opened)  # type: ignore[attr-defined]
+        regies: list[Regie] = []
+        start = 1
+        while True:
+            page = self.recorder.select_notifications(start, 500, topics=[topic])
+            regies.extend(self.repository.get(UUID(str(n.originator_id))) for n in page)
+            if len(page) < 500:
+                break
+            start = page[-1].id + 1
+        return sorted(regies, key=lambda r: r.code)
+
+    # --- invoices -----------------------------------------------------------------
+    def get_invoice(self, invoice_id: UUID) -> Invoice:
+        try:
+            invoice: Invoice = self.repository.get(invoice_id)
+        except AggregateNotFoundError:
+            raise NotFound("id", "no such invoice") from None
+        if not isinstance(invoice, Invoice):
+            raise NotFound("id", "no such invoice")
+        return invoice
+
+    def _find_invoice(self, terms: InvoiceTerms) -> Invoice | None:
+        try:
+            invoice: Invoice = self.repository.get(Invoice.create_id(terms.regie, terms.number))
+        except AggregateNotFoundError:
+            return None
+        return invoice
+
+    @staticmethod
+    def _same(existing: Invoice, terms: InvoiceTerms) -> Issued:
+        if existing.terms() != terms:
+            raise Conflict(
+                "number",
+                f"invoice {terms.number} of régie {terms.regie} exists with other content",
+            )
+        return Issued(existing, created=False)
+
+    def _check_regie(self, code: str, known: dict[str, bool]) -> None:
+        if code not in known:
+            known[code] = self.find_regie(code) is not None
+        if not known[code]:
+            raise DomainError("regie", f"unknown régie {code!r}")
+
+    def issue_invoice(self, terms: InvoiceTerms) -> Issued:
+        self._check_regie(terms.regie, {})
+        existing = self._find_invoice(terms)
+        if existing is not None:
+            return self._same(existing, terms)
+        invoice = Invoice.issue(terms)
+        try:
+            self.save(invoice)
+        except IntegrityError:
+            # Another request issued the same number between our read and our write.
+            existing = self._find_invoice(terms)
+            assert existing is not None
+            return self._same(existing, terms)
+        return Issued(invoice, created=True)
+
+    def issue_batch(self, items: Sequence[InvoiceTerms]) -> list[Issued | DomainError]:
+        """Issue many invoices, each judged on its own; the valid ones are saved in bulk."""
+        results: list[Issued | DomainError] = [DomainError("", "")] * len(items)
+        known_regies: dict[str, bool] = {}
+        pending: dict[UUID, tuple[int, Invoice, InvoiceTerms]] = {}
+        for i, item in enumerate(items):
+            try:
+                self._check_regie(item.regie, known_regies)
+                invoice_id = Invoice.create_id(item.regie, item.number)
+                if invoice_id in pending:
+                    # The same number twice in one batch: the second is a replay of the first.
+                    results[i] = self._same(pending[invoice_id][1], item)
+                    continue
+                existing = self._find_invoice(item)
+                if existing is not None:
+                    results[i] = self._same(existing, item)
+                    continue
+                invoice = Invoice.issue(item)
+                pending[invoice_id] = (i, invoice, item)
+                results[i] = Issued(invoice, created=True)
+            except DomainError as e:
+                results[i] = e
+        chunk: list[tuple[int, Invoice, InvoiceTerms]] = []
+        for entry in pending.values():
+            chunk.append(entry)
+            if len(chunk) >= BATCH_SAVE_SIZE:
+                self._save_chunk(chunk, results)
+                chunk = []
+        if chunk:
+            self._save_chunk(chunk, results)
+        return results
+
+    def _save_chunk(
+        self,
+        chunk: list[tuple[int, Invoice, InvoiceTerms]],
+        results: list[Issued | DomainError],
+    ) -> None:
+        try:
+            self.save(*(invoice for _, invoice, _ in chunk))
+        except IntegrityError:
+            # Some number was issued concurrently: fall back to one by one, which sorts
+            # replays from conflicts without losing the others.
+            for i, _, terms in chunk:
+                try:
+                    results[i] = self.issue_invoice(terms)
+                except DomainError as e:
+                    results[i] = e
+
+    def cancel_invoice(self, invoice_id: UUID, reason: str) -> Invoice:
+        invoice = self.get_invoice(invoice_id)
+        invoice.cancel(reason)
+        self._save_command(invoice)
+        return invoice
+
+    def transfer_invoice(self, invoice_id: UUID, reference: str | None) -> Invoice:
+        invoice = self.get_invoice(invoice_id)
+        invoice.transfer(reference)
+        self._save_command(invoice)
+        return invoice
+
+    def _save_command(self, aggregate: Any) -> None:
+        try:
+            self.save(aggregate)
+        except IntegrityError:
+            raise Conflict("id", "the invoice changed meanwhile; try again") from None

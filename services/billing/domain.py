@@ -1,0 +1,197 @@
+"""Billing domain: régies and their invoices. Pure Python and `eventsourcing.domain` only."""
+
+import re
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+from uuid import UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+from services.common.errors import Conflict, DomainError, NotFound
+
+__all__ = ["Conflict", "DomainError", "Invoice", "InvoiceTerms", "Line", "NotFound", "Regie"]
+
+NAMESPACE = UUID("6f1c1d2e-8a53-4b0e-9d57-2f1b1a6c0e41")
+SAISIES = ("T", "X", "W")
+NUMCLI = re.compile(r"^[0-9]{6}$")
+MAX_AMOUNT_CENTS = 10_000_000_000
+
+
+class Regie(Aggregate):
+    """A municipal service's cash office, with its own PayFiP account (numcli)."""
+
+    @staticmethod
+    def create_id(code: str) -> UUID:
+        return uuid5(NAMESPACE, f"regie/{code}")
+
+    @event("Opened")
+    def __init__(self, code: str, name: str, numcli: str, saisie: str) -> None:
+        self.code = code
+        self.name = name
+        self.numcli = numcli
+        self.saisie = saisie
+
+    @classmethod
+    def open(cls, code: str, name: str, numcli: str, saisie: str) -> "Regie":
+        if not NUMCLI.match(numcli):
+            raise DomainError("numcli", "must be exactly 6 digits")
+        if saisie not in SAISIES:
+            raise DomainError("saisie", "must be T (test), X (activation) or W (production)")
+        if not name.strip():
+            raise DomainError("name", "must not be blank")
+        return cls(code=code, name=name, numcli=numcli, saisie=saisie)
+
+    def as_terms(self) -> dict[str, str]:
+        return {"code": self.code, "name": self.name, "numcli": self.numcli, "saisie": self.saisie}
+
+
+@dataclass(frozen=True)
+class Line:
+    label: str
+    quantity: int
+    unit_price_cents: int
+
+    @property
+    def total_cents(self) -> int:
+        return self.quantity * self.unit_price_cents
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "quantity": self.quantity,
+            "unit_price_cents": self.unit_price_cents,
+        }
+
+
+@dataclass(frozen=True)
+class InvoiceTerms:
+    """What an issuer asks for; two requests with equal terms are the same invoice."""
+
+    regie: str
+    number: str
+    family_id: str
+    payer_email: str
+    label: str
+    issued_on: date
+    payable_until: date
+    due_on: date
+    lines: tuple[Line, ...]
+    amount_cents: int
+
+    def check(self) -> None:
+        if not self.lines:
+            raise DomainError("lines", "an invoice has at least one line")
+        for i, line in enumerate(self.lines):
+            if line.quantity <= 0:
+                raise DomainError(f"lines.{i}.quantity", "must be positive")
+        if self.amount_cents <= 0:
+            raise DomainError("amount_cents", "must be positive")
+        if self.amount_cents > MAX_AMOUNT_CENTS:
+            raise DomainError("amount_cents", f"must not exceed {MAX_AMOUNT_CENTS}")
+        total = sum(line.total_cents for line in self.lines)
+        if total != self.amount_cents:
+            raise DomainError(
+                "amount_cents", f"is {self.amount_cents} but the lines add up to {total}"
+            )
+        if self.payable_until < self.issued_on:
+            raise DomainError("payable_until", "must not be before issued_on")
+        if self.due_on < self.payable_until:
+            raise DomainError("due_on", "must not be before payable_until")
+
+
+ISSUED = "issued"
+CANCELLED = "cancelled"
+TRANSFERRED = "transferred"
+PAID = "paid"
+
+
+class Invoice(Aggregate):
+    """A facture of one régie to one family (the payer)."""
+
+    @staticmethod
+    def create_id(regie: str, number: str) -> UUID:
+        return uuid5(NAMESPACE, f"invoice/{regie}/{number}")
+
+    @event("Issued")
+    def __init__(
+        self,
+        regie: str,
+        number: str,
+        family_id: str,
+        payer_email: str,
+        label: str,
+        issued_on: date,
+        payable_until: date,
+        due_on: date,
+        lines: list[dict[str, Any]],
+        amount_cents: int,
+    ) -> None:
+        self.regie = regie
+        self.number = number
+        self.family_id = family_id
+        self.payer_email = payer_email
+        self.label = label
+        self.issued_on = issued_on
+        self.payable_until = payable_until
+        self.due_on = due_on
+        self.lines = lines
+        self.amount_cents = amount_cents
+        self.amount_due_cents = amount_cents
+        self.status = ISSUED
+        self.cancel_reason: str | None = None
+        self.transfer_reference: str | None = None
+
+    @classmethod
+    def issue(cls, terms: InvoiceTerms) -> "Invoice":
+        terms.check()
+        return cls(
+            regie=terms.regie,
+            number=terms.number,
+            family_id=terms.family_id,
+            payer_email=terms.payer_email,
+            label=terms.label,
+            issued_on=terms.issued_on,
+            payable_until=terms.payable_until,
+            due_on=terms.due_on,
+            lines=[line.as_dict() for line in terms.lines],
+            amount_cents=terms.amount_cents,
+        )
+
+    def terms(self) -> InvoiceTerms:
+        return InvoiceTerms(
+            regie=self.regie,
+            number=self.number,
+            family_id=self.family_id,
+            payer_email=self.payer_email,
+            label=self.label,
+            issued_on=self.issued_on,
+            payable_until=self.payable_until,
+            due_on=self.due_on,
+            lines=tuple(Line(**line) for line in self.lines),
+            amount_cents=self.amount_cents,
+        )
+
+    def _require_open(self, action: str) -> None:
+        if self.status != ISSUED:
+            raise Conflict("status", f"cannot {action} an invoice that is {self.status}")
+
+    def cancel(self, reason: str) -> None:
+        if not reason.strip():
+            raise DomainError("reason", "must not be blank")
+        self._require_open("cancel")
+        self._cancelled(reason=reason)
+
+    @event("Cancelled")
+    def _cancelled(self, reason: str) -> None:
+        self.status = CANCELLED
+        self.cancel_reason = reason
+
+    def transfer(self, reference: str | None) -> None:
+        self._require_open("transfer")
+        self._transferred(reference=reference)
+
+    @event("Transferred")
+    def _transferred(self, reference: str | None) -> None:
+        self.status = TRANSFERRED
+        self.transfer_reference = reference

@@ -1,0 +1,75 @@
+"""Billing's stored events as public messages on ``billing.invoices``."""
+
+from typing import Any
+
+import events
+from services.billing.application import BillingApp
+from services.billing.domain import Invoice, Regie
+from services.common.outbox import Outgoing
+
+SOURCE = "/regie/billing"
+
+
+def make_to_wire(app: BillingApp, topic: str) -> Any:
+    def to_wire(event: Any, notification_id: int) -> Outgoing | None:
+        common = {
+            "id": f"{SOURCE}/{event.originator_id}/{event.originator_version}",
+            "source": SOURCE,
+            "time": event.timestamp,
+            "notification_id": notification_id,
+            "sequence": event.originator_version,
+        }
+        if isinstance(event, Regie.Opened):  # type: ignore[attr-defined]
+            data = {k: getattr(event, k) for k in ("code", "name", "numcli", "saisie")}
+            value = events.encode(
+                "RegieOpened", data, subject=event.code, key=event.code, **common
+            )
+            return Outgoing(topic, event.code, value)
+        if isinstance(event, Invoice.Issued):  # type: ignore[attr-defined]
+            data = {
+                "invoice_id": str(event.originator_id),
+                **{
+                    k: getattr(event, k)
+                    for k in (
+                        "regie",
+                        "number",
+                        "family_id",
+                        "payer_email",
+                        "label",
+                        "issued_on",
+                        "payable_until",
+                        "due_on",
+                        "lines",
+                        "amount_cents",
+                    )
+                },
+            }
+            value = events.encode(
+                "InvoiceIssued",
+                data,
+                subject=data["invoice_id"],
+                key=event.family_id,
+                **common,
+            )
+            return Outgoing(topic, event.family_id, value)
+        if isinstance(event, Invoice.Cancelled | Invoice.Transferred):  # type: ignore[attr-defined]
+            invoice: Invoice = app.repository.get(
+                event.originator_id, version=event.originator_version
+            )
+            data = {
+                "invoice_id": str(invoice.id),
+                "regie": invoice.regie,
+                "number": invoice.number,
+                "family_id": invoice.family_id,
+            }
+            if isinstance(event, Invoice.Cancelled):  # type: ignore[attr-defined]
+                name, data["reason"] = "InvoiceCancelled", event.reason
+            else:
+                name, data["reference"] = "InvoiceTransferred", event.reference
+            value = events.encode(
+                name, data, subject=data["invoice_id"], key=invoice.family_id, **common
+            )
+            return Outgoing(topic, invoice.family_id, value)
+        return None
+
+    return to_wire

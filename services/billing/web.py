@@ -1,0 +1,116 @@
+"""Billing HTTP API: load, call the application, dump."""
+
+from typing import Any
+from uuid import UUID
+
+from flask import Flask
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import ValidationError
+
+from services.billing.application import BillingApp, Issued
+from services.billing.domain import Conflict, Invoice
+from services.billing.schemas import (
+    BatchIn,
+    BatchOut,
+    CancelIn,
+    InvoiceIn,
+    InvoiceOut,
+    RegieIn,
+    RegieList,
+    RegieOut,
+    TransferIn,
+)
+from services.common.auth import Auth
+from services.common.web import create_flask
+
+READERS = ("issuer", "reader", "auditor")
+
+
+def invoice_out(invoice: Invoice) -> dict[str, Any]:
+    return {**invoice.__dict__, "id": str(invoice.id)}
+
+
+def create_app(billing: BillingApp | None = None, tokens: dict[str, str] | None = None) -> Flask:
+    from services.bootstrap import billing_app, load_tokens
+
+    service = billing if billing is not None else billing_app()
+    auth = Auth(tokens if tokens is not None else load_tokens())
+    app, api = create_flask(__name__, "billing API")
+    blp = Blueprint("billing", __name__, description="Régies and their invoices")
+    invoice_in = InvoiceIn()
+
+    @blp.route("/regies")
+    class Regies(MethodView):
+        @auth.requires(*READERS)
+        @blp.response(200, RegieList)
+        def get(self) -> Any:
+            return {"regies": [r.as_terms() for r in service.list_regies()]}
+
+        @auth.requires("issuer")
+        @blp.arguments(RegieIn)
+        @blp.response(201, RegieOut)
+        @blp.alt_response(200, schema=RegieOut, description="already open, same settings")
+        def post(self, data: dict[str, Any]) -> Any:
+            regie, created = service.open_regie(**data)
+            return regie.as_terms(), 201 if created else 200
+
+    @blp.route("/invoices")
+    class Invoices(MethodView):
+        @auth.requires("issuer")
+        @blp.arguments(InvoiceIn)
+        @blp.response(201, InvoiceOut)
+        @blp.alt_response(200, schema=InvoiceOut, description="same invoice issued before")
+        def post(self, terms: Any) -> Any:
+            issued = service.issue_invoice(terms)
+            return invoice_out(issued.invoice), 201 if issued.created else 200
+
+    @blp.route("/invoices/batch")
+    class Batch(MethodView):
+        @auth.requires("issuer")
+        @blp.arguments(BatchIn)
+        @blp.response(200, BatchOut)
+        def post(self, data: dict[str, Any]) -> Any:
+            results: list[dict[str, Any]] = []
+            valid: list[tuple[int, Any]] = []
+            for i, raw in enumerate(data["invoices"]):
+                try:
+                    valid.append((i, invoice_in.load(raw)))
+                    results.append({"index": i})
+                except ValidationError as e:
+                    results.append({"index": i, "status": 422, "errors": e.messages})
+            outcomes = service.issue_batch([terms for _, terms in valid])
+            for (i, _), outcome in zip(valid, outcomes, strict=True):
+                if isinstance(outcome, Issued):
+                    results[i]["status"] = 201 if outcome.created else 200
+                    results[i]["invoice"] = invoice_out(outcome.invoice)
+                else:
+                    results[i]["status"] = 409 if isinstance(outcome, Conflict) else 422
+                    results[i]["errors"] = {outcome.field: [outcome.message]}
+            return {"results": results}
+
+    @blp.route("/invoices/<uuid:invoice_id>")
+    class InvoiceById(MethodView):
+        @auth.requires(*READERS)
+        @blp.response(200, InvoiceOut)
+        def get(self, invoice_id: UUID) -> Any:
+            return invoice_out(service.get_invoice(invoice_id))
+
+    @blp.route("/invoices/<uuid:invoice_id>/cancel")
+    class Cancel(MethodView):
+        @auth.requires("issuer")
+        @blp.arguments(CancelIn)
+        @blp.response(200, InvoiceOut)
+        def post(self, data: dict[str, Any], invoice_id: UUID) -> Any:
+            return invoice_out(service.cancel_invoice(invoice_id, data["reason"]))
+
+    @blp.route("/invoices/<uuid:invoice_id>/transfer")
+    class Transfer(MethodView):
+        @auth.requires("issuer")
+        @blp.arguments(TransferIn)
+        @blp.response(200, InvoiceOut)
+        def post(self, data: dict[str, Any], invoice_id: UUID) -> Any:
+            return invoice_out(service.transfer_invoice(invoice_id, data["reference"]))
+
+    api.register_blueprint(blp)
+    return app

@@ -1,0 +1,49 @@
+"""Composition root: real adapters built from the settings."""
+
+import os
+from pathlib import Path
+
+from services.billing.application import BillingApp
+from services.common.auth import format_tokens, make_dev_tokens, parse_tokens
+from services.common.persistence import ensure_schema
+from services.common.settings import Settings
+from services.payment.application import PaymentApp
+
+
+def billing_app(settings: Settings | None = None) -> BillingApp:
+    settings = settings or Settings()
+    ensure_schema(settings, "billing")
+    return BillingApp(env=settings.event_store_env("billing"))
+
+
+def payment_app(settings: Settings | None = None) -> PaymentApp:
+    settings = settings or Settings()
+    ensure_schema(settings, "payment")
+    return PaymentApp(env=settings.event_store_env("payment"))
+
+
+def dev_tokens_file(settings: Settings) -> Path:
+    return settings.var_dir / "dev-tokens"
+
+
+def load_tokens(settings: Settings | None = None) -> dict[str, str]:
+    """REGIE_TOKENS, or else the development tokens `make run` wrote under var/."""
+    settings = settings or Settings()
+    if settings.tokens:
+        return parse_tokens(settings.tokens)
+    path = dev_tokens_file(settings)
+    if path.exists():
+        return parse_tokens(path.read_text().strip())
+    return {}
+
+
+def ensure_dev_tokens(settings: Settings) -> dict[str, str]:
+    """Development tokens, made once and kept under var/ so a second run finds them."""
+    if settings.tokens:
+        return parse_tokens(settings.tokens)
+    path = dev_tokens_file(settings)
+    if not path.exists():
+        settings.var_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(format_tokens(make_dev_tokens()) + "\n")
+        os.chmod(path, 0o600)
+    return parse_tokens(path.read_text().strip())

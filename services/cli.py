@@ -1,0 +1,160 @@
+"""The `regie` command: run the parts of the system, and the operators' tools."""
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from services.common.settings import SETTINGS, Settings, get
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from services.common import broker
+
+    settings = Settings()
+    kind = args.kind or settings.kafka_broker
+    port = args.port or int(settings.kafka_bootstrap.rsplit(":", 1)[-1])
+    data_dir = Path(args.data_dir or settings.var_dir / f"kafka-{kind}")
+    proc = broker.start(kind, port, data_dir, settings.var_dir / f"kafka-{kind}.log")
+    print(f"{kind} broker on 127.0.0.1:{port} (pid {proc.pid})", flush=True)
+    stop = _stop_on_signals()
+    while not stop.is_set() and proc.poll() is None:
+        stop.wait(0.5)
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait()
+    return 0
+
+
+def cmd_relay(args: argparse.Namespace) -> int:
+    from events import BILLING_INVOICES
+    from services.billing.integration import make_to_wire
+    from services.bootstrap import billing_app
+    from services.common.persistence import SqlStore
+    from services.common.positions import SqlPositions
+    from services.common.relay import KafkaPublisher, Relay
+
+    settings = Settings()
+    app = billing_app(settings)
+    topic = settings.topic(BILLING_INVOICES.name)
+    relay = Relay(
+        app, make_to_wire(app, topic), KafkaPublisher(settings, [topic]),
+        SqlPositions(SqlStore(app)), name=topic,
+    )
+    logging.getLogger(__name__).info("relaying billing events to %s", topic)
+    relay.run_forever(_stop_on_signals(), settings.poll_interval)
+    return 0
+
+
+def cmd_consume(args: argparse.Namespace) -> int:
+    from events import BILLING_INVOICES
+    from services.bootstrap import payment_app
+    from services.common.consumer import TrackedConsumer
+
+    settings = Settings()
+    app = payment_app(settings)
+    topic = settings.topic(BILLING_INVOICES.name)
+    consumer = TrackedConsumer(
+        settings, topic, settings.topic("payment"), app.apply_billing_event, on_idle=app.refresh
+    )
+    logging.getLogger(__name__).info("payment consuming %s", topic)
+    consumer.run_forever(_stop_on_signals())
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from services.bootstrap import payment_app
+    from services.payment.projections import catch_up
+
+    app = payment_app()
+    total = app.recorder.max_notification_id() or 0
+    app.to_pay.reset()
+    with tqdm(total=total, unit="event", desc=f"rebuilding {args.projection}",
+              disable=args.quiet) as bar:
+        done = catch_up(app, app.to_pay, progress=bar.update)
+    print(f"{args.projection}: rebuilt from {done} events")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from services.run import run
+
+    return run(load_demo=not args.no_demo)
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    for name, (default, meaning) in SETTINGS.items():
+        print(f"{name}={get(name)!r}  # {meaning} (default {default!r})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="regie", description="Régie: municipal invoicing and PayFiP payments."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="the whole system on one machine, with demo data")
+    p.add_argument("--no-demo", action="store_true", help="do not load the demo data")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("broker", help="run the embedded Kafka-protocol broker")
+    p.add_argument("--kind", choices=["noida", "tansu"], help="default: KAFKA_BROKER")
+    p.add_argument("--port", type=int, help="default: the port of KAFKA_BOOTSTRAP_SERVERS")
+    p.add_argument("--data-dir", help="default: REGIE_VAR_DIR/kafka-KIND")
+    p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser("relay", help="publish a service's stored events to Kafka")
+    p.add_argument("service", choices=["billing"])
+    p.set_defaults(func=cmd_relay)
+
+    p = sub.add_parser("consume", help="consume Kafka events into a service")
+    p.add_argument("service", choices=["payment"])
+    p.set_defaults(func=cmd_consume)
+
+    p = sub.add_parser("replay", help="drop a projection and rebuild it from the history")
+    p.add_argument("projection", choices=["to-pay"])
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("settings", help="list the settings and their current values")
+    p.set_defaults(func=cmd_settings)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=get("REGIE_LOG_LEVEL"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # kafka-python narrates every connection at INFO; its warnings are what operators need.
+    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+    try:
+        return int(args.func(args))
+    except Exception as e:  # a clear message and a non-zero exit, not a traceback
+        if get("REGIE_LOG_LEVEL") == "DEBUG":
+            raise
+        print(f"regie {args.command}: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Bearer tokens with roles, from the REGIE_TOKENS setting."""
+
+import secrets
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+from flask import request
+from flask_smorest import abort
+
+ROLES = ("issuer", "reader", "auditor", "operator")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class TokenError(ValueError):
+    pass
+
+
+def parse_tokens(spec: str) -> dict[str, str]:
+    """``"tok1:issuer,tok2:reader"`` -> ``{"tok1": "issuer", "tok2": "reader"}``."""
+    tokens: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        token, sep, role = item.rpartition(":")
+        if not sep or not token:
+            raise TokenError(f"REGIE_TOKENS: {item!r} is not token:role")
+        if role not in ROLES:
+            raise TokenError(f"REGIE_TOKENS: unknown role {role!r} (roles: {', '.join(ROLES)})")
+        tokens[token] = role
+    return tokens
+
+
+def make_dev_tokens() -> dict[str, str]:
+    return {f"dev-{role}-{secrets.token_urlsafe(12)}": role for role in ROLES}
+
+
+def format_tokens(tokens: dict[str, str]) -> str:
+    return ",".join(f"{t}:{r}" for t, r in tokens.items())
+
+
+class Auth:
+    def __init__(self, tokens: dict[str, str]) -> None:
+        self.tokens = tokens
+
+    def role(self) -> str:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        role = self.tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+        if role is None:
+            abort(401, errors={"headers": {"Authorization": ["a valid bearer token is required"]}})
+        return str(role)
+
+    def requires(self, *roles: str) -> Callable[[F], F]:
+        allowed = set(roles) | {"operator"}
+
+        def decorator(view: F) -> F:
+            @wraps(view)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                role = self.role()
+                if role not in allowed:
+                    abort(403, errors={"headers": {"Authorization": [
+                        f"the {role} role may not do this"]}})
+                return view(*args, **kwargs)
+
+            return wrapper  # type: ignore[return-value]
+
+        return decorator

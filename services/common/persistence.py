@@ -1,0 +1,101 @@
+"""What both services' event stores share: transcodings, schema creation, SQL dialect."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from typing import Any
+
+from eventsourcing.application import Application
+from eventsourcing.persistence import JSONTranscoder, Transcoding
+
+from services.common.settings import Settings
+
+
+class DateAsISO(Transcoding):
+    type = date
+    name = "date_iso"
+
+    def encode(self, obj: date) -> str:
+        return obj.isoformat()
+
+    def decode(self, data: str) -> date:
+        return date.fromisoformat(data)
+
+
+def register_transcodings(transcoder: JSONTranscoder) -> None:
+    transcoder.register(DateAsISO())
+
+
+def ensure_schema(settings: Settings, service: str) -> None:
+    """`eventsourcing` creates tables, not schemas: make the service's schema first."""
+    if not settings.is_postgres():
+        return
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(
+        dbname=settings.postgres_dbname,
+        host=settings.postgres_host,
+        port=settings.postgres_port,
+        user=settings.postgres_user,
+        password=settings.postgres_password or None,
+        autocommit=True,
+    ) as conn:
+        conn.execute(
+            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                sql.Identifier(settings.schema(service))
+            )
+        )
+
+
+class SqlStore:
+    """Plain SQL beside an application's event store, in the same database.
+
+    Used for read models and positions that must commit in one transaction with their
+    tracking record. Statements are written with ``?`` placeholders and ``{schema}``
+    table prefixes; PostgreSQL gets ``%s`` and the service's schema.
+    """
+
+    def __init__(self, app: Application[Any]) -> None:
+        recorder: Any = app.recorder
+        self.datastore: Any = recorder.datastore
+        self.postgres = type(self.datastore).__name__.startswith("Postgres")
+        self.prefix = f'"{self.datastore.schema}".' if self.postgres else ""
+
+    def sql(self, statement: str) -> str:
+        statement = statement.replace("{schema}", self.prefix)
+        return statement.replace("?", "%s") if self.postgres else statement
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        with self.datastore.transaction(commit=True) as cursor:
+            yield _Cursor(self, cursor)
+
+    def fetchall(self, statement: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        with self.datastore.transaction(commit=False) as cursor:
+            return _Cursor(self, cursor).query(statement, params)
+
+
+class _Cursor:
+    def __init__(self, store: SqlStore, cursor: Any) -> None:
+        self.store = store
+        # eventsourcing wraps sqlite3 cursors without exposing rowcount
+        self.cursor = getattr(cursor, "sqlite_cursor", cursor)
+
+    def execute(self, statement: str, params: tuple[Any, ...] = ()) -> int:
+        self.cursor.execute(self.store.sql(statement), params)
+        return int(self.cursor.rowcount)
+
+    def query(self, statement: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        self.execute(statement, params)
+        return self.fetchall()
+
+    def executemany(self, statement: str, params: list[tuple[Any, ...]]) -> None:
+        self.cursor.executemany(self.store.sql(statement), params)
+
+    def fetchall(self) -> list[dict[str, Any]]:
+        return [dict(row) for row in self.cursor.fetchall()]
+
+    def fetchone(self) -> dict[str, Any] | None:
+        row = self.cursor.fetchone()
+        return None if row is None else dict(row)

@@ -1,0 +1,125 @@
+"""Outbox relay: publishes a service's committed events to Kafka from its notification log.
+
+No dual writes: the API only stores events; this process reads them back in notification
+order, sends them, waits for the broker's acknowledgement, and only then records how far it
+got. A crash between the two repeats a batch (at least once); consumers drop the repeats.
+"""
+
+import logging
+import threading
+from typing import Any, Protocol
+
+from services.common.outbox import Outgoing, ToWire
+from services.common.positions import Positions
+
+log = logging.getLogger(__name__)
+
+
+class Publisher(Protocol):
+    """The broker, as the relay sees it."""
+
+    def publish(self, messages: list[Outgoing]) -> None:
+        """Send and wait until every message is acknowledged, or raise."""
+
+    def ensure_topics(self) -> bool:
+        """Create missing topics; True when some had to be created (the broker lost them)."""
+
+    def close(self) -> None: ...
+
+
+class Relay:
+    def __init__(
+        self,
+        app: Any,
+        to_wire: ToWire,
+        publisher: Publisher,
+        positions: Positions,
+        name: str,
+        batch_size: int = 500,
+    ) -> None:
+        self.app = app
+        self.to_wire = to_wire
+        self.publisher = publisher
+        self.positions = positions
+        self.name = name
+        self.batch_size = batch_size
+
+    def start(self) -> None:
+        if self.publisher.ensure_topics() and self.positions.get(self.name):
+            # An empty broker (a memory broker restarted, a topic deleted) must get the
+            # whole history again, or subscribers would never see it.
+            log.warning("%s: topics were missing; republishing from the start", self.name)
+            self.positions.set(self.name, 0)
+
+    def run_once(self) -> int:
+        """Publish the next batch; return how many notifications it covered."""
+        position = self.positions.get(self.name)
+        notifications = self.app.recorder.select_notifications(
+            position, self.batch_size, inclusive_of_start=False
+        )
+        if not notifications:
+            return 0
+        messages: list[Outgoing] = []
+        for n in notifications:
+            message = self.to_wire(self.app.mapper.to_domain_event(n), n.id)
+            if message is not None:
+                messages.append(message)
+        if messages:
+            self.publisher.publish(messages)
+        self.positions.set(self.name, notifications[-1].id)
+        return len(notifications)
+
+    def run_forever(self, stop: threading.Event, poll_interval: float = 0.1) -> None:
+        backoff = 0.2
+        started = False
+        while not stop.is_set():
+            try:
+                if not started:
+                    self.start()
+                    started = True
+                if self.run_once() == 0:
+                    stop.wait(poll_interval)
+                backoff = 0.2
+            except Exception:
+                log.exception("%s: publishing failed; retrying in %.1fs", self.name, backoff)
+                started = False
+                self.publisher.close()
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+
+class KafkaPublisher:
+    def __init__(self, settings: Any, topics: list[str]) -> None:
+        self.settings = settings
+        self.topics = topics
+        self._producer: Any = None
+
+    def _get(self) -> Any:
+        if self._producer is None:
+            from services.common.kafka import producer
+
+            self._producer = producer(self.settings)
+        return self._producer
+
+    def publish(self, messages: list[Outgoing]) -> None:
+        producer = self._get()
+        futures = [
+            producer.send(m.topic, key=m.key.encode("utf-8"), value=m.value) for m in messages
+        ]
+        producer.flush(timeout=30)
+        for future in futures:
+            future.get(timeout=30)
+
+    def ensure_topics(self) -> bool:
+        from services.common.kafka import ensure_topics
+
+        return bool(ensure_topics(self.settings, self.topics))
+
+    def close(self) -> None:
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=2)
+            except Exception:
+                log.exception("closing the producer")
+            self._producer = None
+

@@ -1,0 +1,97 @@
+"""Every setting Régie reads, from the environment, in one place.
+
+The docker-compose test checks that each variable the compose file sets is listed in
+``SETTINGS``, so a new setting must be declared here to be usable.
+"""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# name -> (default, meaning)
+SETTINGS: dict[str, tuple[str, str]] = {
+    "REGIE_VAR_DIR": ("var", "folder for SQLite files, the embedded broker's data and dev tokens"),
+    "PERSISTENCE_MODULE": (
+        "eventsourcing.sqlite",
+        "eventsourcing.sqlite (embedded) or eventsourcing.postgres",
+    ),
+    "POSTGRES_DBNAME": ("regie", "PostgreSQL database"),
+    "POSTGRES_HOST": ("127.0.0.1", "PostgreSQL host"),
+    "POSTGRES_PORT": ("5432", "PostgreSQL port"),
+    "POSTGRES_USER": ("postgres", "PostgreSQL user"),
+    "POSTGRES_PASSWORD": ("", "PostgreSQL password"),
+    "REGIE_SCHEMA_PREFIX": ("", "prefix of each service's PostgreSQL schema (tests isolate runs)"),
+    "KAFKA_BOOTSTRAP_SERVERS": ("127.0.0.1:9092", "Kafka bootstrap servers"),
+    "KAFKA_BROKER": ("noida", "embedded broker started by `regie broker`: noida or tansu"),
+    "KAFKA_PARTITIONS": ("6", "partitions of each topic the relays create"),
+    "KAFKA_TOPIC_PREFIX": ("", "prefix of topic and group names (tests isolate runs)"),
+    "KAFKA_SESSION_TIMEOUT_MS": ("", "consumer session timeout; default by broker kind"),
+    "REGIE_TOKENS": ("", "comma-separated token:role pairs; roles: issuer reader auditor operator"),
+    "BILLING_PORT": ("8001", "billing API port"),
+    "PAYMENT_PORT": ("8002", "payment API port"),
+    "BILLING_URL": ("http://127.0.0.1:8001", "billing API base URL"),
+    "PAYMENT_URL": ("http://127.0.0.1:8002", "payment API base URL"),
+    "REGIE_POLL_INTERVAL": ("0.1", "seconds between two polls of a relay or projection"),
+    "REGIE_LOG_LEVEL": ("INFO", "log level"),
+}
+
+SERVICES = ("billing", "payment")
+
+
+def get(name: str) -> str:
+    default, _ = SETTINGS[name]
+    return os.environ.get(name, default)
+
+
+@dataclass(frozen=True)
+class Settings:
+    var_dir: Path = field(default_factory=lambda: Path(get("REGIE_VAR_DIR")))
+    persistence: str = field(default_factory=lambda: get("PERSISTENCE_MODULE"))
+    postgres_dbname: str = field(default_factory=lambda: get("POSTGRES_DBNAME"))
+    postgres_host: str = field(default_factory=lambda: get("POSTGRES_HOST"))
+    postgres_port: str = field(default_factory=lambda: get("POSTGRES_PORT"))
+    postgres_user: str = field(default_factory=lambda: get("POSTGRES_USER"))
+    postgres_password: str = field(default_factory=lambda: get("POSTGRES_PASSWORD"))
+    schema_prefix: str = field(default_factory=lambda: get("REGIE_SCHEMA_PREFIX"))
+    kafka_bootstrap: str = field(default_factory=lambda: get("KAFKA_BOOTSTRAP_SERVERS"))
+    kafka_broker: str = field(default_factory=lambda: get("KAFKA_BROKER"))
+    kafka_partitions: int = field(default_factory=lambda: int(get("KAFKA_PARTITIONS")))
+    topic_prefix: str = field(default_factory=lambda: get("KAFKA_TOPIC_PREFIX"))
+    kafka_session_timeout_ms: str = field(
+        default_factory=lambda: get("KAFKA_SESSION_TIMEOUT_MS")
+    )
+    tokens: str = field(default_factory=lambda: get("REGIE_TOKENS"))
+    poll_interval: float = field(default_factory=lambda: float(get("REGIE_POLL_INTERVAL")))
+
+    def topic(self, name: str) -> str:
+        return self.topic_prefix + name
+
+    def session_timeout_ms(self) -> int:
+        if self.kafka_session_timeout_ms:
+            return int(self.kafka_session_timeout_ms)
+        # Tansu answers a join only after about half the session timeout; noida-db and
+        # Apache Kafka refuse anything under 6 s.
+        return 2000 if self.kafka_broker == "tansu" else 6000
+
+    def is_postgres(self) -> bool:
+        return self.persistence == "eventsourcing.postgres"
+
+    def schema(self, service: str) -> str:
+        return f"{self.schema_prefix}{service}"
+
+    def event_store_env(self, service: str) -> dict[str, str]:
+        """The `eventsourcing` environment of one service's store."""
+        env = {"PERSISTENCE_MODULE": self.persistence}
+        if self.is_postgres():
+            env.update(
+                POSTGRES_DBNAME=self.postgres_dbname,
+                POSTGRES_HOST=self.postgres_host,
+                POSTGRES_PORT=self.postgres_port,
+                POSTGRES_USER=self.postgres_user,
+                POSTGRES_PASSWORD=self.postgres_password,
+                POSTGRES_SCHEMA=self.schema(service),
+            )
+        elif self.persistence == "eventsourcing.sqlite":
+            self.var_dir.mkdir(parents=True, exist_ok=True)
+            env["SQLITE_DBNAME"] = str(self.var_dir / f"{service}.db")
+        return env

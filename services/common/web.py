@@ -1,0 +1,48 @@
+"""The Flask side both APIs share: the OpenAPI document, error bodies, health."""
+
+from typing import Any
+
+from flask import Flask, jsonify
+from flask_smorest import Api
+
+from services.common.errors import Conflict, DomainError, NotFound
+
+
+def error_body(code: int, status: str, field: str, message: str) -> dict[str, Any]:
+    """The body of every 4xx: each offending field and why, as flask-smorest does it."""
+    return {"code": code, "status": status, "errors": {"json": {field: [message]}}}
+
+
+def create_flask(name: str, title: str) -> tuple[Flask, Api]:
+    app = Flask(name)
+    app.config.update(
+        API_TITLE=title,
+        API_VERSION="1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        JSON_SORT_KEYS=False,
+    )
+    api = Api(app, spec_kwargs={"info": {"description": "Régie " + title}})
+    api.spec.components.security_scheme(
+        "bearer", {"type": "http", "scheme": "bearer"}
+    )
+    api.spec.options["security"] = [{"bearer": []}]
+
+    @app.errorhandler(NotFound)
+    def not_found(e: NotFound) -> Any:
+        return jsonify(error_body(404, "Not Found", e.field, e.message)), 404
+
+    @app.errorhandler(Conflict)
+    def conflict(e: Conflict) -> Any:
+        return jsonify(error_body(409, "Conflict", e.field, e.message)), 409
+
+    @app.errorhandler(DomainError)
+    def refused(e: DomainError) -> Any:
+        return jsonify(error_body(422, "Unprocessable Entity", e.field, e.message)), 422
+
+    @app.get("/health")
+    def health() -> Any:
+        return {"status": "ok"}
+
+    return app, api

@@ -1,0 +1,74 @@
+"""Builders shared by the tests."""
+
+from datetime import date
+from typing import Any
+
+from events import decode
+from services.billing.application import BillingApp
+from services.billing.domain import InvoiceTerms, Line
+from services.billing.integration import make_to_wire
+from services.common.consumer import handle_record
+from services.payment.application import PaymentApp
+
+TOPIC = "billing.invoices"
+
+
+def invoice_payload(number: str = "F-1", family: str = "fam-1", regie: str = "SPORTS",
+                    quantity: int = 1, unit: int = 2500, **overrides: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "regie": regie,
+        "number": number,
+        "family_id": family,
+        "payer_email": "parent@example.org",
+        "label": "Vacances sportives",
+        "issued_on": "2025-02-26",
+        "payable_until": "2030-12-31",
+        "due_on": "2030-12-31",
+        "lines": [{"label": "Séjour", "quantity": quantity, "unit_price_cents": unit}],
+        "amount_cents": quantity * unit,
+    }
+    payload.update(overrides)
+    return payload
+
+
+def terms(number: str = "F-1", family: str = "fam-1", regie: str = "SPORTS",
+          quantity: int = 1, unit: int = 2500, **overrides: Any) -> InvoiceTerms:
+    p = invoice_payload(number, family, regie, quantity, unit)
+    values: dict[str, Any] = {
+        **p,
+        "issued_on": date.fromisoformat(p["issued_on"]),
+        "payable_until": date.fromisoformat(p["payable_until"]),
+        "due_on": date.fromisoformat(p["due_on"]),
+        "lines": tuple(Line(**line) for line in p["lines"]),
+    }
+    values.update(overrides)
+    return InvoiceTerms(**values)
+
+
+def open_regies(billing: BillingApp) -> None:
+    billing.open_regie("SPORTS", "Direction des sports", "000001", "T")
+    billing.open_regie("CANTINE", "Restauration scolaire", "000002", "T")
+
+
+def wire_messages(billing: BillingApp, topic: str = TOPIC) -> list[tuple[int, bytes]]:
+    """What the relay would publish, as (partition, value), partitioned by key like Kafka."""
+    to_wire = make_to_wire(billing, topic)
+    out = []
+    for n in billing.recorder.select_notifications(0, 100_000, inclusive_of_start=False):
+        message = to_wire(billing.mapper.to_domain_event(n), n.id)
+        if message is not None:
+            out.append((hash(message.key) % 6, message.value))
+    return out
+
+
+def deliver(payment: PaymentApp, messages: list[tuple[int, bytes]], topic: str = TOPIC) -> int:
+    applied = sum(
+        handle_record(topic, partition, value, payment.apply_billing_event)
+        for partition, value in messages
+    )
+    payment.refresh()
+    return applied
+
+
+def decoded(messages: list[tuple[int, bytes]]) -> list[Any]:
+    return [decode(value) for _, value in messages]

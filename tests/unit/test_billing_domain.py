@@ -1,0 +1,101 @@
+from dataclasses import replace
+from datetime import date
+
+import pytest
+
+from services.billing.domain import (
+    CANCELLED,
+    TRANSFERRED,
+    Conflict,
+    DomainError,
+    Invoice,
+    Line,
+    Regie,
+)
+from tests.factories import terms
+
+
+def test_an_invoice_is_issued_with_its_whole_amount_due() -> None:
+    invoice = Invoice.issue(terms(quantity=4, unit=250))
+    assert invoice.amount_cents == 1000
+    assert invoice.amount_due_cents == 1000
+    assert invoice.status == "issued"
+    assert invoice.terms() == terms(quantity=4, unit=250)
+
+
+def test_the_invoice_id_is_the_same_for_the_same_regie_and_number() -> None:
+    assert Invoice.create_id("SPORTS", "F-1") == Invoice.create_id("SPORTS", "F-1")
+    assert Invoice.create_id("SPORTS", "F-1") != Invoice.create_id("CANTINE", "F-1")
+    assert Invoice.issue(terms()).id == Invoice.create_id("SPORTS", "F-1")
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"amount_cents": 2400}, "amount_cents"),
+        ({"amount_cents": 0, "lines": (Line("x", 1, 0),)}, "amount_cents"),
+        ({"amount_cents": -100, "lines": (Line("x", 1, -100),)}, "amount_cents"),
+        ({"lines": ()}, "lines"),
+        ({"lines": (Line("x", 0, 2500),)}, "lines.0.quantity"),
+        ({"payable_until": date(2025, 2, 25)}, "payable_until"),
+        ({"due_on": date(2030, 12, 30)}, "due_on"),
+    ],
+)
+def test_invoice_rules(change: dict[str, object], field: str) -> None:
+    with pytest.raises(DomainError) as refused:
+        Invoice.issue(replace(terms(), **change))  # type: ignore[arg-type]
+    assert refused.value.field == field
+
+
+def test_a_discount_line_is_allowed_when_the_total_stays_positive() -> None:
+    lines = (Line("Séjour", 1, 3000), Line("Quotient familial", 1, -500))
+    invoice = Invoice.issue(replace(terms(), lines=lines, amount_cents=2500))
+    assert invoice.amount_cents == 2500
+
+
+def test_cancel_then_nothing_else() -> None:
+    invoice = Invoice.issue(terms())
+    invoice.cancel("erreur de facturation")
+    assert invoice.status == CANCELLED
+    assert invoice.cancel_reason == "erreur de facturation"
+    with pytest.raises(Conflict):
+        invoice.cancel("again")
+    with pytest.raises(Conflict):
+        invoice.transfer("T-1")
+
+
+def test_cancel_needs_a_reason() -> None:
+    invoice = Invoice.issue(terms())
+    with pytest.raises(DomainError) as refused:
+        invoice.cancel("  ")
+    assert refused.value.field == "reason"
+    assert invoice.status == "issued"
+
+
+def test_transfer_closes_the_invoice() -> None:
+    invoice = Invoice.issue(terms())
+    invoice.transfer("TITRE-2025-12")
+    assert invoice.status == TRANSFERRED
+    assert invoice.transfer_reference == "TITRE-2025-12"
+    with pytest.raises(Conflict):
+        invoice.cancel("too late")
+
+
+@pytest.mark.parametrize(
+    ("numcli", "saisie", "name", "field"),
+    [
+        ("12345", "T", "Sports", "numcli"),
+        ("1234567", "T", "Sports", "numcli"),
+        ("12345a", "T", "Sports", "numcli"),
+        ("123456", "P", "Sports", "saisie"),
+        ("123456", "T", " ", "name"),
+    ],
+)
+def test_regie_rules(numcli: str, saisie: str, name: str, field: str) -> None:
+    with pytest.raises(DomainError) as refused:
+        Regie.open("SPORTS", name, numcli, saisie)
+    assert refused.value.field == field
+
+
+def test_a_numcli_keeps_its_leading_zeros() -> None:
+    assert Regie.open("SPORTS", "Direction des sports", "006281", "W").numcli == "006281"
