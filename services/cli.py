@@ -52,7 +52,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
     app = billing_app(settings)
     topic = settings.topic(BILLING_INVOICES.name)
     relay = Relay(
-        app, make_to_wire(app, topic), KafkaPublisher(settings, [topic]),
+        app, make_to_wire(app, topic), KafkaPublisher(settings, topic),
         SqlPositions(SqlStore(app)), name=topic,
     )
     logging.getLogger(__name__).info("relaying billing events to %s", topic)
@@ -98,9 +98,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run(load_demo=not args.no_demo)
 
 
+SECRET_SETTINGS = {"REGIE_TOKENS", "POSTGRES_PASSWORD"}
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     for name, (default, meaning) in SETTINGS.items():
-        print(f"{name}={get(name)!r}  # {meaning} (default {default!r})")
+        value = get(name)
+        if name in SECRET_SETTINGS and value:
+            value = "(set, hidden)"
+        print(f"{name}={value!r}  # {meaning} (default {default!r})")
     return 0
 
 

@@ -1,9 +1,11 @@
 """Consumes a topic of Régie events into an application, exactly once in effect.
 
 The position that matters is not Kafka's offset but each message's ``notificationid``,
-tracked per partition in the consuming service's own store, in the same transaction as
-the events it produces. Kafka offsets are committed too, but only to resume faster: a
-redelivery, a lost group offset or a full republish is recognised and skipped.
+which increases per key. It is tracked per key (per family) in the consuming service's own
+store, in the same transaction as the events it produces, so the partition a key lands on
+does not matter. Kafka offsets are committed too, but only to resume faster: a
+redelivery, a lost group offset, a full republish or a re-partitioned topic is recognised
+and skipped.
 """
 
 import logging
@@ -21,8 +23,8 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Envelope, Tracking], bool]
 
 
-def tracking_for(topic: str, partition: int, message: Envelope) -> Tracking:
-    return Tracking(f"{topic}#{partition}", message.notification_id)
+def tracking_for(topic: str, message: Envelope) -> Tracking:
+    return Tracking(f"{topic}/{message.key}", message.notification_id)
 
 
 def handle_record(topic: str, partition: int, value: bytes, handle: Handler) -> bool:
@@ -32,7 +34,7 @@ def handle_record(topic: str, partition: int, value: bytes, handle: Handler) -> 
         # Not ours to fix, and retrying cannot help: say so loudly and move on.
         log.error("%s[%d]: skipping a message that is not a valid event: %s", topic, partition, e)
         return False
-    return handle(message, tracking_for(topic, partition, message))
+    return handle(message, tracking_for(topic, message))
 
 
 class TrackedConsumer:
@@ -59,9 +61,10 @@ class TrackedConsumer:
             try:
                 if client is None:
                     client = consumer(self.settings, self.topic, self.group)
-                # poll(0) then sleep, rather than a blocking poll: noida-db answers fetches
-                # at once instead of waiting, and kafka-python would spin a core on it.
-                batches = client.poll(timeout_ms=0)
+                # Once partitions are assigned, poll(0) then sleep rather than a blocking
+                # poll: noida-db answers fetches at once instead of waiting, and kafka-python
+                # would spin a core on it. Joining the group needs a blocking poll.
+                batches = client.poll(timeout_ms=0 if client.assignment() else 500)
                 for tp, records in batches.items():
                     for record in records:
                         handle_record(tp.topic, tp.partition, record.value, self.handle)

@@ -45,24 +45,22 @@ def consumer(settings: Settings, topic: str, group: str, **extra: Any) -> KafkaC
     )
 
 
-def ensure_topics(settings: Settings, names: list[str]) -> set[str]:
-    """Create the missing topics; return the names it had to create."""
+def ensure_topic(settings: Settings, name: str) -> tuple[int, bool]:
+    """Create the topic if missing; return its partition count and whether we created it."""
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10000)
     try:
-        existing = set(admin.list_topics())
-        created: set[str] = set()
-        for name in names:
-            if name in existing:
-                continue
+        created = False
+        if name not in set(admin.list_topics()):
             try:
                 admin.create_topics(
                     [NewTopic(name, num_partitions=settings.kafka_partitions,
                               replication_factor=1)]
                 )
-                created.add(name)
+                created = True
                 log.info("created topic %s with %d partitions", name, settings.kafka_partitions)
             except TopicAlreadyExistsError:
                 pass
-        return created
+        described = admin.describe_topics([name])
+        return len(described[0]["partitions"]), created
     finally:
         admin.close()

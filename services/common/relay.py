@@ -7,6 +7,7 @@ got. A crash between the two repeats a batch (at least once); consumers drop the
 
 import logging
 import threading
+import time
 from typing import Any, Protocol
 
 from services.common.outbox import Outgoing, ToWire
@@ -21,8 +22,8 @@ class Publisher(Protocol):
     def publish(self, messages: list[Outgoing]) -> None:
         """Send and wait until every message is acknowledged, or raise."""
 
-    def ensure_topics(self) -> bool:
-        """Create missing topics; True when some had to be created (the broker lost them)."""
+    def ensure_topic(self) -> tuple[int, bool]:
+        """Create the topic if missing; return its partition count and whether we made it."""
 
     def close(self) -> None: ...
 
@@ -36,6 +37,7 @@ class Relay:
         positions: Positions,
         name: str,
         batch_size: int = 500,
+        verify_every: float = 2.0,
     ) -> None:
         self.app = app
         self.to_wire = to_wire
@@ -43,16 +45,32 @@ class Relay:
         self.positions = positions
         self.name = name
         self.batch_size = batch_size
+        self.verify_every = verify_every
+        self._verified_at = float("-inf")
 
-    def start(self) -> None:
-        if self.publisher.ensure_topics() and self.positions.get(self.name):
-            # An empty broker (a memory broker restarted, a topic deleted) must get the
-            # whole history again, or subscribers would never see it.
-            log.warning("%s: topics were missing; republishing from the start", self.name)
+    def verify_topic(self) -> None:
+        """Republish everything if the topic is not the one we have been filling.
+
+        A broker that lost its data (a memory broker restarted, a disk lost, a topic
+        deleted) must get the whole history again, or subscribers would never see it.
+        We notice it as a topic we had to create, or one whose partition count changed:
+        some brokers re-create a topic on the first client that names it, with their
+        default count. Republishing is safe: consumers skip what they already applied.
+        """
+        partitions, created = self.publisher.ensure_topic()
+        shape_key = f"{self.name}#partitions"
+        known = self.positions.get(shape_key)
+        if self.positions.get(self.name) and (created or partitions != known):
+            log.warning("%s: the broker lost the topic; republishing from the start", self.name)
             self.positions.set(self.name, 0)
+        if partitions != known:
+            self.positions.set(shape_key, partitions)
+        self._verified_at = time.monotonic()
 
     def run_once(self) -> int:
         """Publish the next batch; return how many notifications it covered."""
+        if time.monotonic() - self._verified_at > self.verify_every:
+            self.verify_topic()
         position = self.positions.get(self.name)
         notifications = self.app.recorder.select_notifications(
             position, self.batch_size, inclusive_of_start=False
@@ -71,27 +89,23 @@ class Relay:
 
     def run_forever(self, stop: threading.Event, poll_interval: float = 0.1) -> None:
         backoff = 0.2
-        started = False
         while not stop.is_set():
             try:
-                if not started:
-                    self.start()
-                    started = True
                 if self.run_once() == 0:
                     stop.wait(poll_interval)
                 backoff = 0.2
             except Exception:
                 log.exception("%s: publishing failed; retrying in %.1fs", self.name, backoff)
-                started = False
+                self._verified_at = float("-inf")
                 self.publisher.close()
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
 
 
 class KafkaPublisher:
-    def __init__(self, settings: Any, topics: list[str]) -> None:
+    def __init__(self, settings: Any, topic: str) -> None:
         self.settings = settings
-        self.topics = topics
+        self.topic = topic
         self._producer: Any = None
 
     def _get(self) -> Any:
@@ -110,10 +124,10 @@ class KafkaPublisher:
         for future in futures:
             future.get(timeout=30)
 
-    def ensure_topics(self) -> bool:
-        from services.common.kafka import ensure_topics
+    def ensure_topic(self) -> tuple[int, bool]:
+        from services.common.kafka import ensure_topic
 
-        return bool(ensure_topics(self.settings, self.topics))
+        return ensure_topic(self.settings, self.topic)
 
     def close(self) -> None:
         if self._producer is not None:

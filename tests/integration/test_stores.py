@@ -4,6 +4,7 @@ from dataclasses import replace
 
 import pytest
 
+from services.billing.application import BillingApp
 from services.billing.domain import Conflict, DomainError, Invoice
 from services.bootstrap import billing_app, payment_app
 from services.common.settings import Settings
@@ -92,7 +93,7 @@ def test_cancel_and_transfer_are_recorded(any_store_settings: Settings) -> None:
         billing.cancel_invoice(b.id, "trop tard")
 
 
-def _issue_some(billing) -> None:  # type: ignore[no-untyped-def]
+def _issue_some(billing: BillingApp) -> None:
     open_regies(billing)
     for i in range(30):
         billing.issue_invoice(terms(f"S-{i}", family=f"fam-{i % 3}", unit=1000 + i))

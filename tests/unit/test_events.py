@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,7 +57,7 @@ def _golden(name: str) -> dict:  # type: ignore[type-arg]
         (lambda m: m.update(time="2025-02-26T09:30:00"), "time"),
     ],
 )
-def test_malformed_messages_are_refused(mutate, why: str) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_messages_are_refused(mutate: Any, why: str) -> None:
     message = _golden("InvoiceIssued")
     mutate(message)
     with pytest.raises(EnvelopeError, match=why):

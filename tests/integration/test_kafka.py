@@ -1,0 +1,248 @@
+"""Relay and consumer through a real Kafka-protocol broker."""
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import KafkaProducer
+
+from events import BILLING_INVOICES
+from services.billing.application import BillingApp
+from services.billing.domain import Invoice
+from services.billing.integration import make_to_wire
+from services.bootstrap import billing_app, payment_app
+from services.common.consumer import TrackedConsumer
+from services.common.persistence import SqlStore
+from services.common.positions import SqlPositions
+from services.common.relay import KafkaPublisher, Relay
+from services.common.settings import Settings
+from services.payment.application import PaymentApp
+from tests.conftest import Broker, make_settings
+from tests.factories import open_regies, terms
+
+pytestmark = pytest.mark.kafka
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
+
+
+class Pipeline:
+    """Billing, its relay, the payment consumer: each part startable and stoppable."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.billing = billing_app(settings)
+        self.payment = payment_app(settings)
+        self.topic = settings.topic(BILLING_INVOICES.name)
+        self.threads: dict[str, tuple[threading.Thread, threading.Event]] = {}
+
+    def relay(self) -> Relay:
+        app = billing_app(self.settings)
+        return Relay(app, make_to_wire(app, self.topic), KafkaPublisher(self.settings, self.topic),
+                     SqlPositions(SqlStore(app)), name=self.topic)
+
+    def consumer(self) -> TrackedConsumer:
+        app = payment_app(self.settings)
+        return TrackedConsumer(self.settings, self.topic, self.settings.topic("payment"),
+                               app.apply_billing_event, on_idle=app.refresh)
+
+    def start(self, name: str) -> None:
+        part: Any = self.relay() if name == "relay" else self.consumer()
+        stop = threading.Event()
+        args = (stop, self.settings.poll_interval) if name == "relay" else (stop,)
+        thread = threading.Thread(target=part.run_forever, args=args, daemon=True)
+        thread.start()
+        self.threads[name] = (thread, stop)
+
+    def stop(self, name: str) -> None:
+        thread, stop = self.threads.pop(name)
+        stop.set()
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+
+    def stop_all(self) -> None:
+        for name in list(self.threads):
+            self.stop(name)
+
+    def totals(self) -> dict[str, int]:
+        rows = self.payment.to_pay.snapshot()["invoices"].values()
+        out: dict[str, int] = {}
+        for row in rows:
+            if row["status"] == "open":
+                out[row["family_id"]] = out.get(row["family_id"], 0) + row["amount_due_cents"]
+        return out
+
+
+def expected_totals(billing: BillingApp, numbers: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for number in numbers:
+        invoice = billing.get_invoice(Invoice.create_id("SPORTS", number))
+        if invoice.status == "issued":
+            out[invoice.family_id] = out.get(invoice.family_id, 0) + invoice.amount_due_cents
+    return out
+
+
+@contextmanager
+def pipeline(settings: Settings) -> Iterator[Pipeline]:
+    p = Pipeline(settings)
+    try:
+        yield p
+    finally:
+        p.stop_all()
+
+
+def kafka_settings(tmp_path: Path, bootstrap: str, kind: str, backend: str = "sqlite") -> Settings:
+    import uuid
+
+    return make_settings(backend, tmp_path, kafka_bootstrap=bootstrap, kafka_broker=kind,
+                         topic_prefix=f"t{uuid.uuid4().hex[:8]}.", kafka_partitions=6)
+
+
+def issue(billing: BillingApp, numbers: range, families: int = 10) -> list[str]:
+    out = [f"K-{i}" for i in numbers]
+    billing.issue_batch([terms(n, family=f"fam-{i % families}", unit=100 + i)
+                         for i, n in zip(numbers, out, strict=True)])
+    return out
+
+
+def test_events_flow_from_billing_to_to_pay_and_survive_restarts(
+    tmp_path: Path, kafka: Any
+) -> None:
+    settings = kafka_settings(tmp_path, kafka.bootstrap, kafka.kind)
+    with pipeline(settings) as p:
+        open_regies(p.billing)
+        numbers = issue(p.billing, range(0, 200))
+        p.billing.cancel_invoice(Invoice.create_id("SPORTS", "K-3"), "doublon")
+        p.start("relay")
+        p.start("consumer")
+        want = expected_totals(p.billing, numbers)
+        wait_for(lambda: p.totals() == want, what="to-pay lists to match billing")
+
+        # Stop both, keep issuing, then restart them: nothing lost, nothing twice.
+        p.stop("relay")
+        p.stop("consumer")
+        numbers += issue(p.billing, range(200, 300))
+        p.billing.transfer_invoice(Invoice.create_id("SPORTS", "K-250"), "T-1")
+        p.start("consumer")
+        p.start("relay")
+        want = expected_totals(p.billing, numbers)
+        wait_for(lambda: p.totals() == want, what="to-pay after restart")
+        fam3 = {line.number for line in p.payment.to_pay.open_lines("fam-3")}
+        assert fam3 == {f"K-{i}" for i in range(13, 300, 10)}  # K-3 was cancelled
+
+
+def test_a_republished_history_changes_nothing(tmp_path: Path, kafka: Any) -> None:
+    settings = kafka_settings(tmp_path, kafka.bootstrap, kafka.kind)
+    with pipeline(settings) as p:
+        open_regies(p.billing)
+        numbers = issue(p.billing, range(0, 100))
+        p.start("relay")
+        p.start("consumer")
+        want = expected_totals(p.billing, numbers)
+        wait_for(lambda: p.totals() == want, what="first delivery")
+        events_before = p.payment.recorder.max_notification_id()
+        snapshot = p.payment.to_pay.snapshot()
+        # An operator resets the relay: the whole history is published a second time.
+        p.stop("relay")
+        SqlPositions(SqlStore(p.billing)).set(p.topic, 0)
+        p.start("relay")
+        wait_for(lambda: SqlPositions(SqlStore(p.billing)).get(p.topic)
+                 == p.billing.recorder.max_notification_id(), what="republish")
+        time.sleep(1.0)  # give the consumer time to (wrongly) apply anything
+        assert p.payment.recorder.max_notification_id() == events_before
+        assert p.payment.to_pay.snapshot() == snapshot
+
+
+def test_garbage_on_the_topic_is_skipped(tmp_path: Path, kafka: Any) -> None:
+    settings = kafka_settings(tmp_path, kafka.bootstrap, kafka.kind)
+    with pipeline(settings) as p:
+        open_regies(p.billing)
+        p.start("relay")
+        wait_for(lambda: SqlPositions(SqlStore(p.billing)).get(p.topic) > 0, what="topic")
+        producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+        producer.send(p.topic, key=b"fam-0", value=b"{not an event")
+        producer.flush()
+        producer.close()
+        numbers = issue(p.billing, range(0, 20))
+        p.start("consumer")
+        want = expected_totals(p.billing, numbers)
+        wait_for(lambda: p.totals() == want, what="valid events after garbage")
+
+
+@pytest.fixture
+def own_broker(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+               ) -> Iterator[Broker]:
+    b = Broker(request.param, tmp_path_factory.mktemp("own-broker"))
+    b.start()
+    try:
+        yield b
+    finally:
+        b.kill()
+
+
+@pytest.mark.parametrize("own_broker", ["noida", "tansu"], indirect=True)
+def test_a_broker_that_lost_its_topics_gets_them_back(tmp_path: Path, own_broker: Broker) -> None:
+    settings = kafka_settings(tmp_path, own_broker.bootstrap, own_broker.kind)
+    with pipeline(settings) as p:
+        open_regies(p.billing)
+        numbers = issue(p.billing, range(0, 50))
+        p.start("relay")
+        p.start("consumer")
+        wait_for(lambda: p.totals() == expected_totals(p.billing, numbers), what="first")
+        # The broker comes back empty (memory broker restarted, or its disk lost).
+        own_broker.restart(keep_data=False)
+        numbers += issue(p.billing, range(50, 80))
+        wait_for(lambda: p.totals() == expected_totals(p.billing, numbers), timeout=60,
+                 what="delivery after the broker lost everything")
+
+    # A subscriber arriving now still finds the whole history on the topic.
+    fresh = make_settings("sqlite", tmp_path / "fresh", kafka_bootstrap=own_broker.bootstrap,
+                          kafka_broker=own_broker.kind, topic_prefix=settings.topic_prefix)
+    late = PaymentApp(env=fresh.event_store_env("payment"))
+    stop = threading.Event()
+    consumer = TrackedConsumer(fresh, p.topic, fresh.topic("late-subscriber"),
+                               late.apply_billing_event, on_idle=late.refresh)
+    thread = threading.Thread(target=consumer.run_forever, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: late.to_pay.snapshot()["invoices"].keys()
+                 == p.payment.to_pay.snapshot()["invoices"].keys(), what="late subscriber")
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+
+@pytest.mark.tansu
+def test_smoke_on_tansu(tmp_path: Path, tansu: Broker) -> None:
+    settings = kafka_settings(tmp_path, tansu.bootstrap, "tansu")
+    with pipeline(settings) as p:
+        open_regies(p.billing)
+        numbers = issue(p.billing, range(0, 100))
+        p.start("relay")
+        p.start("consumer")
+        wait_for(lambda: p.totals() == expected_totals(p.billing, numbers), what="tansu")
+
+
+def test_the_pipeline_on_postgresql(tmp_path: Path, kafka: Any) -> None:
+    from tests.conftest import drop_schemas
+
+    settings = kafka_settings(tmp_path, kafka.bootstrap, kafka.kind, backend="postgres")
+    try:
+        with pipeline(settings) as p:
+            open_regies(p.billing)
+            numbers = issue(p.billing, range(0, 100))
+            p.start("relay")
+            p.start("consumer")
+            wait_for(lambda: p.totals() == expected_totals(p.billing, numbers), what="pg")
+    finally:
+        drop_schemas(settings.schema_prefix)
