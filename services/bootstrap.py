@@ -2,24 +2,31 @@
 
 import os
 from pathlib import Path
+from typing import Any
 
 from services.billing.application import BillingApp
 from services.common.auth import format_tokens, make_dev_tokens, parse_tokens
-from services.common.persistence import ensure_schema
+from services.common.persistence import SqlStore, schema_lock
+from services.common.positions import SqlPositions
 from services.common.settings import Settings
 from services.payment.application import PaymentApp
 
 
 def billing_app(settings: Settings | None = None) -> BillingApp:
     settings = settings or Settings()
-    ensure_schema(settings, "billing")
-    return BillingApp(env=settings.event_store_env("billing"))
+    with schema_lock(settings, "billing"):
+        return BillingApp(env=settings.event_store_env("billing"))
 
 
 def payment_app(settings: Settings | None = None) -> PaymentApp:
     settings = settings or Settings()
-    ensure_schema(settings, "payment")
-    return PaymentApp(env=settings.event_store_env("payment"))
+    with schema_lock(settings, "payment"):
+        return PaymentApp(env=settings.event_store_env("payment"))
+
+
+def positions(settings: Settings, service: str, app: Any) -> SqlPositions:
+    with schema_lock(settings, service):
+        return SqlPositions(SqlStore(app))
 
 
 def dev_tokens_file(settings: Settings) -> Path:

@@ -43,9 +43,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
 def cmd_relay(args: argparse.Namespace) -> int:
     from events import BILLING_INVOICES
     from services.billing.integration import make_to_wire
-    from services.bootstrap import billing_app
-    from services.common.persistence import SqlStore
-    from services.common.positions import SqlPositions
+    from services.bootstrap import billing_app, positions
     from services.common.relay import KafkaPublisher, Relay
 
     settings = Settings()
@@ -53,7 +51,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
     topic = settings.topic(BILLING_INVOICES.name)
     relay = Relay(
         app, make_to_wire(app, topic), KafkaPublisher(settings, topic),
-        SqlPositions(SqlStore(app)), name=topic,
+        positions(settings, "billing", app), name=topic,
     )
     logging.getLogger(__name__).info("relaying billing events to %s", topic)
     relay.run_forever(_stop_on_signals(), settings.poll_interval)
@@ -62,14 +60,15 @@ def cmd_relay(args: argparse.Namespace) -> int:
 
 def cmd_consume(args: argparse.Namespace) -> int:
     from events import BILLING_INVOICES
-    from services.bootstrap import payment_app
+    from services.bootstrap import payment_app, positions
     from services.common.consumer import TrackedConsumer
 
     settings = Settings()
     app = payment_app(settings)
     topic = settings.topic(BILLING_INVOICES.name)
     consumer = TrackedConsumer(
-        settings, topic, settings.topic("payment"), app.apply_billing_event, on_idle=app.refresh
+        settings, topic, app.apply_billing_event, positions(settings, "payment", app),
+        on_idle=app.refresh,
     )
     logging.getLogger(__name__).info("payment consuming %s", topic)
     consumer.run_forever(_stop_on_signals())

@@ -6,11 +6,13 @@ from marshmallow import Schema, ValidationError, fields, post_load, validate, va
 
 from services.billing.domain import MAX_AMOUNT_CENTS, InvoiceTerms, Line
 
-CODE = validate.Regexp(r"^[A-Za-z0-9_-]{1,32}$", error="letters, digits, '-' or '_', 1 to 32")
+# Anchored with \Z, not $: in Python "$" also matches before a trailing newline, which let
+# "F-1\n" through as a second invoice beside "F-1" (and "000001\n" as a numcli).
+CODE = validate.Regexp(r"^[A-Za-z0-9_-]{1,32}\Z", error="letters, digits, '-' or '_', 1 to 32")
 NUMBER = validate.Regexp(
-    r"^[A-Za-z0-9._/-]{1,40}$", error="letters, digits, '.', '_', '/' or '-', 1 to 40"
+    r"^[A-Za-z0-9._/-]{1,40}\Z", error="letters, digits, '.', '_', '/' or '-', 1 to 40"
 )
-FAMILY = validate.Regexp(r"^[A-Za-z0-9._-]{1,64}$", error="letters, digits, '.', '_' or '-'")
+FAMILY = validate.Regexp(r"^[A-Za-z0-9._-]{1,64}\Z", error="letters, digits, '.', '_' or '-'")
 MAX_BATCH = 5000
 
 
@@ -18,7 +20,7 @@ class RegieIn(Schema):
     code = fields.String(required=True, validate=CODE)
     name = fields.String(required=True, validate=validate.Length(min=1, max=200))
     numcli = fields.String(
-        required=True, validate=validate.Regexp(r"^[0-9]{6}$", error="exactly 6 digits")
+        required=True, validate=validate.Regexp(r"^[0-9]{6}\Z", error="exactly 6 digits")
     )
     saisie = fields.String(
         required=True,
@@ -90,9 +92,10 @@ class InvoiceOut(Schema):
 
 class BatchIn(Schema):
     # Items are checked one by one by the view, so that one bad invoice does not sink
-    # the thousands of good ones beside it.
+    # the thousands of good ones beside it: even an item that is not an object (null, a
+    # string) gets its own 422 result rather than failing the whole batch here.
     invoices = fields.List(
-        fields.Dict(),
+        fields.Raw(allow_none=True, metadata={"type": "object"}),
         required=True,
         validate=validate.Length(min=1, max=MAX_BATCH, error=f"1 to {MAX_BATCH} invoices"),
     )

@@ -16,3 +16,11 @@ class Conflict(DomainError):
 
 class NotFound(DomainError):
     pass
+
+
+class OutOfOrder(Exception):
+    """A consumed event does not follow the last one applied for its aggregate.
+
+    Something between the producer's log and us lost events (a broker that lost a topic
+    while we read it): the consumer must read the topic again from the start.
+    """

@@ -1,6 +1,7 @@
 """kafka-python clients configured the same way everywhere."""
 
 import logging
+import time
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -23,44 +24,56 @@ def producer(settings: Settings) -> KafkaProducer:
         batch_size=262144,
         request_timeout_ms=10000,
         max_block_ms=10000,
-        # A topic must only ever be created by ensure_topics, so that a relay notices an
+        # A topic must only ever be created by ensure_topic, so that a relay notices an
         # emptied broker instead of writing into an auto-created, shorter history.
         allow_auto_create_topics=False,
     )
 
 
-def consumer(settings: Settings, topic: str, group: str, **extra: Any) -> KafkaConsumer:
-    session = settings.session_timeout_ms()
+def consumer(settings: Settings, **extra: Any) -> KafkaConsumer:
+    """A consumer without a group: partitions are assigned and positioned by the caller."""
     return KafkaConsumer(
-        topic,
         bootstrap_servers=settings.kafka_bootstrap,
-        group_id=group,
+        group_id=None,
         enable_auto_commit=False,
+        # Past the end (the topic was re-created): read it all again, repeats are skipped.
         auto_offset_reset="earliest",
-        session_timeout_ms=session,
-        heartbeat_interval_ms=max(300, session // 6),
         max_poll_records=1000,
+        metadata_max_age_ms=5000,
         allow_auto_create_topics=False,
         **extra,
     )
 
 
-def ensure_topic(settings: Settings, name: str) -> tuple[int, bool]:
-    """Create the topic if missing; return its partition count and whether we created it."""
+def ensure_topic(settings: Settings, name: str, partitions: int = 0) -> tuple[int, bool]:
+    """Make sure the topic exists, with ``partitions`` partitions when that is given.
+
+    Returns its partition count and whether it was (re)created here. A topic with another
+    count is deleted and created again: brokers re-create a lost topic with their default
+    count on the first client that names it, and keys must keep their partitions.
+    """
+    wanted = partitions or settings.kafka_partitions
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10000)
     try:
-        created = False
-        if name not in set(admin.list_topics()):
+        if name in set(admin.list_topics()):
+            count = len(admin.describe_topics([name])[0]["partitions"])
+            if not partitions or count == partitions:
+                return count, False
+            log.warning("topic %s has %d partitions instead of %d: re-creating it",
+                        name, count, partitions)
+            admin.delete_topics([name])
+        deadline = time.monotonic() + 30
+        while True:
             try:
-                admin.create_topics(
-                    [NewTopic(name, num_partitions=settings.kafka_partitions,
-                              replication_factor=1)]
-                )
-                created = True
-                log.info("created topic %s with %d partitions", name, settings.kafka_partitions)
+                admin.create_topics([NewTopic(name, num_partitions=wanted, replication_factor=1)])
+                log.info("created topic %s with %d partitions", name, wanted)
+                return wanted, True
             except TopicAlreadyExistsError:
-                pass
-        described = admin.describe_topics([name])
-        return len(described[0]["partitions"]), created
+                # A deletion still in progress, or another client was quicker.
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+                if name in set(admin.list_topics()) and not partitions:
+                    return len(admin.describe_topics([name])[0]["partitions"]), False
     finally:
         admin.close()

@@ -26,13 +26,21 @@ def register_transcodings(transcoder: JSONTranscoder) -> None:
     transcoder.register(DateAsISO())
 
 
-def ensure_schema(settings: Settings, service: str) -> None:
-    """`eventsourcing` creates tables, not schemas: make the service's schema first."""
+@contextmanager
+def schema_lock(settings: Settings, service: str) -> Iterator[None]:
+    """Make the service's schema, and hold a lock while its tables are created.
+
+    `eventsourcing` creates tables, not schemas. Its CREATE TABLE IF NOT EXISTS is not
+    safe when two processes (an API and its relay, say) start at once: PostgreSQL then
+    fails one of them on a duplicate type name. An advisory lock per schema serialises it.
+    """
     if not settings.is_postgres():
+        yield
         return
     import psycopg
     from psycopg import sql
 
+    schema = settings.schema(service)
     with psycopg.connect(
         dbname=settings.postgres_dbname,
         host=settings.postgres_host,
@@ -41,11 +49,12 @@ def ensure_schema(settings: Settings, service: str) -> None:
         password=settings.postgres_password or None,
         autocommit=True,
     ) as conn:
-        conn.execute(
-            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                sql.Identifier(settings.schema(service))
-            )
-        )
+        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (schema,))
+        try:
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (schema,))
 
 
 class SqlStore:

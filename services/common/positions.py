@@ -1,4 +1,5 @@
-"""Where a relay remembers the last notification it published."""
+"""Positions kept in a service's own database: how far a relay published, where a
+consumer resumes reading a topic."""
 
 from typing import Protocol
 
@@ -9,6 +10,8 @@ class Positions(Protocol):
     def get(self, name: str) -> int: ...
 
     def set(self, name: str, position: int) -> None: ...
+
+    def set_many(self, positions: dict[str, int]) -> None: ...
 
 
 class MemoryPositions:
@@ -21,28 +24,35 @@ class MemoryPositions:
     def set(self, name: str, position: int) -> None:
         self._positions[name] = position
 
+    def set_many(self, positions: dict[str, int]) -> None:
+        self._positions.update(positions)
+
 
 class SqlPositions:
-    """Kept in the producing service's own database, beside its events."""
+    """Kept in the service's own database, beside its events."""
 
     def __init__(self, store: SqlStore) -> None:
         self.store = store
         with store.transaction() as c:
             c.execute(
-                "CREATE TABLE IF NOT EXISTS {schema}relay_positions "
+                "CREATE TABLE IF NOT EXISTS {schema}positions "
                 "(name TEXT PRIMARY KEY, position BIGINT NOT NULL)"
             )
 
     def get(self, name: str) -> int:
         rows = self.store.fetchall(
-            "SELECT position FROM {schema}relay_positions WHERE name = ?", (name,)
+            "SELECT position FROM {schema}positions WHERE name = ?", (name,)
         )
         return int(rows[0]["position"]) if rows else 0
 
     def set(self, name: str, position: int) -> None:
+        self.set_many({name: position})
+
+    def set_many(self, positions: dict[str, int]) -> None:
         with self.store.transaction() as c:
-            c.execute(
-                "INSERT INTO {schema}relay_positions (name, position) VALUES (?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-                (name, position),
-            )
+            for name, position in positions.items():
+                c.execute(
+                    "INSERT INTO {schema}positions (name, position) VALUES (?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+                    (name, position),
+                )

@@ -22,8 +22,9 @@ class Publisher(Protocol):
     def publish(self, messages: list[Outgoing]) -> None:
         """Send and wait until every message is acknowledged, or raise."""
 
-    def ensure_topic(self) -> tuple[int, bool]:
-        """Create the topic if missing; return its partition count and whether we made it."""
+    def ensure_topic(self, partitions: int = 0) -> tuple[int, bool]:
+        """Create the topic if missing, or re-create it if its partition count is not
+        ``partitions`` (when given); return its count and whether it was (re)created."""
 
     def close(self) -> None: ...
 
@@ -55,12 +56,13 @@ class Relay:
         deleted) must get the whole history again, or subscribers would never see it.
         We notice it as a topic we had to create, or one whose partition count changed:
         some brokers re-create a topic on the first client that names it, with their
-        default count. Republishing is safe: consumers skip what they already applied.
+        default count, and we then re-create it with ours, so that each key keeps its
+        partition. Republishing is safe: consumers skip what they already applied.
         """
-        partitions, created = self.publisher.ensure_topic()
         shape_key = f"{self.name}#partitions"
         known = self.positions.get(shape_key)
-        if self.positions.get(self.name) and (created or partitions != known):
+        partitions, created = self.publisher.ensure_topic(known)
+        if created and self.positions.get(self.name):
             log.warning("%s: the broker lost the topic; republishing from the start", self.name)
             self.positions.set(self.name, 0)
         if partitions != known:
@@ -124,10 +126,10 @@ class KafkaPublisher:
         for future in futures:
             future.get(timeout=30)
 
-    def ensure_topic(self) -> tuple[int, bool]:
+    def ensure_topic(self, partitions: int = 0) -> tuple[int, bool]:
         from services.common.kafka import ensure_topic
 
-        return ensure_topic(self.settings, self.topic)
+        return ensure_topic(self.settings, self.topic, partitions)
 
     def close(self) -> None:
         if self._producer is not None:

@@ -8,6 +8,7 @@ from eventsourcing.application import AggregateNotFoundError, Application, Proce
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, ProcessRecorder, Tracking
 
 from events import Envelope
+from services.common.errors import OutOfOrder
 from services.common.persistence import SqlStore, register_transcodings
 from services.payment import domain
 from services.payment.projections import MemoryToPayStore, SqlToPayStore, ToPayStore, catch_up
@@ -85,8 +86,13 @@ class PaymentApp(Application[UUID]):
                 payable_until=data["payable_until"], due_on=data["due_on"],
                 amount_cents=data["amount_cents"], sequence=message.sequence,
             )
-        if invoice is None or not invoice.is_new(message.sequence):
+        if invoice is not None and not invoice.is_new(message.sequence):
             return None
+        if invoice is None or message.sequence != invoice.sequence + 1:
+            raise OutOfOrder(
+                f"{message.name} #{message.sequence} of invoice {invoice_id} follows "
+                f"#{invoice.sequence if invoice else 0}"
+            )
         if message.name == "InvoiceCancelled":
             invoice.cancel(reason=data["reason"], sequence=message.sequence)
         elif message.name == "InvoiceTransferred":

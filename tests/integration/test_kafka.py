@@ -53,8 +53,8 @@ class Pipeline:
 
     def consumer(self) -> TrackedConsumer:
         app = payment_app(self.settings)
-        return TrackedConsumer(self.settings, self.topic, self.settings.topic("payment"),
-                               app.apply_billing_event, on_idle=app.refresh)
+        return TrackedConsumer(self.settings, self.topic, app.apply_billing_event,
+                               SqlPositions(SqlStore(app)), on_idle=app.refresh)
 
     def start(self, name: str) -> None:
         part: Any = self.relay() if name == "relay" else self.consumer()
@@ -210,8 +210,8 @@ def test_a_broker_that_lost_its_topics_gets_them_back(tmp_path: Path, own_broker
                           kafka_broker=own_broker.kind, topic_prefix=settings.topic_prefix)
     late = PaymentApp(env=fresh.event_store_env("payment"))
     stop = threading.Event()
-    consumer = TrackedConsumer(fresh, p.topic, fresh.topic("late-subscriber"),
-                               late.apply_billing_event, on_idle=late.refresh)
+    consumer = TrackedConsumer(fresh, p.topic, late.apply_billing_event,
+                               SqlPositions(SqlStore(late)), on_idle=late.refresh)
     thread = threading.Thread(target=consumer.run_forever, args=(stop,), daemon=True)
     thread.start()
     try:

@@ -1,0 +1,263 @@
+"""The whole backbone as separate processes: APIs under gunicorn, relay, consumer, broker.
+
+Issue invoices over HTTP, watch them reach the to-pay lists, kill -9 the relay and the
+consumer in the middle of a stream, and rebuild the read model from the history.
+"""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from services.common.broker import free_port
+from services.common.settings import Settings
+from services.payment.application import PaymentApp
+from tests.conftest import drop_schemas, make_settings
+from tests.factories import invoice_payload
+
+pytestmark = pytest.mark.kafka
+
+ISSUER, READER = "issuer-token", "reader-token"
+FAMILIES = [f"fam-{i:02d}" for i in range(50)]
+REGIES = {"SPORTS": "Direction des sports", "CANTINE": "Restauration scolaire"}
+
+
+class System:
+    def __init__(self, settings: Settings, env: dict[str, str], logs: Path) -> None:
+        self.settings = settings
+        self.env = env
+        self.logs = logs
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.billing = f"http://127.0.0.1:{env['BILLING_PORT']}"
+        self.payment = f"http://127.0.0.1:{env['PAYMENT_PORT']}"
+
+    def argv(self, name: str) -> list[str]:
+        py = sys.executable
+        if name.endswith("-api"):
+            service = name.removesuffix("-api")
+            port = self.env[f"{service.upper()}_PORT"]
+            return [py, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+                    "--threads", "8", "--no-control-socket",
+                    f"services.{service}.web:create_app()"]
+        if name == "relay":
+            return [py, "-m", "services.cli", "relay", "billing"]
+        return [py, "-m", "services.cli", "consume", "payment"]
+
+    def start(self, name: str) -> None:
+        with open(self.logs / f"{name}.log", "ab") as log:
+            self.procs[name] = subprocess.Popen(
+                self.argv(name), env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def kill9(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            self.kill9(name)
+
+    def wait_up(self) -> None:
+        for url in (self.billing, self.payment):
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if requests.get(f"{url}/health", timeout=1).ok:
+                        break
+                except requests.RequestException:
+                    pass
+                assert time.monotonic() < deadline, f"{url} did not start: see {self.logs}"
+                for name, proc in self.procs.items():
+                    assert proc.poll() is None, f"{name} died: see {self.logs}/{name}.log"
+                time.sleep(0.1)
+
+    def post(self, path: str, body: Any) -> requests.Response:
+        return requests.post(f"{self.billing}{path}", json=body, timeout=60,
+                             headers={"Authorization": f"Bearer {ISSUER}"})
+
+    def to_pay(self, family: str) -> dict[str, Any]:
+        r = requests.get(f"{self.payment}/families/{family}/to-pay", timeout=10,
+                         headers={"Authorization": f"Bearer {READER}"})
+        r.raise_for_status()
+        return r.json()  # type: ignore[no-any-return]
+
+    def all_to_pay(self) -> dict[str, Any]:
+        return {family: self.to_pay(family) for family in FAMILIES}
+
+    def regie_lines(self, family: str, regie: str) -> list[dict[str, Any]]:
+        r = requests.get(f"{self.payment}/families/{family}/to-pay/{regie}", timeout=10,
+                         headers={"Authorization": f"Bearer {READER}"})
+        r.raise_for_status()
+        return r.json()["invoices"]  # type: ignore[no-any-return]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def system(request: pytest.FixtureRequest, tmp_path: Path, kafka: Any) -> Iterator[System]:
+    prefix = f"e{uuid.uuid4().hex[:8]}."
+    settings = make_settings(request.param, tmp_path, kafka_bootstrap=kafka.bootstrap,
+                             kafka_broker=kafka.kind, topic_prefix=prefix)
+    env = dict(os.environ)
+    env.update(
+        REGIE_VAR_DIR=str(settings.var_dir), PERSISTENCE_MODULE=settings.persistence,
+        KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap, KAFKA_BROKER=kafka.kind,
+        KAFKA_TOPIC_PREFIX=prefix, REGIE_TOKENS=f"{ISSUER}:issuer,{READER}:reader",
+        BILLING_PORT=str(free_port()), PAYMENT_PORT=str(free_port()),
+        REGIE_POLL_INTERVAL="0.05",
+    )
+    if settings.is_postgres():
+        env.update(POSTGRES_DBNAME=settings.postgres_dbname, POSTGRES_HOST=settings.postgres_host,
+                   POSTGRES_PORT=settings.postgres_port, POSTGRES_USER=settings.postgres_user,
+                   POSTGRES_PASSWORD="", REGIE_SCHEMA_PREFIX=settings.schema_prefix)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    s = System(settings, env, logs)
+    try:
+        for name in ("billing-api", "payment-api", "relay", "consumer"):
+            s.start(name)
+        s.wait_up()
+        yield s
+    finally:
+        s.stop_all()
+        if settings.is_postgres():
+            drop_schemas(settings.schema_prefix)
+
+
+class Ledger:
+    """What billing accepted, to compare the to-pay lists with, to the cent."""
+
+    def __init__(self) -> None:
+        self.open: dict[str, dict[str, Any]] = {}  # invoice id -> payload
+
+    def expected(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for family in FAMILIES:
+            per: dict[str, list[int]] = {}
+            for p in self.open.values():
+                if p["family_id"] == family:
+                    per.setdefault(p["regie"], []).append(p["amount_cents"])
+            out[family] = {"regies": [
+                {"code": code, "name": REGIES[code], "count": len(a), "total_cents": sum(a)}
+                for code, a in sorted(per.items())
+            ]}
+        return out
+
+
+def payloads(rng: random.Random, start: int, count: int) -> list[dict[str, Any]]:
+    out = []
+    for i in range(start, start + count):
+        regie = rng.choice(sorted(REGIES))
+        out.append(invoice_payload(
+            number=f"E-{i:05d}", family=FAMILIES[i % len(FAMILIES)], regie=regie,
+            quantity=rng.randint(1, 9), unit=rng.randint(100, 4999),
+        ))
+    return out
+
+
+def issue(s: System, ledger: Ledger, batch: list[dict[str, Any]], single: bool) -> None:
+    if single:
+        for p in batch:
+            r = s.post("/invoices", p)
+            assert r.status_code == 201, r.text
+            ledger.open[r.json()["id"]] = p
+        return
+    r = s.post("/invoices/batch", {"invoices": batch})
+    assert r.status_code == 200, r.text
+    for p, result in zip(batch, r.json()["results"], strict=True):
+        assert result["status"] == 201, result
+        ledger.open[result["invoice"]["id"]] = p
+
+
+def wait_until_equal(s: System, want: dict[str, Any], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    got: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        got = s.all_to_pay()
+        if got == want:
+            return
+        time.sleep(0.2)
+    wrong = [f for f in FAMILIES if got.get(f) != want[f]]
+    raise AssertionError(f"to-pay differs for {wrong[:5]}: {got.get(wrong[0])} != {want[wrong[0]]}")
+
+
+def test_issue_kill_restart_rebuild(system: System) -> None:
+    s, ledger, rng = system, Ledger(), random.Random(2025)
+    for code, name in REGIES.items():
+        r = s.post("/regies", {"code": code, "name": name, "numcli": "000123", "saisie": "T"})
+        assert r.status_code == 201, r.text
+
+    # 1. 500 invoices for 50 families: 100 one by one, 400 in batches.
+    first = payloads(rng, 0, 500)
+    issue(s, ledger, first[:100], single=True)
+    for k in range(100, 500, 100):
+        issue(s, ledger, first[k:k + 100], single=False)
+    wait_until_equal(s, ledger.expected())
+
+    # 2. A second stream with cancellations and transfers; kill -9 the relay and the
+    #    consumer in the middle of it, then restart them.
+    second = payloads(rng, 500, 500)
+    errors: list[BaseException] = []
+    midway = threading.Event()
+
+    def stream() -> None:
+        try:
+            for k in range(0, 500, 25):
+                issue(s, ledger, second[k:k + 25], single=False)
+                if k == 125:
+                    midway.set()
+                time.sleep(0.1)  # a steady stream, so the kills land in the middle of it
+                victim = rng.choice(sorted(ledger.open))
+                action = rng.choice(["cancel", "transfer"])
+                body = {"reason": "erreur"} if action == "cancel" else {"reference": "T-1"}
+                r = s.post(f"/invoices/{victim}/{action}", body)
+                assert r.status_code == 200, r.text
+                del ledger.open[victim]
+        except BaseException as e:
+            errors.append(e)
+
+    writer = threading.Thread(target=stream)
+    writer.start()
+    assert midway.wait(timeout=60)
+    s.kill9("relay")
+    s.kill9("consumer")
+    assert writer.is_alive(), "the stream ended before the kills"
+    time.sleep(0.5)
+    s.start("consumer")
+    s.start("relay")
+    writer.join(timeout=120)
+    assert not writer.is_alive()
+    assert not errors, errors
+    wait_until_equal(s, ledger.expected())
+    live = s.all_to_pay()
+
+    # Nothing counted twice: the payment store holds exactly one copy of each invoice.
+    payment = PaymentApp(env=s.settings.event_store_env("payment"))
+    snapshot = payment.to_pay.snapshot()
+    assert len(snapshot["invoices"]) == 1000
+    open_ids = {i for i, row in snapshot["invoices"].items() if row["status"] == "open"}
+    assert open_ids == set(ledger.open)
+    lines = s.regie_lines(FAMILIES[7], "SPORTS")
+    assert sum(line["amount_due_cents"] for line in lines) == sum(
+        p["amount_cents"] for p in ledger.open.values()
+        if p["family_id"] == FAMILIES[7] and p["regie"] == "SPORTS"
+    )
+
+    # 3. Drop the projection and rebuild it from the history: identical to the live one.
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "replay", "to-pay", "--quiet"],
+        env=s.env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "rebuilt from" in done.stdout
+    assert payment.to_pay.snapshot() == snapshot
+    assert s.all_to_pay() == live
