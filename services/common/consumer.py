@@ -172,13 +172,11 @@ class TrackedConsumer:
                 if time.monotonic() - checked > 5:
                     checked = time.monotonic()
                     if len(client.partitions_for_topic(self.topic) or ()) != len(tps):
-                        log.warning("%s changed its partitions; reading it again", self.topic)
-                        raise OutOfOrder(self.topic)
+                        raise OutOfOrder("its partition count changed")
                 if time.monotonic() - verified > verify_every:
                     verified = time.monotonic()
                     if not self._reads_still_there(tps):
-                        log.warning("%s is not the log we read; reading it again", self.topic)
-                        raise OutOfOrder(self.topic)
+                        raise OutOfOrder("it is no longer the log we read")
                 if not batches:
                     stop.wait(self.settings.poll_interval)
                 backoff = 0.2

@@ -5,8 +5,8 @@ import time
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.admin import NewPartitions, NewTopic
+from kafka.errors import IncompatibleBrokerVersion, KafkaError, TopicAlreadyExistsError
 
 from services.common.settings import Settings
 
@@ -22,8 +22,11 @@ def producer(settings: Settings) -> KafkaProducer:
         max_in_flight_requests_per_connection=1,
         linger_ms=5,
         batch_size=262144,
-        request_timeout_ms=10000,
-        max_block_ms=10000,
+        # Give up on a batch within seconds: a relay stuck retrying into a topic the broker
+        # re-made differently would not notice it until the batch expires.
+        request_timeout_ms=5000,
+        delivery_timeout_ms=8000,
+        max_block_ms=8000,
         # A topic must only ever be created by ensure_topic, so that a relay notices an
         # emptied broker instead of writing into an auto-created, shorter history.
         allow_auto_create_topics=False,
@@ -48,32 +51,41 @@ def consumer(settings: Settings, **extra: Any) -> KafkaConsumer:
 def ensure_topic(settings: Settings, name: str, partitions: int = 0) -> tuple[int, bool]:
     """Make sure the topic exists, with ``partitions`` partitions when that is given.
 
-    Returns its partition count and whether it was (re)created here. A topic with another
-    count is deleted and created again: brokers re-create a lost topic with their default
-    count on the first client that names it, and keys must keep their partitions.
+    Returns its partition count and whether it had to be made or mended here. Brokers
+    re-create a lost topic with their default count on the first client that names it
+    (noida-db with 1, Tansu with 4), and keys must keep their partitions: a topic with
+    too few is given more, or, where the broker cannot, deleted and created again.
     """
     wanted = partitions or settings.kafka_partitions
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10000)
+    mended = False
+    deadline = time.monotonic() + 30
     try:
-        if name in set(admin.list_topics()):
-            count = len(admin.describe_topics([name])[0]["partitions"])
-            if not partitions or count == partitions:
-                return count, False
-            log.warning("topic %s has %d partitions instead of %d: re-creating it",
-                        name, count, partitions)
-            admin.delete_topics([name])
-        deadline = time.monotonic() + 30
         while True:
-            try:
-                admin.create_topics([NewTopic(name, num_partitions=wanted, replication_factor=1)])
-                log.info("created topic %s with %d partitions", name, wanted)
-                return wanted, True
-            except TopicAlreadyExistsError:
-                # A deletion still in progress, or another client was quicker.
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-                if name in set(admin.list_topics()) and not partitions:
-                    return len(admin.describe_topics([name])[0]["partitions"]), False
+            if name not in set(admin.list_topics()):
+                try:
+                    admin.create_topics(
+                        [NewTopic(name, num_partitions=wanted, replication_factor=1)]
+                    )
+                    log.info("created topic %s with %d partitions", name, wanted)
+                    return wanted, True
+                except TopicAlreadyExistsError:
+                    pass  # another client was quicker, or a deletion is in progress
+            else:
+                count = len(admin.describe_topics([name])[0]["partitions"])
+                if not partitions or count == partitions:
+                    return count, mended
+                log.warning("topic %s has %d partitions instead of %d: mending it",
+                            name, count, partitions)
+                mended = True
+                try:
+                    if count > partitions:
+                        raise IncompatibleBrokerVersion("cannot remove partitions")
+                    admin.create_partitions({name: NewPartitions(total_count=partitions)})
+                except (IncompatibleBrokerVersion, KafkaError):
+                    admin.delete_topics([name])
+            if time.monotonic() > deadline:
+                raise KafkaError(f"could not make topic {name} with {wanted} partitions")
+            time.sleep(0.2)
     finally:
         admin.close()

@@ -30,12 +30,24 @@ def register_transcodings(transcoder: JSONTranscoder) -> None:
 def schema_lock(settings: Settings, service: str) -> Iterator[None]:
     """Make the service's schema, and hold a lock while its tables are created.
 
-    `eventsourcing` creates tables, not schemas. Its CREATE TABLE IF NOT EXISTS is not
-    safe when two processes (an API and its relay, say) start at once: PostgreSQL then
-    fails one of them on a duplicate type name. An advisory lock per schema serialises it.
+    `eventsourcing` creates tables, not schemas. Its table creation is not safe when two
+    processes (an API and its relay, say) start at once: PostgreSQL fails one of them on a
+    duplicate type name, SQLite on its tracking migration row. An advisory lock per schema,
+    or a lock file beside the SQLite file, serialises it.
     """
     if not settings.is_postgres():
-        yield
+        if settings.persistence != "eventsourcing.sqlite":
+            yield
+            return
+        import fcntl
+
+        settings.var_dir.mkdir(parents=True, exist_ok=True)
+        with open(settings.var_dir / f"{service}.db.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
         return
     import psycopg
     from psycopg import sql
