@@ -22,16 +22,20 @@ class EventType:
     versions: dict[int, type[Schema]]
     # upcasters[n] turns the data of version n into the data of version n + 1
     upcasters: dict[int, Upcaster] = field(default_factory=dict)
+    _schemas: dict[int, Schema] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def latest(self) -> int:
         return max(self.versions)
 
     def schema(self, version: int) -> Schema:
-        try:
-            return self.versions[version]()
-        except KeyError:
-            raise UnknownEventType(f"{self.name} has no version {version}") from None
+        # One instance per version: building a marshmallow schema costs more than using it.
+        if version not in self._schemas:
+            try:
+                self._schemas[version] = self.versions[version]()
+            except KeyError:
+                raise UnknownEventType(f"{self.name} has no version {version}") from None
+        return self._schemas[version]
 
     def upcast(self, data: dict[str, Any], version: int) -> dict[str, Any]:
         while version < self.latest:

@@ -74,11 +74,11 @@ def run(load_demo: bool = True) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
-            sup.start("broker", [python, "-m", "services.cli", "broker"])
-            from services.common.broker import wait_ready
+        from services.common.broker import wait_ready
 
-            wait_ready(settings.kafka_bootstrap, timeout=30)
+        if settings.kafka_broker != "external":
+            sup.start("broker", [python, "-m", "services.cli", "broker"])
+        wait_ready(settings.kafka_bootstrap, timeout=30)
         for name, port, factory in (
             ("billing-api", billing_port, "services.billing.web:create_app()"),
             ("payment-api", payment_port, "services.payment.web:create_app()"),

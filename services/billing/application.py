@@ -131,10 +131,8 @@ class BillingApp(Application[UUID]):
                     # The same number twice in one batch: the second is a replay of the first.
                     results[i] = self._same(pending[invoice_id][1], item)
                     continue
-                existing = self._find_invoice(item)
-                if existing is not None:
-                    results[i] = self._same(existing, item)
-                    continue
+                # No look-up of the store here: new numbers are the rule, and a number
+                # issued before makes the chunk's save fail, which sorts it out one by one.
                 invoice = Invoice.issue(item)
                 pending[invoice_id] = (i, invoice, item)
                 results[i] = Issued(invoice, created=True)

@@ -22,7 +22,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "POSTGRES_PASSWORD": ("", "PostgreSQL password"),
     "REGIE_SCHEMA_PREFIX": ("", "prefix of each service's PostgreSQL schema (tests isolate runs)"),
     "KAFKA_BOOTSTRAP_SERVERS": ("127.0.0.1:9092", "Kafka bootstrap servers"),
-    "KAFKA_BROKER": ("noida", "embedded broker started by `regie broker`: noida or tansu"),
+    "KAFKA_BROKER": (
+        "noida",
+        "broker `regie run` starts at KAFKA_BOOTSTRAP_SERVERS: noida, tansu, or external (none)",
+    ),
     "KAFKA_PARTITIONS": ("6", "partitions of each topic the relays create"),
     "KAFKA_TOPIC_PREFIX": ("", "prefix of topic and group names (tests isolate runs)"),
     "KAFKA_SESSION_TIMEOUT_MS": ("", "consumer session timeout; default by broker kind"),
