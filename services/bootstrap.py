@@ -2,14 +2,17 @@
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from services.billing.application import BillingApp
 from services.common.auth import format_tokens, make_dev_tokens, parse_tokens
 from services.common.persistence import SqlStore, schema_lock
 from services.common.positions import SqlPositions
 from services.common.settings import Settings
-from services.payment.application import PaymentApp
+from services.payment.application import PaymentApp, ReturnUrls
+
+if TYPE_CHECKING:
+    from services.payment.payfip import PayFiPGateway
 
 
 def billing_app(settings: Settings | None = None) -> BillingApp:
@@ -54,3 +57,17 @@ def ensure_dev_tokens(settings: Settings) -> dict[str, str]:
         path.write_text(format_tokens(make_dev_tokens()) + "\n")
         os.chmod(path, 0o600)
     return parse_tokens(path.read_text().strip())
+
+
+def payfip_gateway(settings: Settings | None = None) -> "PayFiPGateway":
+    from services.payment.payfip import PayFiPGateway
+
+    settings = settings or Settings()
+    return PayFiPGateway(settings.payfip_service_url, settings.payfip_payment_url,
+                         settings.payfip_timeout)
+
+
+def return_urls(settings: Settings | None = None) -> ReturnUrls:
+    base = (settings or Settings()).payment_public_url.rstrip("/")
+    return ReturnUrls(notification=f"{base}/payfip/notification",
+                      browser_return=f"{base}/payfip/return")

@@ -24,3 +24,11 @@ class OutOfOrder(Exception):
     Something between the producer's log and us lost events (a broker that lost a topic
     while we read it): the consumer must read the topic again from the start.
     """
+
+
+class Unavailable(Exception):
+    """A service we depend on (PayFiP) refused or did not answer; nothing was left half-done."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message

@@ -34,6 +34,21 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "PAYMENT_PORT": ("8002", "payment API port"),
     "BILLING_URL": ("http://127.0.0.1:8001", "billing API base URL"),
     "PAYMENT_URL": ("http://127.0.0.1:8002", "payment API base URL"),
+    "PAYFIP_SERVICE_URL": (
+        "http://127.0.0.1:8003/tpa/services/securite",
+        "PayFiP's SOAP endpoint (https://www.payfip.gouv.fr/tpa/services/securite in production)",
+    ),
+    "PAYFIP_PAYMENT_URL": (
+        "http://127.0.0.1:8003/tpa/paiementws.web",
+        "PayFiP's payment page (https://www.payfip.gouv.fr/tpa/paiementws.web in production)",
+    ),
+    "PAYFIP_TIMEOUT": ("15", "seconds to wait for a PayFiP answer"),
+    "PAYMENT_PUBLIC_URL": (
+        "http://127.0.0.1:8002",
+        "the payment API as PayFiP and browsers reach it (notification and return URLs)",
+    ),
+    "PAYFIP_SIM_PORT": ("8003", "PayFiP simulator port"),
+    "PAYFIP_SIM_UNKNOWN_NUMCLI": ("999999", "numcli the PayFiP simulator treats as unknown (T2)"),
     "REGIE_POLL_INTERVAL": ("0.1", "seconds between two polls of a relay or projection"),
     "REGIE_LOG_LEVEL": ("INFO", "log level"),
 }
@@ -65,6 +80,10 @@ class Settings:
     )
     tokens: str = field(default_factory=lambda: get("REGIE_TOKENS"))
     poll_interval: float = field(default_factory=lambda: float(get("REGIE_POLL_INTERVAL")))
+    payfip_service_url: str = field(default_factory=lambda: get("PAYFIP_SERVICE_URL"))
+    payfip_payment_url: str = field(default_factory=lambda: get("PAYFIP_PAYMENT_URL"))
+    payfip_timeout: float = field(default_factory=lambda: float(get("PAYFIP_TIMEOUT")))
+    payment_public_url: str = field(default_factory=lambda: get("PAYMENT_PUBLIC_URL"))
 
     def topic(self, name: str) -> str:
         return self.topic_prefix + name

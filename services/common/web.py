@@ -5,7 +5,7 @@ from typing import Any
 from flask import Flask, jsonify
 from flask_smorest import Api
 
-from services.common.errors import Conflict, DomainError, NotFound
+from services.common.errors import Conflict, DomainError, NotFound, Unavailable
 
 
 def error_body(code: int, status: str, field: str, message: str) -> dict[str, Any]:
@@ -40,6 +40,10 @@ def create_flask(name: str, title: str) -> tuple[Flask, Api]:
     @app.errorhandler(DomainError)
     def refused(e: DomainError) -> Any:
         return jsonify(error_body(422, "Unprocessable Entity", e.field, e.message)), 422
+
+    @app.errorhandler(Unavailable)
+    def unavailable(e: Unavailable) -> Any:
+        return jsonify(error_body(502, "Bad Gateway", "payfip", e.message)), 502
 
     @app.get("/health")
     def health() -> Any:

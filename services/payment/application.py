@@ -1,21 +1,42 @@
 """The payment application: billing's events in, to-pay lists out (payments come next)."""
 
-from datetime import date
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, ProcessRecorder, Tracking
 
 from events import Envelope
-from services.common.errors import OutOfOrder
+from services.common.errors import Conflict, DomainError, NotFound, OutOfOrder, Unavailable
 from services.common.persistence import SqlStore, register_transcodings
 from services.payment import domain
+from services.payment.gateway import Gateway, GatewayError, PaymentOrder
 from services.payment.projections import MemoryToPayStore, SqlToPayStore, ToPayStore, catch_up
 
 
-class UnknownRegie(LookupError):
-    pass
+@dataclass(frozen=True)
+class ReturnUrls:
+    """Where PayFiP notifies us (server to server) and sends the browser back."""
+
+    notification: str
+    browser_return: str
+
+
+PARIS = ZoneInfo("Europe/Paris")
+
+
+log = logging.getLogger(__name__)
+
+
+def _paid_at(dattrans: str, heurtrans: str) -> str:
+    """PayFiP's DDMMYYYY and HHMM, local time in Paris, as an ISO timestamp with offset."""
+    local = datetime.strptime(dattrans + heurtrans, "%d%m%Y%H%M").replace(tzinfo=PARIS)
+    return local.isoformat()
 
 
 class PaymentApp(Application[UUID]):
@@ -123,3 +144,159 @@ class PaymentApp(Application[UUID]):
 
     def regie_exists(self, code: str) -> bool:
         return self._get(domain.Regie.create_id(code)) is not None
+
+    # --- payments -----------------------------------------------------------------
+    def request_payment(
+        self,
+        family_id: str,
+        regie: str,
+        invoice_ids: list[str],
+        email: str,
+        gateway: Gateway,
+        urls: ReturnUrls,
+        now: datetime,
+    ) -> domain.Payment:
+        """Reserve the invoices, ask PayFiP for an idop, record the outcome."""
+        regie_agg: domain.Regie | None = self._get(domain.Regie.create_id(regie))
+        if regie_agg is None:
+            raise DomainError("regie", f"unknown régie {regie!r}")
+        if len(set(invoice_ids)) != len(invoice_ids):
+            raise DomainError("invoice_ids", "an invoice is listed twice")
+        today = now.astimezone(PARIS).date()
+        invoices: list[domain.Invoice] = []
+        for invoice_id in invoice_ids:
+            invoice = self._get(UUID(invoice_id))
+            # Another family's invoice is answered exactly like a missing one.
+            if not isinstance(invoice, domain.Invoice) or invoice.family_id != family_id:
+                raise NotFound("invoice_ids", f"no invoice {invoice_id} for this family")
+            if invoice.regie != regie:
+                raise DomainError(
+                    "invoice_ids", f"invoice {invoice.number} belongs to régie {invoice.regie}: "
+                    "each régie is paid separately")
+            reason = invoice.why_not_payable(today)
+            if reason is not None:
+                raise Conflict("invoice_ids", f"invoice {invoice.number} cannot be paid: {reason}")
+            invoices.append(invoice)
+        amount = sum(i.amount_due_cents for i in invoices)
+        if amount < domain.MIN_PAYMENT_CENTS:
+            raise DomainError("invoice_ids", "PayFiP takes payments of 1,00 € or more")
+        if amount >= domain.MAX_PAYMENT_CENTS:
+            raise DomainError("invoice_ids", "PayFiP takes payments under 100 000,00 €")
+        payment = domain.Payment(
+            family_id=family_id, regie=regie, numcli=regie_agg.numcli, saisie=regie_agg.saisie,
+            email=email,
+            refdet=domain.make_refdet(regie, now.astimezone(PARIS), secrets.token_hex(3)),
+            exer=str(now.astimezone(PARIS).year),
+            objet=domain.clean_objet("Factures " + " ".join(i.number for i in invoices)),
+            allocations=[{"invoice_id": str(i.id), "number": i.number,
+                          "amount_cents": i.amount_due_cents} for i in invoices],
+            amount_cents=amount,
+        )
+        payment_id = str(payment.id)
+        for invoice in invoices:
+            invoice.reserve(payment_id=payment_id)
+        try:
+            # Saved with the invoices' new versions: of two requests racing for an
+            # invoice, one write fails here, before anything reaches PayFiP.
+            self.save(payment, *invoices)
+        except IntegrityError:
+            raise Conflict("invoice_ids", "an invoice is already being paid") from None
+        order = PaymentOrder(
+            numcli=payment.numcli, saisie=payment.saisie, exer=payment.exer,
+            refdet=payment.refdet, amount_cents=amount, email=email, objet=payment.objet,
+            urlnotif=urls.notification, urlredirect=urls.browser_return,
+        )
+        try:
+            idop, answer = gateway.create(order)
+        except GatewayError as e:
+            payment.request_failed(code=e.code, message=e.message)
+            for invoice in invoices:
+                invoice.release(payment_id=payment_id)
+            self.save(payment, *invoices)
+            log.warning("PayFiP refused payment %s: %s", payment_id, e)
+            if e.code == "A2":
+                raise DomainError("email", "PayFiP refuses this email address") from None
+            raise Unavailable(f"PayFiP did not accept the payment ({e.code})") from None
+        payment.requested(idop=idop, answer=answer)
+        self.save(payment, domain.IdopIndex(idop=idop, payment_id=payment_id))
+        return payment
+
+    def get_payment(self, payment_id: UUID) -> domain.Payment:
+        payment = self._get(payment_id)
+        if not isinstance(payment, domain.Payment):
+            raise NotFound("id", "no such payment")
+        return payment
+
+    def find_by_idop(self, idop: str) -> domain.Payment | None:
+        index = self._get(domain.IdopIndex.create_id(idop))
+        return None if index is None else self.get_payment(UUID(index.payment_id))
+
+    def settle_from_payfip(
+        self, idop: str, gateway: Gateway, now: datetime
+    ) -> domain.Payment | None:
+        """Read the result back from PayFiP and record it, once.
+
+        Called for a notification, a browser return and by the reconciler; PayFiP's
+        notification carries only an idop and is never trusted by itself.
+        """
+        payment = self.find_by_idop(idop)
+        if payment is None:
+            log.warning("PayFiP result for unknown idop %r ignored", idop)
+            return None
+        if payment.is_final:
+            return payment
+        try:
+            result = gateway.result(idop)
+        except GatewayError as e:
+            if e.code == "P1" or (e.code == "P5" and payment.is_overdue(now)):
+                payment.expired(reason=e.code, answer={"code": e.code, "message": e.message})
+                return self._close(payment, [])
+            return payment  # P5: still in progress, or PayFiP unreachable: ask again later
+        outcome = domain.RESULTRANS.get(result.resultrans)
+        if outcome == domain.CONFIRMED:
+            return self._confirm(payment, result.resultrans, result.numauto,
+                                 _paid_at(result.dattrans, result.heurtrans), result.raw)
+        if outcome == domain.REFUSED:
+            payment.refused(resultrans=result.resultrans, answer=result.raw)
+        elif outcome == domain.ABANDONED:
+            payment.abandoned(resultrans=result.resultrans, answer=result.raw)
+        else:
+            log.error("PayFiP answered an unknown resultrans for %s: %r", idop, result.raw)
+            return payment
+        return self._close(payment, [])
+
+    def _confirm(self, payment: domain.Payment, resultrans: str, numauto: str, paid_at: str,
+                 raw: dict[str, Any]) -> domain.Payment:
+        paid: list[dict[str, Any]] = []
+        refunds: list[dict[str, Any]] = []
+        touched: list[domain.Invoice] = []
+        for allocation in payment.allocations:
+            invoice: domain.Invoice = self.repository.get(UUID(allocation["invoice_id"]))
+            if invoice.status == domain.OPEN and invoice.payment_id == str(payment.id):
+                invoice.pay(payment_id=str(payment.id), amount_cents=allocation["amount_cents"])
+                paid.append(allocation)
+                touched.append(invoice)
+            else:
+                # Cancelled or sent to the treasury while the family was paying: the money
+                # is here all the same, and must be refunded or reallocated.
+                refunds.append({**allocation, "reason": invoice.status})
+        payment.confirmed(resultrans=resultrans, numauto=numauto, paid_at=paid_at, answer=raw,
+                          allocations=paid, refunds=refunds)
+        return self._save_outcome(payment, touched)
+
+    def _close(self, payment: domain.Payment, touched: list[domain.Invoice]) -> domain.Payment:
+        for allocation in payment.allocations:
+            invoice: domain.Invoice = self.repository.get(UUID(allocation["invoice_id"]))
+            if invoice.payment_id == str(payment.id):
+                invoice.release(payment_id=str(payment.id))
+                touched.append(invoice)
+        return self._save_outcome(payment, touched)
+
+    def _save_outcome(self, payment: domain.Payment, invoices: list[domain.Invoice]
+                      ) -> domain.Payment:
+        try:
+            self.save(payment, *invoices)
+        except IntegrityError:
+            # A notification and the browser return raced: the other one recorded it.
+            return self.get_payment(payment.id)
+        return payment

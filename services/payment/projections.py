@@ -35,15 +35,29 @@ class InvoiceRow:
     total_cents: int
     amount_due_cents: int
     status: str
+    payment_id: str | None = None
 
 
 @dataclass(frozen=True)
-class StatusChange:
+class InvoiceChange:
     id: str
-    status: str
+    status: str | None = None
+    amount_due_cents: int | None = None
+    payment_id: str | None = None
+    clear_payment: bool = False
+
+    def apply(self, row: dict[str, Any]) -> dict[str, Any]:
+        row = dict(row)
+        if self.status is not None:
+            row["status"] = self.status
+        if self.amount_due_cents is not None:
+            row["amount_due_cents"] = self.amount_due_cents
+        if self.payment_id is not None or self.clear_payment:
+            row["payment_id"] = self.payment_id
+        return row
 
 
-Change = RegieRow | InvoiceRow | StatusChange
+Change = RegieRow | InvoiceRow | InvoiceChange
 
 
 def changes_for(event: Any) -> list[Change]:
@@ -66,10 +80,19 @@ def changes_for(event: Any) -> list[Change]:
                 status=domain.OPEN,
             )
         ]
+    invoice_id = str(event.originator_id)
     if isinstance(event, domain.Invoice.Cancelled):  # type: ignore[attr-defined]
-        return [StatusChange(str(event.originator_id), domain.CANCELLED)]
+        return [InvoiceChange(invoice_id, status=domain.CANCELLED)]
     if isinstance(event, domain.Invoice.Transferred):  # type: ignore[attr-defined]
-        return [StatusChange(str(event.originator_id), domain.TRANSFERRED)]
+        return [InvoiceChange(invoice_id, status=domain.TRANSFERRED)]
+    if isinstance(event, domain.Invoice.Reserved):  # type: ignore[attr-defined]
+        return [InvoiceChange(invoice_id, payment_id=event.payment_id)]
+    if isinstance(event, domain.Invoice.Released):  # type: ignore[attr-defined]
+        return [InvoiceChange(invoice_id, clear_payment=True)]
+    if isinstance(event, domain.Invoice.Paid):  # type: ignore[attr-defined]
+        # Whole invoices only, for now: what was due is paid.
+        return [InvoiceChange(invoice_id, status=domain.PAID, amount_due_cents=0,
+                              clear_payment=True)]
     return []
 
 
@@ -102,6 +125,7 @@ def _line(row: dict[str, Any] | InvoiceRow) -> domain.ToPayLine:
         payable_until=_date(r["payable_until"]),
         amount_due_cents=int(r["amount_due_cents"]),
         total_cents=int(r["total_cents"]),
+        payment_id=r.get("payment_id"),
     )
 
 
@@ -135,7 +159,7 @@ class MemoryToPayStore:
                 self._invoices[change.id] = change
             elif change.id in self._invoices:
                 row = self._invoices[change.id]
-                self._invoices[change.id] = InvoiceRow(**{**asdict(row), "status": change.status})
+                self._invoices[change.id] = InvoiceRow(**change.apply(asdict(row)))
         self._position = position
         return True
 
@@ -164,8 +188,11 @@ class MemoryToPayStore:
 
 INVOICE_COLUMNS = (
     "id", "family_id", "regie", "number", "label", "issued_on", "payable_until", "due_on",
-    "total_cents", "amount_due_cents", "status",
+    "total_cents", "amount_due_cents", "status", "payment_id",
 )
+# Raised whenever the tables change shape: a store built by an older version is then
+# dropped and rebuilt from the history, which is what event sourcing is for.
+VERSION = 2
 
 
 class SqlToPayStore:
@@ -174,6 +201,14 @@ class SqlToPayStore:
     def __init__(self, store: SqlStore) -> None:
         self.store = store
         self.create()
+        if self._version() != VERSION:
+            self.reset()
+
+    def _version(self) -> int:
+        rows = self.store.fetchall(
+            "SELECT position FROM {schema}view_positions WHERE name = ?", (f"{NAME}#version",)
+        )
+        return int(rows[0]["position"]) if rows else 0
 
     def create(self) -> None:
         with self.store.transaction() as c:
@@ -187,7 +222,7 @@ class SqlToPayStore:
                 "number TEXT NOT NULL, label TEXT NOT NULL, issued_on TEXT NOT NULL, "
                 "payable_until TEXT NOT NULL, due_on TEXT NOT NULL, "
                 "total_cents BIGINT NOT NULL, amount_due_cents BIGINT NOT NULL, "
-                "status TEXT NOT NULL)"
+                "status TEXT NOT NULL, payment_id TEXT)"
             )
             c.execute(
                 "CREATE INDEX IF NOT EXISTS view_invoices_family "
@@ -198,9 +233,9 @@ class SqlToPayStore:
                 "(name TEXT PRIMARY KEY, position BIGINT NOT NULL)"
             )
             c.execute(
-                "INSERT INTO {schema}view_positions (name, position) VALUES (?, 0) "
+                "INSERT INTO {schema}view_positions (name, position) VALUES (?, 0), (?, ?) "
                 "ON CONFLICT (name) DO NOTHING",
-                (NAME,),
+                (NAME, f"{NAME}#version", VERSION),
             )
 
     def reset(self) -> None:
@@ -243,10 +278,18 @@ class SqlToPayStore:
                         values,
                     )
                 else:
-                    c.execute(
-                        "UPDATE {schema}view_invoices SET status = ? WHERE id = ?",
-                        (change.status, change.id),
+                    rows = c.query(
+                        "SELECT status, amount_due_cents, payment_id "
+                        "FROM {schema}view_invoices WHERE id = ?", (change.id,)
                     )
+                    if rows:
+                        row = change.apply(rows[0])
+                        c.execute(
+                            "UPDATE {schema}view_invoices SET status = ?, amount_due_cents = ?, "
+                            "payment_id = ? WHERE id = ?",
+                            (row["status"], row["amount_due_cents"], row["payment_id"],
+                             change.id),
+                        )
         return True
 
     def open_lines(self, family_id: str, regie: str | None = None) -> list[domain.ToPayLine]:

@@ -1,6 +1,6 @@
 """HTTP schemas of the payment API."""
 
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 
 
 class RegieTotal(Schema):
@@ -32,3 +32,48 @@ class ToPayInvoice(Schema):
 class ToPayInvoices(Schema):
     regie = fields.String()
     invoices = fields.List(fields.Nested(ToPayInvoice))
+
+
+CODE = validate.Regexp(r"^[A-Za-z0-9_-]{1,32}\Z", error="letters, digits, '-' or '_', 1 to 32")
+FAMILY = validate.Regexp(r"^[A-Za-z0-9._-]{1,64}\Z", error="letters, digits, '.', '_' or '-'")
+
+
+class PaymentIn(Schema):
+    family_id = fields.String(required=True, validate=FAMILY)
+    regie = fields.String(required=True, validate=CODE)
+    invoice_ids = fields.List(
+        fields.UUID(), required=True,
+        validate=validate.Length(min=1, max=50, error="1 to 50 invoices of one régie"),
+    )
+    email = fields.Email(required=True, validate=validate.Length(min=6, max=80))
+
+
+class Allocation(Schema):
+    invoice_id = fields.String()
+    number = fields.String()
+    amount_cents = fields.Integer()
+    reason = fields.String()
+
+
+class PaymentOut(Schema):
+    id = fields.String()
+    status = fields.String(metadata={
+        "description": "started, requested, confirmed, refused, abandoned, expired or failed"})
+    family_id = fields.String()
+    regie = fields.String()
+    idop = fields.String(allow_none=True)
+    refdet = fields.String()
+    amount_cents = fields.Integer()
+    redirect_url = fields.String(allow_none=True)
+    allocations = fields.List(fields.Nested(Allocation))
+    refunds = fields.List(fields.Nested(Allocation), metadata={
+        "description": "confirmed amounts for invoices cancelled or transferred meanwhile"})
+    resultrans = fields.String(allow_none=True)
+    numauto = fields.String(allow_none=True)
+    paid_at = fields.String(allow_none=True, metadata={"description": "Europe/Paris time"})
+
+
+class NotificationIn(Schema):
+    # PayFiP sends idop; some integrations read idOp: accept both.
+    idop = fields.String(load_default=None)
+    idOp = fields.String(load_default=None)

@@ -1,8 +1,9 @@
 """Payment HTTP API: load, call the application, dump."""
 
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
+from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from flask import Flask
@@ -12,8 +13,10 @@ from flask_smorest import Blueprint
 from services.common.auth import Auth
 from services.common.errors import NotFound
 from services.common.web import create_flask
-from services.payment.application import PaymentApp
-from services.payment.schemas import ToPay, ToPayInvoices
+from services.payment import domain
+from services.payment.application import PaymentApp, ReturnUrls
+from services.payment.gateway import Gateway
+from services.payment.schemas import NotificationIn, PaymentIn, PaymentOut, ToPay, ToPayInvoices
 
 PARIS = ZoneInfo("Europe/Paris")
 READERS = ("reader", "auditor")
@@ -23,14 +26,23 @@ def paris_today() -> date:
     return datetime.now(PARIS).date()
 
 
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 def create_app(
     payment: PaymentApp | None = None,
     tokens: dict[str, str] | None = None,
     today: Callable[[], date] = paris_today,
+    gateway: Gateway | None = None,
+    urls: ReturnUrls | None = None,
+    clock: Callable[[], datetime] = utc_now,
 ) -> Flask:
-    from services.bootstrap import load_tokens, payment_app
+    from services.bootstrap import load_tokens, payfip_gateway, payment_app, return_urls
 
     service = payment if payment is not None else payment_app()
+    payfip: Gateway = gateway if gateway is not None else payfip_gateway()
+    back = urls if urls is not None else return_urls()
     auth = Auth(tokens if tokens is not None else load_tokens())
     app, api = create_flask(__name__, "payment API")
     blp = Blueprint("payment", __name__, description="What families have to pay, per régie")
@@ -50,6 +62,54 @@ def create_app(
             if not service.regie_exists(regie):
                 raise NotFound("regie", f"unknown régie {regie!r}")
             return {"regie": regie, "invoices": service.to_pay_lines(family_id, regie, today())}
+
+    def payment_out(p: domain.Payment) -> dict[str, Any]:
+        return {**p.__dict__, "id": str(p.id),
+                "redirect_url": payfip.payment_url(p.idop) if p.idop else None}
+
+    @blp.route("/payments")
+    class Payments(MethodView):
+        @auth.requires(*READERS)
+        @blp.arguments(PaymentIn)
+        @blp.response(201, PaymentOut)
+        def post(self, data: dict[str, Any]) -> Any:
+            # The amount is never taken from the client: it is what the invoices still owe.
+            p = service.request_payment(
+                family_id=data["family_id"], regie=data["regie"],
+                invoice_ids=[str(i) for i in data["invoice_ids"]], email=data["email"],
+                gateway=payfip, urls=back, now=clock(),
+            )
+            return payment_out(p)
+
+    @blp.route("/payments/<uuid:payment_id>")
+    class PaymentById(MethodView):
+        @auth.requires(*READERS)
+        @blp.response(200, PaymentOut)
+        def get(self, payment_id: UUID) -> Any:
+            return payment_out(service.get_payment(payment_id))
+
+    @blp.route("/payfip/notification")
+    class Notification(MethodView):
+        @blp.arguments(NotificationIn, location="form")
+        @blp.response(200)
+        def post(self, data: dict[str, Any]) -> Any:
+            """PayFiP's server-to-server call: only an idop, so the result is read back."""
+            idop = data["idop"] or data["idOp"]
+            if idop:
+                service.settle_from_payfip(idop, payfip, clock())
+            return {"received": True}
+
+    @blp.route("/payfip/return")
+    class BrowserReturn(MethodView):
+        @blp.arguments(NotificationIn, location="query")
+        @blp.response(200)
+        def get(self, data: dict[str, Any]) -> Any:
+            """Where PayFiP sends the family's browser back."""
+            idop = data["idop"] or data["idOp"]
+            p = service.settle_from_payfip(idop, payfip, clock()) if idop else None
+            if p is None:
+                raise NotFound("idop", "no payment with this idop")
+            return payment_out(p)
 
     api.register_blueprint(blp)
     return app

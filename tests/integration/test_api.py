@@ -18,6 +18,7 @@ from services.billing.web import create_app as create_billing
 from services.bootstrap import billing_app, payment_app
 from services.common.settings import Settings
 from services.payment.application import PaymentApp
+from services.payment.gateway import FakeGateway
 from services.payment.web import create_app as create_payment
 from tests.factories import deliver, invoice_payload, wire_messages
 
@@ -44,6 +45,10 @@ BILLING_ROUTES = {
 PAYMENT_ROUTES = {
     "/families/{family_id}/to-pay": {"get"},
     "/families/{family_id}/to-pay/{regie}": {"get"},
+    "/payments": {"post"},
+    "/payments/{payment_id}": {"get"},
+    "/payfip/notification": {"post"},
+    "/payfip/return": {"get"},
 }
 
 
@@ -92,7 +97,8 @@ def payment_client(payment: PaymentApp) -> PaymentClient:
     """A payment API client whose idea of today is the one given."""
 
     def make(today: date = TODAY) -> FlaskClient:
-        return create_payment(payment=payment, tokens=TOKENS, today=lambda: today).test_client()
+        return create_payment(payment=payment, tokens=TOKENS, today=lambda: today,
+                              gateway=FakeGateway()).test_client()
 
     return make
 

@@ -1,0 +1,264 @@
+"""Payment requests and their PayFiP outcomes, on the fake gateway, on every store."""
+
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from services.billing.application import BillingApp
+from services.billing.domain import Invoice
+from services.bootstrap import billing_app, payment_app
+from services.common.errors import Conflict, DomainError, NotFound, Unavailable
+from services.common.settings import Settings
+from services.payment import domain
+from services.payment.application import PaymentApp, ReturnUrls
+from services.payment.gateway import FakeGateway, GatewayError
+from services.payment.web import create_app
+from tests.factories import deliver, open_regies, terms, wire_messages
+
+NOW = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
+URLS = ReturnUrls("http://pay.test/payfip/notification", "http://pay.test/payfip/return")
+
+
+def iid(number: str, regie: str = "SPORTS") -> str:
+    return str(Invoice.create_id(regie, number))
+
+
+def setup(settings: Settings) -> tuple[BillingApp, PaymentApp]:
+    billing = billing_app(settings)
+    payment = payment_app(settings)
+    open_regies(billing)
+    billing.issue_invoice(terms("S-1", family="fam-1", unit=2500))
+    billing.issue_invoice(terms("S-2", family="fam-1", unit=1250))
+    billing.issue_invoice(terms("S-3", family="fam-2", unit=4000))
+    billing.issue_invoice(terms("S-4", family="fam-1", unit=50))
+    billing.issue_invoice(terms("S-5", family="fam-1", unit=700))
+    billing.issue_invoice(terms("C-1", family="fam-1", regie="CANTINE", unit=1000))
+    billing.cancel_invoice(Invoice.create_id("SPORTS", "S-5"), "doublon")
+    deliver(payment, wire_messages(billing))
+    return billing, payment
+
+
+def request(payment: PaymentApp, gateway: FakeGateway, *numbers: str, family: str = "fam-1",
+            regie: str = "SPORTS", now: datetime = NOW) -> domain.Payment:
+    return payment.request_payment(
+        family_id=family, regie=regie, invoice_ids=[iid(n, regie) for n in numbers],
+        email="parent@example.org", gateway=gateway, urls=URLS, now=now,
+    )
+
+
+def reasons(payment: PaymentApp, family: str = "fam-1") -> dict[str, Any]:
+    payment.refresh()
+    lines = payment.to_pay_lines(family, "SPORTS", NOW.date())
+    return {line["number"]: line["reason"] for line in lines}
+
+
+def test_a_payment_reserves_its_invoices_and_asks_payfip(any_store_settings: Settings) -> None:
+    _, payment = setup(any_store_settings)
+    gateway = FakeGateway()
+    p = request(payment, gateway, "S-1", "S-2")
+    assert p.status == domain.REQUESTED
+    assert p.amount_cents == 3750  # computed from what the invoices owe
+    order = gateway.orders[p.idop]  # type: ignore[index]
+    assert (order.numcli, order.saisie, order.exer, order.amount_cents) == ("000001", "T",
+                                                                            "2025", 3750)
+    assert order.urlnotif == URLS.notification
+    assert 6 <= len(p.refdet) <= 30 and p.refdet.isalnum() and p.refdet.isupper()
+    assert order.objet == "Factures S 1 S 2"
+    assert payment.find_by_idop(p.idop).id == p.id  # type: ignore[arg-type, union-attr]
+    assert reasons(payment) == {"S-1": "payment_in_progress", "S-2": "payment_in_progress",
+                                "S-4": None}
+    # A second attempt gets a fresh refdet.
+    gateway.decide(p.idop, "A")  # type: ignore[arg-type]
+    payment.settle_from_payfip(p.idop, gateway, NOW)  # type: ignore[arg-type]
+    again = request(payment, gateway, "S-1", "S-2")
+    assert again.refdet != p.refdet
+
+
+@pytest.mark.parametrize(
+    ("numbers", "kwargs", "error", "field"),
+    [
+        (["S-3"], {}, NotFound, "invoice_ids"),  # another family's invoice
+        (["S-1", "C-1"], {}, NotFound, "invoice_ids"),  # C-1 is not of the régie asked
+        (["S-5"], {}, Conflict, "invoice_ids"),  # cancelled
+        (["S-4"], {}, DomainError, "invoice_ids"),  # 0,50 €: under PayFiP's 1 €
+        (["S-1"], {"regie": "PISCINE"}, DomainError, "regie"),
+    ],
+)
+def test_payment_rules(any_store_settings: Settings, numbers: list[str], kwargs: dict[str, str],
+                       error: type[Exception], field: str) -> None:
+    _, payment = setup(any_store_settings)
+    before = payment.recorder.max_notification_id()
+    with pytest.raises(error) as refused:
+        request(payment, FakeGateway(), *numbers, regie=kwargs.get("regie", "SPORTS"))
+    assert getattr(refused.value, "field", None) == field
+    assert payment.recorder.max_notification_id() == before
+
+
+def test_two_regies_and_duplicates_are_refused(any_store_settings: Settings) -> None:
+    _, payment = setup(any_store_settings)
+    before = payment.recorder.max_notification_id()
+    with pytest.raises(DomainError, match="belongs to régie CANTINE"):
+        payment.request_payment("fam-1", "SPORTS", [iid("S-1"), iid("C-1", "CANTINE")],
+                                "parent@example.org", FakeGateway(), URLS, NOW)
+    with pytest.raises(DomainError, match="twice"):
+        payment.request_payment("fam-1", "SPORTS", [iid("S-1"), iid("S-1")],
+                                "parent@example.org", FakeGateway(), URLS, NOW)
+    assert payment.recorder.max_notification_id() == before
+
+
+def test_an_invoice_in_flight_or_paid_cannot_be_paid_again(any_store_settings: Settings) -> None:
+    _, payment = setup(any_store_settings)
+    gateway = FakeGateway()
+    p = request(payment, gateway, "S-1")
+    with pytest.raises(Conflict, match="payment_in_progress"):
+        request(payment, gateway, "S-1", "S-2")
+    gateway.decide(p.idop, "P")  # type: ignore[arg-type]
+    payment.settle_from_payfip(p.idop, gateway, NOW)  # type: ignore[arg-type]
+    with pytest.raises(Conflict, match="paid"):
+        request(payment, gateway, "S-1")
+
+
+def test_payfip_refusing_leaves_nothing_half_made(any_store_settings: Settings) -> None:
+    _, payment = setup(any_store_settings)
+    gateway = FakeGateway(fail_create=GatewayError("unreachable", "timeout"))
+    with pytest.raises(Unavailable):
+        request(payment, gateway, "S-1")
+    assert reasons(payment)["S-1"] is None  # payable again
+    gateway.fail_create = GatewayError("A2", "Adresse mel incorrecte")
+    with pytest.raises(DomainError) as refused:
+        request(payment, gateway, "S-1")
+    assert refused.value.field == "email"
+    gateway.fail_create = None
+    assert request(payment, gateway, "S-1").status == domain.REQUESTED
+
+
+@pytest.mark.parametrize(
+    ("resultrans", "status", "paid"),
+    [("P", domain.CONFIRMED, True), ("V", domain.CONFIRMED, True),
+     ("R", domain.REFUSED, False), ("Z", domain.REFUSED, False),
+     ("A", domain.ABANDONED, False)],
+)
+def test_each_payfip_outcome(any_store_settings: Settings, resultrans: str, status: str,
+                             paid: bool) -> None:
+    _, payment = setup(any_store_settings)
+    gateway = FakeGateway()
+    p = request(payment, gateway, "S-1", "S-2")
+    idop = p.idop
+    assert idop is not None
+    assert payment.settle_from_payfip(idop, gateway, NOW).status == domain.REQUESTED  # type: ignore[union-attr]
+    gateway.decide(idop, resultrans)
+    settled = payment.settle_from_payfip(idop, gateway, NOW)
+    assert settled is not None and settled.status == status
+    assert settled.resultrans == resultrans
+    if paid:
+        assert settled.numauto and settled.paid_at == "2025-02-26T14:30:00+01:00"
+        assert [a["amount_cents"] for a in settled.allocations] == [2500, 1250]
+        assert reasons(payment) == {"S-4": None}  # paid invoices left the list
+        summary = {e["code"]: e["total_cents"] for e in payment.to_pay_summary("fam-1")}
+        assert summary == {"SPORTS": 50, "CANTINE": 1000}
+    else:
+        assert reasons(payment) == {"S-1": None, "S-2": None, "S-4": None}
+
+
+def test_outcomes_are_recorded_once(any_store_settings: Settings) -> None:
+    _, payment = setup(any_store_settings)
+    gateway = FakeGateway()
+    p = request(payment, gateway, "S-1")
+    gateway.decide(p.idop, "P")  # type: ignore[arg-type]
+    payment.settle_from_payfip(p.idop, gateway, NOW)  # type: ignore[arg-type]
+    events = payment.recorder.max_notification_id()
+    for _ in range(5):  # the notification five times, then the browser return
+        assert payment.settle_from_payfip(p.idop, gateway, NOW).status == domain.CONFIRMED  # type: ignore[arg-type, union-attr]
+    assert payment.recorder.max_notification_id() == events
+
+
+def test_notification_racing_the_browser_return(store_settings: Settings) -> None:
+    _, payment = setup(store_settings)
+    gateway = FakeGateway()
+    p = request(payment, gateway, "S-1", "S-2")
+    gateway.decide(p.idop, "V")  # type: ignore[arg-type]
+    apps = [payment_app(store_settings) for _ in range(4)]
+    barrier = threading.Barrier(len(apps))
+
+    def settle(app: PaymentApp) -> None:
+        barrier.wait()
+        app.settle_from_payfip(p.idop, gateway, NOW)  # type: ignore[arg-type]
+
+    threads = [threading.Thread(target=settle, args=(a,)) for a in apps]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    confirmed = [
+        n for n in payment.recorder.select_notifications(0, 10_000, inclusive_of_start=False)
+        if n.topic.endswith("Payment.Confirmed")
+    ]
+    assert len(confirmed) == 1
+    assert payment.get_payment(p.id).status == domain.CONFIRMED
+
+
+def test_pending_then_expired(any_store_settings: Settings) -> None:
+    _, payment = setup(any_store_settings)
+    gateway = FakeGateway()
+    p = request(payment, gateway, "S-1")
+    idop = p.idop
+    assert idop is not None
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    assert payment.settle_from_payfip(idop, gateway, later).status == domain.REQUESTED  # type: ignore[union-attr]
+    much_later = datetime.now(UTC) + timedelta(minutes=25)
+    assert payment.settle_from_payfip(idop, gateway, much_later).status == domain.EXPIRED  # type: ignore[union-attr]
+    assert reasons(payment)["S-1"] is None
+    # P1 (purged overnight) also means expired.
+    q = request(payment, gateway, "S-1")
+    gateway.purged.add(q.idop)  # type: ignore[arg-type]
+    assert payment.settle_from_payfip(q.idop, gateway, NOW).status == domain.EXPIRED  # type: ignore[arg-type, union-attr]
+
+
+def test_a_forged_idop_changes_nothing(any_store_settings: Settings) -> None:
+    _, payment = setup(any_store_settings)
+    before = payment.recorder.max_notification_id()
+    assert payment.settle_from_payfip("00000000-0000-0000-0000-000000000000",
+                                      FakeGateway(), NOW) is None
+    assert payment.settle_from_payfip("not even a uuid", FakeGateway(), NOW) is None
+    assert payment.recorder.max_notification_id() == before
+
+
+def test_paid_after_the_invoice_was_cancelled_needs_a_refund(any_store_settings: Settings) -> None:
+    billing, payment = setup(any_store_settings)
+    gateway = FakeGateway()
+    p = request(payment, gateway, "S-1", "S-2")
+    billing.cancel_invoice(UUID(iid("S-2")), "erreur de tarif")
+    deliver(payment, wire_messages(billing))
+    gateway.decide(p.idop, "P")  # type: ignore[arg-type]
+    settled = payment.settle_from_payfip(p.idop, gateway, NOW)  # type: ignore[arg-type]
+    assert settled is not None and settled.status == domain.CONFIRMED
+    assert [a["number"] for a in settled.allocations] == ["S-1"]
+    assert settled.refunds == [{"invoice_id": iid("S-2"), "number": "S-2",
+                                "amount_cents": 1250, "reason": "cancelled"}]
+
+
+def test_twenty_concurrent_requests_for_one_invoice(store_settings: Settings) -> None:
+    _, payment = setup(store_settings)
+    gateway = FakeGateway()
+    app = create_app(payment=payment, tokens={"r": "reader"}, gateway=gateway, urls=URLS)
+    barrier = threading.Barrier(20)
+    codes: list[int] = []
+
+    def post() -> None:
+        client = app.test_client()
+        barrier.wait()
+        r = client.post("/payments", headers={"Authorization": "Bearer r"}, json={
+            "family_id": "fam-1", "regie": "SPORTS", "invoice_ids": [iid("S-1")],
+            "email": "parent@example.org"})
+        codes.append(r.status_code)
+
+    threads = [threading.Thread(target=post) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(codes) == [201] + [409] * 19
+    assert len(gateway.orders) == 1  # the losers never reached PayFiP
