@@ -83,6 +83,19 @@ class SqlStore:
         self.postgres = type(self.datastore).__name__.startswith("Postgres")
         self.prefix = f'"{self.datastore.schema}".' if self.postgres else ""
 
+    @classmethod
+    def in_memory(cls) -> "SqlStore":
+        """A private in-memory SQLite database, for applications on the in-memory store."""
+        from uuid import uuid4
+
+        from eventsourcing.sqlite import SQLiteDatastore
+
+        store = cls.__new__(cls)
+        store.datastore = SQLiteDatastore(f"file:view-{uuid4().hex}?mode=memory&cache=shared")
+        store.postgres = False
+        store.prefix = ""
+        return store
+
     def sql(self, statement: str) -> str:
         statement = statement.replace("{schema}", self.prefix)
         return statement.replace("?", "%s") if self.postgres else statement

@@ -48,7 +48,11 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "the payment API as PayFiP and browsers reach it (notification and return URLs)",
     ),
     "PAYFIP_SIM_PORT": ("8003", "PayFiP simulator port"),
-    "PAYFIP_SIM_UNKNOWN_NUMCLI": ("999999", "numcli the PayFiP simulator treats as unknown (T2)"),
+    "PAYFIP_SIM_UNKNOWN_NUMCLI": ("999999", "comma-separated numcli the simulator says T2 to"),
+    "PAYFIP_SIM_NOTIFY_TIMEOUT": ("5", "seconds the simulator waits for urlnotif to answer"),
+    "PAYFIP_SIM_PUBLIC_URL": (
+        "", "base URL written into the simulator's WSDL; default: the URL it was reached at"
+    ),
     "REGIE_POLL_INTERVAL": ("0.1", "seconds between two polls of a relay or projection"),
     "REGIE_LOG_LEVEL": ("INFO", "log level"),
 }

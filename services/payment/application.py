@@ -116,6 +116,8 @@ class PaymentApp(Application[UUID]):
             )
         if message.name == "InvoiceCancelled":
             invoice.cancel(reason=data["reason"], sequence=message.sequence)
+        elif message.name == "InvoiceSettled":
+            invoice.settled_upstream(payment_id=data["payment_id"], sequence=message.sequence)
         elif message.name == "InvoiceTransferred":
             invoice.transfer(reference=data["reference"], sequence=message.sequence)
         else:
@@ -141,6 +143,38 @@ class PaymentApp(Application[UUID]):
                 "payable": reason is None, "reason": reason,
             })
         return result
+
+    def history(self, family_id: str) -> list[dict[str, Any]]:
+        names = self.to_pay.regie_names()
+        return [{**row, "regie_name": names.get(row["regie"], row["regie"]),
+                 "paid_by": domain.MEANS.get(row["paid_by"] or "")}
+                for row in self.to_pay.history(family_id)]
+
+    def journal(self, regie: str, day: date) -> dict[str, Any]:
+        """The régisseur's daily list: payments received by type, the others apart."""
+        rows = self.to_pay.payments(regie, day)
+        paid = [r for r in rows if r["status"] == domain.CONFIRMED]
+        for r in paid:
+            r["means"] = domain.MEANS.get(r["resultrans"] or "")
+        totals: dict[str, int] = {}
+        for r in paid:
+            totals[r["means"]] = totals.get(r["means"], 0) + r["amount_cents"]
+        return {
+            "regie": regie,
+            "date": day,
+            "payments": paid,
+            "totals": {"count": len(paid), "amount_cents": sum(totals.values()), **{
+                f"{means}_cents": cents for means, cents in sorted(totals.items())}},
+            "not_paid": [r for r in rows if r["status"] != domain.CONFIRMED],
+        }
+
+    def reconcile(self, gateway: Gateway, now: datetime) -> int:
+        """Ask PayFiP about every payment still waiting: notifications get lost."""
+        settled = 0
+        for row in self.to_pay.pending_payments():
+            payment = self.settle_from_payfip(row["idop"], gateway, now)
+            settled += payment is not None and payment.is_final
+        return settled
 
     def regie_exists(self, code: str) -> bool:
         return self._get(domain.Regie.create_id(code)) is not None
@@ -273,7 +307,8 @@ class PaymentApp(Application[UUID]):
         for allocation in payment.allocations:
             invoice: domain.Invoice = self.repository.get(UUID(allocation["invoice_id"]))
             if invoice.status == domain.OPEN and invoice.payment_id == str(payment.id):
-                invoice.pay(payment_id=str(payment.id), amount_cents=allocation["amount_cents"])
+                invoice.pay(payment_id=str(payment.id), amount_cents=allocation["amount_cents"],
+                            paid_at=paid_at, resultrans=resultrans)
                 paid.append(allocation)
                 touched.append(invoice)
             else:

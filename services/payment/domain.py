@@ -106,11 +106,19 @@ class Invoice(Aggregate):
         self.payment_id = None
 
     @event("Paid")
-    def pay(self, payment_id: str, amount_cents: int) -> None:
+    def pay(self, payment_id: str, amount_cents: int, paid_at: str, resultrans: str) -> None:
         self.amount_due_cents -= amount_cents
         self.payment_id = None
         if self.amount_due_cents <= 0:
             self.status = PAID
+
+    @event("SettledUpstream")
+    def settled_upstream(self, payment_id: str, sequence: int) -> None:
+        """Billing recorded the payment: normally ours already, so only the sequence moves."""
+        self.status = PAID
+        self.amount_due_cents = 0
+        self.payment_id = None
+        self.sequence = sequence
 
     @event("Cancelled")
     def cancel(self, reason: str, sequence: int) -> None:
@@ -171,6 +179,8 @@ FINAL = frozenset({FAILED, CONFIRMED, REFUSED, ABANDONED, EXPIRED})
 # An idop lives 15 minutes; PayFiP answers P5 ("in progress") until it is paid, and P5
 # past that means it never will be. eopayment waits 20 minutes before calling it expired.
 IDOP_LIFETIME_SECONDS = 20 * 60
+
+MEANS = {"P": "card", "V": "direct_debit"}
 
 RESULTRANS = {
     "P": CONFIRMED,  # card

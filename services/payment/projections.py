@@ -1,19 +1,25 @@
-"""The "to pay" read model: per family and régie, the invoices still to pay.
+"""The payment service's read models: to-pay lists, history, payments (for the journal).
 
-Built only from the payment service's own event history, so that it can be dropped and
+Built only from the payment service's own event history, so that they can be dropped and
 rebuilt at any time. Each batch of changes commits together with the position it reached,
-so a crash or a second runner never applies an event twice.
+so a crash or a second runner never applies an event twice. The same SQL runs on SQLite,
+PostgreSQL and, for applications on the in-memory event store, an in-memory SQLite.
 """
 
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
-from datetime import date
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 from services.common.persistence import SqlStore
 from services.payment import domain
 
 NAME = "to-pay"
+PARIS = ZoneInfo("Europe/Paris")
+# Raised whenever the tables change shape: a store built by an older version is then
+# dropped and rebuilt from the history, which is what event sourcing is for.
+VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -36,63 +42,95 @@ class InvoiceRow:
     amount_due_cents: int
     status: str
     payment_id: str | None = None
+    paid_at: str | None = None
+    paid_by: str | None = None
 
 
 @dataclass(frozen=True)
-class InvoiceChange:
+class RowChange:
+    """Columns to set on an existing row of ``table``."""
+
+    table: str
     id: str
-    status: str | None = None
-    amount_due_cents: int | None = None
-    payment_id: str | None = None
-    clear_payment: bool = False
-
-    def apply(self, row: dict[str, Any]) -> dict[str, Any]:
-        row = dict(row)
-        if self.status is not None:
-            row["status"] = self.status
-        if self.amount_due_cents is not None:
-            row["amount_due_cents"] = self.amount_due_cents
-        if self.payment_id is not None or self.clear_payment:
-            row["payment_id"] = self.payment_id
-        return row
+    values: dict[str, Any] = field(default_factory=dict)
 
 
-Change = RegieRow | InvoiceRow | InvoiceChange
+@dataclass(frozen=True)
+class PaymentRow:
+    id: str
+    family_id: str
+    regie: str
+    status: str
+    amount_cents: int
+    refdet: str
+    invoices: str
+    started_at: str
+
+
+Change = RegieRow | InvoiceRow | PaymentRow | RowChange
+
+INVOICE_COLUMNS = tuple(InvoiceRow.__dataclass_fields__)
+PAYMENT_COLUMNS = (*PaymentRow.__dataclass_fields__, "idop", "resultrans", "numauto", "paid_at",
+                   "day", "closed_at")
+
+
+def _paris_day(moment: datetime | str) -> str:
+    at = datetime.fromisoformat(moment) if isinstance(moment, str) else moment
+    return at.astimezone(PARIS).date().isoformat()
 
 
 def changes_for(event: Any) -> list[Change]:
-    """What one payment-side domain event changes in the read model."""
-    if isinstance(event, domain.Regie.Registered):  # type: ignore[attr-defined]
+    """What one payment-side domain event changes in the read models."""
+    D = domain
+    oid = str(event.originator_id)
+    if isinstance(event, D.Regie.Registered):  # type: ignore[attr-defined]
         return [RegieRow(event.code, event.name)]
-    if isinstance(event, domain.Invoice.Registered):  # type: ignore[attr-defined]
-        return [
-            InvoiceRow(
-                id=str(event.originator_id),
-                family_id=event.family_id,
-                regie=event.regie,
-                number=event.number,
-                label=event.label,
-                issued_on=event.issued_on,
-                payable_until=event.payable_until,
-                due_on=event.due_on,
-                total_cents=event.amount_cents,
-                amount_due_cents=event.amount_cents,
-                status=domain.OPEN,
-            )
-        ]
-    invoice_id = str(event.originator_id)
-    if isinstance(event, domain.Invoice.Cancelled):  # type: ignore[attr-defined]
-        return [InvoiceChange(invoice_id, status=domain.CANCELLED)]
-    if isinstance(event, domain.Invoice.Transferred):  # type: ignore[attr-defined]
-        return [InvoiceChange(invoice_id, status=domain.TRANSFERRED)]
-    if isinstance(event, domain.Invoice.Reserved):  # type: ignore[attr-defined]
-        return [InvoiceChange(invoice_id, payment_id=event.payment_id)]
-    if isinstance(event, domain.Invoice.Released):  # type: ignore[attr-defined]
-        return [InvoiceChange(invoice_id, clear_payment=True)]
-    if isinstance(event, domain.Invoice.Paid):  # type: ignore[attr-defined]
+    if isinstance(event, D.Invoice.Registered):  # type: ignore[attr-defined]
+        return [InvoiceRow(
+            id=oid, family_id=event.family_id, regie=event.regie, number=event.number,
+            label=event.label, issued_on=event.issued_on, payable_until=event.payable_until,
+            due_on=event.due_on, total_cents=event.amount_cents,
+            amount_due_cents=event.amount_cents, status=D.OPEN,
+        )]
+    invoice_changes: dict[type, Callable[[Any], dict[str, Any]]] = {
+        D.Invoice.Cancelled: lambda e: {"status": D.CANCELLED},  # type: ignore[attr-defined]
+        D.Invoice.Transferred: lambda e: {"status": D.TRANSFERRED},  # type: ignore[attr-defined]
+        D.Invoice.Reserved: lambda e: {"payment_id": e.payment_id},  # type: ignore[attr-defined]
+        D.Invoice.Released: lambda e: {"payment_id": None},  # type: ignore[attr-defined]
         # Whole invoices only, for now: what was due is paid.
-        return [InvoiceChange(invoice_id, status=domain.PAID, amount_due_cents=0,
-                              clear_payment=True)]
+        D.Invoice.Paid: lambda e: {  # type: ignore[attr-defined]
+            "status": D.PAID, "amount_due_cents": 0, "payment_id": None,
+            "paid_at": e.paid_at, "paid_by": e.resultrans},
+        D.Invoice.SettledUpstream: lambda e: {  # type: ignore[attr-defined]
+            "status": D.PAID, "amount_due_cents": 0, "payment_id": None},
+    }
+    for cls, values in invoice_changes.items():
+        if isinstance(event, cls):
+            return [RowChange("view_invoices", oid, values(event))]
+    if isinstance(event, D.Payment.Started):  # type: ignore[attr-defined]
+        return [PaymentRow(
+            id=oid, family_id=event.family_id, regie=event.regie, status=D.STARTED,
+            amount_cents=event.amount_cents, refdet=event.refdet,
+            invoices=" ".join(a["number"] for a in event.allocations),
+            started_at=event.timestamp.isoformat(),
+        )]
+    closed = {"closed_at": event.timestamp.isoformat(), "day": _paris_day(event.timestamp)}
+    payment_changes: dict[type, Callable[[Any], dict[str, Any]]] = {
+        D.Payment.Requested: lambda e: {"status": D.REQUESTED, "idop": e.idop},  # type: ignore[attr-defined]
+        D.Payment.RequestFailed: lambda e: {"status": D.FAILED, **closed},  # type: ignore[attr-defined]
+        D.Payment.Confirmed: lambda e: {  # type: ignore[attr-defined]
+            "status": D.CONFIRMED, "resultrans": e.resultrans, "numauto": e.numauto,
+            "paid_at": e.paid_at, "day": _paris_day(e.paid_at), "closed_at": closed["closed_at"],
+            "amount_cents": sum(a["amount_cents"] for a in e.allocations)
+            + sum(r["amount_cents"] for r in e.refunds)},
+        D.Payment.Refused: lambda e: {"status": D.REFUSED, "resultrans": e.resultrans, **closed},  # type: ignore[attr-defined]
+        D.Payment.Abandoned: lambda e: {"status": D.ABANDONED, "resultrans": e.resultrans,  # type: ignore[attr-defined]
+                                        **closed},
+        D.Payment.Expired: lambda e: {"status": D.EXPIRED, **closed},  # type: ignore[attr-defined]
+    }
+    for cls, values in payment_changes.items():
+        if isinstance(event, cls):
+            return [RowChange("view_payments", oid, values(event))]
     return []
 
 
@@ -107,96 +145,39 @@ class ToPayStore(Protocol):
 
     def regie_names(self) -> dict[str, str]: ...
 
+    def history(self, family_id: str) -> list[dict[str, Any]]: ...
+
+    def payments(self, regie: str, day: date) -> list[dict[str, Any]]: ...
+
+    def pending_payments(self) -> list[dict[str, Any]]: ...
+
     def reset(self) -> None:
         """Forget everything, position included."""
 
     def snapshot(self) -> dict[str, Any]:
-        """The whole model as plain data, for comparing a rebuild with the live one."""
+        """Every table as plain data, for comparing a rebuild with the live one."""
 
 
-def _line(row: dict[str, Any] | InvoiceRow) -> domain.ToPayLine:
-    r = asdict(row) if isinstance(row, InvoiceRow) else row
+def _line(r: dict[str, Any]) -> domain.ToPayLine:
     return domain.ToPayLine(
-        id=r["id"],
-        regie=r["regie"],
-        number=r["number"],
-        label=r["label"],
-        issued_on=_date(r["issued_on"]),
-        payable_until=_date(r["payable_until"]),
-        amount_due_cents=int(r["amount_due_cents"]),
-        total_cents=int(r["total_cents"]),
+        id=r["id"], regie=r["regie"], number=r["number"], label=r["label"],
+        issued_on=date.fromisoformat(r["issued_on"]),
+        payable_until=date.fromisoformat(r["payable_until"]),
+        amount_due_cents=int(r["amount_due_cents"]), total_cents=int(r["total_cents"]),
         payment_id=r.get("payment_id"),
     )
-
-
-def _date(value: date | str) -> date:
-    return value if isinstance(value, date) else date.fromisoformat(value)
 
 
 def _order(lines: Iterable[domain.ToPayLine]) -> list[domain.ToPayLine]:
     return sorted(lines, key=lambda line: (line.regie, line.issued_on, line.number))
 
 
-class MemoryToPayStore:
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self._position = 0
-        self._regies: dict[str, str] = {}
-        self._invoices: dict[str, InvoiceRow] = {}
-
-    def position(self) -> int:
-        return self._position
-
-    def apply(self, changes: list[Change], expected: int, position: int) -> bool:
-        if self._position != expected:
-            return False
-        for change in changes:
-            if isinstance(change, RegieRow):
-                self._regies[change.code] = change.name
-            elif isinstance(change, InvoiceRow):
-                self._invoices[change.id] = change
-            elif change.id in self._invoices:
-                row = self._invoices[change.id]
-                self._invoices[change.id] = InvoiceRow(**change.apply(asdict(row)))
-        self._position = position
-        return True
-
-    def open_lines(self, family_id: str, regie: str | None = None) -> list[domain.ToPayLine]:
-        return _order(
-            _line(row)
-            for row in self._invoices.values()
-            if row.family_id == family_id
-            and row.status == domain.OPEN
-            and (regie is None or row.regie == regie)
-        )
-
-    def regie_names(self) -> dict[str, str]:
-        return dict(self._regies)
-
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "regies": dict(sorted(self._regies.items())),
-            "invoices": {
-                k: {**asdict(v), "issued_on": v.issued_on.isoformat(),
-                    "payable_until": v.payable_until.isoformat(), "due_on": v.due_on.isoformat()}
-                for k, v in sorted(self._invoices.items())
-            },
-        }
-
-
-INVOICE_COLUMNS = (
-    "id", "family_id", "regie", "number", "label", "issued_on", "payable_until", "due_on",
-    "total_cents", "amount_due_cents", "status", "payment_id",
-)
-# Raised whenever the tables change shape: a store built by an older version is then
-# dropped and rebuilt from the history, which is what event sourcing is for.
-VERSION = 2
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (int(v) if k.endswith("_cents") and v is not None else v) for k, v in row.items()}
 
 
 class SqlToPayStore:
-    """The read model in the payment service's own database (SQLite or PostgreSQL)."""
+    """The read models in the payment service's own database."""
 
     def __init__(self, store: SqlStore) -> None:
         self.store = store
@@ -212,26 +193,29 @@ class SqlToPayStore:
 
     def create(self) -> None:
         with self.store.transaction() as c:
-            c.execute(
-                "CREATE TABLE IF NOT EXISTS {schema}view_regies "
-                "(code TEXT PRIMARY KEY, name TEXT NOT NULL)"
-            )
+            c.execute("CREATE TABLE IF NOT EXISTS {schema}view_regies "
+                      "(code TEXT PRIMARY KEY, name TEXT NOT NULL)")
             c.execute(
                 "CREATE TABLE IF NOT EXISTS {schema}view_invoices ("
                 "id TEXT PRIMARY KEY, family_id TEXT NOT NULL, regie TEXT NOT NULL, "
                 "number TEXT NOT NULL, label TEXT NOT NULL, issued_on TEXT NOT NULL, "
                 "payable_until TEXT NOT NULL, due_on TEXT NOT NULL, "
                 "total_cents BIGINT NOT NULL, amount_due_cents BIGINT NOT NULL, "
-                "status TEXT NOT NULL, payment_id TEXT)"
+                "status TEXT NOT NULL, payment_id TEXT, paid_at TEXT, paid_by TEXT)"
             )
+            c.execute("CREATE INDEX IF NOT EXISTS view_invoices_family "
+                      "ON {schema}view_invoices (family_id, status)")
             c.execute(
-                "CREATE INDEX IF NOT EXISTS view_invoices_family "
-                "ON {schema}view_invoices (family_id, status)"
+                "CREATE TABLE IF NOT EXISTS {schema}view_payments ("
+                "id TEXT PRIMARY KEY, family_id TEXT NOT NULL, regie TEXT NOT NULL, "
+                "status TEXT NOT NULL, amount_cents BIGINT NOT NULL, refdet TEXT NOT NULL, "
+                "invoices TEXT NOT NULL, started_at TEXT NOT NULL, idop TEXT, "
+                "resultrans TEXT, numauto TEXT, paid_at TEXT, day TEXT, closed_at TEXT)"
             )
-            c.execute(
-                "CREATE TABLE IF NOT EXISTS {schema}view_positions "
-                "(name TEXT PRIMARY KEY, position BIGINT NOT NULL)"
-            )
+            c.execute("CREATE INDEX IF NOT EXISTS view_payments_day "
+                      "ON {schema}view_payments (regie, day)")
+            c.execute("CREATE TABLE IF NOT EXISTS {schema}view_positions "
+                      "(name TEXT PRIMARY KEY, position BIGINT NOT NULL)")
             c.execute(
                 "INSERT INTO {schema}view_positions (name, position) VALUES (?, 0), (?, ?) "
                 "ON CONFLICT (name) DO NOTHING",
@@ -240,7 +224,7 @@ class SqlToPayStore:
 
     def reset(self) -> None:
         with self.store.transaction() as c:
-            for table in ("view_regies", "view_invoices", "view_positions"):
+            for table in ("view_regies", "view_invoices", "view_payments", "view_positions"):
                 c.execute(f"DROP TABLE IF EXISTS {{schema}}{table}")
         self.create()
 
@@ -265,31 +249,21 @@ class SqlToPayStore:
                         "ON CONFLICT (code) DO UPDATE SET name = excluded.name",
                         (change.code, change.name),
                     )
-                elif isinstance(change, InvoiceRow):
-                    row = asdict(change)
-                    values = tuple(
-                        v.isoformat() if isinstance(v, date) else v
-                        for v in (row[k] for k in INVOICE_COLUMNS)
-                    )
+                elif isinstance(change, InvoiceRow | PaymentRow):
+                    table = "view_invoices" if isinstance(change, InvoiceRow) else "view_payments"
+                    row = {k: v.isoformat() if isinstance(v, date) else v
+                           for k, v in asdict(change).items()}
                     c.execute(
-                        f"INSERT INTO {{schema}}view_invoices ({', '.join(INVOICE_COLUMNS)}) "
-                        f"VALUES ({', '.join('?' for _ in INVOICE_COLUMNS)}) "
-                        "ON CONFLICT (id) DO NOTHING",
-                        values,
+                        f"INSERT INTO {{schema}}{table} ({', '.join(row)}) "
+                        f"VALUES ({', '.join('?' for _ in row)}) ON CONFLICT (id) DO NOTHING",
+                        tuple(row.values()),
                     )
-                else:
-                    rows = c.query(
-                        "SELECT status, amount_due_cents, payment_id "
-                        "FROM {schema}view_invoices WHERE id = ?", (change.id,)
+                elif change.values:
+                    assignments = ", ".join(f"{k} = ?" for k in change.values)
+                    c.execute(
+                        f"UPDATE {{schema}}{change.table} SET {assignments} WHERE id = ?",
+                        (*change.values.values(), change.id),
                     )
-                    if rows:
-                        row = change.apply(rows[0])
-                        c.execute(
-                            "UPDATE {schema}view_invoices SET status = ?, amount_due_cents = ?, "
-                            "payment_id = ? WHERE id = ?",
-                            (row["status"], row["amount_due_cents"], row["payment_id"],
-                             change.id),
-                        )
         return True
 
     def open_lines(self, family_id: str, regie: str | None = None) -> list[domain.ToPayLine]:
@@ -304,16 +278,44 @@ class SqlToPayStore:
         rows = self.store.fetchall("SELECT code, name FROM {schema}view_regies")
         return {r["code"]: r["name"] for r in rows}
 
+    def history(self, family_id: str) -> list[dict[str, Any]]:
+        rows = self.store.fetchall(
+            "SELECT * FROM {schema}view_invoices WHERE family_id = ? "
+            "ORDER BY issued_on DESC, regie, number", (family_id,)
+        )
+        return [_plain(r) for r in rows]
+
+    def payments(self, regie: str, day: date) -> list[dict[str, Any]]:
+        rows = self.store.fetchall(
+            "SELECT * FROM {schema}view_payments WHERE regie = ? AND day = ? "
+            "ORDER BY COALESCE(paid_at, closed_at), id", (regie, day.isoformat())
+        )
+        return [_plain(r) for r in rows]
+
+    def pending_payments(self) -> list[dict[str, Any]]:
+        rows = self.store.fetchall(
+            "SELECT id, idop, started_at FROM {schema}view_payments WHERE status = ? "
+            "ORDER BY started_at", (domain.REQUESTED,)
+        )
+        return [dict(r) for r in rows]
+
     def snapshot(self) -> dict[str, Any]:
-        invoices = self.store.fetchall("SELECT * FROM {schema}view_invoices ORDER BY id")
+        def table(name: str) -> dict[str, Any]:
+            rows = self.store.fetchall(f"SELECT * FROM {{schema}}{name} ORDER BY id")
+            return {r["id"]: _plain(r) for r in rows}
+
         return {
             "regies": dict(sorted(self.regie_names().items())),
-            "invoices": {
-                r["id"]: {k: (int(r[k]) if k.endswith("_cents") else r[k])
-                          for k in INVOICE_COLUMNS}
-                for r in invoices
-            },
+            "invoices": table("view_invoices"),
+            "payments": table("view_payments"),
         }
+
+
+class MemoryToPayStore(SqlToPayStore):
+    """The same read models in a private in-memory SQLite database."""
+
+    def __init__(self) -> None:
+        super().__init__(SqlStore.in_memory())
 
 
 def catch_up(

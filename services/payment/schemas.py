@@ -77,3 +77,49 @@ class NotificationIn(Schema):
     # PayFiP sends idop; some integrations read idOp: accept both.
     idop = fields.String(load_default=None)
     idOp = fields.String(load_default=None)
+
+
+class HistoryLine(Schema):
+    id = fields.String()
+    number = fields.String()
+    label = fields.String()
+    regie = fields.String()
+    regie_name = fields.String()
+    issued_on = fields.String()
+    total_cents = fields.Integer()
+    amount_due_cents = fields.Integer()
+    status = fields.String(metadata={"description": "open, paid, cancelled or transferred"})
+    paid_at = fields.String(allow_none=True, metadata={"description": "Europe/Paris time"})
+    paid_by = fields.String(allow_none=True, metadata={"description": "card or direct_debit"})
+    payment_id = fields.String(allow_none=True, metadata={"description": "payment in progress"})
+
+
+class History(Schema):
+    invoices = fields.List(fields.Nested(HistoryLine))
+
+
+class JournalQuery(Schema):
+    date = fields.Date(required=True)
+
+
+class JournalLine(Schema):
+    id = fields.String()
+    family_id = fields.String()
+    status = fields.String()
+    amount_cents = fields.Integer()
+    refdet = fields.String()
+    idop = fields.String(allow_none=True)
+    invoices = fields.String()
+    resultrans = fields.String(allow_none=True)
+    means = fields.String(allow_none=True)
+    numauto = fields.String(allow_none=True)
+    paid_at = fields.String(allow_none=True)
+    closed_at = fields.String(allow_none=True)
+
+
+class Journal(Schema):
+    regie = fields.String()
+    date = fields.Date()
+    payments = fields.List(fields.Nested(JournalLine))
+    totals = fields.Dict(keys=fields.String(), values=fields.Integer())
+    not_paid = fields.List(fields.Nested(JournalLine))

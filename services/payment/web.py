@@ -1,12 +1,14 @@
 """Payment HTTP API: load, call the application, dump."""
 
+import csv
+import io
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
-from flask import Flask
+from flask import Flask, Response, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -16,7 +18,16 @@ from services.common.web import create_flask
 from services.payment import domain
 from services.payment.application import PaymentApp, ReturnUrls
 from services.payment.gateway import Gateway
-from services.payment.schemas import NotificationIn, PaymentIn, PaymentOut, ToPay, ToPayInvoices
+from services.payment.schemas import (
+    History,
+    Journal,
+    JournalQuery,
+    NotificationIn,
+    PaymentIn,
+    PaymentOut,
+    ToPay,
+    ToPayInvoices,
+)
 
 PARIS = ZoneInfo("Europe/Paris")
 READERS = ("reader", "auditor")
@@ -24,6 +35,19 @@ READERS = ("reader", "auditor")
 
 def paris_today() -> date:
     return datetime.now(PARIS).date()
+
+
+CSV_COLUMNS = ("paid_at", "means", "amount_cents", "refdet", "idop", "numauto", "invoices",
+               "family_id", "id")
+
+
+def journal_csv(journal: dict[str, Any]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for row in journal["payments"]:
+        writer.writerow([row.get(c) for c in CSV_COLUMNS])
+    return out.getvalue()
 
 
 def utc_now() -> datetime:
@@ -62,6 +86,29 @@ def create_app(
             if not service.regie_exists(regie):
                 raise NotFound("regie", f"unknown régie {regie!r}")
             return {"regie": regie, "invoices": service.to_pay_lines(family_id, regie, today())}
+
+    @blp.route("/families/<family_id>/history")
+    class FamilyHistory(MethodView):
+        @auth.requires(*READERS)
+        @blp.response(200, History)
+        def get(self, family_id: str) -> Any:
+            return {"invoices": service.history(family_id)}
+
+    @blp.route("/regies/<regie>/journal")
+    class RegieJournal(MethodView):
+        @auth.requires("auditor")
+        @blp.arguments(JournalQuery, location="query")
+        @blp.response(200, Journal)
+        @blp.alt_response(200, content_type="text/csv", description="Accept: text/csv")
+        def get(self, query: dict[str, Any], regie: str) -> Any:
+            if not service.regie_exists(regie):
+                raise NotFound("regie", f"unknown régie {regie!r}")
+            journal = service.journal(regie, query["date"])
+            if request.accept_mimetypes.best_match(["application/json", "text/csv"]) == (
+                "text/csv"
+            ):
+                return Response(journal_csv(journal), mimetype="text/csv")
+            return journal
 
     def payment_out(p: domain.Payment) -> dict[str, Any]:
         return {**p.__dict__, "id": str(p.id),

@@ -141,7 +141,7 @@ def test_a_rebuilt_projection_equals_the_live_one(any_store_settings: Settings) 
     deliver(payment, wire_messages(billing))
     live = payment.to_pay.snapshot()
     payment.to_pay.reset()
-    assert payment.to_pay.snapshot() == {"regies": {}, "invoices": {}}
+    assert not any(payment.to_pay.snapshot().values())
     catch_up(payment, payment.to_pay)
     assert payment.to_pay.snapshot() == live
     fresh = MemoryToPayStore()
