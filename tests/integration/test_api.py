@@ -49,6 +49,8 @@ PAYMENT_ROUTES = {
     "/payments/{payment_id}": {"get"},
     "/payfip/notification": {"post"},
     "/payfip/return": {"get"},
+    "/families/{family_id}/history": {"get"},
+    "/regies/{regie}/journal": {"get"},
 }
 
 
