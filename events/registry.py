@@ -62,6 +62,7 @@ class Registry:
 
 
 BILLING = "billing.invoices"
+PAYMENT = "payment.payments"
 
 REGISTRY = Registry(
     [
@@ -69,5 +70,12 @@ REGISTRY = Registry(
         EventType("InvoiceIssued", BILLING, {1: schemas.InvoiceIssuedV1}),
         EventType("InvoiceCancelled", BILLING, {1: schemas.InvoiceCancelledV1}),
         EventType("InvoiceTransferred", BILLING, {1: schemas.InvoiceTransferredV1}),
+        EventType("InvoiceSettled", BILLING, {1: schemas.InvoiceSettledV1}),
+        EventType("PaymentRequested", PAYMENT, {1: schemas.PaymentRequestedV1}),
+        EventType("PaymentConfirmed", PAYMENT, {1: schemas.PaymentConfirmedV1}),
+        EventType("PaymentRefused", PAYMENT, {1: schemas.PaymentRefusedV1}),
+        EventType("PaymentAbandoned", PAYMENT, {1: schemas.PaymentAbandonedV1}),
+        EventType("PaymentExpired", PAYMENT, {1: schemas.PaymentExpiredV1}),
+        EventType("RefundNeeded", PAYMENT, {1: schemas.RefundNeededV1}),
     ]
 )

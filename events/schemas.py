@@ -57,3 +57,93 @@ class InvoiceTransferredV1(Strict):
     number = fields.String(required=True)
     family_id = fields.String(required=True)
     reference = fields.String(required=True, allow_none=True)
+
+
+class InvoiceSettledV1(Strict):
+    invoice_id = fields.String(required=True)
+    regie = fields.String(required=True, validate=CODE)
+    number = fields.String(required=True)
+    family_id = fields.String(required=True)
+    payment_id = fields.String(required=True)
+    # What this payment settled of the invoice, not the invoice's total.
+    amount_cents = fields.Integer(required=True, strict=True)
+    paid_at = fields.AwareDateTime(required=True)
+
+
+# --- payment.payments ---------------------------------------------------------------
+# Amounts carry no range check on purpose: the payment service has already enforced
+# PayFiP's limits, and a relay that cannot encode a stored event would stall its topic.
+
+
+class AllocationV1(Strict):
+    """One invoice a payment pays, and how much of it."""
+
+    invoice_id = fields.String(required=True)
+    number = fields.String(required=True)
+    amount_cents = fields.Integer(required=True, strict=True)
+
+
+class RefundV1(AllocationV1):
+    # Why the money cannot settle the invoice: its status when the payment was confirmed
+    # ("cancelled", "transferred").
+    reason = fields.String(required=True)
+
+
+class PaymentRequestedV1(Strict):
+    payment_id = fields.String(required=True)
+    family_id = fields.String(required=True)
+    regie = fields.String(required=True, validate=CODE)
+    idop = fields.String(required=True)
+    refdet = fields.String(required=True)
+    amount_cents = fields.Integer(required=True, strict=True)
+    invoices = fields.List(fields.Nested(AllocationV1), required=True)
+
+
+class PaymentConfirmedV1(Strict):
+    payment_id = fields.String(required=True)
+    family_id = fields.String(required=True)
+    regie = fields.String(required=True, validate=CODE)
+    idop = fields.String(required=True)
+    refdet = fields.String(required=True)
+    # What PayFiP collected; the allocations plus any RefundNeeded add up to it.
+    amount_cents = fields.Integer(required=True, strict=True)
+    # P: card, V: one-off SEPA direct debit.
+    resultrans = fields.String(required=True, validate=validate.OneOf(["P", "V"]))
+    numauto = fields.String(required=True)
+    # PayFiP's local date and time, Europe/Paris, with its offset.
+    paid_at = fields.AwareDateTime(required=True)
+    # The invoices this payment settles; those closed meanwhile are in RefundNeeded.
+    allocations = fields.List(fields.Nested(AllocationV1), required=True)
+
+
+class PaymentRefusedV1(Strict):
+    payment_id = fields.String(required=True)
+    family_id = fields.String(required=True)
+    regie = fields.String(required=True, validate=CODE)
+    idop = fields.String(required=True)
+    # R: card refused, Z: direct debit refused.
+    resultrans = fields.String(required=True, validate=validate.OneOf(["R", "Z"]))
+
+
+class PaymentAbandonedV1(Strict):
+    payment_id = fields.String(required=True)
+    family_id = fields.String(required=True)
+    regie = fields.String(required=True, validate=CODE)
+    idop = fields.String(required=True)
+
+
+class PaymentExpiredV1(Strict):
+    payment_id = fields.String(required=True)
+    family_id = fields.String(required=True)
+    regie = fields.String(required=True, validate=CODE)
+    idop = fields.String(required=True)
+    # PayFiP's fault code: P1 (idop unknown or purged), P5 (still pending past its life).
+    reason = fields.String(required=True)
+
+
+class RefundNeededV1(Strict):
+    payment_id = fields.String(required=True)
+    family_id = fields.String(required=True)
+    regie = fields.String(required=True, validate=CODE)
+    idop = fields.String(required=True)
+    refunds = fields.List(fields.Nested(RefundV1), required=True, validate=validate.Length(min=1))

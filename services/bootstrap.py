@@ -68,6 +68,11 @@ def payfip_gateway(settings: Settings | None = None) -> "PayFiPGateway":
 
 
 def return_urls(settings: Settings | None = None) -> ReturnUrls:
+    """The browser comes back on the public address; PayFiP's server may use another."""
+    from services.common.settings import get
+
     base = (settings or Settings()).payment_public_url.rstrip("/")
-    return ReturnUrls(notification=f"{base}/payfip/notification",
-                      browser_return=f"{base}/payfip/return")
+    return ReturnUrls(
+        notification=get("PAYMENT_NOTIFICATION_URL") or f"{base}/payfip/notification",
+        browser_return=f"{base}/payfip/return",
+    )

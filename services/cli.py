@@ -7,6 +7,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from services.common.settings import SETTINGS, Settings, get
 
@@ -41,38 +42,79 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_relay(args: argparse.Namespace) -> int:
-    from events import BILLING_INVOICES
-    from services.billing.integration import make_to_wire
-    from services.bootstrap import billing_app, positions
+    from events import BILLING_INVOICES, PAYMENT_PAYMENTS
+    from services.bootstrap import billing_app, payment_app, positions
+    from services.common.outbox import ToWire
     from services.common.relay import KafkaPublisher, Relay
 
     settings = Settings()
-    app = billing_app(settings)
-    topic = settings.topic(BILLING_INVOICES.name)
+    app: Any
+    to_wire: ToWire
+    if args.service == "billing":
+        from services.billing.integration import make_to_wire as billing_to_wire
+
+        app = billing_app(settings)
+        topic = settings.topic(BILLING_INVOICES.name)
+        to_wire = billing_to_wire(app, topic)
+    else:
+        from services.payment.integration import make_to_wire as payment_to_wire
+
+        app = payment_app(settings)
+        topic = settings.topic(PAYMENT_PAYMENTS.name)
+        to_wire = payment_to_wire(app, topic)
     relay = Relay(
-        app, make_to_wire(app, topic), KafkaPublisher(settings, topic),
-        positions(settings, "billing", app), name=topic,
+        app, to_wire, KafkaPublisher(settings, topic),
+        positions(settings, args.service, app), name=topic,
     )
-    logging.getLogger(__name__).info("relaying billing events to %s", topic)
+    logging.getLogger(__name__).info("relaying %s events to %s", args.service, topic)
     relay.run_forever(_stop_on_signals(), settings.poll_interval)
     return 0
 
 
 def cmd_consume(args: argparse.Namespace) -> int:
-    from events import BILLING_INVOICES
-    from services.bootstrap import payment_app, positions
+    from events import BILLING_INVOICES, PAYMENT_PAYMENTS
+    from services.bootstrap import billing_app, payment_app, positions
     from services.common.consumer import TrackedConsumer
 
     settings = Settings()
-    app = payment_app(settings)
-    topic = settings.topic(BILLING_INVOICES.name)
-    consumer = TrackedConsumer(
-        settings, topic, app.apply_billing_event, positions(settings, "payment", app),
-        on_idle=app.refresh,
-    )
-    logging.getLogger(__name__).info("payment consuming %s", topic)
+    if args.service == "payment":
+        # payment_app is looked up here, at run time: the benchmarks swap it for a clock.
+        payment = payment_app(settings)
+        topic = settings.topic(BILLING_INVOICES.name)
+        consumer = TrackedConsumer(
+            settings, topic, payment.apply_billing_event,
+            positions(settings, "payment", payment), on_idle=payment.refresh,
+        )
+    else:
+        billing = billing_app(settings)
+        topic = settings.topic(PAYMENT_PAYMENTS.name)
+        consumer = TrackedConsumer(
+            settings, topic, billing.apply_payment_event, positions(settings, "billing", billing)
+        )
+    logging.getLogger(__name__).info("%s consuming %s", args.service, topic)
     consumer.run_forever(_stop_on_signals())
     return 0
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from services.bootstrap import payfip_gateway, payment_app
+
+    settings = Settings()
+    app = payment_app(settings)
+    gateway = payfip_gateway(settings)
+    every = args.every if args.every is not None else float(get("REGIE_RECONCILE_INTERVAL"))
+    stop = _stop_on_signals()
+    log = logging.getLogger(__name__)
+    log.info("asking PayFiP about waiting payments every %.1fs", every)
+    while True:
+        app.refresh()
+        settled = app.reconcile(gateway, datetime.now(UTC))
+        if settled:
+            log.info("settled %d payment(s) whose notification never came", settled)
+        if args.once or stop.wait(every):
+            return 0
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -126,12 +168,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_broker)
 
     p = sub.add_parser("relay", help="publish a service's stored events to Kafka")
-    p.add_argument("service", choices=["billing"])
+    p.add_argument("service", choices=["billing", "payment"],
+                   help="billing: to billing.invoices; payment: to payment.payments")
     p.set_defaults(func=cmd_relay)
 
     p = sub.add_parser("consume", help="consume Kafka events into a service")
-    p.add_argument("service", choices=["payment"])
+    p.add_argument("service", choices=["payment", "billing"],
+                   help="payment: reads billing.invoices; billing: reads payment.payments")
     p.set_defaults(func=cmd_consume)
+
+    p = sub.add_parser("reconcile", help="settle payments whose PayFiP notification never came")
+    p.add_argument("--every", type=float, help="seconds between passes "
+                   "(default: REGIE_RECONCILE_INTERVAL)")
+    p.add_argument("--once", action="store_true", help="one pass, then exit")
+    p.set_defaults(func=cmd_reconcile)
 
     p = sub.add_parser("replay", help="drop a projection and rebuild it from the history")
     p.add_argument("projection", choices=["to-pay"])

@@ -79,7 +79,14 @@ def run(load_demo: bool = True) -> int:
         if settings.kafka_broker != "external":
             sup.start("broker", [python, "-m", "services.cli", "broker"])
         wait_ready(settings.kafka_bootstrap, timeout=30)
+        sim_port = get("PAYFIP_SIM_PORT")
+        # Unless told otherwise, the parts find each other on the ports chosen here.
+        sim = f"http://127.0.0.1:{sim_port}"
+        env.setdefault("PAYFIP_SERVICE_URL", f"{sim}/tpa/services/securite")
+        env.setdefault("PAYFIP_PAYMENT_URL", f"{sim}/tpa/paiementws.web")
+        env.setdefault("PAYMENT_PUBLIC_URL", f"http://127.0.0.1:{payment_port}")
         for name, port, factory in (
+            ("payfip-sim", sim_port, "services.payfip_sim.app:create_app()"),
             ("billing-api", billing_port, "services.billing.web:create_app()"),
             ("payment-api", payment_port, "services.payment.web:create_app()"),
         ):
@@ -87,12 +94,19 @@ def run(load_demo: bool = True) -> int:
             sup.start(name, [python, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
                              "--workers", "1", "--threads", "8", "--no-control-socket",
                              factory])
-        sup.start("billing-relay", [python, "-m", "services.cli", "relay", "billing"])
-        sup.start("payment-consumer", [python, "-m", "services.cli", "consume", "payment"])
+        for name, command in (
+            ("billing-relay", ["relay", "billing"]),
+            ("payment-consumer", ["consume", "payment"]),
+            ("payment-relay", ["relay", "payment"]),
+            ("billing-consumer", ["consume", "billing"]),
+            ("reconciler", ["reconcile"]),
+        ):
+            sup.start(name, [python, "-m", "services.cli", *command])
         billing_url = f"http://127.0.0.1:{billing_port}"
         payment_url = f"http://127.0.0.1:{payment_port}"
         wait_http(f"{billing_url}/health")
         wait_http(f"{payment_url}/health")
+        wait_http(f"http://127.0.0.1:{sim_port}/health")
         issuer = next(t for t, role in tokens.items() if role == "issuer")
         if load_demo:
             demo.load(billing_url, issuer)
@@ -100,6 +114,7 @@ def run(load_demo: bool = True) -> int:
 Régie is running (data under {settings.var_dir}/, logs under {settings.var_dir}/logs/).
   billing API   {billing_url}   (OpenAPI: {billing_url}/openapi.json)
   payment API   {payment_url}   (OpenAPI: {payment_url}/openapi.json)
+  PayFiP (simulator)  http://127.0.0.1:{sim_port}/tpa/paiementws.web
   Kafka         {settings.kafka_bootstrap}
   demo family   {payment_url}/families/{demo.FAMILY}/to-pay
 Tokens (send as "Authorization: Bearer TOKEN"):""", flush=True)

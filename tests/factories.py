@@ -8,6 +8,7 @@ from services.billing.application import BillingApp
 from services.billing.domain import InvoiceTerms, Line
 from services.billing.integration import make_to_wire
 from services.common.consumer import handle_record
+from services.common.outbox import ToWire
 from services.payment.application import PaymentApp
 
 TOPIC = "billing.invoices"
@@ -50,15 +51,18 @@ def open_regies(billing: BillingApp) -> None:
     billing.open_regie("CANTINE", "Restauration scolaire", "000002", "T")
 
 
-def wire_messages(billing: BillingApp, topic: str = TOPIC) -> list[tuple[int, bytes]]:
-    """What the relay would publish, as (partition, value), partitioned by key like Kafka."""
-    to_wire = make_to_wire(billing, topic)
+def relay_messages(app: Any, to_wire: ToWire) -> list[tuple[int, bytes]]:
+    """What a relay would publish, as (partition, value), partitioned by key like Kafka."""
     out = []
-    for n in billing.recorder.select_notifications(0, 100_000, inclusive_of_start=False):
-        message = to_wire(billing.mapper.to_domain_event(n), n.id)
-        if message is not None:
+    for n in app.recorder.select_notifications(0, 100_000, inclusive_of_start=False):
+        for message in to_wire(app.mapper.to_domain_event(n), n.id):
             out.append((hash(message.key) % 6, message.value))
     return out
+
+
+def wire_messages(billing: BillingApp, topic: str = TOPIC) -> list[tuple[int, bytes]]:
+    """What billing's relay would publish on ``topic``."""
+    return relay_messages(billing, make_to_wire(billing, topic))
 
 
 def deliver(payment: PaymentApp, messages: list[tuple[int, bytes]], topic: str = TOPIC) -> int:

@@ -1,14 +1,16 @@
 """The billing application: the only door to the billing domain."""
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError, JSONTranscoder
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.persistence import IntegrityError, JSONTranscoder, ProcessRecorder, Tracking
 from eventsourcing.utils import get_topic
 
+from events import Envelope
 from services.billing.domain import (
     Conflict,
     DomainError,
@@ -20,6 +22,11 @@ from services.billing.domain import (
 from services.common.persistence import register_transcodings
 
 BATCH_SAVE_SIZE = 500
+# Attempts at recording one payment event when an invoice it settles changes under it
+# (an issuer cancelling it at that very moment): each attempt reads the invoices again.
+RECORD_ATTEMPTS = 5
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -33,9 +40,64 @@ class Issued:
 class BillingApp(Application[UUID]):
     name = "billing"
 
+    def construct_recorder(self) -> ProcessRecorder:
+        # Settlements made from a consumed payment event are recorded in one transaction
+        # with the event's position, so a redelivered one is recognised and changes nothing.
+        return self.factory.process_recorder()
+
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
         register_transcodings(transcoder)
+
+    # --- consuming the payment service's events -----------------------------------
+    def already_applied(self, tracking: Tracking) -> bool:
+        recorder: Any = self.recorder
+        last = recorder.max_tracking_id(tracking.application_name)
+        return last is not None and last >= tracking.notification_id
+
+    def apply_payment_event(self, message: Envelope, tracking: Tracking) -> bool:
+        """Record what a payment event means here; False if it was already applied.
+
+        Only a confirmed payment changes invoices. The others are tracked all the same,
+        so that the consumer's position per payment moves on. Order between one payment's
+        events does not matter here: a confirmation carries all it settles.
+        """
+        for _ in range(RECORD_ATTEMPTS):
+            if self.already_applied(tracking):
+                return False
+            processing = ProcessingEvent[UUID](tracking=tracking)
+            if message.name == "PaymentConfirmed":
+                for invoice in self._settlements(message):
+                    processing.collect_events(invoice)
+            try:
+                self._record(processing)
+            except IntegrityError:
+                # Either another consumer recorded this message (seen at the next check),
+                # or an invoice got a new version meanwhile: read them again and retry.
+                continue
+            return True
+        # Left to the consumer, which backs off and reads the message again.
+        raise RuntimeError(f"could not record {message.type} {message.id}: invoices kept changing")
+
+    def _settlements(self, message: Envelope) -> list[Invoice]:
+        data = message.data
+        touched: dict[UUID, Invoice] = {}
+        for allocation in data["allocations"]:
+            invoice_id = UUID(allocation["invoice_id"])
+            try:
+                invoice = touched.get(invoice_id) or self.get_invoice(invoice_id)
+                invoice.settle(
+                    payment_id=data["payment_id"], amount_cents=allocation["amount_cents"],
+                    paid_at=data["paid_at"],
+                )
+            except DomainError as e:
+                # Not an invoice of ours, or a nonsensical amount: retrying cannot fix it
+                # and stopping would hold up every later payment. Say so loudly.
+                log.error("payment %s: allocation %s not applied: %s",
+                          data["payment_id"], allocation, e)
+                continue
+            touched[invoice_id] = invoice
+        return list(touched.values())
 
     # --- régies -------------------------------------------------------------------
     def open_regie(self, code: str, name: str, numcli: str, saisie: str) -> tuple[Regie, bool]:

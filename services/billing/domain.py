@@ -2,7 +2,7 @@
 
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -141,6 +141,13 @@ class Invoice(Aggregate):
         self.status = ISSUED
         self.cancel_reason: str | None = None
         self.transfer_reference: str | None = None
+        # Money received for this invoice that it no longer owes: paid after it was
+        # cancelled or transferred, or paid twice. Operators refund or reallocate it.
+        self.refund_due_cents = 0
+        self.paid_at: datetime | None = None
+        # Every payment applied here, settled or not: a confirmation is redelivered
+        # (Kafka is at least once) and must then change nothing.
+        self.payment_ids: list[str] = []
 
     @classmethod
     def issue(cls, terms: InvoiceTerms) -> "Invoice":
@@ -195,3 +202,36 @@ class Invoice(Aggregate):
     def _transferred(self, reference: str | None) -> None:
         self.status = TRANSFERRED
         self.transfer_reference = reference
+
+    def settle(self, payment_id: str, amount_cents: int, paid_at: datetime) -> None:
+        """Apply a payment confirmed by PayFiP; once per payment, whatever the invoice's state.
+
+        The money is in the régie's account already: an invoice that no longer owes it
+        (cancelled, transferred, already paid) records it as to be refunded rather than
+        refusing it, so that it is never lost.
+        """
+        if amount_cents <= 0:
+            raise DomainError("amount_cents", "must be positive")
+        if payment_id in self.payment_ids:
+            return
+        if self.status != ISSUED:
+            self._paid_after_close(payment_id=payment_id, amount_cents=amount_cents)
+        else:
+            self._settled(payment_id=payment_id, amount_cents=amount_cents, paid_at=paid_at)
+
+    @event("Settled")
+    def _settled(self, payment_id: str, amount_cents: int, paid_at: datetime) -> None:
+        # The payment service asks for exactly the amount due; should it ever be more,
+        # the excess is refundable rather than a negative amount due.
+        applied = min(amount_cents, self.amount_due_cents)
+        self.amount_due_cents -= applied
+        self.refund_due_cents += amount_cents - applied
+        self.payment_ids.append(payment_id)
+        self.paid_at = paid_at
+        if self.amount_due_cents == 0:
+            self.status = PAID
+
+    @event("PaidAfterClose")
+    def _paid_after_close(self, payment_id: str, amount_cents: int) -> None:
+        self.refund_due_cents += amount_cents
+        self.payment_ids.append(payment_id)

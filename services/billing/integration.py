@@ -5,13 +5,13 @@ from typing import Any
 import events
 from services.billing.application import BillingApp
 from services.billing.domain import Invoice, Regie
-from services.common.outbox import Outgoing
+from services.common.outbox import Outgoing, ToWire
 
 SOURCE = "/regie/billing"
 
 
-def make_to_wire(app: BillingApp, topic: str) -> Any:
-    def to_wire(event: Any, notification_id: int) -> Outgoing | None:
+def make_to_wire(app: BillingApp, topic: str) -> ToWire:
+    def to_wire(event: Any, notification_id: int) -> list[Outgoing]:
         common = {
             "id": f"{SOURCE}/{event.originator_id}/{event.originator_version}",
             "source": SOURCE,
@@ -24,7 +24,7 @@ def make_to_wire(app: BillingApp, topic: str) -> Any:
             value = events.encode(
                 "RegieOpened", data, subject=event.code, key=event.code, **common
             )
-            return Outgoing(topic, event.code, value)
+            return [Outgoing(topic, event.code, value)]
         if isinstance(event, Invoice.Issued):  # type: ignore[attr-defined]
             data = {
                 "invoice_id": str(event.originator_id),
@@ -51,7 +51,7 @@ def make_to_wire(app: BillingApp, topic: str) -> Any:
                 key=event.family_id,
                 **common,
             )
-            return Outgoing(topic, event.family_id, value)
+            return [Outgoing(topic, event.family_id, value)]
         if isinstance(event, Invoice.Cancelled | Invoice.Transferred):  # type: ignore[attr-defined]
             invoice: Invoice = app.repository.get(
                 event.originator_id, version=event.originator_version
@@ -69,7 +69,25 @@ def make_to_wire(app: BillingApp, topic: str) -> Any:
             value = events.encode(
                 name, data, subject=data["invoice_id"], key=invoice.family_id, **common
             )
-            return Outgoing(topic, invoice.family_id, value)
-        return None
+            return [Outgoing(topic, invoice.family_id, value)]
+        if isinstance(event, Invoice.Settled):  # type: ignore[attr-defined]
+            invoice = app.repository.get(event.originator_id, version=event.originator_version)
+            data = {
+                "invoice_id": str(invoice.id),
+                "regie": invoice.regie,
+                "number": invoice.number,
+                "family_id": invoice.family_id,
+                "payment_id": event.payment_id,
+                "amount_cents": event.amount_cents,
+                "paid_at": event.paid_at,
+            }
+            value = events.encode(
+                "InvoiceSettled", data, subject=data["invoice_id"], key=invoice.family_id,
+                **common,
+            )
+            return [Outgoing(topic, invoice.family_id, value)]
+        # PaidAfterClose stays private: operators see it as refund_due_cents on the invoice;
+        # publishing it would be a new event type in the contract.
+        return []
 
     return to_wire

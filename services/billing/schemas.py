@@ -85,6 +85,10 @@ class InvoiceOut(Schema):
     lines = fields.List(fields.Nested(LineSchema))
     amount_cents = fields.Integer()
     amount_due_cents = fields.Integer()
+    refund_due_cents = fields.Integer(
+        metadata={"description": "received after the invoice closed (or beyond its amount): "
+                  "to refund or reallocate"}
+    )
     status = fields.String()
     cancel_reason = fields.String(allow_none=True)
     transfer_reference = fields.String(allow_none=True)

@@ -1,4 +1,4 @@
-"""What a relay publishes: one Kafka message per public stored event."""
+"""What a relay publishes: the Kafka messages each stored event stands for."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,5 +12,7 @@ class Outgoing:
     value: bytes
 
 
-# (domain event, notification id) -> message, or None for events that stay private.
-ToWire = Callable[[Any, int], Outgoing | None]
+# (domain event, notification id) -> its messages, in the order they must be published.
+# Most public events give one; private ones (a service's own bookkeeping) give none; and
+# one stored fact may give two public ones (a confirmed payment that also needs a refund).
+ToWire = Callable[[Any, int], list[Outgoing]]

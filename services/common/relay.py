@@ -81,9 +81,7 @@ class Relay:
             return 0
         messages: list[Outgoing] = []
         for n in notifications:
-            message = self.to_wire(self.app.mapper.to_domain_event(n), n.id)
-            if message is not None:
-                messages.append(message)
+            messages.extend(self.to_wire(self.app.mapper.to_domain_event(n), n.id))
         if messages:
             self.publisher.publish(messages)
         self.positions.set(self.name, notifications[-1].id)

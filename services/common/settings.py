@@ -47,12 +47,17 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "http://127.0.0.1:8002",
         "the payment API as PayFiP and browsers reach it (notification and return URLs)",
     ),
+    "PAYMENT_NOTIFICATION_URL": (
+        "",
+        "where PayFiP posts its notification, when not PAYMENT_PUBLIC_URL/payfip/notification",
+    ),
     "PAYFIP_SIM_PORT": ("8003", "PayFiP simulator port"),
     "PAYFIP_SIM_UNKNOWN_NUMCLI": ("999999", "comma-separated numcli the simulator says T2 to"),
     "PAYFIP_SIM_NOTIFY_TIMEOUT": ("5", "seconds the simulator waits for urlnotif to answer"),
     "PAYFIP_SIM_PUBLIC_URL": (
         "", "base URL written into the simulator's WSDL; default: the URL it was reached at"
     ),
+    "REGIE_RECONCILE_INTERVAL": ("60", "seconds between two reconciler passes over PayFiP"),
     "REGIE_POLL_INTERVAL": ("0.1", "seconds between two polls of a relay or projection"),
     "REGIE_LOG_LEVEL": ("INFO", "log level"),
 }

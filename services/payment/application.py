@@ -253,6 +253,8 @@ class PaymentApp(Application[UUID]):
             raise Unavailable(f"PayFiP did not accept the payment ({e.code})") from None
         payment.requested(idop=idop, answer=answer)
         self.save(payment, domain.IdopIndex(idop=idop, payment_id=payment_id))
+        # The family's next page must show the invoices as being paid: read your writes.
+        self.refresh()
         return payment
 
     def get_payment(self, payment_id: UUID) -> domain.Payment:
@@ -334,4 +336,5 @@ class PaymentApp(Application[UUID]):
         except IntegrityError:
             # A notification and the browser return raced: the other one recorded it.
             return self.get_payment(payment.id)
+        self.refresh()
         return payment

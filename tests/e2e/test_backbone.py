@@ -6,7 +6,6 @@ consumer in the middle of a stream, and rebuild the read model from the history.
 
 import os
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -17,89 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from services.common.broker import free_port
-from services.common.settings import Settings
 from services.payment.application import PaymentApp
 from tests.conftest import drop_schemas, make_settings
+from tests.e2e.system import ISSUER, READER, System
 from tests.factories import invoice_payload
 
 pytestmark = pytest.mark.kafka
 
-ISSUER, READER = "issuer-token", "reader-token"
 FAMILIES = [f"fam-{i:02d}" for i in range(50)]
 REGIES = {"SPORTS": "Direction des sports", "CANTINE": "Restauration scolaire"}
-
-
-class System:
-    def __init__(self, settings: Settings, env: dict[str, str], logs: Path) -> None:
-        self.settings = settings
-        self.env = env
-        self.logs = logs
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.billing = f"http://127.0.0.1:{env['BILLING_PORT']}"
-        self.payment = f"http://127.0.0.1:{env['PAYMENT_PORT']}"
-
-    def argv(self, name: str) -> list[str]:
-        py = sys.executable
-        if name.endswith("-api"):
-            service = name.removesuffix("-api")
-            port = self.env[f"{service.upper()}_PORT"]
-            return [py, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-                    "--threads", "8", "--no-control-socket",
-                    f"services.{service}.web:create_app()"]
-        if name == "relay":
-            return [py, "-m", "services.cli", "relay", "billing"]
-        return [py, "-m", "services.cli", "consume", "payment"]
-
-    def start(self, name: str) -> None:
-        with open(self.logs / f"{name}.log", "ab") as log:
-            self.procs[name] = subprocess.Popen(
-                self.argv(name), env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
-
-    def kill9(self, name: str) -> None:
-        proc = self.procs.pop(name)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-
-    def stop_all(self) -> None:
-        for name in list(self.procs):
-            self.kill9(name)
-
-    def wait_up(self) -> None:
-        for url in (self.billing, self.payment):
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if requests.get(f"{url}/health", timeout=1).ok:
-                        break
-                except requests.RequestException:
-                    pass
-                assert time.monotonic() < deadline, f"{url} did not start: see {self.logs}"
-                for name, proc in self.procs.items():
-                    assert proc.poll() is None, f"{name} died: see {self.logs}/{name}.log"
-                time.sleep(0.1)
-
-    def post(self, path: str, body: Any) -> requests.Response:
-        return requests.post(f"{self.billing}{path}", json=body, timeout=60,
-                             headers={"Authorization": f"Bearer {ISSUER}"})
-
-    def to_pay(self, family: str) -> dict[str, Any]:
-        r = requests.get(f"{self.payment}/families/{family}/to-pay", timeout=10,
-                         headers={"Authorization": f"Bearer {READER}"})
-        r.raise_for_status()
-        return r.json()  # type: ignore[no-any-return]
-
-    def all_to_pay(self) -> dict[str, Any]:
-        return {family: self.to_pay(family) for family in FAMILIES}
-
-    def regie_lines(self, family: str, regie: str) -> list[dict[str, Any]]:
-        r = requests.get(f"{self.payment}/families/{family}/to-pay/{regie}", timeout=10,
-                         headers={"Authorization": f"Bearer {READER}"})
-        r.raise_for_status()
-        return r.json()["invoices"]  # type: ignore[no-any-return]
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -182,7 +109,7 @@ def wait_until_equal(s: System, want: dict[str, Any], timeout: float = 60) -> No
     deadline = time.monotonic() + timeout
     got: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        got = s.all_to_pay()
+        got = s.all_to_pay(FAMILIES)
         if got == want:
             return
         time.sleep(0.2)
@@ -238,7 +165,7 @@ def test_issue_kill_restart_rebuild(system: System) -> None:
     assert not writer.is_alive()
     assert not errors, errors
     wait_until_equal(s, ledger.expected())
-    live = s.all_to_pay()
+    live = s.all_to_pay(FAMILIES)
 
     # Nothing counted twice: the payment store holds exactly one copy of each invoice.
     payment = PaymentApp(env=s.settings.event_store_env("payment"))
@@ -260,4 +187,4 @@ def test_issue_kill_restart_rebuild(system: System) -> None:
     assert done.returncode == 0, done.stderr
     assert "rebuilt from" in done.stdout
     assert payment.to_pay.snapshot() == snapshot
-    assert s.all_to_pay() == live
+    assert s.all_to_pay(FAMILIES) == live

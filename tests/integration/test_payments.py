@@ -262,3 +262,82 @@ def test_twenty_concurrent_requests_for_one_invoice(store_settings: Settings) ->
         t.join()
     assert sorted(codes) == [201] + [409] * 19
     assert len(gateway.orders) == 1  # the losers never reached PayFiP
+
+
+def test_history_and_journal(any_store_settings: Settings) -> None:
+    _, payment = setup(any_store_settings)
+    gateway = FakeGateway()
+    card = request(payment, gateway, "S-1")
+    gateway.decide(card.idop, "P")  # type: ignore[arg-type]
+    payment.settle_from_payfip(card.idop, gateway, NOW)  # type: ignore[arg-type]
+    debit = request(payment, gateway, "S-2")
+    gateway.decide(debit.idop, "V")  # type: ignore[arg-type]
+    payment.settle_from_payfip(debit.idop, gateway, NOW)  # type: ignore[arg-type]
+    refused = request(payment, gateway, "C-1", regie="CANTINE")
+    gateway.decide(refused.idop, "R")  # type: ignore[arg-type]
+    payment.settle_from_payfip(refused.idop, gateway, NOW)  # type: ignore[arg-type]
+    payment.refresh()
+
+    history = {h["number"]: h for h in payment.history("fam-1")}
+    assert set(history) == {"S-1", "S-2", "S-4", "S-5", "C-1"}
+    assert (history["S-1"]["status"], history["S-1"]["paid_by"]) == ("paid", "card")
+    assert history["S-2"]["paid_by"] == "direct_debit"
+    assert history["S-2"]["paid_at"] == "2025-02-26T14:30:00+01:00"
+    assert (history["S-5"]["status"], history["C-1"]["status"]) == ("cancelled", "open")
+    assert history["S-1"]["regie_name"] == "Direction des sports"
+
+    # The fake dates every payment 26/02/2025 14:30 in Paris.
+    journal = payment.journal("SPORTS", datetime(2025, 2, 26).date())
+    assert sorted(p["means"] for p in journal["payments"]) == ["card", "direct_debit"]
+    assert journal["totals"] == {"count": 2, "amount_cents": 3750, "card_cents": 2500,
+                                 "direct_debit_cents": 1250}
+    assert payment.journal("SPORTS", datetime(2025, 2, 27).date())["payments"] == []
+    cantine = payment.journal("CANTINE", datetime.now(UTC).astimezone(
+        domain_paris()).date())
+    assert [p["status"] for p in cantine["not_paid"]] == ["refused"]
+    assert cantine["payments"] == []
+
+    app = create_app(payment=payment, tokens={"a": "auditor", "r": "reader"},
+                     gateway=gateway, urls=URLS).test_client()
+    csv_body = app.get("/regies/SPORTS/journal?date=2025-02-26",
+                       headers={"Authorization": "Bearer a", "Accept": "text/csv"})
+    assert csv_body.status_code == 200 and csv_body.mimetype == "text/csv"
+    lines = csv_body.get_data(as_text=True).splitlines()
+    assert lines[0].startswith("paid_at,means,amount_cents")
+    assert sorted(line.split(",")[1] + ":" + line.split(",")[2] for line in lines[1:]) == [
+        "card:2500", "direct_debit:1250"]
+    as_json = app.get("/regies/SPORTS/journal?date=2025-02-26",
+                      headers={"Authorization": "Bearer a"}).get_json()
+    assert as_json["totals"]["amount_cents"] == 3750
+    assert app.get("/regies/SPORTS/journal?date=26-02-2025",
+                   headers={"Authorization": "Bearer a"}).status_code == 422
+    assert app.get("/regies/SPORTS/journal?date=2025-02-26",
+                   headers={"Authorization": "Bearer r"}).status_code == 403
+    assert app.get("/regies/PISCINE/journal?date=2025-02-26",
+                   headers={"Authorization": "Bearer a"}).status_code == 404
+    body = app.get("/families/fam-1/history", headers={"Authorization": "Bearer r"}).get_json()
+    assert {i["number"]: i["status"] for i in body["invoices"]}["S-1"] == "paid"
+
+
+def domain_paris() -> Any:
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo("Europe/Paris")
+
+
+def test_the_reconciler_settles_what_was_never_notified(any_store_settings: Settings) -> None:
+    _, payment = setup(any_store_settings)
+    gateway = FakeGateway()
+    paid = request(payment, gateway, "S-1")
+    waiting = request(payment, gateway, "S-2")
+    gone = request(payment, gateway, "C-1", regie="CANTINE")
+    gateway.decide(paid.idop, "P")  # type: ignore[arg-type]
+    gateway.purged.add(gone.idop)  # type: ignore[arg-type]
+    payment.refresh()
+    assert payment.reconcile(gateway, NOW) == 2
+    assert payment.get_payment(paid.id).status == domain.CONFIRMED
+    assert payment.get_payment(waiting.id).status == domain.REQUESTED
+    assert payment.get_payment(gone.id).status == domain.EXPIRED
+    payment.refresh()
+    assert [p["id"] for p in payment.to_pay.pending_payments()] == [str(waiting.id)]
+    assert payment.reconcile(gateway, NOW) == 0

@@ -1,10 +1,11 @@
 from dataclasses import replace
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
 from services.billing.domain import (
     CANCELLED,
+    PAID,
     TRANSFERRED,
     Conflict,
     DomainError,
@@ -99,3 +100,72 @@ def test_regie_rules(numcli: str, saisie: str, name: str, field: str) -> None:
 
 def test_a_numcli_keeps_its_leading_zeros() -> None:
     assert Regie.open("SPORTS", "Direction des sports", "006281", "W").numcli == "006281"
+
+
+PAID_AT = datetime(2025, 2, 26, 14, 30, tzinfo=timezone(timedelta(hours=1)))
+
+
+def _names(invoice: Invoice) -> list[str]:
+    return [type(e).__name__ for e in invoice.collect_events()]
+
+
+def test_settling_pays_the_invoice_once_per_payment() -> None:
+    invoice = Invoice.issue(terms(unit=2500))
+    invoice.settle("pay-1", 2500, PAID_AT)
+    assert (invoice.status, invoice.amount_due_cents, invoice.refund_due_cents) == (PAID, 0, 0)
+    assert invoice.paid_at == PAID_AT
+    assert _names(invoice) == ["Issued", "Settled"]
+    # The same confirmation again (redelivered, republished): nothing new.
+    invoice.settle("pay-1", 2500, PAID_AT)
+    assert _names(invoice) == []
+    assert (invoice.status, invoice.amount_due_cents, invoice.version) == (PAID, 0, 2)
+
+
+def test_a_paid_invoice_can_be_neither_cancelled_nor_transferred() -> None:
+    invoice = Invoice.issue(terms(unit=2500))
+    invoice.settle("pay-1", 2500, PAID_AT)
+    with pytest.raises(Conflict):
+        invoice.cancel("trop tard")
+    with pytest.raises(Conflict):
+        invoice.transfer("T-1")
+
+
+@pytest.mark.parametrize(
+    ("close", "status"),
+    [(lambda i: i.cancel("doublon"), CANCELLED), (lambda i: i.transfer("T-1"), TRANSFERRED)],
+)
+def test_money_for_a_closed_invoice_is_kept_as_a_refund(close: object, status: str) -> None:
+    invoice = Invoice.issue(terms(unit=2500))
+    close(invoice)  # type: ignore[operator]
+    invoice.collect_events()
+    invoice.settle("pay-1", 2500, PAID_AT)
+    assert _names(invoice) == ["PaidAfterClose"]
+    assert (invoice.status, invoice.amount_due_cents, invoice.refund_due_cents) == (
+        status, 2500, 2500)
+    invoice.settle("pay-1", 2500, PAID_AT)
+    assert _names(invoice) == []
+    assert invoice.refund_due_cents == 2500
+
+
+def test_a_second_payment_of_a_paid_invoice_is_kept_as_a_refund() -> None:
+    invoice = Invoice.issue(terms(unit=2500))
+    invoice.settle("pay-1", 2500, PAID_AT)
+    invoice.collect_events()
+    invoice.settle("pay-2", 2500, PAID_AT)
+    assert _names(invoice) == ["PaidAfterClose"]
+    assert (invoice.status, invoice.amount_due_cents, invoice.refund_due_cents) == (PAID, 0, 2500)
+
+
+def test_a_partial_payment_leaves_the_rest_due_and_an_excess_is_refundable() -> None:
+    invoice = Invoice.issue(terms(unit=2500))
+    invoice.settle("pay-1", 1000, PAID_AT)
+    assert (invoice.status, invoice.amount_due_cents) == ("issued", 1500)
+    invoice.settle("pay-2", 2000, PAID_AT)
+    assert (invoice.status, invoice.amount_due_cents, invoice.refund_due_cents) == (PAID, 0, 500)
+
+
+def test_settling_needs_a_positive_amount() -> None:
+    invoice = Invoice.issue(terms(unit=2500))
+    with pytest.raises(DomainError) as refused:
+        invoice.settle("pay-1", 0, PAID_AT)
+    assert refused.value.field == "amount_cents"

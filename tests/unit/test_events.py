@@ -84,3 +84,42 @@ def test_unknown_fields_are_tolerated_for_minor_versions() -> None:
     message["data"]["cancelled_by"] = "agent-12"
     message["futureattribute"] = "x"
     assert decode(json.dumps(message)).data["reason"] == "Facture émise en double"
+
+
+@pytest.mark.parametrize(
+    ("name", "mutate", "why"),
+    [
+        ("PaymentConfirmed", lambda d: d.update(resultrans="R"), "resultrans"),
+        ("PaymentConfirmed", lambda d: d.update(paid_at="2025-02-26T14:30:00"), "paid_at"),
+        ("PaymentConfirmed", lambda d: d.update(amount_cents=25.0), "amount_cents"),
+        ("PaymentConfirmed", lambda d: d["allocations"][0].update(amount_cents="2500"),
+         "amount_cents"),
+        ("PaymentConfirmed", lambda d: d.pop("numauto"), "numauto"),
+        ("PaymentRequested", lambda d: d["invoices"][0].pop("invoice_id"), "invoice_id"),
+        ("PaymentRefused", lambda d: d.update(resultrans="P"), "resultrans"),
+        ("PaymentExpired", lambda d: d.pop("reason"), "reason"),
+        ("PaymentAbandoned", lambda d: d.pop("idop"), "idop"),
+        ("RefundNeeded", lambda d: d.update(refunds=[]), "refunds"),
+        ("RefundNeeded", lambda d: d["refunds"][0].pop("reason"), "reason"),
+        ("InvoiceSettled", lambda d: d.update(amount_cents=True), "amount_cents"),
+        ("InvoiceSettled", lambda d: d.pop("payment_id"), "payment_id"),
+    ],
+)
+def test_malformed_payment_data_is_refused(name: str, mutate: Any, why: str) -> None:
+    message = _golden(name)
+    mutate(message["data"])
+    with pytest.raises(EnvelopeError, match=why):
+        decode(json.dumps(message))
+
+
+def test_paid_at_keeps_its_paris_offset() -> None:
+    paid_at = decode(json.dumps(_golden("PaymentConfirmed"))).data["paid_at"]
+    assert paid_at.isoformat() == "2025-02-26T14:30:00+01:00"
+    settled_at = decode(json.dumps(_golden("InvoiceSettled"))).data["paid_at"]
+    assert settled_at == paid_at
+
+
+def test_every_payment_event_is_on_payment_payments() -> None:
+    payment_types = {t.name for t in REGISTRY if t.topic == "payment.payments"}
+    assert payment_types == set(events.PAYMENT_PAYMENTS.event_types)
+    assert REGISTRY["InvoiceSettled"].topic == "billing.invoices"

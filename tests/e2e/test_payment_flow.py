@@ -1,0 +1,236 @@
+"""Paying on PayFiP end to end: every part its own process, the simulator as PayFiP.
+
+request → simulator page → notification → payment events on Kafka → billing settles →
+to-pay, history and journal right to the cent.
+"""
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import requests
+
+from services.common.broker import free_port
+from tests.conftest import make_settings
+from tests.e2e.system import ISSUER, READER, System
+from tests.factories import invoice_payload
+
+pytestmark = pytest.mark.kafka
+
+FAMILY = "famille-martin"
+AUDITOR = "auditor-token"
+CARD_OK, CARD_REFUSED = "4970 1000 0000 0002", "4970 1000 0000 0003"
+IBAN_OK, IBAN_REFUSED = "FR76 3000 6000 0112 3456 7890 188", "FR76 3000 6000 0112 3456 7890 189"
+
+
+@pytest.fixture
+def system(tmp_path: Path, kafka: Any) -> Iterator[System]:
+    prefix = f"p{uuid.uuid4().hex[:8]}."
+    settings = make_settings("sqlite", tmp_path, kafka_bootstrap=kafka.bootstrap,
+                             kafka_broker=kafka.kind, topic_prefix=prefix)
+    ports = {k: str(free_port()) for k in ("BILLING_PORT", "PAYMENT_PORT", "PAYFIP_SIM_PORT")}
+    sim = f"http://127.0.0.1:{ports['PAYFIP_SIM_PORT']}"
+    env = dict(os.environ)
+    env.update(
+        ports, REGIE_VAR_DIR=str(settings.var_dir), PERSISTENCE_MODULE=settings.persistence,
+        KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap, KAFKA_BROKER=kafka.kind,
+        KAFKA_TOPIC_PREFIX=prefix,
+        REGIE_TOKENS=f"{ISSUER}:issuer,{READER}:reader,{AUDITOR}:auditor",
+        REGIE_POLL_INTERVAL="0.05",
+        PAYFIP_SERVICE_URL=f"{sim}/tpa/services/securite",
+        PAYFIP_PAYMENT_URL=f"{sim}/tpa/paiementws.web",
+        PAYMENT_PUBLIC_URL=f"http://127.0.0.1:{ports['PAYMENT_PORT']}",
+        REGIE_RECONCILE_INTERVAL="0.5",
+    )
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    s = System(settings, env, logs)
+    try:
+        for name in ("payfip-sim", "billing-api", "payment-api", "relay", "consumer",
+                     "payment-relay", "billing-consumer"):
+            s.start(name)
+        s.wait_up(sim)
+        yield s
+    finally:
+        s.stop_all()
+
+
+def headers(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def sim_url(s: System) -> str:
+    return f"http://127.0.0.1:{s.env['PAYFIP_SIM_PORT']}"
+
+
+def issue(s: System, number: str, cents: int, regie: str = "SPORTS") -> str:
+    r = s.post("/invoices", invoice_payload(number=number, family=FAMILY, regie=regie,
+                                            unit=cents))
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def wait_until(check: Any, what: str, timeout: float = 30) -> Any:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def payable(s: System, invoice_id: str, regie: str = "SPORTS") -> bool:
+    r = requests.get(f"{s.payment}/families/{FAMILY}/to-pay/{regie}", timeout=10,
+                     headers=headers(READER))
+    if r.status_code == 404:  # the régie itself has not reached the payment service yet
+        return False
+    r.raise_for_status()
+    return any(line["id"] == invoice_id and line["payable"] for line in r.json()["invoices"])
+
+
+def pay(s: System, invoice_ids: list[str], regie: str = "SPORTS") -> dict[str, Any]:
+    r = requests.post(f"{s.payment}/payments", headers=headers(READER), timeout=30, json={
+        "family_id": FAMILY, "regie": regie, "invoice_ids": invoice_ids,
+        "email": "famille.martin@example.org"})
+    assert r.status_code == 201, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def browser(s: System, payment: dict[str, Any], outcome: str) -> requests.Response:
+    """Act on the simulator's page as a family would; follow PayFiP's redirect back."""
+    assert payment["redirect_url"].startswith(sim_url(s))
+    page = requests.get(payment["redirect_url"], timeout=10)
+    assert page.status_code == 200 and "Informations sur la dette" in page.text
+    idop = payment["idop"]
+    base = f"{sim_url(s)}/tpa/paiementws.web"
+    if outcome == "A":
+        r = requests.post(base, data={"idop": idop, "choix": "annuler"}, timeout=10,
+                          allow_redirects=False)
+    elif outcome in "PR":
+        r = requests.post(f"{base}/carte", timeout=10, allow_redirects=False, data={
+            "idop": idop, "action": "valider", "expiration": "12/30", "cvv": "123",
+            "numero": CARD_OK if outcome == "P" else CARD_REFUSED})
+    else:
+        r = requests.post(f"{base}/prelevement", timeout=10, allow_redirects=False, data={
+            "idop": idop, "action": "valider", "titulaire": "Famille Martin",
+            "iban": IBAN_OK if outcome == "V" else IBAN_REFUSED})
+    assert r.status_code == 303, r.text
+    back = r.headers["Location"]
+    assert back.startswith(f"{s.payment}/payfip/return") and f"idop={idop}" in back
+    return requests.get(back, timeout=30)
+
+
+@pytest.mark.parametrize(("outcome", "status"), [
+    ("P", "confirmed"), ("V", "confirmed"), ("R", "refused"), ("Z", "refused"),
+    ("A", "abandoned"),
+])
+def test_each_outcome_end_to_end(system: System, outcome: str, status: str) -> None:
+    s = system
+    for code, name in (("SPORTS", "Direction des sports"), ("CANTINE", "Restauration scolaire")):
+        assert s.post("/regies", {"code": code, "name": name, "numcli": "000123",
+                                  "saisie": "T"}).status_code == 201
+    sports = issue(s, "VAIC521041698401", 2500)
+    canteen = issue(s, "RS-2025-02-0001", 1000, regie="CANTINE")
+    wait_until(lambda: payable(s, sports), "the invoice to reach to-pay")
+
+    payment = pay(s, [sports])
+    assert payment["amount_cents"] == 2500 and payment["status"] == "requested"
+    assert not payable(s, sports)  # in a payment now
+    back = browser(s, payment, outcome)
+    assert back.status_code == 200 and back.json()["status"] == status
+
+    got = requests.get(f"{s.payment}/payments/{payment['id']}", headers=headers(READER),
+                       timeout=10).json()
+    assert got["status"] == status and got["resultrans"] == outcome
+    if status != "confirmed":
+        wait_until(lambda: payable(s, sports), "the invoice to be payable again")
+        return
+
+    assert got["numauto"] and got["paid_at"]
+    # Billing hears of it through payment.payments and settles the invoice.
+    def settled() -> Any:
+        r = requests.get(f"{s.billing}/invoices/{sports}", headers=headers(READER), timeout=5)
+        return r.json()["status"] == "paid" and r.json()
+    invoice = wait_until(settled, "billing to settle the invoice")
+    assert invoice["amount_due_cents"] == 0
+    assert s.to_pay(FAMILY) == {"regies": [
+        {"code": "CANTINE", "name": "Restauration scolaire", "count": 1, "total_cents": 1000}]}
+    assert canteen
+    history = requests.get(f"{s.payment}/families/{FAMILY}/history", headers=headers(READER),
+                           timeout=5).json()["invoices"]
+    paid = next(h for h in history if h["id"] == sports)
+    assert paid["status"] == "paid"
+    assert paid["paid_by"] == ("card" if outcome == "P" else "direct_debit")
+    day = datetime.fromisoformat(got["paid_at"]).astimezone(ZoneInfo("Europe/Paris")).date()
+    journal = requests.get(f"{s.payment}/regies/SPORTS/journal", params={"date": str(day)},
+                           headers=headers(AUDITOR), timeout=5).json()
+    assert journal["totals"]["amount_cents"] == 2500
+    assert [p["id"] for p in journal["payments"]] == [payment["id"]]
+
+
+def setup_invoice(s: System) -> str:
+    assert s.post("/regies", {"code": "SPORTS", "name": "Direction des sports",
+                              "numcli": "000123", "saisie": "T"}).status_code == 201
+    sports = issue(s, "VAIC521041698401", 2500)
+    wait_until(lambda: payable(s, sports), "the invoice to reach to-pay")
+    return sports
+
+
+def sim_config(s: System, **config: Any) -> None:
+    r = requests.post(f"{sim_url(s)}/_sim/config", json=config, timeout=5)
+    assert r.ok, r.text
+
+
+def status_of(s: System, payment: dict[str, Any]) -> str:
+    r = requests.get(f"{s.payment}/payments/{payment['id']}", headers=headers(READER), timeout=5)
+    return str(r.json()["status"])
+
+
+def test_a_lost_notification_is_settled_by_the_reconciler(system: System) -> None:
+    s = system
+    sports = setup_invoice(s)
+    sim_config(s, notification="drop")
+    payment = pay(s, [sports])
+    r = requests.post(f"{sim_url(s)}/_sim/payments/{payment['idop']}/outcome",
+                      json={"resultrans": "P"}, timeout=10)
+    assert r.ok, r.text
+    # Neither the notification nor the browser came back: only polling can find out.
+    assert status_of(s, payment) == "requested"
+    s.start("reconciler")
+    wait_until(lambda: status_of(s, payment) == "confirmed", "the reconciler")
+    wait_until(lambda: requests.get(f"{s.billing}/invoices/{sports}", headers=headers(READER),
+                                    timeout=5).json()["status"] == "paid", "billing to settle")
+
+
+def test_duplicated_notifications_racing_the_return_record_one_outcome(system: System) -> None:
+    s = system
+    sports = setup_invoice(s)
+    sim_config(s, notification="duplicate")
+    payment = pay(s, [sports])
+    back = browser(s, payment, "P")
+    assert back.json()["status"] == "confirmed"
+    for _ in range(3):  # and PayFiP insists
+        r = requests.post(f"{s.payment}/payfip/notification", data={"idOp": payment["idop"]},
+                          timeout=10)
+        assert r.status_code == 200
+    forged = requests.post(f"{s.payment}/payfip/notification",
+                           data={"idop": str(uuid.uuid4())}, timeout=10)
+    assert forged.status_code == 200
+    invoice = wait_until(lambda: (r := requests.get(
+        f"{s.billing}/invoices/{sports}", headers=headers(READER), timeout=5).json())["status"]
+        == "paid" and r, "billing to settle")
+    assert (invoice["amount_due_cents"], invoice["refund_due_cents"]) == (0, 0)
+    got = requests.get(f"{s.payment}/payments/{payment['id']}", headers=headers(READER),
+                       timeout=5).json()
+    day = datetime.fromisoformat(got["paid_at"]).astimezone(ZoneInfo("Europe/Paris")).date()
+    journal = requests.get(f"{s.payment}/regies/SPORTS/journal", params={"date": str(day)},
+                           headers=headers(AUDITOR), timeout=5).json()
+    assert journal["totals"] == {"count": 1, "amount_cents": 2500, "card_cents": 2500}
