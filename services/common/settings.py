@@ -112,7 +112,12 @@ class Settings:
 
     def event_store_env(self, service: str) -> dict[str, str]:
         """The `eventsourcing` environment of one service's store."""
+        from services.common.chain import recorder_topic
+
         env = {"PERSISTENCE_MODULE": self.persistence}
+        topic = recorder_topic(self.persistence)
+        if topic:
+            env["PROCESS_RECORDER_TOPIC"] = topic
         if self.is_postgres():
             env.update(
                 POSTGRES_DBNAME=self.postgres_dbname,
