@@ -7,7 +7,10 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 from services.common.settings import SETTINGS, Settings, get
 
@@ -133,6 +136,78 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _when(text: str) -> "datetime":
+    from datetime import datetime
+
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:  # a local date and time, as a régisseur would type it
+        from zoneinfo import ZoneInfo
+
+        moment = moment.replace(tzinfo=ZoneInfo("Europe/Paris"))
+    return moment
+
+
+def _service_app(service: str) -> Any:
+    from services.bootstrap import billing_app, payment_app
+
+    return billing_app() if service == "billing" else payment_app()
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from services.common.history import records, write
+
+    out = open(args.output, "w", newline="") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        total = 0
+        for service in args.service or ["billing", "payment"]:
+            rows = records(_service_app(service), service, regie=args.regie,
+                           family=args.family, since=args.since, until=args.until)
+            total += write(rows, out, args.format)
+    finally:
+        if args.output:
+            out.close()
+    print(f"exported {total} events", file=sys.stderr)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from services.common.history import import_into, read
+
+    app = _service_app(args.service)
+    with open(args.input, newline="") as lines:
+        rows = (r for r in read(lines, args.format) if r["service"] == args.service)
+        count = import_into(app, rows)
+    print(f"{args.service}: imported {count} events")
+    return 0
+
+
+def cmd_as_of(args: argparse.Namespace) -> int:
+    import json
+
+    from services.bootstrap import payment_app
+    from services.payment import domain
+    from services.payment.projections import MemoryToPayStore, catch_up
+
+    app = payment_app()
+    past = MemoryToPayStore()
+    catch_up(app, past, until=args.moment)
+    names = past.regie_names()
+    families = sorted({row["family_id"] for row in past.snapshot()["invoices"].values()
+                       if row["status"] == domain.OPEN})
+    if args.family:
+        families = [f for f in families if f == args.family]
+    lists = {f: domain.summarise(past.open_lines(f), names) for f in families}
+    totals: dict[str, dict[str, Any]] = {}
+    for entries in lists.values():
+        for e in entries:
+            t = totals.setdefault(e["code"], {"name": e["name"], "count": 0, "total_cents": 0})
+            t["count"] += e["count"]
+            t["total_cents"] += e["total_cents"]
+    print(json.dumps({"as_of": args.moment.isoformat(), "regies": totals, "families": lists},
+                     ensure_ascii=False, indent=2))
+    return 0
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -204,6 +279,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("services", nargs="*", choices=["billing", "payment"],
                    help="default: both")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("export", help="the event history as JSONL or CSV, streamed")
+    p.add_argument("--service", action="append", choices=["billing", "payment"],
+                   help="repeatable; default: both")
+    p.add_argument("--regie", help="only the aggregates of this régie")
+    p.add_argument("--family", help="only the aggregates of this family")
+    p.add_argument("--since", type=_when, help="recorded at or after (ISO date/time)")
+    p.add_argument("--until", type=_when, help="recorded at or before (ISO date/time)")
+    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    p.add_argument("--output", help="file (default: standard output)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("import", help="load an export into a new, empty store")
+    p.add_argument("service", choices=["billing", "payment"])
+    p.add_argument("input", help="a file written by regie export")
+    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("as-of", help="the to-pay lists and régie totals at a past moment")
+    p.add_argument("moment", type=_when, help="ISO date and time; Paris time if no offset")
+    p.add_argument("--family", help="only this family")
+    p.set_defaults(func=cmd_as_of)
 
     p = sub.add_parser("replay", help="drop a projection and rebuild it from the history")
     p.add_argument("projection", choices=["to-pay"])

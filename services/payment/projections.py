@@ -323,8 +323,13 @@ def catch_up(
     store: ToPayStore,
     batch_size: int = 1000,
     progress: Callable[[int], object] | None = None,
+    until: datetime | None = None,
 ) -> int:
-    """Apply every event recorded since the store's position; return how many were read."""
+    """Apply every event recorded since the store's position; return how many were read.
+
+    With ``until``, stop at the first event recorded after that instant: the read models
+    are then as they were at that moment (events are recorded in time order).
+    """
     done = 0
     while True:
         position = store.position()
@@ -334,8 +339,16 @@ def catch_up(
         if not notifications:
             return done
         changes: list[Change] = []
+        last = position
         for n in notifications:
-            changes.extend(changes_for(app.mapper.to_domain_event(n)))
+            event = app.mapper.to_domain_event(n)
+            if until is not None and event.timestamp > until:
+                applied = sum(1 for m in notifications if m.id <= last)
+                if applied:
+                    store.apply(changes, position, last)
+                return done + applied
+            changes.extend(changes_for(event))
+            last = n.id
         if store.apply(changes, position, notifications[-1].id):
             done += len(notifications)
             if progress is not None:

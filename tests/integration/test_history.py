@@ -1,0 +1,110 @@
+"""Auditors' tools: export and import the history, and the state as of a past moment."""
+
+import io
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services import bootstrap, cli
+from services.billing.domain import Invoice
+from services.bootstrap import billing_app, payment_app
+from services.common.history import import_into, read, records, write
+from services.common.settings import Settings
+from services.payment.gateway import FakeGateway
+from services.payment.projections import MemoryToPayStore, catch_up
+from tests.conftest import make_settings
+from tests.factories import deliver, open_regies, terms, wire_messages
+from tests.integration.test_payments import URLS
+
+
+def moment() -> datetime:
+    time.sleep(0.01)  # events recorded before and after differ in their timestamps
+    now = datetime.now(UTC)
+    time.sleep(0.01)
+    return now
+
+
+def build(settings: Settings) -> tuple[Any, Any, dict[str, Any]]:
+    """A history with a snapshot of the live read model taken at two moments."""
+    billing, payment = billing_app(settings), payment_app(settings)
+    open_regies(billing)
+    for i in range(12):
+        billing.issue_invoice(terms(f"A-{i}", family=f"fam-{i % 3}", unit=1000 + i))
+    deliver(payment, wire_messages(billing))
+    seen = {"t1": (moment(), payment.to_pay.snapshot())}
+    billing.cancel_invoice(Invoice.create_id("SPORTS", "A-0"), "doublon")
+    billing.issue_invoice(terms("C-1", family="fam-1", regie="CANTINE"))
+    deliver(payment, wire_messages(billing))
+    gateway = FakeGateway()
+    p = payment.request_payment("fam-1", "SPORTS", [str(Invoice.create_id("SPORTS", "A-1"))],
+                                "parent@example.org", gateway, URLS, datetime.now(UTC))
+    gateway.decide(p.idop, "P")  # type: ignore[arg-type]
+    payment.settle_from_payfip(p.idop, gateway, datetime.now(UTC))  # type: ignore[arg-type]
+    payment.refresh()
+    seen["t2"] = (moment(), payment.to_pay.snapshot())
+    return billing, payment, seen
+
+
+def test_as_of_any_past_moment_equals_what_was_live(store_settings: Settings) -> None:
+    _, payment, seen = build(store_settings)
+    for when, live in seen.values():
+        past = MemoryToPayStore()
+        catch_up(payment, past, until=when, batch_size=5)
+        assert past.snapshot() == live
+    before_anything = MemoryToPayStore()
+    catch_up(payment, before_anything, until=datetime(2000, 1, 1, tzinfo=UTC))
+    assert not any(before_anything.snapshot().values())
+
+
+def test_export_filters_and_round_trips(store_settings: Settings, tmp_path: Path) -> None:
+    billing, payment, _ = build(store_settings)
+    everything = list(records(payment, "payment"))
+    assert [r["position"] for r in everything] == sorted(r["position"] for r in everything)
+    fam1 = list(records(payment, "payment", family="fam-1"))
+    assert fam1 and all(r["family_id"] == "fam-1" for r in fam1)
+    assert {r["type"] for r in fam1} >= {"Invoice.Registered", "Payment.Confirmed"}
+    cantine = list(records(billing, "billing", regie="CANTINE"))
+    assert {r["data"].get("number") for r in cantine} >= {"C-1"}
+    assert all(r["regie"] == "CANTINE" for r in cantine)
+
+    for fmt in ("jsonl", "csv"):
+        out = io.StringIO()
+        assert write(records(payment, "payment"), out, fmt) == len(everything)
+        fresh = payment_app(make_settings("sqlite", tmp_path / fmt))
+        out.seek(0)
+        assert import_into(fresh, read(out, fmt)) == len(everything)
+        fresh.refresh()
+        assert fresh.to_pay.snapshot() == payment.to_pay.snapshot()
+        with pytest.raises(ValueError, match="not empty"):
+            import_into(fresh, [])
+
+
+def test_the_cli_commands(store_settings: Settings, tmp_path: Path,
+                          monkeypatch: pytest.MonkeyPatch,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    _, payment, seen = build(store_settings)
+    monkeypatch.setattr(bootstrap, "billing_app", lambda: billing_app(store_settings))
+    monkeypatch.setattr(bootstrap, "payment_app", lambda: payment_app(store_settings))
+    target = tmp_path / "history.jsonl"
+    assert cli.main(["export", "--service", "payment", "--output", str(target)]) == 0
+    lines = target.read_text().splitlines()
+    assert len(lines) == payment.recorder.max_notification_id()
+    assert json.loads(lines[0])["service"] == "payment"
+    capsys.readouterr()
+
+    when, live = seen["t1"]
+    assert cli.main(["as-of", when.isoformat()]) == 0
+    state = json.loads(capsys.readouterr().out)
+    open_at_t1 = [row for row in live["invoices"].values() if row["status"] == "open"]
+    assert state["regies"]["SPORTS"]["count"] == len(open_at_t1)
+    assert state["regies"]["SPORTS"]["total_cents"] == sum(
+        row["amount_due_cents"] for row in open_at_t1)
+    assert set(state["families"]) == {"fam-0", "fam-1", "fam-2"}
+
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["as-of", "26/02/2025"])
+    assert refused.value.code == 2
