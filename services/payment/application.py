@@ -12,6 +12,7 @@ from eventsourcing.application import AggregateNotFoundError, Application, Proce
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, ProcessRecorder, Tracking
 
 from events import Envelope
+from services.common.chain import day_root
 from services.common.errors import Conflict, DomainError, NotFound, OutOfOrder, Unavailable
 from services.common.persistence import SqlStore, register_transcodings
 from services.payment import domain
@@ -166,6 +167,9 @@ class PaymentApp(Application[UUID]):
             "totals": {"count": len(paid), "amount_cents": sum(totals.values()), **{
                 f"{means}_cents": cents for means, cents in sorted(totals.items())}},
             "not_paid": [r for r in rows if r["status"] != domain.CONFIRMED],
+            # The payment history's hash chain at the end of that day: printed on the
+            # journal, it lets anyone check later that the day's records were not altered.
+            "chain_root": day_root(self, day.isoformat()),
         }
 
     def reconcile(self, gateway: Gateway, now: datetime) -> int:

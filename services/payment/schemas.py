@@ -123,3 +123,5 @@ class Journal(Schema):
     payments = fields.List(fields.Nested(JournalLine))
     totals = fields.Dict(keys=fields.String(), values=fields.Integer())
     not_paid = fields.List(fields.Nested(JournalLine))
+    chain_root = fields.String(allow_none=True, metadata={
+        "description": "hash chain of the payment history at the end of the day (regie verify)"})

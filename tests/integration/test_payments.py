@@ -309,6 +309,14 @@ def test_history_and_journal(any_store_settings: Settings) -> None:
     as_json = app.get("/regies/SPORTS/journal?date=2025-02-26",
                       headers={"Authorization": "Bearer a"}).get_json()
     assert as_json["totals"]["amount_cents"] == 3750
+    if any_store_settings.persistence != "eventsourcing.popo":
+        # The chain root of the day the events were recorded (today), none before.
+        from services.common.chain import day_root
+
+        assert payment.journal("SPORTS", datetime.now(UTC).astimezone(domain_paris()).date(
+            ))["chain_root"] == day_root(payment, "9999-12-31")
+        assert len(day_root(payment, "9999-12-31") or "") == 64
+        assert as_json["chain_root"] is None  # nothing was recorded by 26/02/2025
     assert app.get("/regies/SPORTS/journal?date=26-02-2025",
                    headers={"Authorization": "Bearer a"}).status_code == 422
     assert app.get("/regies/SPORTS/journal?date=2025-02-26",
