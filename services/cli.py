@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from datetime import datetime
+    from datetime import date, datetime
 
 from services.common.settings import SETTINGS, Settings, get
 
@@ -208,6 +208,39 @@ def cmd_as_of(args: argparse.Namespace) -> int:
     return 0
 
 
+def _day(text: str) -> "date":
+    from datetime import date
+
+    return date.fromisoformat(text)
+
+
+def cmd_journal(args: argparse.Namespace) -> int:
+    import json
+
+    from services.bootstrap import payment_app
+    from services.payment.journal import to_csv, to_pdf
+
+    app = payment_app()
+    app.refresh()
+    if not app.regie_exists(args.regie):
+        raise ValueError(f"unknown régie {args.regie!r}")
+    journal = app.journal(args.regie, args.date)
+    if args.format == "pdf":
+        if not args.output:
+            raise ValueError("a PDF needs --output FILE")
+        name = app.to_pay.regie_names().get(args.regie, args.regie)
+        Path(args.output).write_bytes(to_pdf(journal, name))
+        print(f"wrote {args.output}")
+        return 0
+    body = to_csv(journal) if args.format == "csv" else json.dumps(
+        journal, default=str, ensure_ascii=False, indent=2) + "\n"
+    if args.output:
+        Path(args.output).write_text(body)
+    else:
+        sys.stdout.write(body)
+    return 0
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -301,6 +334,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("moment", type=_when, help="ISO date and time; Paris time if no offset")
     p.add_argument("--family", help="only this family")
     p.set_defaults(func=cmd_as_of)
+
+    p = sub.add_parser("journal", help="a régie's daily payment journal (CSV, PDF, JSON)")
+    p.add_argument("--regie", required=True, help="the régie's code")
+    p.add_argument("--date", required=True, type=_day, help="YYYY-MM-DD")
+    p.add_argument("--format", choices=["csv", "pdf", "json"], default="csv")
+    p.add_argument("--output", help="file (required for PDF; default: standard output)")
+    p.set_defaults(func=cmd_journal)
 
     p = sub.add_parser("replay", help="drop a projection and rebuild it from the history")
     p.add_argument("projection", choices=["to-pay"])

@@ -1,7 +1,5 @@
 """Payment HTTP API: load, call the application, dump."""
 
-import csv
-import io
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
@@ -18,6 +16,7 @@ from services.common.web import create_flask
 from services.payment import domain
 from services.payment.application import PaymentApp, ReturnUrls
 from services.payment.gateway import Gateway
+from services.payment.journal import to_csv
 from services.payment.schemas import (
     History,
     Journal,
@@ -35,19 +34,6 @@ READERS = ("reader", "auditor")
 
 def paris_today() -> date:
     return datetime.now(PARIS).date()
-
-
-CSV_COLUMNS = ("paid_at", "means", "amount_cents", "refdet", "idop", "numauto", "invoices",
-               "family_id", "id")
-
-
-def journal_csv(journal: dict[str, Any]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(CSV_COLUMNS)
-    for row in journal["payments"]:
-        writer.writerow([row.get(c) for c in CSV_COLUMNS])
-    return out.getvalue()
 
 
 def utc_now() -> datetime:
@@ -107,7 +93,7 @@ def create_app(
             if request.accept_mimetypes.best_match(["application/json", "text/csv"]) == (
                 "text/csv"
             ):
-                return Response(journal_csv(journal), mimetype="text/csv")
+                return Response(to_csv(journal), mimetype="text/csv")
             return journal
 
     def payment_out(p: domain.Payment) -> dict[str, Any]:

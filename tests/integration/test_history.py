@@ -108,3 +108,26 @@ def test_the_cli_commands(store_settings: Settings, tmp_path: Path,
     with pytest.raises(SystemExit) as refused:
         cli.main(["as-of", "26/02/2025"])
     assert refused.value.code == 2
+
+
+def test_regie_journal_as_csv_and_pdf(store_settings: Settings, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    _, payment, _ = build(store_settings)
+    monkeypatch.setattr(bootstrap, "payment_app", lambda: payment_app(store_settings))
+    confirmed = [p for p in payment.to_pay.snapshot()["payments"].values()
+                 if p["status"] == "confirmed"]
+    day = confirmed[0]["day"]
+    capsys.readouterr()
+    assert cli.main(["journal", "--regie", "SPORTS", "--date", day]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0].startswith("paid_at,means,amount_cents")
+    assert [r.split(",")[2] for r in rows[1:]] == ["1001"]  # A-1 paid by card
+    pdf = tmp_path / "journal.pdf"
+    assert cli.main(["journal", "--regie", "SPORTS", "--date", day, "--format", "pdf",
+                     "--output", str(pdf)]) == 0
+    body = pdf.read_bytes()
+    assert body.startswith(b"%PDF-")
+    assert body.count(b"/Type /Page") - body.count(b"/Type /Pages") == 1  # one page
+    assert cli.main(["journal", "--regie", "PISCINE", "--date", day]) == 1
+    assert "unknown régie" in capsys.readouterr().err
