@@ -343,7 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_journal)
 
     p = sub.add_parser("replay", help="drop a projection and rebuild it from the history")
-    p.add_argument("projection", choices=["to-pay"])
+    # The three are tables of one read model of the payment service, rebuilt together.
+    p.add_argument("projection", choices=["to-pay", "history", "journal"])
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_replay)
 
