@@ -1,6 +1,7 @@
 """The PayFiP gateway port, and an in-memory fake of it for unit tests."""
 
 import itertools
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -16,6 +17,20 @@ class GatewayError(Exception):
 
 
 UNREACHABLE = "unreachable"  # timeouts, HTTP errors: no answer from PayFiP at all
+
+FAULT_MESSAGES = {
+    "A1": "Adresse mél non renseignée.",
+    "A2": "Adresse mél incorrecte.",
+    "D1": "URL de redirection incorrecte.",
+    "M1": "Le format du montant n'est pas conforme.",
+    "M3": "Le montant doit être supérieur ou égal à 1 euro.",
+    "M5": "Le montant dépasse le maximum autorisé.",
+    "N1": "URL de notification incorrecte.",
+    "R3": "Le format du paramètre REFDET n'est pas conforme.",
+    "S1": "Le mode de saisie n'est pas conforme.",
+    "T1": "Le numéro de client n'est pas conforme.",
+    "T2": "Le numéro de client est inconnu de PayFiP.",
+}
 
 
 @dataclass(frozen=True)
@@ -55,34 +70,85 @@ class Gateway(Protocol):
     def payment_url(self, idop: str) -> str: ...
 
 
+# What creerPaiementSecurise checks, in PayFiP's order, as the simulator does it
+# (docs/payfip-simulator.md): the first failure wins.
+NUMCLI_RE = re.compile(r"^[0-9]{6}\Z")
+REFDET_RE = re.compile(r"^[A-Za-z0-9]{6,30}\Z")
+MONTANT_RE = re.compile(r"^[0-9]+\Z")
+URL_RE = re.compile(r"^https?://[^\s/?#]+\S*\Z")
+MIN_CENTS = 100
+MAX_CENTS = 10_000_000  # excluded
+
+
+def creation_fault(order: PaymentOrder, unknown_numcli: frozenset[str] = frozenset()
+                   ) -> str | None:
+    """The fault code PayFiP answers this order with, or None if it takes it."""
+    numcli = order.numcli.strip()
+    mel = order.email.strip()
+    montant = str(order.amount_cents)
+    checks = [
+        (not NUMCLI_RE.match(numcli), "T1"),
+        (numcli in unknown_numcli, "T2"),
+        (not REFDET_RE.match(order.refdet.strip()), "R3"),
+        (not mel, "A1"),
+        ("@" not in mel or not 6 <= len(mel) <= 80, "A2"),
+        (not MONTANT_RE.match(montant), "M1"),
+        (MONTANT_RE.match(montant) is not None and int(montant) < MIN_CENTS, "M3"),
+        (MONTANT_RE.match(montant) is not None and int(montant) >= MAX_CENTS, "M5"),
+        (not URL_RE.match(order.urlnotif.strip()), "N1"),
+        (not URL_RE.match(order.urlredirect.strip()), "D1"),
+        (order.saisie.strip() not in ("T", "X", "W"), "S1"),
+    ]
+    return next((code for failed, code in checks if failed), None)
+
+
 @dataclass
 class FakeGateway:
-    """PayFiP in memory: outcomes are set by the test with ``decide``."""
+    """PayFiP in memory: outcomes are set by the test with ``decide``.
+
+    It checks an order as PayFiP does (the same fault codes as the simulator), keeps the
+    numauto given at the decision, and can be cut off (``unreachable``); the contract suite
+    in tests/integration/test_gateway_contract.py runs it beside the real client.
+    """
 
     fail_create: GatewayError | None = None
+    unreachable: bool = False
+    unknown_numcli: frozenset[str] = frozenset({"999999"})
     orders: dict[str, PaymentOrder] = field(default_factory=dict)
     outcomes: dict[str, str] = field(default_factory=dict)
+    numautos: dict[str, str] = field(default_factory=dict)
     purged: set[str] = field(default_factory=set)
     _numbers: Any = field(default_factory=lambda: itertools.count(1))
 
+    def _reach(self) -> None:
+        if self.unreachable:
+            raise GatewayError(UNREACHABLE, "HTTP error: PayFiP did not answer (fake)")
+
     def create(self, order: PaymentOrder) -> tuple[str, dict[str, Any]]:
+        self._reach()
         if self.fail_create is not None:
             raise self.fail_create
+        code = creation_fault(order, self.unknown_numcli)
+        if code is not None:
+            raise GatewayError(code, FAULT_MESSAGES.get(code, "Erreur fonctionnelle"))
         idop = str(uuid.uuid4())
         self.orders[idop] = order
         return idop, {"idOp": idop}
 
     def decide(self, idop: str, resultrans: str) -> None:
         self.outcomes[idop] = resultrans
+        # Given once, at the decision, as PayFiP does: every later lookup answers the same.
+        self.numautos[idop] = f"{next(self._numbers):06d}-tip" if resultrans in ("P", "V") else ""
 
     def result(self, idop: str) -> Result:
+        self._reach()
         if idop not in self.orders or idop in self.purged:
             raise GatewayError("P1", "IdOp incorrect")
         if idop not in self.outcomes:
             raise GatewayError("P5", "Résultat de la transaction non connu")
         order = self.orders[idop]
         resultrans = self.outcomes[idop]
-        numauto = f"{next(self._numbers):06d}-tip" if resultrans in "PV" else ""
+        numauto = self.numautos.get(idop, "")
         raw = {"idOp": idop, "resultrans": resultrans, "numauto": numauto,
                "dattrans": "26022025", "heurtrans": "1430", "montant": str(order.amount_cents),
                "refdet": order.refdet, "numcli": order.numcli}
