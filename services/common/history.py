@@ -31,9 +31,10 @@ def records(app: Any, service: str, *, regie: str | None = None, family: str | N
             page: int = 1000) -> Iterator[dict[str, Any]]:
     """Every stored event in order, decoded beside its raw stored form, page by page.
 
-    Memory holds one page and, for the régie and family filters, one small entry per
+    Memory holds one page; with a régie or family filter, also one small entry per
     aggregate (the régie and family named by its first event), never the history.
     """
+    filtered = regie is not None or family is not None
     owners: dict[Any, tuple[str | None, str | None]] = {}
     after = 0
     while True:
@@ -43,10 +44,11 @@ def records(app: Any, service: str, *, regie: str | None = None, family: str | N
         for n in batch:
             event = app.mapper.to_domain_event(n)
             data = {k: v for k, v in event.__dict__.items() if k not in META}
-            if n.originator_id not in owners:
-                owners[n.originator_id] = (
-                    data.get("regie") or data.get("code"), data.get("family_id"))
-            owner_regie, owner_family = owners[n.originator_id]
+            named = (data.get("regie") or data.get("code"), data.get("family_id"))
+            if filtered:
+                owners.setdefault(n.originator_id, named)
+                named = owners[n.originator_id]
+            owner_regie, owner_family = named
             if regie is not None and owner_regie != regie:
                 continue
             if family is not None and owner_family != family:
