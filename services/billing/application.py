@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
-from eventsourcing.persistence import IntegrityError, JSONTranscoder, ProcessRecorder, Tracking
+from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
+from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.utils import get_topic
 
 from events import Envelope
@@ -19,7 +19,7 @@ from services.billing.domain import (
     NotFound,
     Regie,
 )
-from services.common.persistence import register_transcodings
+from services.common.application import ServiceApplication
 
 BATCH_SAVE_SIZE = 500
 # Attempts at recording one payment event when an invoice it settles changes under it
@@ -37,24 +37,10 @@ class Issued:
     created: bool
 
 
-class BillingApp(Application[UUID]):
+class BillingApp(ServiceApplication):
     name = "billing"
 
-    def construct_recorder(self) -> ProcessRecorder:
-        # Settlements made from a consumed payment event are recorded in one transaction
-        # with the event's position, so a redelivered one is recognised and changes nothing.
-        return self.factory.process_recorder()
-
-    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
-        super().register_transcodings(transcoder)
-        register_transcodings(transcoder)
-
     # --- consuming the payment service's events -----------------------------------
-    def already_applied(self, tracking: Tracking) -> bool:
-        recorder: Any = self.recorder
-        last = recorder.max_tracking_id(tracking.application_name)
-        return last is not None and last >= tracking.notification_id
-
     def apply_payment_event(self, message: Envelope, tracking: Tracking) -> bool:
         """Record what a payment event means here; False if it was already applied.
 

@@ -8,13 +8,14 @@ from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
-from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
-from eventsourcing.persistence import IntegrityError, JSONTranscoder, ProcessRecorder, Tracking
+from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
+from eventsourcing.persistence import IntegrityError, Tracking
 
 from events import Envelope
+from services.common.application import ServiceApplication
 from services.common.chain import day_root
 from services.common.errors import Conflict, DomainError, NotFound, OutOfOrder, Unavailable
-from services.common.persistence import SqlStore, register_transcodings
+from services.common.persistence import SqlStore
 from services.payment import domain
 from services.payment.gateway import Gateway, GatewayError, PaymentOrder
 from services.payment.projections import MemoryToPayStore, SqlToPayStore, ToPayStore, catch_up
@@ -40,7 +41,7 @@ def _paid_at(dattrans: str, heurtrans: str) -> str:
     return local.isoformat()
 
 
-class PaymentApp(Application[UUID]):
+class PaymentApp(ServiceApplication):
     name = "payment"
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
@@ -51,21 +52,7 @@ class PaymentApp(Application[UUID]):
             else SqlToPayStore(SqlStore(self))
         )
 
-    def construct_recorder(self) -> ProcessRecorder:
-        # Events made from a consumed message are recorded in one transaction with the
-        # message's position, so a redelivered message is recognised and changes nothing.
-        return self.factory.process_recorder()
-
-    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
-        super().register_transcodings(transcoder)
-        register_transcodings(transcoder)
-
     # --- consuming billing's events ----------------------------------------------
-    def already_applied(self, tracking: Tracking) -> bool:
-        recorder: Any = self.recorder
-        last = recorder.max_tracking_id(tracking.application_name)
-        return last is not None and last >= tracking.notification_id
-
     def apply_billing_event(self, message: Envelope, tracking: Tracking) -> bool:
         """Record what a billing event means here; False if it was already applied."""
         if self.already_applied(tracking):
