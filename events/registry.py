@@ -67,7 +67,12 @@ PAYMENT = "payment.payments"
 REGISTRY = Registry(
     [
         EventType("RegieOpened", BILLING, {1: schemas.RegieOpenedV1}),
-        EventType("InvoiceIssued", BILLING, {1: schemas.InvoiceIssuedV1}),
+        EventType(
+            "InvoiceIssued",
+            BILLING,
+            {1: schemas.InvoiceIssuedV1, 2: schemas.InvoiceIssuedV2},
+            {1: schemas.invoice_issued_v1_to_v2},
+        ),
         EventType("InvoiceCancelled", BILLING, {1: schemas.InvoiceCancelledV1}),
         EventType("InvoiceTransferred", BILLING, {1: schemas.InvoiceTransferredV1}),
         EventType("InvoiceSettled", BILLING, {1: schemas.InvoiceSettledV1}),

@@ -1,10 +1,15 @@
 """One marshmallow schema per public event type and version.
 
 Amounts are integer cents, dates ISO 8601 strings. Adding an optional field is a minor
-change; anything else is a new version with an upcaster in ``events.registry``.
+change. Anything else is a new version with an upcaster in ``events.registry``, and a new
+version keeps every field of the one before with the same meaning (a superset), so that a
+reader of vN reads vN+1. A change that would break such a reader is a new event name.
+See docs/subscribers.md.
 """
 
-from marshmallow import Schema, fields, validate
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 CODE = validate.Regexp(r"^[A-Za-z0-9_-]{1,32}$", error="letters, digits, '-' or '_', 1 to 32")
 NUMCLI = validate.Regexp(r"^[0-9]{6}$", error="exactly 6 digits")
@@ -17,6 +22,8 @@ class Strict(Schema):
 
 
 class RegieOpenedV1(Strict):
+    """A régie was opened: a service with its own PayFiP account. Keyed by its code."""
+
     code = fields.String(required=True, validate=CODE)
     name = fields.String(required=True, validate=validate.Length(min=1, max=200))
     numcli = fields.String(required=True, validate=NUMCLI)
@@ -24,26 +31,73 @@ class RegieOpenedV1(Strict):
 
 
 class InvoiceLineV1(Strict):
+    """One line of an invoice: quantity times unit price, in cents."""
+
     label = fields.String(required=True)
     quantity = fields.Integer(required=True, strict=True)
     unit_price_cents = fields.Integer(required=True, strict=True)
 
 
 class InvoiceIssuedV1(Strict):
+    """An invoice was issued to a family, in a régie."""
+
     invoice_id = fields.String(required=True)
     regie = fields.String(required=True, validate=CODE)
     number = fields.String(required=True)
-    family_id = fields.String(required=True)
-    payer_email = fields.String(required=True)
+    family_id = fields.String(required=True, metadata={"description": "Also the Kafka key."})
+    payer_email = fields.String(
+        required=True, metadata={"description": "Where PayFiP sends the payment receipt."}
+    )
     label = fields.String(required=True)
     issued_on = fields.Date(required=True)
-    payable_until = fields.Date(required=True)
+    payable_until = fields.Date(
+        required=True, metadata={"description": "Last day it can be paid online."}
+    )
     due_on = fields.Date(required=True)
     lines = fields.List(fields.Nested(InvoiceLineV1), required=True)
-    amount_cents = fields.Integer(required=True, strict=True)
+    amount_cents = fields.Integer(
+        required=True, strict=True, metadata={"description": "Total, in cents: the lines' sum."}
+    )
+
+
+class PayerV2(Strict):
+    """Who pays an invoice: the family and the address PayFiP's receipt goes to."""
+
+    family_id = fields.String(required=True)
+    email = fields.String(required=True)
+
+
+class InvoiceIssuedV2(InvoiceIssuedV1):
+    """v1 plus `payer`, a structured reference to who pays.
+
+    A superset of v1: `family_id` and `payer_email` stay, with the same values as
+    `payer.family_id` and `payer.email`, so a reader written for v1 reads v2 as is.
+    New payer details will be optional fields of `payer` (minor changes).
+    """
+
+    payer = fields.Nested(PayerV2, required=True)
+
+    @validates_schema
+    def payer_matches_the_flat_fields(self, data: dict[str, Any], **kwargs: Any) -> None:
+        payer = data.get("payer") or {}
+        for flat, inner in (("family_id", "family_id"), ("payer_email", "email")):
+            if flat in data and inner in payer and data[flat] != payer[inner]:
+                raise ValidationError({"payer": {inner: [f"must equal {flat}"]}})
+
+
+def invoice_issued_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """Upcaster: a v1 InvoiceIssued (wire form) as v2, `payer` built from the flat fields."""
+    payer = {
+        inner: data[flat]
+        for flat, inner in (("family_id", "family_id"), ("payer_email", "email"))
+        if flat in data
+    }
+    return {**data, "payer": payer}
 
 
 class InvoiceCancelledV1(Strict):
+    """An unpaid invoice was cancelled: nothing is due on it any more."""
+
     invoice_id = fields.String(required=True)
     regie = fields.String(required=True, validate=CODE)
     number = fields.String(required=True)
@@ -52,21 +106,31 @@ class InvoiceCancelledV1(Strict):
 
 
 class InvoiceTransferredV1(Strict):
+    """An unpaid invoice went to the public treasury (a titre): it is no longer paid here."""
+
     invoice_id = fields.String(required=True)
     regie = fields.String(required=True, validate=CODE)
     number = fields.String(required=True)
     family_id = fields.String(required=True)
-    reference = fields.String(required=True, allow_none=True)
+    reference = fields.String(
+        required=True, allow_none=True,
+        metadata={"description": "The public treasury's titre, null if not given."},
+    )
 
 
 class InvoiceSettledV1(Strict):
+    """A payment settled an invoice, in full or in part."""
+
     invoice_id = fields.String(required=True)
     regie = fields.String(required=True, validate=CODE)
     number = fields.String(required=True)
     family_id = fields.String(required=True)
     payment_id = fields.String(required=True)
     # What this payment settled of the invoice, not the invoice's total.
-    amount_cents = fields.Integer(required=True, strict=True)
+    amount_cents = fields.Integer(
+        required=True, strict=True,
+        metadata={"description": "What this payment settled of the invoice, in cents."},
+    )
     paid_at = fields.AwareDateTime(required=True)
 
 
@@ -84,12 +148,18 @@ class AllocationV1(Strict):
 
 
 class RefundV1(AllocationV1):
+    """An invoice a payment paid but could not settle, the amount to give back, and why."""
+
     # Why the money cannot settle the invoice: its status when the payment was confirmed
     # ("cancelled", "transferred").
-    reason = fields.String(required=True)
+    reason = fields.String(required=True, metadata={
+        "description": "The invoice's status when the payment was confirmed: cancelled or "
+                       "transferred."})
 
 
 class PaymentRequestedV1(Strict):
+    """A family started paying invoices of one régie: PayFiP gave the payment an idop."""
+
     payment_id = fields.String(required=True)
     family_id = fields.String(required=True)
     regie = fields.String(required=True, validate=CODE)
@@ -100,32 +170,49 @@ class PaymentRequestedV1(Strict):
 
 
 class PaymentConfirmedV1(Strict):
+    """PayFiP confirmed the payment: the money is collected."""
+
     payment_id = fields.String(required=True)
     family_id = fields.String(required=True)
     regie = fields.String(required=True, validate=CODE)
     idop = fields.String(required=True)
     refdet = fields.String(required=True)
     # What PayFiP collected; the allocations plus any RefundNeeded add up to it.
-    amount_cents = fields.Integer(required=True, strict=True)
+    amount_cents = fields.Integer(required=True, strict=True, metadata={
+        "description": "What PayFiP collected, in cents: the allocations plus any "
+                       "RefundNeeded add up to it."})
     # P: card, V: one-off SEPA direct debit.
-    resultrans = fields.String(required=True, validate=validate.OneOf(["P", "V"]))
+    resultrans = fields.String(
+        required=True, validate=validate.OneOf(["P", "V"]),
+        metadata={"description": "P: card, V: one-off SEPA direct debit."},
+    )
     numauto = fields.String(required=True)
     # PayFiP's local date and time, Europe/Paris, with its offset.
-    paid_at = fields.AwareDateTime(required=True)
+    paid_at = fields.AwareDateTime(required=True, metadata={
+        "description": "PayFiP's local date and time, Europe/Paris, with its offset."})
     # The invoices this payment settles; those closed meanwhile are in RefundNeeded.
-    allocations = fields.List(fields.Nested(AllocationV1), required=True)
+    allocations = fields.List(fields.Nested(AllocationV1), required=True, metadata={
+        "description": "The invoices this payment settles; those closed meanwhile are in "
+                       "RefundNeeded."})
 
 
 class PaymentRefusedV1(Strict):
+    """PayFiP refused the payment: nothing was paid."""
+
     payment_id = fields.String(required=True)
     family_id = fields.String(required=True)
     regie = fields.String(required=True, validate=CODE)
     idop = fields.String(required=True)
     # R: card refused, Z: direct debit refused.
-    resultrans = fields.String(required=True, validate=validate.OneOf(["R", "Z"]))
+    resultrans = fields.String(
+        required=True, validate=validate.OneOf(["R", "Z"]),
+        metadata={"description": "R: card refused, Z: direct debit refused."},
+    )
 
 
 class PaymentAbandonedV1(Strict):
+    """The payer left PayFiP without paying (resultrans A): nothing was paid."""
+
     payment_id = fields.String(required=True)
     family_id = fields.String(required=True)
     regie = fields.String(required=True, validate=CODE)
@@ -133,15 +220,21 @@ class PaymentAbandonedV1(Strict):
 
 
 class PaymentExpiredV1(Strict):
+    """PayFiP no longer knows the payment, or it stayed pending past its life: nothing was paid."""
+
     payment_id = fields.String(required=True)
     family_id = fields.String(required=True)
     regie = fields.String(required=True, validate=CODE)
     idop = fields.String(required=True)
     # PayFiP's fault code: P1 (idop unknown or purged), P5 (still pending past its life).
-    reason = fields.String(required=True)
+    reason = fields.String(required=True, metadata={
+        "description": "PayFiP's fault code: P1 (idop unknown or purged), P5 (still pending "
+                       "past its life)."})
 
 
 class RefundNeededV1(Strict):
+    """A confirmed payment paid invoices closed meanwhile: that money must go back."""
+
     payment_id = fields.String(required=True)
     family_id = fields.String(required=True)
     regie = fields.String(required=True, validate=CODE)

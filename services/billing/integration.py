@@ -43,6 +43,8 @@ def make_to_wire(app: BillingApp, topic: str) -> ToWire:
                         "amount_cents",
                     )
                 },
+                # v2: the payer as one object; the flat fields above stay for v1 readers.
+                "payer": {"family_id": event.family_id, "email": event.payer_email},
             }
             value = events.encode(
                 "InvoiceIssued",

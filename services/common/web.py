@@ -5,6 +5,7 @@ from typing import Any
 from flask import Flask, jsonify
 from flask_smorest import Api
 
+from events.asyncapi import build as asyncapi_document
 from services.common.errors import Conflict, DomainError, NotFound, Unavailable
 
 
@@ -44,6 +45,9 @@ def create_flask(name: str, title: str) -> tuple[Flask, Api]:
     @app.errorhandler(Unavailable)
     def unavailable(e: Unavailable) -> Any:
         return jsonify(error_body(502, "Bad Gateway", "payfip", e.message)), 502
+
+    # The published event contract, for subscribers generating their clients.
+    app.add_url_rule("/asyncapi.json", "asyncapi", asyncapi_document)
 
     @app.get("/health")
     def health() -> Any:
