@@ -19,8 +19,9 @@ COPY --from=build /opt/regie /opt/regie
 ENV PATH=/opt/regie/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
-RUN useradd --system --uid 10001 --create-home --home-dir /home/regie regie
+RUN useradd --system --uid 10001 --create-home --home-dir /home/regie regie \
+    && mkdir -p /home/regie/data && chown regie:regie /home/regie/data
 USER regie
 WORKDIR /home/regie
-EXPOSE 8001 8002
+EXPOSE 8000 8001 8002
 CMD ["regie", "settings"]

@@ -25,7 +25,7 @@ test: $(STAMP) ## the whole suite (starts the broker itself; needs PostgreSQL)
 
 lint: $(STAMP) ## ruff and mypy
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy events services tests benchmarks
+	$(VENV)/bin/mypy events services tests benchmarks examples
 
 bench: $(STAMP) ## throughput and latency figures against raw baselines
 	$(PY) benchmarks/backbone.py

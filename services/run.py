@@ -85,10 +85,19 @@ def run(load_demo: bool = True) -> int:
         env.setdefault("PAYFIP_SERVICE_URL", f"{sim}/tpa/services/securite")
         env.setdefault("PAYFIP_PAYMENT_URL", f"{sim}/tpa/paiementws.web")
         env.setdefault("PAYMENT_PUBLIC_URL", f"http://127.0.0.1:{payment_port}")
+        portal_port = get("PORTAL_PORT")
+        portal_url = f"http://127.0.0.1:{portal_port}"
+        reader = next(t for t, role in tokens.items() if role == "reader")
+        env.setdefault("PORTAL_RETURN_URL", f"{portal_url}/paiement/retour")
+        env.setdefault("PORTAL_PAYMENT_URL", f"http://127.0.0.1:{payment_port}")
+        env.setdefault("PORTAL_PAYMENT_TOKEN", reader)
+        env.setdefault("PORTAL_ACCOUNTS_DB", str((settings.var_dir / "portal.db").resolve()))
+        env.setdefault("PORTAL_PUBLIC_URL", portal_url)
         for name, port, factory in (
             ("payfip-sim", sim_port, "services.payfip_sim.app:create_app()"),
             ("billing-api", billing_port, "services.billing.web:create_app()"),
             ("payment-api", payment_port, "services.payment.web:create_app()"),
+            ("portal", portal_port, "services.portal.web:create_app()"),
         ):
             # One worker: the embedded SQLite store wants a single writing process.
             sup.start(name, [python, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
@@ -107,11 +116,18 @@ def run(load_demo: bool = True) -> int:
         wait_http(f"{billing_url}/health")
         wait_http(f"{payment_url}/health")
         wait_http(f"http://127.0.0.1:{sim_port}/health")
+        wait_http(f"{portal_url}/health")
         issuer = next(t for t, role in tokens.items() if role == "issuer")
+        login = ""
         if load_demo:
+            from services.portal.demo import ensure_account
+
             demo.load(billing_url, issuer)
+            email, password = ensure_account(Path(env["PORTAL_ACCOUNTS_DB"]))
+            login = f"  (demo family: {email} / {password})"
         print(f"""
 Régie is running (data under {settings.var_dir}/, logs under {settings.var_dir}/logs/).
+  family portal {portal_url}{login}
   billing API   {billing_url}   (OpenAPI: {billing_url}/openapi.json)
   payment API   {payment_url}   (OpenAPI: {payment_url}/openapi.json)
   PayFiP (simulator)  http://127.0.0.1:{sim_port}/tpa/paiementws.web

@@ -58,6 +58,25 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "", "base URL written into the simulator's WSDL; default: the URL it was reached at"
     ),
     "REGIE_RECONCILE_INTERVAL": ("60", "seconds between two reconciler passes over PayFiP"),
+    "PORTAL_PORT": ("8000", "families' portal port"),
+    "PORTAL_SECRET_KEY": (
+        "",
+        "signs the portal's session cookies and CSRF tokens; empty: a random key kept in "
+        "portal-secret.key beside PORTAL_ACCOUNTS_DB",
+    ),
+    "PORTAL_PAYMENT_URL": (
+        "http://127.0.0.1:8002", "payment API base URL, as the portal reaches it"
+    ),
+    "PORTAL_PAYMENT_TOKEN": ("", "a reader token of the payment API"),
+    "PORTAL_ACCOUNTS_DB": ("var/portal.db", "SQLite file of the families' accounts"),
+    "PORTAL_PUBLIC_URL": (
+        "http://127.0.0.1:8000",
+        "the portal as browsers reach it (links in e-mails; https makes cookies Secure)",
+    ),
+    "PORTAL_RETURN_URL": (
+        "",
+        "when set, the payment API sends PayFiP's browser return on to this portal page",
+    ),
     "REGIE_POLL_INTERVAL": ("0.1", "seconds between two polls of a relay or projection"),
     "REGIE_LOG_LEVEL": ("INFO", "log level"),
 }

@@ -1,12 +1,13 @@
 """Payment HTTP API: load, call the application, dump."""
 
+import os
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
-from flask import Flask, Response, request
+from flask import Flask, Response, redirect, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -142,6 +143,9 @@ def create_app(
             p = service.settle_from_payfip(idop, payfip, clock()) if idop else None
             if p is None:
                 raise NotFound("idop", "no payment with this idop")
+            portal = os.environ.get("PORTAL_RETURN_URL", "")
+            if portal:  # the family's portal shows the outcome in words
+                return redirect(f"{portal}?payment={p.id}", 303)
             return payment_out(p)
 
     api.register_blueprint(blp)

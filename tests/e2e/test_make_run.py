@@ -64,12 +64,13 @@ def to_pay(env: dict[str, str], token: str) -> Any:
 @pytest.mark.parametrize("broker", ["noida", "tansu"])
 def test_make_run_twice(tmp_path: Path, broker: str) -> None:
     ports = {name: free_port()
-             for name in ("BILLING_PORT", "PAYMENT_PORT", "PAYFIP_SIM_PORT", "KAFKA")}
+             for name in ("BILLING_PORT", "PAYMENT_PORT", "PAYFIP_SIM_PORT", "PORTAL_PORT",
+                          "KAFKA")}
     env = {k: v for k, v in os.environ.items() if k not in ("REGIE_TOKENS",)}
     env.update(
         REGIE_VAR_DIR=str(tmp_path / "var"), PERSISTENCE_MODULE="eventsourcing.sqlite",
         BILLING_PORT=str(ports["BILLING_PORT"]), PAYMENT_PORT=str(ports["PAYMENT_PORT"]),
-        PAYFIP_SIM_PORT=str(ports["PAYFIP_SIM_PORT"]),
+        PAYFIP_SIM_PORT=str(ports["PAYFIP_SIM_PORT"]), PORTAL_PORT=str(ports["PORTAL_PORT"]),
         KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{ports['KAFKA']}", KAFKA_BROKER=broker,
     )
     want = {"regies": [
@@ -80,6 +81,8 @@ def test_make_run_twice(tmp_path: Path, broker: str) -> None:
     try:
         assert set(tokens) == {"issuer", "reader", "auditor", "operator"}
         assert to_pay(env, tokens["reader"]) == want
+        portal = requests.get(f"http://127.0.0.1:{ports['PORTAL_PORT']}/connexion", timeout=5)
+        assert portal.status_code == 200 and 'lang="fr"' in portal.text
     finally:
         stop(proc)
     for port in ports.values():

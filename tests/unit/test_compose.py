@@ -220,7 +220,7 @@ def test_every_part_of_the_flow_has_its_container(compose: dict[str, Any]) -> No
         assert command in commands
     apps = {argv[-1] for argv in commands if argv and argv[0] == "gunicorn"}
     assert apps == {"services.billing.web:create_app()", "services.payment.web:create_app()",
-                    "services.payfip_sim.app:create_app()"}
+                    "services.payfip_sim.app:create_app()", "services.portal.web:create_app()"}
 
 
 def test_project_containers_get_only_declared_settings(compose: dict[str, Any]) -> None:

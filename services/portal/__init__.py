@@ -1,0 +1,1 @@
+"""The families' portal: server-rendered French pages over the payment API."""

@@ -1,0 +1,249 @@
+"""Families' accounts: one e-mail address, one family id, an argon2 password hash.
+
+An operator creates the account; the family sets its password once through a one-time link
+(only a SHA-256 of the link's token is stored). ``AccountStore`` is the port: ``MemoryAccounts``
+for tests, ``SqliteAccounts`` (stdlib sqlite3) for real use.
+"""
+
+import hashlib
+import re
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+FAMILY_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")  # as the payment API accepts it
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+\Z")
+PASSWORD_MIN, PASSWORD_MAX = 12, 128
+LINK_LIFETIME = timedelta(days=7)
+
+
+class AccountError(ValueError):
+    """Refused input, with a message fit for the person who typed it (in French)."""
+
+
+class AccountExists(AccountError):
+    pass
+
+
+@dataclass(frozen=True)
+class Account:
+    email: str
+    family_id: str
+    created_at: str
+    password_hash: str | None = None
+    setup_token_hash: str | None = None
+    setup_expires_at: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.password_hash is not None
+
+
+class AccountStore(Protocol):
+    def add(self, account: Account) -> None:
+        """Store a new account; AccountExists if the e-mail address is taken."""
+
+    def get(self, email: str) -> Account | None: ...
+
+    def by_setup_token(self, token_hash: str) -> Account | None: ...
+
+    def save(self, account: Account) -> None:
+        """Replace the stored account of the same e-mail address."""
+
+
+class MemoryAccounts:
+    def __init__(self) -> None:
+        self._rows: dict[str, Account] = {}
+        self._lock = threading.Lock()
+
+    def add(self, account: Account) -> None:
+        with self._lock:
+            if account.email in self._rows:
+                raise AccountExists("un compte existe déjà pour cette adresse électronique")
+            self._rows[account.email] = account
+
+    def get(self, email: str) -> Account | None:
+        return self._rows.get(email)
+
+    def by_setup_token(self, token_hash: str) -> Account | None:
+        return next((a for a in self._rows.values() if a.setup_token_hash == token_hash), None)
+
+    def save(self, account: Account) -> None:
+        with self._lock:
+            self._rows[account.email] = account
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS accounts (
+    email TEXT PRIMARY KEY,
+    family_id TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    password_hash TEXT,
+    setup_token_hash TEXT UNIQUE,
+    setup_expires_at TEXT
+)
+"""
+COLUMNS = ("email", "family_id", "created_at", "password_hash", "setup_token_hash",
+           "setup_expires_at")
+
+
+class SqliteAccounts:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=10)
+        try:
+            with db:  # one transaction, committed unless it raised
+                yield db
+        finally:
+            db.close()
+
+    def _one(self, where: str, value: str) -> Account | None:
+        with self._connect() as db:
+            row = db.execute(
+                f"SELECT {', '.join(COLUMNS)} FROM accounts WHERE {where} = ?", (value,)
+            ).fetchone()
+        return None if row is None else Account(**dict(zip(COLUMNS, row, strict=True)))
+
+    def add(self, account: Account) -> None:
+        try:
+            with self._connect() as db:
+                db.execute(
+                    f"INSERT INTO accounts ({', '.join(COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)",
+                    tuple(getattr(account, c) for c in COLUMNS),
+                )
+        except sqlite3.IntegrityError as e:
+            raise AccountExists("un compte existe déjà pour cette adresse électronique") from e
+
+    def get(self, email: str) -> Account | None:
+        return self._one("email", email)
+
+    def by_setup_token(self, token_hash: str) -> Account | None:
+        return self._one("setup_token_hash", token_hash)
+
+    def save(self, account: Account) -> None:
+        with self._connect() as db:
+            db.execute(
+                "UPDATE accounts SET family_id = ?, created_at = ?, password_hash = ?, "
+                "setup_token_hash = ?, setup_expires_at = ? WHERE email = ?",
+                (account.family_id, account.created_at, account.password_hash,
+                 account.setup_token_hash, account.setup_expires_at, account.email),
+            )
+
+
+def normalise_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def check_password(password: str) -> None:
+    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
+        raise AccountError(
+            f"le mot de passe doit compter de {PASSWORD_MIN} à {PASSWORD_MAX} caractères")
+
+
+class Accounts:
+    """What the portal and the operators' command do with accounts."""
+
+    def __init__(self, store: AccountStore, hasher: PasswordHasher | None = None) -> None:
+        self.store = store
+        self.hasher = hasher or PasswordHasher()
+        # Verified when the address is unknown, so that both answers take as long.
+        self._dummy = self.hasher.hash(secrets.token_urlsafe(16))
+
+    def create(self, family_id: str, email: str, now: datetime | None = None) -> str:
+        """A new account without a password; returns the one-time token of its link."""
+        email = normalise_email(email)
+        if not FAMILY_ID.match(family_id):
+            raise AccountError("identifiant de famille : lettres, chiffres, '.', '_' ou '-'")
+        if not (EMAIL.match(email) and 6 <= len(email) <= 80):
+            raise AccountError("adresse électronique invalide (6 à 80 caractères)")
+        now = now or utc_now()
+        token = secrets.token_urlsafe(32)
+        self.store.add(Account(
+            email=email, family_id=family_id, created_at=now.isoformat(),
+            setup_token_hash=_token_hash(token),
+            setup_expires_at=(now + LINK_LIFETIME).isoformat(),
+        ))
+        return token
+
+    def new_link(self, email: str, now: datetime | None = None) -> str:
+        """A fresh one-time link for an existing account (forgotten password)."""
+        account = self.store.get(normalise_email(email))
+        if account is None:
+            raise AccountError("aucun compte pour cette adresse électronique")
+        now = now or utc_now()
+        token = secrets.token_urlsafe(32)
+        self.store.save(replace(account, setup_token_hash=_token_hash(token),
+                                setup_expires_at=(now + LINK_LIFETIME).isoformat()))
+        return token
+
+    def for_link(self, token: str, now: datetime | None = None) -> Account | None:
+        """The account a one-time link opens, if it is still valid."""
+        account = self.store.by_setup_token(_token_hash(token))
+        if account is None or account.setup_expires_at is None:
+            return None
+        if datetime.fromisoformat(account.setup_expires_at) < (now or utc_now()):
+            return None
+        return account
+
+    def set_password_with_link(self, token: str, password: str,
+                               now: datetime | None = None) -> Account | None:
+        account = self.for_link(token, now)
+        if account is None:
+            return None
+        check_password(password)
+        updated = replace(account, password_hash=self.hasher.hash(password),
+                          setup_token_hash=None, setup_expires_at=None)
+        self.store.save(updated)
+        return updated
+
+    def set_password(self, email: str, password: str) -> Account:
+        """For operators and development: no link needed."""
+        account = self.store.get(normalise_email(email))
+        if account is None:
+            raise AccountError("aucun compte pour cette adresse électronique")
+        check_password(password)
+        updated = replace(account, password_hash=self.hasher.hash(password),
+                          setup_token_hash=None, setup_expires_at=None)
+        self.store.save(updated)
+        return updated
+
+    def authenticate(self, email: str, password: str) -> Account | None:
+        account = self.store.get(normalise_email(email))
+        stored = account.password_hash if account is not None else None
+        try:
+            self.hasher.verify(stored or self._dummy, password)
+        except (VerificationError, InvalidHashError):
+            return None
+        if account is None or stored is None:
+            return None
+        if self.hasher.check_needs_rehash(stored):
+            account = replace(account, password_hash=self.hasher.hash(password))
+            self.store.save(account)
+        return account
+
+    def get(self, email: str) -> Account | None:
+        return self.store.get(normalise_email(email))

@@ -1,0 +1,28 @@
+"""The portal's settings, read from the environment (declared in services.common.settings)."""
+
+import os
+from dataclasses import dataclass, field
+
+from services.common.settings import SETTINGS
+
+# Declared with every other setting, in services.common.settings.
+PORTAL_SETTINGS = {name: value for name, value in SETTINGS.items() if name.startswith("PORTAL_")}
+
+
+def get(name: str) -> str:
+    default, _ = PORTAL_SETTINGS[name]
+    return os.environ.get(name, default)
+
+
+@dataclass(frozen=True)
+class PortalSettings:
+    port: int = field(default_factory=lambda: int(get("PORTAL_PORT")))
+    secret_key: str = field(default_factory=lambda: get("PORTAL_SECRET_KEY"))
+    payment_url: str = field(default_factory=lambda: get("PORTAL_PAYMENT_URL").rstrip("/"))
+    payment_token: str = field(default_factory=lambda: get("PORTAL_PAYMENT_TOKEN"))
+    accounts_db: str = field(default_factory=lambda: get("PORTAL_ACCOUNTS_DB"))
+    public_url: str = field(default_factory=lambda: get("PORTAL_PUBLIC_URL").rstrip("/"))
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.public_url.startswith("https://")

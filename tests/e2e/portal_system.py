@@ -1,0 +1,213 @@
+"""The whole system with the families' portal, and what the portal's browser tests share.
+
+Every part is its own process (``tests.e2e.system.System``, plus the portal under gunicorn);
+the browser is Debian's Chromium driven by Playwright; axe-core checks each page.
+"""
+
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+from playwright.sync_api import Page
+
+from services import demo
+from services.common.broker import free_port
+from tests.conftest import make_settings
+from tests.e2e.system import ISSUER, READER, System
+from tests.factories import invoice_payload
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts" / "portal"
+AXE_VERSION = "4.14.1"
+AXE_DIR = ROOT / "test-artifacts" / "node"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--disable-quic"]
+
+PARTS = ("payfip-sim", "billing-api", "payment-api", "relay", "consumer", "payment-relay",
+         "billing-consumer", "portal")
+
+
+class PortalSystem(System):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.portal = f"http://127.0.0.1:{self.env['PORTAL_PORT']}"
+        self.sim = f"http://127.0.0.1:{self.env['PAYFIP_SIM_PORT']}"
+        self.links: dict[str, str] = {}  # e-mail -> the one-time link the operator got
+
+    def argv(self, name: str) -> list[str]:
+        if name == "portal":
+            return [sys.executable, "-m", "gunicorn", "--workers", "2", "--threads", "4",
+                    "--no-control-socket", "--bind", f"127.0.0.1:{self.env['PORTAL_PORT']}",
+                    "services.portal.web:create_app()"]
+        return super().argv(name)
+
+    def portal_cli(self, *args: str) -> str:
+        """``python -m services.portal …`` as an operator runs it; what it printed."""
+        done = subprocess.run([sys.executable, "-m", "services.portal", *args], env=self.env,
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def account(self, family: str, email: str, password: str | None = None) -> str:
+        """Create an account; set its password, or return its one-time link."""
+        out = self.portal_cli("accounts", "create", "--family", family, "--email", email)
+        match = re.search(r"(http\S+/compte/activer/\S+)", out)
+        assert match, out
+        self.links[email] = match.group(1)
+        if password is not None:
+            self.portal_cli("accounts", "set-password", "--email", email, "--password", password)
+        return match.group(1)
+
+    def reader(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        return requests.request(method, f"{self.payment}{path}", timeout=30,
+                                headers={"Authorization": f"Bearer {READER}"}, **kwargs)
+
+    def sim_config(self, **config: Any) -> None:
+        r = requests.post(f"{self.sim}/_sim/config", json=config, timeout=5)
+        assert r.ok, r.text
+
+
+@dataclass
+class Family:
+    id: str
+    email: str
+    password: str
+    invoices: dict[str, str] = field(default_factory=dict)  # number -> id
+
+
+@contextmanager
+def portal_system(tmp: Path, kafka: Any) -> Iterator[PortalSystem]:
+    prefix = f"p{uuid.uuid4().hex[:8]}."
+    settings = make_settings("sqlite", tmp, kafka_bootstrap=kafka.bootstrap,
+                             kafka_broker=kafka.kind, topic_prefix=prefix)
+    ports = {k: str(free_port()) for k in
+             ("BILLING_PORT", "PAYMENT_PORT", "PAYFIP_SIM_PORT", "PORTAL_PORT")}
+    sim = f"http://127.0.0.1:{ports['PAYFIP_SIM_PORT']}"
+    portal = f"http://127.0.0.1:{ports['PORTAL_PORT']}"
+    env = dict(os.environ)
+    env.update(
+        ports, REGIE_VAR_DIR=str(settings.var_dir), PERSISTENCE_MODULE=settings.persistence,
+        KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap, KAFKA_BROKER=kafka.kind,
+        KAFKA_TOPIC_PREFIX=prefix,
+        REGIE_TOKENS=f"{ISSUER}:issuer,{READER}:reader",
+        REGIE_POLL_INTERVAL="0.05",
+        PAYFIP_SERVICE_URL=f"{sim}/tpa/services/securite",
+        PAYFIP_PAYMENT_URL=f"{sim}/tpa/paiementws.web",
+        # PayFiP sends the browser back to the payment API, which reads the result and
+        # sends the browser on to the portal's page.
+        PAYMENT_PUBLIC_URL=f"http://127.0.0.1:{ports['PAYMENT_PORT']}",
+        PORTAL_RETURN_URL=f"{portal}/paiement/retour",
+        PORTAL_PAYMENT_URL=f"http://127.0.0.1:{ports['PAYMENT_PORT']}",
+        PORTAL_PAYMENT_TOKEN=READER,
+        PORTAL_ACCOUNTS_DB=str(settings.var_dir / "portal.db"),
+        PORTAL_PUBLIC_URL=portal,
+        PORTAL_SECRET_KEY=uuid.uuid4().hex,
+    )
+    logs = tmp / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    s = PortalSystem(settings, env, logs)
+    try:
+        for name in PARTS:
+            s.start(name)
+        s.wait_up(sim, portal)
+        yield s
+    finally:
+        s.stop_all()
+
+
+def issue(s: System, family: str, number: str, cents: int, regie: str = "SPORTS",
+          label: str = "Vacances sportives") -> str:
+    r = s.post("/invoices", invoice_payload(number=number, family=family, regie=regie,
+                                            unit=cents, label=label))
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def wait_until(check: Any, what: str, timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def load_demo(s: PortalSystem) -> None:
+    demo.load(s.billing, ISSUER)
+
+
+# --- the browser side -------------------------------------------------------------------
+
+
+def axe_source() -> str:
+    """axe-core's axe.min.js, installed with npm into an ignored folder on first use."""
+    js = AXE_DIR / "node_modules" / "axe-core" / "axe.min.js"
+    if not js.exists():
+        AXE_DIR.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["npm", "install", "--prefix", str(AXE_DIR), "--no-audit", "--no-fund",
+                        "--no-save", "--loglevel=error", f"axe-core@{AXE_VERSION}"],
+                       check=True, timeout=300)
+    return js.read_text()
+
+
+AXE_RUN = """async () => {
+  const result = await axe.run(document, {resultTypes: ["violations"]});
+  return result.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
+    nodes: v.nodes.slice(0, 5).map(n => n.target.join(" "))}));
+}"""
+
+
+def check_a11y(page: Page) -> None:
+    """No serious or critical axe-core violation on the page as it is now."""
+    violations = page.evaluate(AXE_RUN)
+    bad = [v for v in violations if v["impact"] in ("serious", "critical")]
+    assert not bad, f"{page.url}: {bad}"
+
+
+def no_horizontal_scroll(page: Page) -> None:
+    width = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+    assert width[0] <= width[1], f"{page.url} is wider than the screen: {width}"
+
+
+class Steps:
+    """Screenshots of one flow's steps, numbered, under test-artifacts/portal/."""
+
+    def __init__(self, flow: str) -> None:
+        self.flow = flow
+        self.n = 0
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        for old in ARTIFACTS.glob(f"{flow}-*.png"):
+            old.unlink()
+
+    def shot(self, page: Page, name: str, a11y: bool = True) -> Path:
+        """Screenshot the page; check it with axe unless it is not ours (PayFiP)."""
+        self.n += 1
+        path = ARTIFACTS / f"{self.flow}-{self.n:02d}-{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        if a11y:
+            check_a11y(page)
+        return path
+
+
+def tab_to(page: Page, text: str, limit: int = 60) -> None:
+    """Move the focus with the Tab key alone until it reaches the control named ``text``."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        name = page.evaluate(
+            "() => { const e = document.activeElement;"
+            " return e ? (e.innerText || e.value || e.getAttribute('aria-label') || '') : ''; }")
+        if str(name).strip().lower() == text.lower():
+            return
+    raise AssertionError(f"{text!r} cannot be reached with the Tab key on {page.url}")
