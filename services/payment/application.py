@@ -278,7 +278,10 @@ class PaymentApp(ServiceApplication):
             if e.code == "P1" or (e.code == "P5" and payment.is_overdue(now)):
                 payment.expired(reason=e.code, answer={"code": e.code, "message": e.message})
                 return self._close(payment, [])
-            return payment  # P5: still in progress, or PayFiP unreachable: ask again later
+            # P5, still in progress, or no answer at all: kept as it came, so that the
+            # reconciliation can be re-run from history; asked again later.
+            payment.answered(answer={"code": e.code, "message": e.message})
+            return self._save_outcome(payment, [])
         outcome = domain.RESULTRANS.get(result.resultrans)
         if outcome == domain.CONFIRMED:
             return self._confirm(payment, result.resultrans, result.numauto,

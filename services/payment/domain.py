@@ -255,6 +255,10 @@ class Payment(Aggregate):
         self.status = REQUESTED
         self.requested_at = self.modified_on
 
+    @event("AnswerReceived")
+    def answered(self, answer: dict[str, Any]) -> None:
+        """PayFiP answered without an outcome (P5 in progress) or did not answer at all."""
+
     @event("RequestFailed")
     def request_failed(self, code: str, message: str) -> None:
         self.status = FAILED

@@ -213,9 +213,6 @@ CASES = [
              raw="idOp=%27%3B--", content_type="application/x-www-form-urlencoded"),
     no_field("notification-json", "POST", "/payfip/notification", 200, headers={},
              raw=f'{{"idop": "{NOBODY}"}}'),
-    # Still in progress at PayFiP (P5): nothing to record yet.
-    no_field("notification-in-progress", "POST", "/payfip/notification", 200, headers={},
-             raw="idop={idop}", content_type="application/x-www-form-urlencoded"),
     case("return-no-idop", "/payfip/return", None, 404, *J("idop"), method="GET", headers={}),
     case("return-empty-idop", "/payfip/return?idop=", None, 404, *J("idop"), method="GET",
          headers={}),

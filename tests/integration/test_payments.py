@@ -349,3 +349,19 @@ def test_the_reconciler_settles_what_was_never_notified(any_store_settings: Sett
     payment.refresh()
     assert [p["id"] for p in payment.to_pay.pending_payments()] == [str(waiting.id)]
     assert payment.reconcile(gateway, NOW) == 0
+
+
+def test_every_payfip_answer_is_kept(any_store_settings: Settings) -> None:
+    _, payment = setup(any_store_settings)
+    gateway = FakeGateway()
+    p = request(payment, gateway, "S-1")
+    before = payment.recorder.max_notification_id()
+    assert payment.settle_from_payfip(p.idop, gateway, NOW).status == domain.REQUESTED  # type: ignore[arg-type, union-attr]
+    gateway.unreachable = True
+    assert payment.settle_from_payfip(p.idop, gateway, NOW).status == domain.REQUESTED  # type: ignore[arg-type, union-attr]
+    answers = [
+        payment.mapper.to_domain_event(n).answer  # type: ignore[attr-defined]
+        for n in payment.recorder.select_notifications(before, 10, inclusive_of_start=False)
+    ]
+    assert [a["code"] for a in answers] == ["P5", "unreachable"]
+    assert reasons(payment)["S-1"] == "payment_in_progress"
