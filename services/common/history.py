@@ -32,7 +32,8 @@ def records(app: Any, service: str, *, regie: str | None = None, family: str | N
     """Every stored event in order, decoded beside its raw stored form, page by page.
 
     Memory holds one page; with a régie or family filter, also one small entry per
-    aggregate (the régie and family named by its first event), never the history.
+    aggregate (the régie and family named by its first event), never the history. Without
+    a filter, a row's ``regie`` and ``family_id`` are those its own event names.
     """
     filtered = regie is not None or family is not None
     owners: dict[Any, tuple[str | None, str | None]] = {}

@@ -1,6 +1,5 @@
 """Payment HTTP API: load, call the application, dump."""
 
-import os
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
@@ -13,6 +12,7 @@ from flask_smorest import Blueprint
 
 from services.common.auth import Auth
 from services.common.errors import NotFound
+from services.common.settings import get as get_setting
 from services.common.web import create_flask
 from services.payment import domain
 from services.payment.application import PaymentApp, ReturnUrls
@@ -143,7 +143,7 @@ def create_app(
             p = service.settle_from_payfip(idop, payfip, clock()) if idop else None
             if p is None:
                 raise NotFound("idop", "no payment with this idop")
-            portal = os.environ.get("PORTAL_RETURN_URL", "")
+            portal = get_setting("PORTAL_RETURN_URL")
             if portal:  # the family's portal shows the outcome in words
                 return redirect(f"{portal}?payment={p.id}", 303)
             return payment_out(p)
