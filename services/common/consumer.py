@@ -109,7 +109,8 @@ class TrackedConsumer:
                 try:
                     return decode(record.value).notification_id == notification_id
                 except EnvelopeError:
-                    return False
+                    # A message that was not an event is remembered as 0 (see _save).
+                    return notification_id == 0
             time.sleep(0.02)
         return False
 
