@@ -125,6 +125,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from services.common.chain import verify
 
     failed = False
+    unknown = set(args.services) - {"billing", "payment"}
+    if unknown:
+        raise ValueError(f"unknown service {', '.join(sorted(unknown))}: billing or payment")
     for service in args.services or ["billing", "payment"]:
         app = billing_app() if service == "billing" else payment_app()
         checked, broken = verify(app)
@@ -309,8 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="check that no stored event was altered, removed or "
                        "reordered (hash chain)")
-    p.add_argument("services", nargs="*", choices=["billing", "payment"],
-                   help="default: both")
+    # No argparse choices here: with nargs="*" it would refuse the empty default.
+    p.add_argument("services", nargs="*", metavar="SERVICE",
+                   help="billing or payment; default: both")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("export", help="the event history as JSONL or CSV, streamed")

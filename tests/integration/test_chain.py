@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from services.bootstrap import billing_app
+from services.bootstrap import billing_app, payment_app
 from services.common.chain import verify
 from services.common.persistence import SqlStore
 from services.common.settings import Settings
@@ -99,6 +99,12 @@ def test_regie_verify_reports_and_exits_non_zero(
     monkeypatch.setattr(bootstrap, "billing_app", lambda: billing_app(store_settings))
     assert cli.main(["verify", "billing"]) == 0
     assert "chain intact" in capsys.readouterr().out
+    monkeypatch.setattr(bootstrap, "payment_app", lambda: payment_app(store_settings))
+    assert cli.main(["verify"]) == 0  # both services
+    out = capsys.readouterr().out
+    assert "billing: " in out and "payment: 0 events, chain intact" in out
+    assert cli.main(["verify", "ledger"]) == 1
+    assert "unknown service ledger" in capsys.readouterr().err
     tamper(billing, "DELETE FROM {events} WHERE {nid} = ?", 3)
     assert cli.main(["verify", "billing"]) == 1
     assert "event 3 is missing" in capsys.readouterr().out
