@@ -78,7 +78,8 @@ def ms(seconds: float) -> str:
 
 
 def make_settings(var_dir: Path, **overrides: Any) -> Settings:
-    """Every field given, so that nothing comes from this shell's environment."""
+    """Every field the backbone reads given, so that none comes from this shell's
+    environment (the payment gateway's fields, unused here, are read as usual)."""
     values: dict[str, Any] = {
         "var_dir": var_dir,
         "persistence": "eventsourcing.sqlite",

@@ -7,8 +7,10 @@ from events import decode
 from services.billing.application import BillingApp
 from services.billing.domain import InvoiceTerms, Line
 from services.billing.integration import make_to_wire
+from services.bootstrap import billing_app, payment_app
 from services.common.consumer import handle_record
 from services.common.outbox import ToWire
+from services.common.settings import Settings
 from services.payment.application import PaymentApp
 
 TOPIC = "billing.invoices"
@@ -49,6 +51,17 @@ def terms(number: str = "F-1", family: str = "fam-1", regie: str = "SPORTS",
 def open_regies(billing: BillingApp) -> None:
     billing.open_regie("SPORTS", "Direction des sports", "000001", "T")
     billing.open_regie("CANTINE", "Restauration scolaire", "000002", "T")
+
+
+def issued(settings: Settings, *invoices: InvoiceTerms) -> tuple[BillingApp, PaymentApp]:
+    """Billing, with its régies open and ``invoices`` issued, and a payment service that has
+    not heard of them yet."""
+    billing = billing_app(settings)
+    payment = payment_app(settings)
+    open_regies(billing)
+    for invoice in invoices:
+        billing.issue_invoice(invoice)
+    return billing, payment
 
 
 def relay_messages(app: Any, to_wire: ToWire) -> list[tuple[int, bytes]]:

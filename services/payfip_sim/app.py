@@ -5,6 +5,7 @@ its state is in memory, so a second worker would be a second, separate PayFiP.
 """
 
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -164,6 +165,28 @@ def choose() -> Any:
     return pages.home(payment), 400
 
 
+def _pay_with(means: str, fields: tuple[str, ...],
+              check: Callable[[dict[str, str]], dict[str, str]],
+              page: Callable[[SimPayment, dict[str, str], dict[str, str]], str],
+              outcome: Callable[[dict[str, str]], str], secret: tuple[str, ...] = ()) -> Any:
+    """A means of payment's form posted: cancelled, shown again with its errors (422, the
+    ``secret`` fields emptied), or decided by ``outcome`` of the fields' values."""
+    idop = request.form.get("idop", "")
+    try:
+        payment = _sim().for_page(idop)
+    except PageRefusal as refusal:
+        return _refusal(refusal)
+    if request.form.get("action") == "annuler":
+        return _after_decision(idop, "A", means)
+    values = {name: request.form.get(name, "") for name in fields}
+    errors = check(values)
+    if errors:
+        for name in secret:
+            values[name] = ""
+        return page(payment, values, errors), 422
+    return _after_decision(idop, outcome(values), means)
+
+
 def card_errors(values: dict[str, str]) -> dict[str, str]:
     errors = {}
     number = values["numero"].replace(" ", "")
@@ -180,22 +203,16 @@ def card_errors(values: dict[str, str]) -> dict[str, str]:
     return errors
 
 
+def card_outcome(values: dict[str, str]) -> str:
+    last_digit = int(values["numero"].replace(" ", "")[-1])
+    return "P" if last_digit % 2 == 0 else "R"
+
+
 @bp.post(PAGE_PATH + "/carte")
 def card() -> Any:
-    idop = request.form.get("idop", "")
-    try:
-        payment = _sim().for_page(idop)
-    except PageRefusal as refusal:
-        return _refusal(refusal)
-    if request.form.get("action") == "annuler":
-        return _after_decision(idop, "A", "carte")
-    values = {name: request.form.get(name, "") for name in ("numero", "expiration", "cvv")}
-    errors = card_errors(values)
-    if errors:
-        values["cvv"] = ""  # a security code is never sent back to the browser
-        return pages.card(payment, values, errors), 422
-    last_digit = int(values["numero"].replace(" ", "")[-1])
-    return _after_decision(idop, "P" if last_digit % 2 == 0 else "R", "carte")
+    # A security code is never sent back to the browser.
+    return _pay_with("carte", ("numero", "expiration", "cvv"), card_errors, pages.card,
+                     card_outcome, secret=("cvv",))
 
 
 def debit_errors(values: dict[str, str]) -> dict[str, str]:
@@ -209,22 +226,16 @@ def debit_errors(values: dict[str, str]) -> dict[str, str]:
     return errors
 
 
-@bp.post(PAGE_PATH + "/prelevement")
-def debit() -> Any:
-    idop = request.form.get("idop", "")
-    try:
-        payment = _sim().for_page(idop)
-    except PageRefusal as refusal:
-        return _refusal(refusal)
-    if request.form.get("action") == "annuler":
-        return _after_decision(idop, "A", "prelevement")
-    values = {name: request.form.get(name, "") for name in ("titulaire", "iban")}
-    errors = debit_errors(values)
-    if errors:
-        return pages.debit(payment, values, errors), 422
+def debit_outcome(values: dict[str, str]) -> str:
     last = values["iban"].replace(" ", "")[-1]
     refused = last.isdigit() and int(last) % 2 == 1
-    return _after_decision(idop, "Z" if refused else "V", "prelevement")
+    return "Z" if refused else "V"
+
+
+@bp.post(PAGE_PATH + "/prelevement")
+def debit() -> Any:
+    return _pay_with("prelevement", ("titulaire", "iban"), debit_errors, pages.debit,
+                     debit_outcome)
 
 
 # -- control API for tests -------------------------------------------------------------

@@ -1,9 +1,12 @@
 """The PayFiP gateway on eopayment's SOAP client (zeep, with the WSDL and XSDs bundled)."""
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from services.payment.gateway import UNREACHABLE, GatewayError, PaymentOrder, Result
+
+if TYPE_CHECKING:
+    from eopayment.payfip_ws import PayFiP
 
 log = logging.getLogger(__name__)
 
@@ -13,6 +16,19 @@ BINDING = (
 )
 # eopayment's codes for "no PayFiP answer at all", as opposed to a PayFiP fault.
 TRANSPORT_ERRORS = {"SOAP error", "HTTP error", "Unexpected error", "unknown", "inconnu"}
+
+
+def aim(payfip: "PayFiP", service_url: str) -> "PayFiP":
+    """Send eopayment's PayFiP calls to ``service_url``.
+
+    eopayment 3.15 stores its ``service_url`` argument and never uses it: zeep posts to the
+    soap:address of the bundled WSDL, www.payfip.gouv.fr. zeep aims a WSDL elsewhere with
+    ``create_service(binding, address)``; ``PayFiP._perform`` calls ``self.client.service``,
+    and zeep's ``Client.service`` (no setter) returns ``_default_service`` once it is set.
+    """
+    client = payfip.client  # built from the bundled WSDL: no network needed
+    client._default_service = client.create_service(BINDING, service_url)
+    return payfip
 
 
 def _plain(answer: Any) -> dict[str, Any]:
@@ -29,11 +45,7 @@ class PayFiPGateway:
     def __init__(self, service_url: str, payment_url: str, timeout: float = 15.0) -> None:
         from eopayment.payfip_ws import PayFiP
 
-        self.payfip = PayFiP()
-        client = self.payfip.client
-        # eopayment 3.15 stores its service_url argument but never uses it: every call
-        # would go to the WSDL's address. zeep's own way to aim a client elsewhere:
-        client._default_service = client.create_service(BINDING, service_url)
+        self.payfip = aim(PayFiP(), service_url)
         self.payment_url_base = payment_url
         self.timeout = timeout
 

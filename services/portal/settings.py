@@ -1,17 +1,19 @@
 """The portal's settings, read from the environment (declared in services.common.settings)."""
 
-import os
 from dataclasses import dataclass, field
 
 from services.common.settings import SETTINGS
+from services.common.settings import get as get_setting
 
 # Declared with every other setting, in services.common.settings.
 PORTAL_SETTINGS = {name: value for name, value in SETTINGS.items() if name.startswith("PORTAL_")}
 
 
 def get(name: str) -> str:
-    default, _ = PORTAL_SETTINGS[name]
-    return os.environ.get(name, default)
+    """A portal setting from the environment, or its default; a KeyError for any other."""
+    if name not in PORTAL_SETTINGS:
+        raise KeyError(name)
+    return get_setting(name)
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,9 @@ Every part is its own process (``tests.e2e.system.System``, plus the portal unde
 the browser is Debian's Chromium driven by Playwright; axe-core checks each page.
 """
 
-import os
 import re
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,10 +18,7 @@ import requests
 from playwright.sync_api import Page
 
 from services import demo
-from services.common.broker import free_port
-from tests.conftest import make_settings
-from tests.e2e.system import ISSUER, READER, System
-from tests.factories import invoice_payload
+from tests.e2e.system import ISSUER, READER, SIM_PARTS, SimSystem, running, sim_system
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "portal"
@@ -34,15 +29,13 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync", "--no-first-run",
                  "--disable-quic"]
 
-PARTS = ("payfip-sim", "billing-api", "payment-api", "relay", "consumer", "payment-relay",
-         "billing-consumer", "portal")
+PARTS = (*SIM_PARTS, "portal")
 
 
-class PortalSystem(System):
+class PortalSystem(SimSystem):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.portal = f"http://127.0.0.1:{self.env['PORTAL_PORT']}"
-        self.sim = f"http://127.0.0.1:{self.env['PAYFIP_SIM_PORT']}"
         self.links: dict[str, str] = {}  # e-mail -> the one-time link the operator got
 
     def argv(self, name: str) -> list[str]:
@@ -73,10 +66,6 @@ class PortalSystem(System):
         return requests.request(method, f"{self.payment}{path}", timeout=30,
                                 headers={"Authorization": f"Bearer {READER}"}, **kwargs)
 
-    def sim_config(self, **config: Any) -> None:
-        r = requests.post(f"{self.sim}/_sim/config", json=config, timeout=5)
-        assert r.ok, r.text
-
 
 @dataclass
 class Family:
@@ -88,60 +77,18 @@ class Family:
 
 @contextmanager
 def portal_system(tmp: Path, kafka: Any) -> Iterator[PortalSystem]:
-    prefix = f"p{uuid.uuid4().hex[:8]}."
-    settings = make_settings("sqlite", tmp, kafka_bootstrap=kafka.bootstrap,
-                             kafka_broker=kafka.kind, topic_prefix=prefix)
-    ports = {k: str(free_port()) for k in
-             ("BILLING_PORT", "PAYMENT_PORT", "PAYFIP_SIM_PORT", "PORTAL_PORT")}
-    sim = f"http://127.0.0.1:{ports['PAYFIP_SIM_PORT']}"
-    portal = f"http://127.0.0.1:{ports['PORTAL_PORT']}"
-    env = dict(os.environ)
-    env.update(
-        ports, REGIE_VAR_DIR=str(settings.var_dir), PERSISTENCE_MODULE=settings.persistence,
-        KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap, KAFKA_BROKER=kafka.kind,
-        KAFKA_TOPIC_PREFIX=prefix,
-        REGIE_TOKENS=f"{ISSUER}:issuer,{READER}:reader",
-        REGIE_POLL_INTERVAL="0.05",
-        PAYFIP_SERVICE_URL=f"{sim}/tpa/services/securite",
-        PAYFIP_PAYMENT_URL=f"{sim}/tpa/paiementws.web",
-        # PayFiP sends the browser back to the payment API, which reads the result and
-        # sends the browser on to the portal's page.
-        PAYMENT_PUBLIC_URL=f"http://127.0.0.1:{ports['PAYMENT_PORT']}",
-        PORTAL_RETURN_URL=f"{portal}/paiement/retour",
-        PORTAL_PAYMENT_URL=f"http://127.0.0.1:{ports['PAYMENT_PORT']}",
+    s = sim_system(PortalSystem, tmp, kafka, "PORTAL_PORT")
+    s.env.update(
+        # The payment API, back from PayFiP, sends the browser on to the portal's page.
+        PORTAL_RETURN_URL=f"{s.portal}/paiement/retour",
+        PORTAL_PAYMENT_URL=s.payment,
         PORTAL_PAYMENT_TOKEN=READER,
-        PORTAL_ACCOUNTS_DB=str(settings.var_dir / "portal.db"),
-        PORTAL_PUBLIC_URL=portal,
+        PORTAL_ACCOUNTS_DB=str(s.settings.var_dir / "portal.db"),
+        PORTAL_PUBLIC_URL=s.portal,
         PORTAL_SECRET_KEY=uuid.uuid4().hex,
     )
-    logs = tmp / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    s = PortalSystem(settings, env, logs)
-    try:
-        for name in PARTS:
-            s.start(name)
-        s.wait_up(sim, portal)
+    with running(s, PARTS, s.sim, s.portal):
         yield s
-    finally:
-        s.stop_all()
-
-
-def issue(s: System, family: str, number: str, cents: int, regie: str = "SPORTS",
-          label: str = "Vacances sportives") -> str:
-    r = s.post("/invoices", invoice_payload(number=number, family=family, regie=regie,
-                                            unit=cents, label=label))
-    assert r.status_code == 201, r.text
-    return str(r.json()["id"])
-
-
-def wait_until(check: Any, what: str, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def load_demo(s: PortalSystem) -> None:

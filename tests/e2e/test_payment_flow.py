@@ -4,7 +4,6 @@ request → simulator page → notification → payment events on Kafka → bill
 to-pay, history and journal right to the cent.
 """
 
-import os
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -15,10 +14,16 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 
-from services.common.broker import free_port
-from tests.conftest import make_settings
-from tests.e2e.system import ISSUER, READER, System
-from tests.factories import invoice_payload
+from tests.e2e.system import (
+    READER,
+    SIM_PARTS,
+    TOKENS,
+    SimSystem,
+    issue,
+    running,
+    sim_system,
+    wait_until,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -29,65 +34,18 @@ IBAN_OK, IBAN_REFUSED = "FR76 3000 6000 0112 3456 7890 188", "FR76 3000 6000 011
 
 
 @pytest.fixture
-def system(tmp_path: Path, kafka: Any) -> Iterator[System]:
-    prefix = f"p{uuid.uuid4().hex[:8]}."
-    settings = make_settings("sqlite", tmp_path, kafka_bootstrap=kafka.bootstrap,
-                             kafka_broker=kafka.kind, topic_prefix=prefix)
-    ports = {k: str(free_port()) for k in ("BILLING_PORT", "PAYMENT_PORT", "PAYFIP_SIM_PORT")}
-    sim = f"http://127.0.0.1:{ports['PAYFIP_SIM_PORT']}"
-    env = dict(os.environ)
-    env.update(
-        ports, REGIE_VAR_DIR=str(settings.var_dir), PERSISTENCE_MODULE=settings.persistence,
-        KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap, KAFKA_BROKER=kafka.kind,
-        KAFKA_TOPIC_PREFIX=prefix,
-        REGIE_TOKENS=f"{ISSUER}:issuer,{READER}:reader,{AUDITOR}:auditor",
-        REGIE_POLL_INTERVAL="0.05",
-        PAYFIP_SERVICE_URL=f"{sim}/tpa/services/securite",
-        PAYFIP_PAYMENT_URL=f"{sim}/tpa/paiementws.web",
-        PAYMENT_PUBLIC_URL=f"http://127.0.0.1:{ports['PAYMENT_PORT']}",
-        REGIE_RECONCILE_INTERVAL="0.5",
-    )
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    s = System(settings, env, logs)
-    try:
-        for name in ("payfip-sim", "billing-api", "payment-api", "relay", "consumer",
-                     "payment-relay", "billing-consumer"):
-            s.start(name)
-        s.wait_up(sim)
+def system(tmp_path: Path, kafka: Any) -> Iterator[SimSystem]:
+    s = sim_system(SimSystem, tmp_path, kafka, tokens=f"{TOKENS},{AUDITOR}:auditor")
+    s.env.update(REGIE_RECONCILE_INTERVAL="0.5")
+    with running(s, SIM_PARTS, s.sim):
         yield s
-    finally:
-        s.stop_all()
 
 
 def headers(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def sim_url(s: System) -> str:
-    return f"http://127.0.0.1:{s.env['PAYFIP_SIM_PORT']}"
-
-
-def issue(s: System, number: str, cents: int, regie: str = "SPORTS") -> str:
-    r = s.post("/invoices", invoice_payload(number=number, family=FAMILY, regie=regie,
-                                            unit=cents))
-    assert r.status_code == 201, r.text
-    return str(r.json()["id"])
-
-
-def wait_until(check: Any, what: str, timeout: float = 30) -> Any:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def payable(s: System, invoice_id: str, regie: str = "SPORTS") -> bool:
+def payable(s: SimSystem, invoice_id: str, regie: str = "SPORTS") -> bool:
     r = requests.get(f"{s.payment}/families/{FAMILY}/to-pay/{regie}", timeout=10,
                      headers=headers(READER))
     if r.status_code == 404:  # the régie itself has not reached the payment service yet
@@ -96,7 +54,7 @@ def payable(s: System, invoice_id: str, regie: str = "SPORTS") -> bool:
     return any(line["id"] == invoice_id and line["payable"] for line in r.json()["invoices"])
 
 
-def pay(s: System, invoice_ids: list[str], regie: str = "SPORTS") -> dict[str, Any]:
+def pay(s: SimSystem, invoice_ids: list[str], regie: str = "SPORTS") -> dict[str, Any]:
     r = requests.post(f"{s.payment}/payments", headers=headers(READER), timeout=30, json={
         "family_id": FAMILY, "regie": regie, "invoice_ids": invoice_ids,
         "email": "famille.martin@example.org"})
@@ -104,13 +62,13 @@ def pay(s: System, invoice_ids: list[str], regie: str = "SPORTS") -> dict[str, A
     return r.json()  # type: ignore[no-any-return]
 
 
-def browser(s: System, payment: dict[str, Any], outcome: str) -> requests.Response:
+def browser(s: SimSystem, payment: dict[str, Any], outcome: str) -> requests.Response:
     """Act on the simulator's page as a family would; follow PayFiP's redirect back."""
-    assert payment["redirect_url"].startswith(sim_url(s))
+    assert payment["redirect_url"].startswith(s.sim)
     page = requests.get(payment["redirect_url"], timeout=10)
     assert page.status_code == 200 and "Informations sur la dette" in page.text
     idop = payment["idop"]
-    base = f"{sim_url(s)}/tpa/paiementws.web"
+    base = f"{s.sim}/tpa/paiementws.web"
     if outcome == "A":
         r = requests.post(base, data={"idop": idop, "choix": "annuler"}, timeout=10,
                           allow_redirects=False)
@@ -132,13 +90,13 @@ def browser(s: System, payment: dict[str, Any], outcome: str) -> requests.Respon
     ("P", "confirmed"), ("V", "confirmed"), ("R", "refused"), ("Z", "refused"),
     ("A", "abandoned"),
 ])
-def test_each_outcome_end_to_end(system: System, outcome: str, status: str) -> None:
+def test_each_outcome_end_to_end(system: SimSystem, outcome: str, status: str) -> None:
     s = system
     for code, name in (("SPORTS", "Direction des sports"), ("CANTINE", "Restauration scolaire")):
         assert s.post("/regies", {"code": code, "name": name, "numcli": "000123",
                                   "saisie": "T"}).status_code == 201
-    sports = issue(s, "VAIC521041698401", 2500)
-    canteen = issue(s, "RS-2025-02-0001", 1000, regie="CANTINE")
+    sports = issue(s, FAMILY, "VAIC521041698401", 2500)
+    canteen = issue(s, FAMILY, "RS-2025-02-0001", 1000, regie="CANTINE")
     wait_until(lambda: payable(s, sports), "the invoice to reach to-pay")
 
     payment = pay(s, [sports])
@@ -176,30 +134,25 @@ def test_each_outcome_end_to_end(system: System, outcome: str, status: str) -> N
     assert [p["id"] for p in journal["payments"]] == [payment["id"]]
 
 
-def setup_invoice(s: System) -> str:
+def setup_invoice(s: SimSystem) -> str:
     assert s.post("/regies", {"code": "SPORTS", "name": "Direction des sports",
                               "numcli": "000123", "saisie": "T"}).status_code == 201
-    sports = issue(s, "VAIC521041698401", 2500)
+    sports = issue(s, FAMILY, "VAIC521041698401", 2500)
     wait_until(lambda: payable(s, sports), "the invoice to reach to-pay")
     return sports
 
 
-def sim_config(s: System, **config: Any) -> None:
-    r = requests.post(f"{sim_url(s)}/_sim/config", json=config, timeout=5)
-    assert r.ok, r.text
-
-
-def status_of(s: System, payment: dict[str, Any]) -> str:
+def status_of(s: SimSystem, payment: dict[str, Any]) -> str:
     r = requests.get(f"{s.payment}/payments/{payment['id']}", headers=headers(READER), timeout=5)
     return str(r.json()["status"])
 
 
-def test_a_lost_notification_is_settled_by_the_reconciler(system: System) -> None:
+def test_a_lost_notification_is_settled_by_the_reconciler(system: SimSystem) -> None:
     s = system
     sports = setup_invoice(s)
-    sim_config(s, notification="drop")
+    s.sim_config(notification="drop")
     payment = pay(s, [sports])
-    r = requests.post(f"{sim_url(s)}/_sim/payments/{payment['idop']}/outcome",
+    r = requests.post(f"{s.sim}/_sim/payments/{payment['idop']}/outcome",
                       json={"resultrans": "P"}, timeout=10)
     assert r.ok, r.text
     # Neither the notification nor the browser came back: only polling can find out.
@@ -210,10 +163,10 @@ def test_a_lost_notification_is_settled_by_the_reconciler(system: System) -> Non
                                     timeout=5).json()["status"] == "paid", "billing to settle")
 
 
-def test_duplicated_notifications_racing_the_return_record_one_outcome(system: System) -> None:
+def test_duplicated_notifications_racing_the_return_record_one_outcome(system: SimSystem) -> None:
     s = system
     sports = setup_invoice(s)
-    sim_config(s, notification="duplicate")
+    s.sim_config(notification="duplicate")
     payment = pay(s, [sports])
     back = browser(s, payment, "P")
     assert back.json()["status"] == "confirmed"

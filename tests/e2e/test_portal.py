@@ -34,13 +34,12 @@ from tests.e2e.portal_system import (
     PortalSystem,
     Steps,
     axe_source,
-    issue,
     load_demo,
     no_horizontal_scroll,
     portal_system,
     tab_to,
-    wait_until,
 )
+from tests.e2e.system import issue, wait_until
 
 pytestmark = pytest.mark.kafka
 

@@ -18,6 +18,7 @@ from services.billing.web import create_app
 from services.bootstrap import billing_app
 from tests.conftest import drop_schemas, make_settings
 from tests.factories import invoice_payload, open_regies, terms
+from tests.http import J, answered
 
 TOKENS = {"tok-issuer": "issuer", "tok-reader": "reader", "tok-auditor": "auditor"}
 ISSUER = {"Authorization": "Bearer tok-issuer"}
@@ -73,10 +74,6 @@ def oversize_batch() -> dict[str, Any]:
 
 def case(id: str, path: str, body: Any, status: int, *where: str, **kw: Any) -> Any:
     return pytest.param(Bad(path, body, status, where, **kw), id=id)
-
-
-def J(*keys: str) -> tuple[str, ...]:
-    return ("json", *keys)
 
 
 CASES = [
@@ -263,17 +260,6 @@ def api(
         drop_schemas(settings.schema_prefix)
 
 
-def reasons(errors: Any, where: tuple[str, ...]) -> list[str]:
-    """The list of reasons at ``where`` in an ``errors`` body, failing if it is not there."""
-    node = errors
-    for key in where:
-        assert isinstance(node, dict) and key in node, f"no {key!r} in {node!r}"
-        node = node[key]
-    assert isinstance(node, list) and node, node
-    assert all(isinstance(why, str) and why.strip() for why in node), node
-    return node
-
-
 @pytest.mark.parametrize("bad", CASES)
 def test_a_bad_request_is_refused_and_stores_nothing(
     api: tuple[FlaskClient, BillingApp, str], bad: Bad
@@ -287,11 +273,7 @@ def test_a_bad_request_is_refused_and_stores_nothing(
     else:
         body = bad.body() if callable(bad.body) else bad.body
         response = client.post(path, json=body, headers=bad.headers)
-    assert response.status_code == bad.status, response.get_data(as_text=True)[:1000]
-    assert response.is_json
-    answer = response.get_json()
-    assert answer["code"] == bad.status
-    reasons(answer["errors"], bad.where)
+    answered(response, bad.status, bad.where)
     assert billing.recorder.max_notification_id() == before
     # And what was there is unchanged: the invoice is still issued, SPORTS still as opened.
     invoice = client.get(f"/invoices/{existing_id}", headers=ISSUER).get_json()

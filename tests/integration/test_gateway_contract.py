@@ -8,7 +8,6 @@ outcome, refuse the next creation, purge an idop, cut PayFiP off).
 """
 
 import re
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -18,10 +17,8 @@ from typing import Any
 
 import pytest
 import requests
-from werkzeug.serving import make_server
 
 from services.common.broker import free_port
-from services.payfip_sim.app import create_app
 from services.payfip_sim.model import SimSettings
 from services.payment.gateway import (
     UNREACHABLE,
@@ -31,9 +28,8 @@ from services.payment.gateway import (
     PaymentOrder,
 )
 from services.payment.payfip import PayFiPGateway
+from tests.payfip import PAGE_PATH, SERVICE_PATH, served_sim
 
-SERVICE_PATH = "/tpa/services/securite"
-PAGE_PATH = "/tpa/paiementws.web"
 UNKNOWN_NUMCLI = "999999"
 OUTCOMES = ("P", "V", "R", "Z", "A")
 
@@ -89,17 +85,8 @@ def sim_url() -> Iterator[str]:
     settings = SimSettings(
         unknown_numcli=frozenset({UNKNOWN_NUMCLI}), notify_timeout=0.5, public_url=""
     )
-    server = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_port}"
-    try:
+    with served_sim(settings) as url:
         yield url
-    finally:
-        requests.post(f"{url}/_sim/reset", timeout=5)  # wakes a request sleeping in "timeout"
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.fixture(scope="module")

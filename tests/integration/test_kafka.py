@@ -23,6 +23,7 @@ from services.common.settings import Settings
 from services.payment.application import PaymentApp
 from tests.conftest import Broker, make_settings
 from tests.factories import open_regies, terms
+from tests.threads import Threads
 
 pytestmark = pytest.mark.kafka
 
@@ -36,15 +37,15 @@ def wait_for(check: Callable[[], bool], timeout: float = 30.0, what: str = "") -
     raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
 
 
-class Pipeline:
+class Pipeline(Threads):
     """Billing, its relay, the payment consumer: each part startable and stoppable."""
 
     def __init__(self, settings: Settings) -> None:
+        super().__init__()
         self.settings = settings
         self.billing = billing_app(settings)
         self.payment = payment_app(settings)
         self.topic = settings.topic(BILLING_INVOICES.name)
-        self.threads: dict[str, tuple[threading.Thread, threading.Event]] = {}
 
     def relay(self) -> Relay:
         app = billing_app(self.settings)
@@ -57,22 +58,24 @@ class Pipeline:
                                SqlPositions(SqlStore(app)), on_idle=app.refresh)
 
     def start(self, name: str) -> None:
-        part: Any = self.relay() if name == "relay" else self.consumer()
-        stop = threading.Event()
-        args = (stop, self.settings.poll_interval) if name == "relay" else (stop,)
-        thread = threading.Thread(target=part.run_forever, args=args, daemon=True)
-        thread.start()
-        self.threads[name] = (thread, stop)
+        if name == "relay":
+            self.run(name, self.relay().run_forever, self.settings.poll_interval)
+        else:
+            self.run(name, self.consumer().run_forever)
 
-    def stop(self, name: str) -> None:
-        thread, stop = self.threads.pop(name)
-        stop.set()
-        thread.join(timeout=30)
-        assert not thread.is_alive()
+    def delivered(self, numbers: range, what: str) -> list[str]:
+        """Invoices ``numbers`` issued, the relay and the consumer started, and the to-pay
+        lists caught up with them: the invoices' numbers."""
+        issued = issue(self.billing, numbers)
+        self.start("relay")
+        self.start("consumer")
+        self.wait_delivered(issued, what)
+        return issued
 
-    def stop_all(self) -> None:
-        for name in list(self.threads):
-            self.stop(name)
+    def wait_delivered(self, numbers: list[str], what: str, timeout: float = 30.0) -> None:
+        """Wait for the to-pay totals to match what billing holds for invoices ``numbers``."""
+        want = expected_totals(self.billing, numbers)
+        wait_for(lambda: self.totals() == want, timeout=timeout, what=what)
 
     def totals(self) -> dict[str, int]:
         rows = self.payment.to_pay.snapshot()["invoices"].values()
@@ -94,8 +97,10 @@ def expected_totals(billing: BillingApp, numbers: list[str]) -> dict[str, int]:
 
 @contextmanager
 def pipeline(settings: Settings) -> Iterator[Pipeline]:
+    """A pipeline with billing's régies open, every part stopped after."""
     p = Pipeline(settings)
     try:
+        open_regies(p.billing)
         yield p
     finally:
         p.stop_all()
@@ -120,13 +125,11 @@ def test_events_flow_from_billing_to_to_pay_and_survive_restarts(
 ) -> None:
     settings = kafka_settings(tmp_path, kafka.bootstrap, kafka.kind)
     with pipeline(settings) as p:
-        open_regies(p.billing)
         numbers = issue(p.billing, range(0, 200))
         p.billing.cancel_invoice(Invoice.create_id("SPORTS", "K-3"), "doublon")
         p.start("relay")
         p.start("consumer")
-        want = expected_totals(p.billing, numbers)
-        wait_for(lambda: p.totals() == want, what="to-pay lists to match billing")
+        p.wait_delivered(numbers, "to-pay lists to match billing")
 
         # Stop both, keep issuing, then restart them: nothing lost, nothing twice.
         p.stop("relay")
@@ -135,8 +138,7 @@ def test_events_flow_from_billing_to_to_pay_and_survive_restarts(
         p.billing.transfer_invoice(Invoice.create_id("SPORTS", "K-250"), "T-1")
         p.start("consumer")
         p.start("relay")
-        want = expected_totals(p.billing, numbers)
-        wait_for(lambda: p.totals() == want, what="to-pay after restart")
+        p.wait_delivered(numbers, "to-pay after restart")
         fam3 = {line.number for line in p.payment.to_pay.open_lines("fam-3")}
         assert fam3 == {f"K-{i}" for i in range(13, 300, 10)}  # K-3 was cancelled
 
@@ -144,12 +146,7 @@ def test_events_flow_from_billing_to_to_pay_and_survive_restarts(
 def test_a_republished_history_changes_nothing(tmp_path: Path, kafka: Any) -> None:
     settings = kafka_settings(tmp_path, kafka.bootstrap, kafka.kind)
     with pipeline(settings) as p:
-        open_regies(p.billing)
-        numbers = issue(p.billing, range(0, 100))
-        p.start("relay")
-        p.start("consumer")
-        want = expected_totals(p.billing, numbers)
-        wait_for(lambda: p.totals() == want, what="first delivery")
+        p.delivered(range(0, 100), "first delivery")
         events_before = p.payment.recorder.max_notification_id()
         snapshot = p.payment.to_pay.snapshot()
         # An operator resets the relay: the whole history is published a second time.
@@ -166,7 +163,6 @@ def test_a_republished_history_changes_nothing(tmp_path: Path, kafka: Any) -> No
 def test_garbage_on_the_topic_is_skipped(tmp_path: Path, kafka: Any) -> None:
     settings = kafka_settings(tmp_path, kafka.bootstrap, kafka.kind)
     with pipeline(settings) as p:
-        open_regies(p.billing)
         p.start("relay")
         wait_for(lambda: SqlPositions(SqlStore(p.billing)).get(p.topic) > 0, what="topic")
         producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
@@ -175,8 +171,7 @@ def test_garbage_on_the_topic_is_skipped(tmp_path: Path, kafka: Any) -> None:
         producer.close()
         numbers = issue(p.billing, range(0, 20))
         p.start("consumer")
-        want = expected_totals(p.billing, numbers)
-        wait_for(lambda: p.totals() == want, what="valid events after garbage")
+        p.wait_delivered(numbers, "valid events after garbage")
 
 
 @pytest.fixture
@@ -194,16 +189,11 @@ def own_broker(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixture
 def test_a_broker_that_lost_its_topics_gets_them_back(tmp_path: Path, own_broker: Broker) -> None:
     settings = kafka_settings(tmp_path, own_broker.bootstrap, own_broker.kind)
     with pipeline(settings) as p:
-        open_regies(p.billing)
-        numbers = issue(p.billing, range(0, 50))
-        p.start("relay")
-        p.start("consumer")
-        wait_for(lambda: p.totals() == expected_totals(p.billing, numbers), what="first")
+        numbers = p.delivered(range(0, 50), "first")
         # The broker comes back empty (memory broker restarted, or its disk lost).
         own_broker.restart(keep_data=False)
         numbers += issue(p.billing, range(50, 80))
-        wait_for(lambda: p.totals() == expected_totals(p.billing, numbers), timeout=60,
-                 what="delivery after the broker lost everything")
+        p.wait_delivered(numbers, "delivery after the broker lost everything", timeout=60)
 
     # A subscriber arriving now still finds the whole history on the topic.
     fresh = make_settings("sqlite", tmp_path / "fresh", kafka_bootstrap=own_broker.bootstrap,
@@ -226,11 +216,7 @@ def test_a_broker_that_lost_its_topics_gets_them_back(tmp_path: Path, own_broker
 def test_smoke_on_tansu(tmp_path: Path, tansu: Broker) -> None:
     settings = kafka_settings(tmp_path, tansu.bootstrap, "tansu")
     with pipeline(settings) as p:
-        open_regies(p.billing)
-        numbers = issue(p.billing, range(0, 100))
-        p.start("relay")
-        p.start("consumer")
-        wait_for(lambda: p.totals() == expected_totals(p.billing, numbers), what="tansu")
+        p.delivered(range(0, 100), "tansu")
 
 
 def test_the_pipeline_on_postgresql(tmp_path: Path, kafka: Any) -> None:
@@ -239,11 +225,7 @@ def test_the_pipeline_on_postgresql(tmp_path: Path, kafka: Any) -> None:
     settings = kafka_settings(tmp_path, kafka.bootstrap, kafka.kind, backend="postgres")
     try:
         with pipeline(settings) as p:
-            open_regies(p.billing)
-            numbers = issue(p.billing, range(0, 100))
-            p.start("relay")
-            p.start("consumer")
-            wait_for(lambda: p.totals() == expected_totals(p.billing, numbers), what="pg")
+            p.delivered(range(0, 100), "pg")
     finally:
         drop_schemas(settings.schema_prefix)
 
@@ -253,11 +235,7 @@ def test_garbage_as_the_last_message_does_not_make_the_consumer_reread(
 ) -> None:
     settings = kafka_settings(tmp_path, kafka.bootstrap, kafka.kind)
     with pipeline(settings) as p:
-        open_regies(p.billing)
-        numbers = issue(p.billing, range(0, 10))
-        p.start("relay")
-        p.start("consumer")
-        wait_for(lambda: p.totals() == expected_totals(p.billing, numbers), what="delivery")
+        p.delivered(range(0, 10), "delivery")
         producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
         for partition in range(6):  # the last message of every partition is not an event
             producer.send(p.topic, value=b"{not an event", partition=partition)

@@ -23,35 +23,19 @@ import eopayment
 import pytest
 import requests
 from eopayment.payfip_ws import PayFiP, PayFiPError
-from werkzeug.serving import make_server
 
-from services.payfip_sim.app import create_app
 from services.payfip_sim.model import SimSettings
+from services.payment.payfip import aim
+from tests.payfip import PAGE_PATH, SERVICE_PATH, served_sim
 
 SERVICE_NS = (
     "http://securite.service.tpa.cp.finances.gouv.fr/services/mas_securite/"
     "contrat_paiement_securise/PaiementSecuriseService"
 )
-BINDING = f"{{{SERVICE_NS}}}PaiementSecuriseServicePortBinding"
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
-SERVICE_PATH = "/tpa/services/securite"
-PAGE_PATH = "/tpa/paiementws.web"
 PARIS = ZoneInfo("Europe/Paris")
 UNKNOWN_NUMCLI = "424242"
 RETURN_URL = "http://127.0.0.1:9/payfip/return?lang=fr"
-
-
-def aim(payfip: PayFiP, service_url: str) -> PayFiP:
-    """Send eopayment's PayFiP calls to ``service_url``.
-
-    eopayment 3.15 stores its ``service_url`` argument and never uses it: zeep posts to the
-    soap:address of the bundled WSDL, www.payfip.gouv.fr. zeep aims a WSDL elsewhere with
-    ``create_service(binding, address)``; ``PayFiP._perform`` calls ``self.client.service``,
-    and zeep's ``Client.service`` (no setter) returns ``_default_service`` once it is set.
-    """
-    client = payfip.client  # built from the bundled WSDL: no network needed
-    client._default_service = client.create_service(BINDING, service_url)
-    return payfip
 
 
 # -- servers ---------------------------------------------------------------------------
@@ -62,17 +46,8 @@ def sim_url() -> Iterator[str]:
     settings = SimSettings(
         unknown_numcli=frozenset({"999999", UNKNOWN_NUMCLI}), notify_timeout=2.0, public_url=""
     )
-    server = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_port}"
-    try:
+    with served_sim(settings) as url:
         yield url
-    finally:
-        requests.post(f"{url}/_sim/reset", timeout=5)  # wakes a request sleeping in "timeout"
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.fixture(autouse=True)

@@ -19,13 +19,13 @@ import pytest
 from flask.testing import FlaskClient
 
 from services.billing.domain import Invoice
-from services.bootstrap import billing_app, payment_app
 from services.payment import domain
 from services.payment.application import PaymentApp, ReturnUrls
 from services.payment.gateway import UNREACHABLE, FakeGateway, GatewayError
 from services.payment.web import create_app
 from tests.conftest import drop_schemas, make_settings
-from tests.factories import deliver, open_regies, terms, wire_messages
+from tests.factories import deliver, issued, terms, wire_messages
+from tests.http import J, answered
 
 TOKENS = {"tok-reader": "reader", "tok-auditor": "auditor", "tok-issuer": "issuer"}
 READER = {"Authorization": "Bearer tok-reader"}
@@ -85,10 +85,6 @@ def case(id: str, path: str, body: Any, status: int, *where: str, method: str = 
 
 def no_field(id: str, method: str, path: str, status: int, **kw: Any) -> Any:
     return pytest.param(Bad(method, path, None, status, None, **kw), id=id)
-
-
-def J(*keys: str) -> tuple[str, ...]:
-    return ("json", *keys)
 
 
 CASES = [
@@ -243,17 +239,17 @@ def world(
     the invoices as they were, and each row checks exactly that.
     """
     settings = make_settings(request.param, tmp_path_factory.mktemp("payment-bad-input"))
-    billing = billing_app(settings)
-    payment = payment_app(settings)
-    open_regies(billing)
-    for number, family, unit in [("S-1", "fam-1", 2500), ("S-2", "fam-1", 1250),
-                                 ("S-3", "fam-2", 4000), ("S-4", "fam-1", 50),
-                                 ("S-5", "fam-1", 700), ("S-6", "fam-1", 1000),
-                                 ("S-7", "fam-1", 1500), ("S-9", "fam-1", 10_000_000)]:
-        billing.issue_invoice(terms(number, family=family, unit=unit))
-    billing.issue_invoice(terms("S-8", payable_until=datetime(2025, 3, 31).date(),
-                                due_on=datetime(2025, 4, 30).date()))
-    billing.issue_invoice(terms("C-1", regie="CANTINE", unit=1000))
+    billing, payment = issued(
+        settings,
+        *(terms(number, family=family, unit=unit)
+          for number, family, unit in [("S-1", "fam-1", 2500), ("S-2", "fam-1", 1250),
+                                       ("S-3", "fam-2", 4000), ("S-4", "fam-1", 50),
+                                       ("S-5", "fam-1", 700), ("S-6", "fam-1", 1000),
+                                       ("S-7", "fam-1", 1500), ("S-9", "fam-1", 10_000_000)]),
+        terms("S-8", payable_until=datetime(2025, 3, 31).date(),
+              due_on=datetime(2025, 4, 30).date()),
+        terms("C-1", regie="CANTINE", unit=1000),
+    )
     billing.cancel_invoice(Invoice.create_id("SPORTS", "S-5"), "doublon")
     deliver(payment, wire_messages(billing))
 
@@ -280,17 +276,6 @@ def fill(text: str, names: dict[str, str]) -> str:
     for name, value in names.items():
         text = text.replace("{" + name + "}", value)
     return text
-
-
-def reasons(errors: Any, where: tuple[str, ...]) -> list[str]:
-    """The list of reasons at ``where`` in an ``errors`` body, failing if it is not there."""
-    node = errors
-    for key in where:
-        assert isinstance(node, dict) and key in node, f"no {key!r} in {node!r}"
-        node = node[key]
-    assert isinstance(node, list) and node, node
-    assert all(isinstance(why, str) and why.strip() for why in node), node
-    return node
 
 
 def payable(world: World) -> dict[str, str | None]:
@@ -329,13 +314,7 @@ def test_a_bad_request_is_refused_and_records_nothing(world: World, bad: Bad) ->
             response = send(path, headers=bad.headers)
     finally:
         gateway.fail_create = None
-    assert response.status_code == bad.status, response.get_data(as_text=True)[:1000]
-    assert response.is_json
-    answer = response.get_json()
-    if bad.status >= 400:
-        assert answer["code"] == bad.status
-    if bad.where is not None:
-        reasons(answer["errors"], bad.where)
+    answered(response, bad.status, bad.where)
 
     assert len(gateway.orders) == orders  # nothing reached PayFiP, or PayFiP refused it
     if bad.failed_attempt:

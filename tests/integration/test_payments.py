@@ -9,14 +9,14 @@ import pytest
 
 from services.billing.application import BillingApp
 from services.billing.domain import Invoice
-from services.bootstrap import billing_app, payment_app
+from services.bootstrap import payment_app
 from services.common.errors import Conflict, DomainError, NotFound, Unavailable
 from services.common.settings import Settings
 from services.payment import domain
 from services.payment.application import PaymentApp, ReturnUrls
 from services.payment.gateway import FakeGateway, GatewayError
 from services.payment.web import create_app
-from tests.factories import deliver, open_regies, terms, wire_messages
+from tests.factories import deliver, issued, terms, wire_messages
 
 NOW = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
 URLS = ReturnUrls("http://pay.test/payfip/notification", "http://pay.test/payfip/return")
@@ -27,15 +27,15 @@ def iid(number: str, regie: str = "SPORTS") -> str:
 
 
 def setup(settings: Settings) -> tuple[BillingApp, PaymentApp]:
-    billing = billing_app(settings)
-    payment = payment_app(settings)
-    open_regies(billing)
-    billing.issue_invoice(terms("S-1", family="fam-1", unit=2500))
-    billing.issue_invoice(terms("S-2", family="fam-1", unit=1250))
-    billing.issue_invoice(terms("S-3", family="fam-2", unit=4000))
-    billing.issue_invoice(terms("S-4", family="fam-1", unit=50))
-    billing.issue_invoice(terms("S-5", family="fam-1", unit=700))
-    billing.issue_invoice(terms("C-1", family="fam-1", regie="CANTINE", unit=1000))
+    billing, payment = issued(
+        settings,
+        terms("S-1", family="fam-1", unit=2500),
+        terms("S-2", family="fam-1", unit=1250),
+        terms("S-3", family="fam-2", unit=4000),
+        terms("S-4", family="fam-1", unit=50),
+        terms("S-5", family="fam-1", unit=700),
+        terms("C-1", family="fam-1", regie="CANTINE", unit=1000),
+    )
     billing.cancel_invoice(Invoice.create_id("SPORTS", "S-5"), "doublon")
     deliver(payment, wire_messages(billing))
     return billing, payment
@@ -47,6 +47,15 @@ def request(payment: PaymentApp, gateway: FakeGateway, *numbers: str, family: st
         family_id=family, regie=regie, invoice_ids=[iid(n, regie) for n in numbers],
         email="parent@example.org", gateway=gateway, urls=URLS, now=now,
     )
+
+
+def decided(payment: PaymentApp, gateway: FakeGateway, resultrans: str, *numbers: str,
+            regie: str = "SPORTS") -> domain.Payment:
+    """A payment requested, decided ``resultrans`` on PayFiP, and PayFiP's answer read."""
+    p = request(payment, gateway, *numbers, regie=regie)
+    gateway.decide(p.idop, resultrans)  # type: ignore[arg-type]
+    payment.settle_from_payfip(p.idop, gateway, NOW)  # type: ignore[arg-type]
+    return p
 
 
 def reasons(payment: PaymentApp, family: str = "fam-1") -> dict[str, Any]:
@@ -166,9 +175,7 @@ def test_each_payfip_outcome(any_store_settings: Settings, resultrans: str, stat
 def test_outcomes_are_recorded_once(any_store_settings: Settings) -> None:
     _, payment = setup(any_store_settings)
     gateway = FakeGateway()
-    p = request(payment, gateway, "S-1")
-    gateway.decide(p.idop, "P")  # type: ignore[arg-type]
-    payment.settle_from_payfip(p.idop, gateway, NOW)  # type: ignore[arg-type]
+    p = decided(payment, gateway, "P", "S-1")
     events = payment.recorder.max_notification_id()
     for _ in range(5):  # the notification five times, then the browser return
         assert payment.settle_from_payfip(p.idop, gateway, NOW).status == domain.CONFIRMED  # type: ignore[arg-type, union-attr]
@@ -267,15 +274,9 @@ def test_twenty_concurrent_requests_for_one_invoice(store_settings: Settings) ->
 def test_history_and_journal(any_store_settings: Settings) -> None:
     _, payment = setup(any_store_settings)
     gateway = FakeGateway()
-    card = request(payment, gateway, "S-1")
-    gateway.decide(card.idop, "P")  # type: ignore[arg-type]
-    payment.settle_from_payfip(card.idop, gateway, NOW)  # type: ignore[arg-type]
-    debit = request(payment, gateway, "S-2")
-    gateway.decide(debit.idop, "V")  # type: ignore[arg-type]
-    payment.settle_from_payfip(debit.idop, gateway, NOW)  # type: ignore[arg-type]
-    refused = request(payment, gateway, "C-1", regie="CANTINE")
-    gateway.decide(refused.idop, "R")  # type: ignore[arg-type]
-    payment.settle_from_payfip(refused.idop, gateway, NOW)  # type: ignore[arg-type]
+    decided(payment, gateway, "P", "S-1")  # by card
+    decided(payment, gateway, "V", "S-2")  # by direct debit
+    decided(payment, gateway, "R", "C-1", regie="CANTINE")
     payment.refresh()
 
     history = {h["number"]: h for h in payment.history("fam-1")}

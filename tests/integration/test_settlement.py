@@ -4,7 +4,6 @@ In process on every store (the relay's messages handed to the consumer's handler
 once through the real broker with the payment relay and the billing consumer running.
 """
 
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -29,7 +28,8 @@ from services.payment import domain
 from services.payment.application import PaymentApp, ReturnUrls
 from services.payment.gateway import FakeGateway
 from services.payment.integration import make_to_wire
-from tests.factories import deliver, open_regies, relay_messages, terms, wire_messages
+from tests.factories import deliver, issued, relay_messages, terms, wire_messages
+from tests.threads import Threads
 
 PAYMENTS = PAYMENT_PAYMENTS.name
 NOW = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
@@ -43,11 +43,8 @@ def iid(number: str) -> UUID:
 
 
 def setup(settings: Settings) -> tuple[BillingApp, PaymentApp]:
-    billing = billing_app(settings)
-    payment = payment_app(settings)
-    open_regies(billing)
-    billing.issue_invoice(terms("S-1", family="fam-1", unit=2500))
-    billing.issue_invoice(terms("S-2", family="fam-1", unit=1250))
+    billing, payment = issued(settings, terms("S-1", family="fam-1", unit=2500),
+                              terms("S-2", family="fam-1", unit=1250))
     deliver(payment, wire_messages(billing))
     return billing, payment
 
@@ -249,37 +246,25 @@ def test_the_commands_exist() -> None:
 # --- through the broker --------------------------------------------------------------
 
 
-class Parts:
+class Parts(Threads):
     """The payment relay and the billing consumer, each in a thread, each its own app."""
 
     def __init__(self, settings: Settings) -> None:
+        super().__init__()
         self.settings = settings
         self.topic = settings.topic(PAYMENTS)
-        self.threads: dict[str, tuple[threading.Thread, threading.Event]] = {}
 
     def start(self, name: str) -> None:
-        stop = threading.Event()
-        target: Any
         if name == "relay":
             app: Any = payment_app(self.settings)
-            target = Relay(app, make_to_wire(app, self.topic),
-                           KafkaPublisher(self.settings, self.topic),
-                           SqlPositions(SqlStore(app)), name=self.topic).run_forever
-            args: tuple[Any, ...] = (stop, self.settings.poll_interval)
+            self.run(name, Relay(app, make_to_wire(app, self.topic),
+                                 KafkaPublisher(self.settings, self.topic),
+                                 SqlPositions(SqlStore(app)), name=self.topic).run_forever,
+                     self.settings.poll_interval)
         else:
             app = billing_app(self.settings)
-            target = TrackedConsumer(self.settings, self.topic, app.apply_payment_event,
-                                     SqlPositions(SqlStore(app))).run_forever
-            args = (stop,)
-        thread = threading.Thread(target=target, args=args, daemon=True)
-        thread.start()
-        self.threads[name] = (thread, stop)
-
-    def stop(self, name: str) -> None:
-        thread, stop = self.threads.pop(name)
-        stop.set()
-        thread.join(timeout=30)
-        assert not thread.is_alive()
+            self.run(name, TrackedConsumer(self.settings, self.topic, app.apply_payment_event,
+                                           SqlPositions(SqlStore(app))).run_forever)
 
 
 @pytest.fixture
@@ -290,20 +275,16 @@ def parts(tmp_path: Path, kafka: Any) -> Iterator[Parts]:
     try:
         yield p
     finally:
-        for name in list(p.threads):
-            p.stop(name)
+        p.stop_all()
 
 
 @pytest.mark.kafka
 def test_payments_settle_invoices_through_the_broker(parts: Parts) -> None:
     from tests.integration.test_kafka import wait_for
 
-    billing = billing_app(parts.settings)
-    payment = payment_app(parts.settings)
-    open_regies(billing)
     families = [f"fam-{i}" for i in range(8)]
-    for i, family in enumerate(families):
-        billing.issue_invoice(terms(f"B-{i}", family=family, unit=1000 + i))
+    billing, payment = issued(parts.settings, *(terms(f"B-{i}", family=family, unit=1000 + i)
+                                                for i, family in enumerate(families)))
     deliver(payment, wire_messages(billing))
     gateway = FakeGateway()
     billing.cancel_invoice(iid("B-7"), "doublon")  # payment has not heard of it
