@@ -3,6 +3,7 @@
 import base64
 import csv
 import json
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime
 from typing import IO, Any
@@ -31,12 +32,11 @@ def records(app: Any, service: str, *, regie: str | None = None, family: str | N
             page: int = 1000) -> Iterator[dict[str, Any]]:
     """Every stored event in order, decoded beside its raw stored form, page by page.
 
-    Memory holds one page; with a régie or family filter, also one small entry per
-    aggregate (the régie and family named by its first event), never the history. Without
-    a filter, a row's ``regie`` and ``family_id`` are those its own event names.
+    Each row names the régie and family of its aggregate (from the aggregate's first
+    event). Memory holds one page and a bounded cache of those names, whatever the size
+    of the history.
     """
-    filtered = regie is not None or family is not None
-    owners: dict[Any, tuple[str | None, str | None]] = {}
+    owners: OrderedDict[Any, tuple[str | None, str | None]] = OrderedDict()
     after = 0
     while True:
         batch = app.recorder.select_notifications(after, page, inclusive_of_start=False)
@@ -45,11 +45,8 @@ def records(app: Any, service: str, *, regie: str | None = None, family: str | N
         for n in batch:
             event = app.mapper.to_domain_event(n)
             data = {k: v for k, v in event.__dict__.items() if k not in META}
-            named = (data.get("regie") or data.get("code"), data.get("family_id"))
-            if filtered:
-                owners.setdefault(n.originator_id, named)
-                named = owners[n.originator_id]
-            owner_regie, owner_family = named
+            owner_regie, owner_family = _owner(app, n.originator_id, n.originator_version,
+                                               data, owners)
             if regie is not None and owner_regie != regie:
                 continue
             if family is not None and owner_family != family:
@@ -72,6 +69,31 @@ def records(app: Any, service: str, *, regie: str | None = None, family: str | N
                 "state": base64.b64encode(n.state).decode(),
             }
         after = batch[-1].id
+
+
+OWNER_CACHE = 10_000
+
+
+def _named(data: dict[str, Any]) -> tuple[str | None, str | None]:
+    return data.get("regie") or data.get("code"), data.get("family_id")
+
+
+def _owner(app: Any, aggregate_id: Any, version: int, data: dict[str, Any],
+           cache: "OrderedDict[Any, tuple[str | None, str | None]]"
+           ) -> tuple[str | None, str | None]:
+    """The régie and family named by the aggregate's first event."""
+    if version == 1:
+        return _named(data)
+    if aggregate_id in cache:
+        cache.move_to_end(aggregate_id)
+        return cache[aggregate_id]
+    first = list(app.events.get(aggregate_id, lte=1))
+    named = _named({k: v for k, v in first[0].__dict__.items() if k not in META}) if first \
+        else (None, None)
+    cache[aggregate_id] = named
+    if len(cache) > OWNER_CACHE:
+        cache.popitem(last=False)
+    return named
 
 
 CSV_COLUMNS = ("service", "position", "aggregate_id", "version", "type", "recorded_at",

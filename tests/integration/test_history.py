@@ -131,3 +131,18 @@ def test_regie_journal_as_csv_and_pdf(store_settings: Settings, tmp_path: Path,
     assert body.count(b"/Type /Page") - body.count(b"/Type /Pages") == 1  # one page
     assert cli.main(["journal", "--regie", "PISCINE", "--date", day]) == 1
     assert "unknown régie" in capsys.readouterr().err
+
+
+def test_every_row_names_its_aggregates_regie_and_family(
+    store_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    billing, payment, _ = build(store_settings)
+    cancelled = [r for r in records(billing, "billing") if r["type"] == "Invoice.Cancelled"]
+    assert [(r["regie"], r["family_id"]) for r in cancelled] == [("SPORTS", "fam-0")]
+    # A cache far smaller than the number of aggregates changes nothing but the speed.
+    full = list(records(payment, "payment", family="fam-1"))
+    from services.common import history
+
+    monkeypatch.setattr(history, "OWNER_CACHE", 2)
+    assert list(records(payment, "payment", family="fam-1")) == full
+    assert any(r["type"] == "Payment.Confirmed" for r in full)
