@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint typecheck bench clean
+.PHONY: help install system-deps run test lint typecheck bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -20,7 +20,16 @@ install: $(STAMP) ## make the virtual environment
 run: $(STAMP) ## the whole system on the embedded defaults, with demo data
 	$(PY) -m services.cli run
 
-test: $(STAMP) ## the whole suite (starts the broker itself; needs PostgreSQL)
+system-deps: ## Debian packages the tests drive: chromium (portal tests) and kcat (subscriber guide)
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v kcat >/dev/null || missing="$$missing kcat"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing"; \
+		apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+test: $(STAMP) system-deps ## the whole suite (starts the broker itself; needs PostgreSQL)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff and mypy
