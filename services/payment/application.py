@@ -33,6 +33,7 @@ PARIS = ZoneInfo("Europe/Paris")
 
 
 log = logging.getLogger(__name__)
+RECORD_ATTEMPTS = 5
 
 
 def _paid_at(dattrans: str, heurtrans: str) -> str:
@@ -55,18 +56,22 @@ class PaymentApp(ServiceApplication):
     # --- consuming billing's events ----------------------------------------------
     def apply_billing_event(self, message: Envelope, tracking: Tracking) -> bool:
         """Record what a billing event means here; False if it was already applied."""
-        if self.already_applied(tracking):
-            return False
-        processing = ProcessingEvent[UUID](tracking=tracking)
-        aggregate = self._billing_change(message)
-        if aggregate is not None:
-            processing.collect_events(aggregate)
-        try:
-            self._record(processing)
-        except IntegrityError:
-            # Raced by another consumer of the same partition: it recorded this one.
-            return False
-        return True
+        for _ in range(RECORD_ATTEMPTS):
+            if self.already_applied(tracking):
+                return False
+            processing = ProcessingEvent[UUID](tracking=tracking)
+            aggregate = self._billing_change(message)
+            if aggregate is not None:
+                processing.collect_events(aggregate)
+            try:
+                self._record(processing)
+                return True
+            except IntegrityError:
+                # Another writer got there first: another consumer (then the tracking
+                # says so above) or a payment reserving the same invoice (then apply the
+                # message again to the invoice as it is now).
+                continue
+        raise RuntimeError(f"could not record {message.type} {message.id}: invoice kept changing")
 
     def _get(self, aggregate_id: UUID) -> Any:
         try:

@@ -366,3 +366,25 @@ def test_every_payfip_answer_is_kept(any_store_settings: Settings) -> None:
     ]
     assert [a["code"] for a in answers] == ["P5", "unreachable"]
     assert reasons(payment)["S-1"] == "payment_in_progress"
+
+
+def test_a_cancellation_racing_a_payment_is_not_lost(store_settings: Settings) -> None:
+    billing, payment = setup(store_settings)
+    billing.cancel_invoice(UUID(iid("S-1")), "erreur")
+    cancel = wire_messages(billing)[-1:]
+    real_change = payment._billing_change
+    calls: list[int] = []
+
+    def change_then_race(message: Any) -> Any:
+        aggregate = real_change(message)
+        if not calls:  # the family starts paying between our read and our write
+            request(payment, FakeGateway(), "S-1")
+        calls.append(1)
+        return aggregate
+
+    payment._billing_change = change_then_race  # type: ignore[method-assign]
+    assert deliver(payment, cancel) == 1
+    assert len(calls) == 2  # the first write lost the race and was made again
+    invoice = payment._get(UUID(iid("S-1")))
+    assert invoice.status == domain.CANCELLED
+    assert deliver(payment, cancel) == 0  # and it is now tracked as applied
