@@ -191,18 +191,21 @@ def raw_sqlite_rate(rows: list[tuple[Any, ...]], folder: Path, runs: int = 3) ->
     return statistics.median(rates)
 
 
-def bench_issue_sqlite(root: Path, n: int) -> tuple[float, float]:
-    settings = make_settings(root / "issue-sqlite")
-    app = billing_app(settings)
+def issue_and_locate(app: Any, n: int) -> tuple[float, str, str]:
+    """Issue n invoices in batches; the rate, and where the rows to copy for the baseline are."""
     try:
         app.open_regie(*REGIE)
         items = [invoice_terms(i) for i in range(n)]
         rate = n / issue_batches(app, items)
-        topic = issued_topic(app)
-        recorder: Any = app.recorder
-        events_table = recorder.events_table_name
+        return rate, issued_topic(app), app.recorder.events_table_name
     finally:
         app.close()
+
+
+def bench_issue_sqlite(root: Path, n: int) -> tuple[float, float]:
+    settings = make_settings(root / "issue-sqlite")
+    app = billing_app(settings)
+    rate, topic, events_table = issue_and_locate(app, n)
     conn = sqlite3.connect(settings.var_dir / "billing.db")
     try:
         rows = conn.execute(
@@ -286,15 +289,7 @@ def bench_issue_postgres(root: Path, n: int, cleanup: contextlib.ExitStack) -> t
     # Registered before anything is created, so that an error half-way still drops them.
     cleanup.callback(drop_pg_schemas, [settings.schema("billing"), raw_schema])
     app = billing_app(settings)
-    try:
-        app.open_regie(*REGIE)
-        items = [invoice_terms(i) for i in range(n)]
-        rate = n / issue_batches(app, items)
-        topic = issued_topic(app)
-        recorder: Any = app.recorder
-        events_table = recorder.events_table_name
-    finally:
-        app.close()
+    rate, topic, events_table = issue_and_locate(app, n)
     with pg_connect() as conn:
         rows = conn.execute(
             sql.SQL(

@@ -5,14 +5,13 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from services.billing.domain import MAX_AMOUNT_CENTS, InvoiceTerms, Line
+from services.common.validators import CODE, FAMILY
 
 # Anchored with \Z, not $: in Python "$" also matches before a trailing newline, which let
 # "F-1\n" through as a second invoice beside "F-1" (and "000001\n" as a numcli).
-CODE = validate.Regexp(r"^[A-Za-z0-9_-]{1,32}\Z", error="letters, digits, '-' or '_', 1 to 32")
 NUMBER = validate.Regexp(
     r"^[A-Za-z0-9._/-]{1,40}\Z", error="letters, digits, '.', '_', '/' or '-', 1 to 40"
 )
-FAMILY = validate.Regexp(r"^[A-Za-z0-9._-]{1,64}\Z", error="letters, digits, '.', '_' or '-'")
 MAX_BATCH = 5000
 
 

@@ -2,6 +2,8 @@
 
 from marshmallow import Schema, fields, validate
 
+from services.common.validators import CODE, FAMILY
+
 
 class RegieTotal(Schema):
     code = fields.String()
@@ -34,8 +36,6 @@ class ToPayInvoices(Schema):
     invoices = fields.List(fields.Nested(ToPayInvoice))
 
 
-CODE = validate.Regexp(r"^[A-Za-z0-9_-]{1,32}\Z", error="letters, digits, '-' or '_', 1 to 32")
-FAMILY = validate.Regexp(r"^[A-Za-z0-9._-]{1,64}\Z", error="letters, digits, '.', '_' or '-'")
 
 
 class PaymentIn(Schema):
