@@ -87,12 +87,14 @@ def cmd_consume(args: argparse.Namespace) -> int:
         consumer = TrackedConsumer(
             settings, topic, payment.apply_billing_event,
             positions(settings, "payment", payment), on_idle=payment.refresh,
+            dead_letters=payment.dead_letters,
         )
     else:
         billing = billing_app(settings)
         topic = settings.topic(PAYMENT_PAYMENTS.name)
         consumer = TrackedConsumer(
-            settings, topic, billing.apply_payment_event, positions(settings, "billing", billing)
+            settings, topic, billing.apply_payment_event, positions(settings, "billing", billing),
+            dead_letters=billing.dead_letters,
         )
     logging.getLogger(__name__).info("%s consuming %s", args.service, topic)
     consumer.run_forever(_stop_on_signals())

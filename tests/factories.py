@@ -80,8 +80,9 @@ def wire_messages(billing: BillingApp, topic: str = TOPIC) -> list[tuple[int, by
 
 def deliver(payment: PaymentApp, messages: list[tuple[int, bytes]], topic: str = TOPIC) -> int:
     applied = sum(
-        handle_record(topic, partition, value, payment.apply_billing_event)
-        for partition, value in messages
+        handle_record(topic, partition, value, payment.apply_billing_event,
+                      payment.dead_letters, offset)
+        for offset, (partition, value) in enumerate(messages)
     )
     payment.refresh()
     return applied

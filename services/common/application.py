@@ -6,10 +6,21 @@ from uuid import UUID
 from eventsourcing.application import Application
 from eventsourcing.persistence import JSONTranscoder, ProcessRecorder, Tracking
 
-from services.common.persistence import register_transcodings
+from services.common.deadletters import DeadLetters, MemoryDeadLetters, SqlDeadLetters
+from services.common.persistence import SqlStore, register_transcodings
 
 
 class ServiceApplication(Application[UUID]):
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        super().__init__(env)
+        # Beside the events, like the read models: made with the store's tables.
+        self.dead_letters: DeadLetters = (
+            MemoryDeadLetters() if self.in_memory() else SqlDeadLetters(SqlStore(self))
+        )
+
+    def in_memory(self) -> bool:
+        return self.env.get("PERSISTENCE_MODULE", "eventsourcing.popo") == "eventsourcing.popo"
+
     def construct_recorder(self) -> ProcessRecorder:
         # Events made from a consumed message are recorded in one transaction with the
         # message's position, so a redelivered message is recognised and changes nothing.

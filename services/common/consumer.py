@@ -7,17 +7,26 @@ produces, so the partition a key lands on does not matter: a redelivery, a full
 republish or a re-partitioned topic is recognised and skipped. An event that does not
 follow the last one applied for its aggregate (``OutOfOrder``) makes the consumer read
 the topic again from the start rather than apply it.
+
+A message that cannot be read is never skipped: it is parked as a dead letter (see
+``services.common.deadletters``), with every later message of its subject behind it,
+until ``retry`` applies them once the code can read them.
 """
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from eventsourcing.persistence import Tracking
+from marshmallow import ValidationError
 
 from events import Envelope, EnvelopeError, decode
+from events.envelope import EnvelopeSchema
+from services.common.deadletters import DeadLetter, DeadLetters
 from services.common.errors import OutOfOrder
 from services.common.positions import Positions
 from services.common.settings import Settings
@@ -26,19 +35,119 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Envelope, Tracking], bool]
 
+_ENVELOPE = EnvelopeSchema()
+
 
 def tracking_for(topic: str, message: Envelope) -> Tracking:
     return Tracking(f"{topic}/{message.subject}", message.notification_id)
 
 
-def handle_record(topic: str, partition: int, value: bytes, handle: Handler) -> bool:
+def peek(value: bytes) -> tuple[str, int] | None:
+    """The subject and notification id of a message whose envelope is sound, whatever its
+    data or its (type, version); None for bytes that are not an envelope at all."""
     try:
-        message = decode(value)
-    except EnvelopeError as e:
-        # Not ours to fix, and retrying cannot help: say so loudly and move on.
-        log.error("%s[%d]: skipping a message that is not a valid event: %s", topic, partition, e)
-        return False
-    return handle(message, tracking_for(topic, message))
+        envelope = _ENVELOPE.load(json.loads(value))
+    except (ValueError, TypeError, ValidationError):
+        return None
+    return envelope["subject"], envelope["notificationid"]
+
+
+class Intake:
+    """Applies the messages of one topic that can be read, and parks the others.
+
+    Built once per batch: it reads which subjects are held (have a parked message) when it
+    starts and keeps that up to date as it parks, so a batch costs one query on the
+    dead-letter table, however long it is.
+    """
+
+    def __init__(self, topic: str, handle: Handler, dead_letters: DeadLetters) -> None:
+        self.topic = topic
+        self.handle = handle
+        self.dead_letters = dead_letters
+        self.held = dead_letters.held_subjects(topic)
+
+    def record(self, partition: int, offset: int, key: bytes | None, value: bytes) -> bool:
+        """Apply one record; False if it was already applied or has been parked."""
+        try:
+            message = decode(value)
+        except EnvelopeError as e:
+            head = peek(value)
+            self._park(DeadLetter(
+                self.topic, partition, offset, key, value, str(e),
+                subject=head[0] if head else None,
+                notification_id=head[1] if head else None,
+            ))
+            return False
+        first_parked = self.held.get(message.subject)
+        # A lower notification id came before the parked one: applied already, or never
+        # held. An equal one is the parked event itself, republished.
+        if first_parked is not None and message.notification_id >= first_parked:
+            self._park(DeadLetter(
+                self.topic, partition, offset, key, value,
+                f"held behind an earlier parked message of {message.subject}",
+                subject=message.subject, notification_id=message.notification_id,
+            ))
+            return False
+        return self.handle(message, tracking_for(self.topic, message))
+
+    def _park(self, letter: DeadLetter) -> None:
+        if self.dead_letters.park(letter):
+            log.error("%s: parked as a dead letter (subject %s): %s",
+                      letter.where, letter.subject or "unknown", letter.error)
+        if letter.subject is not None and letter.notification_id is not None:
+            known = self.held.get(letter.subject, letter.notification_id)
+            self.held[letter.subject] = min(known, letter.notification_id)
+
+
+def handle_record(topic: str, partition: int, value: bytes, handle: Handler,
+                  dead_letters: DeadLetters, offset: int, key: bytes | None = None) -> bool:
+    return Intake(topic, handle, dead_letters).record(partition, offset, key, value)
+
+
+@dataclass(frozen=True)
+class Retried:
+    applied: int
+    still_parked: list[DeadLetter]
+
+
+def retry(dead_letters: DeadLetters, handle: Handler) -> Retried:
+    """Apply the parked messages again, in the order they were parked.
+
+    One that still cannot be read stays parked, and so does every later one of its
+    subject. Each is removed only after ``handle`` recorded it (with its tracking, in one
+    transaction): a crash in between leaves it parked, and the next retry finds it
+    already applied and removes it. Any other failure (the database gone) stops the retry
+    with what is left still parked.
+    """
+    applied = 0
+    still: list[DeadLetter] = []
+    blocked: set[tuple[str, str]] = set()
+    for letter in dead_letters.all():
+        if letter.subject is not None and (letter.topic, letter.subject) in blocked:
+            still.append(letter)
+            continue
+        try:
+            message = decode(letter.value)
+            handle(message, tracking_for(letter.topic, message))
+        except (EnvelopeError, OutOfOrder) as e:
+            dead_letters.set_error(letter, str(e))
+            still.append(replace(letter, error=str(e)))
+            if letter.subject is not None:
+                blocked.add((letter.topic, letter.subject))
+            continue
+        dead_letters.remove(letter)
+        applied += 1
+    return Retried(applied, still)
+
+
+def _notification_id(value: bytes) -> int:
+    """What a partition's last record is remembered by; 0 for bytes that are not an event.
+
+    From the envelope alone, so that a record parked for its (type, version) is still
+    recognised as the same record once an upgrade can read it.
+    """
+    head = peek(value)
+    return head[1] if head else 0
 
 
 class TrackedConsumer:
@@ -58,11 +167,14 @@ class TrackedConsumer:
         handle: Handler,
         positions: Positions,
         on_idle: Callable[[], Any] | None = None,
+        *,
+        dead_letters: DeadLetters,
     ) -> None:
         self.settings = settings
         self.topic = topic
         self.handle = handle
         self.positions = positions
+        self.dead_letters = dead_letters
         self.on_idle = on_idle
 
     def _key(self, partition: int, suffix: str = "") -> str:
@@ -106,11 +218,7 @@ class TrackedConsumer:
                 record = records[0]
                 if record.offset != offset:
                     return False
-                try:
-                    return decode(record.value).notification_id == notification_id
-                except EnvelopeError:
-                    # A message that was not an event is remembered as 0 (see _save).
-                    return notification_id == 0
+                return _notification_id(record.value) == notification_id
             time.sleep(0.02)
         return False
 
@@ -119,10 +227,7 @@ class TrackedConsumer:
         for tp, records in batches.items():
             last = records[-1]
             marks[self._key(tp.partition)] = last.offset + 1
-            try:
-                marks[self._key(tp.partition, "#nid")] = decode(last.value).notification_id
-            except EnvelopeError:
-                marks[self._key(tp.partition, "#nid")] = 0
+            marks[self._key(tp.partition, "#nid")] = _notification_id(last.value)
         self.positions.set_many(marks)
 
     def _reads_still_there(self, tps: list[Any]) -> bool:
@@ -163,10 +268,15 @@ class TrackedConsumer:
                 # poll(0) then sleep, rather than a blocking poll: noida-db answers fetches
                 # at once instead of waiting, and kafka-python would spin a core on it.
                 batches = client.poll(timeout_ms=0)
-                for tp, records in batches.items():
-                    for record in records:
-                        handle_record(tp.topic, tp.partition, record.value, self.handle)
                 if batches:
+                    intake = Intake(self.topic, self.handle, self.dead_letters)
+                    for tp, records in batches.items():
+                        for record in records:
+                            intake.record(tp.partition, record.offset, record.key, record.value)
+                    # Parked before the offsets move on, each in its own transaction: a
+                    # crash between the two reads the records again, and parking them
+                    # again changes nothing (it is idempotent on topic/partition/offset).
+                    # The other order could lose a message for good.
                     self._save(batches)
                 if self.on_idle is not None:
                     self.on_idle()

@@ -48,9 +48,7 @@ class PaymentApp(ServiceApplication):
     def __init__(self, env: dict[str, str] | None = None) -> None:
         super().__init__(env)
         self.to_pay: ToPayStore = (
-            MemoryToPayStore()
-            if self.env.get("PERSISTENCE_MODULE", "eventsourcing.popo") == "eventsourcing.popo"
-            else SqlToPayStore(SqlStore(self))
+            MemoryToPayStore() if self.in_memory() else SqlToPayStore(SqlStore(self))
         )
 
     # --- consuming billing's events ----------------------------------------------

@@ -55,7 +55,8 @@ class Pipeline(Threads):
     def consumer(self) -> TrackedConsumer:
         app = payment_app(self.settings)
         return TrackedConsumer(self.settings, self.topic, app.apply_billing_event,
-                               SqlPositions(SqlStore(app)), on_idle=app.refresh)
+                               SqlPositions(SqlStore(app)), on_idle=app.refresh,
+                               dead_letters=app.dead_letters)
 
     def start(self, name: str) -> None:
         if name == "relay":
@@ -160,7 +161,7 @@ def test_a_republished_history_changes_nothing(tmp_path: Path, kafka: Any) -> No
         assert p.payment.to_pay.snapshot() == snapshot
 
 
-def test_garbage_on_the_topic_is_skipped(tmp_path: Path, kafka: Any) -> None:
+def test_garbage_on_the_topic_is_parked_and_the_rest_flows(tmp_path: Path, kafka: Any) -> None:
     settings = kafka_settings(tmp_path, kafka.bootstrap, kafka.kind)
     with pipeline(settings) as p:
         p.start("relay")
@@ -172,6 +173,8 @@ def test_garbage_on_the_topic_is_skipped(tmp_path: Path, kafka: Any) -> None:
         numbers = issue(p.billing, range(0, 20))
         p.start("consumer")
         p.wait_delivered(numbers, "valid events after garbage")
+        assert [(x.key, x.value) for x in p.payment.dead_letters.all()] == [
+            (b"fam-0", b"{not an event")]
 
 
 @pytest.fixture
@@ -201,7 +204,8 @@ def test_a_broker_that_lost_its_topics_gets_them_back(tmp_path: Path, own_broker
     late = PaymentApp(env=fresh.event_store_env("payment"))
     stop = threading.Event()
     consumer = TrackedConsumer(fresh, p.topic, late.apply_billing_event,
-                               SqlPositions(SqlStore(late)), on_idle=late.refresh)
+                               SqlPositions(SqlStore(late)), on_idle=late.refresh,
+                               dead_letters=late.dead_letters)
     thread = threading.Thread(target=consumer.run_forever, args=(stop,), daemon=True)
     thread.start()
     try:

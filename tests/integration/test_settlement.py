@@ -69,8 +69,9 @@ def payment_messages(payment: PaymentApp) -> list[tuple[int, bytes]]:
 
 
 def to_billing(billing: BillingApp, messages: list[tuple[int, bytes]]) -> int:
-    return sum(handle_record(PAYMENTS, partition, value, billing.apply_payment_event)
-               for partition, value in messages)
+    return sum(handle_record(PAYMENTS, partition, value, billing.apply_payment_event,
+                             billing.dead_letters, offset)
+               for offset, (partition, value) in enumerate(messages))
 
 
 def decoded(messages: list[tuple[int, bytes]]) -> list[Envelope]:
@@ -264,7 +265,8 @@ class Parts(Threads):
         else:
             app = billing_app(self.settings)
             self.run(name, TrackedConsumer(self.settings, self.topic, app.apply_payment_event,
-                                           SqlPositions(SqlStore(app))).run_forever)
+                                           SqlPositions(SqlStore(app)),
+                                           dead_letters=app.dead_letters).run_forever)
 
 
 @pytest.fixture
