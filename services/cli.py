@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from datetime import date, datetime
 
+    from services.common.deadletters import DeadLetter
+
 from services.common.settings import SETTINGS, Settings, get
 
 
@@ -99,6 +101,68 @@ def cmd_consume(args: argparse.Namespace) -> int:
     logging.getLogger(__name__).info("%s consuming %s", args.service, topic)
     consumer.run_forever(_stop_on_signals())
     return 0
+
+
+def _print_letter(letter: "DeadLetter") -> None:
+    seen = letter.first_seen.isoformat(timespec="seconds") if letter.first_seen else "-"
+    print(f"  {letter.where}  subject={letter.subject or '-'}  first seen {seen}  "
+          f"error: {letter.error}")
+
+
+def _place(text: str) -> tuple[str, int, int]:
+    """TOPIC[PARTITION]@OFFSET, as `regie dead-letters list` shows a message's place."""
+    import re
+
+    match = re.fullmatch(r"(.+)\[([0-9]+)\]@([0-9]+)", text)
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a place as list shows it: TOPIC[PARTITION]@OFFSET")
+    return match.group(1), int(match.group(2)), int(match.group(3))
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    from services.bootstrap import billing_app, payment_app
+    from services.common.consumer import retry
+
+    if (args.action == "drop") != (args.place is not None):
+        raise ValueError("drop needs the place of one message (TOPIC[PARTITION]@OFFSET), "
+                         "and only drop takes one")
+    parked_left = dropped = 0
+    for service in args.service or ["payment", "billing"]:
+        # The consuming side of each service: payment reads billing.invoices, billing
+        # reads payment.payments.
+        if service == "payment":
+            payment = payment_app()
+            app: Any = payment
+            handle = payment.apply_billing_event
+        else:
+            app = billing_app()
+            handle = app.apply_payment_event
+        if args.action == "list":
+            letters = app.dead_letters.all()
+            print(f"{service}: {len(letters)} dead letter(s)")
+            for letter in letters:
+                _print_letter(letter)
+            continue
+        if args.action == "drop":
+            for letter in app.dead_letters.all():
+                if (letter.topic, letter.partition, letter.offset) == args.place:
+                    app.dead_letters.remove(letter)
+                    print(f"{service}: dropped {letter.where}")
+                    dropped += 1
+            continue
+        done = retry(app.dead_letters, handle)
+        if service == "payment":
+            payment.refresh()
+        print(f"{service}: {done.applied} applied, {len(done.still_parked)} still parked")
+        for letter in done.still_parked:
+            _print_letter(letter)
+        parked_left += len(done.still_parked)
+    if args.action == "drop" and not dropped:
+        topic, partition, offset = args.place
+        raise ValueError(f"no dead letter at {topic}[{partition}]@{offset}")
+    # A retry that leaves messages parked is not done: scripts and operators must notice.
+    return 1 if parked_left else 0
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
@@ -305,6 +369,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("service", choices=["payment", "billing"],
                    help="payment: reads billing.invoices; billing: reads payment.payments")
     p.set_defaults(func=cmd_consume)
+
+    p = sub.add_parser("dead-letters", help="the consumed messages that could not be applied: "
+                       "list them, retry them after an upgrade, or drop one")
+    p.add_argument("action", choices=["list", "retry", "drop"],
+                   help="list: show them; retry: apply them again, in order (exits 1 if "
+                   "some stay parked); drop: forget the one at PLACE for good")
+    p.add_argument("place", nargs="?", type=_place, metavar="PLACE",
+                   help="for drop: TOPIC[PARTITION]@OFFSET, as list shows it")
+    p.add_argument("--service", action="append", choices=["payment", "billing"],
+                   help="the consuming service (payment reads billing.invoices, billing "
+                   "reads payment.payments); repeatable; default: both")
+    p.set_defaults(func=cmd_dead_letters)
 
     p = sub.add_parser("reconcile", help="settle payments whose PayFiP notification never came")
     p.add_argument("--every", type=float, help="seconds between passes "

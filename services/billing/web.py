@@ -36,7 +36,7 @@ def create_app(billing: BillingApp | None = None, tokens: dict[str, str] | None 
 
     service = billing if billing is not None else billing_app()
     auth = Auth(tokens if tokens is not None else load_tokens())
-    app, api = create_flask(__name__, "billing API")
+    app, api = create_flask(__name__, "billing API", service.dead_letters.count)
     blp = Blueprint("billing", __name__, description="Régies and their invoices")
     invoice_in = InvoiceIn()
 

@@ -1,5 +1,6 @@
 """The Flask side both APIs share: the OpenAPI document, error bodies, health."""
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, jsonify
@@ -14,7 +15,10 @@ def error_body(code: int, status: str, field: str, message: str) -> dict[str, An
     return {"code": code, "status": status, "errors": {"json": {field: [message]}}}
 
 
-def create_flask(name: str, title: str) -> tuple[Flask, Api]:
+def create_flask(
+    name: str, title: str, dead_letters: Callable[[], int] | None = None
+) -> tuple[Flask, Api]:
+    """``dead_letters``, for a service that consumes a topic: how many messages are parked."""
     app = Flask(name)
     app.config.update(
         API_TITLE=title,
@@ -51,6 +55,9 @@ def create_flask(name: str, title: str) -> tuple[Flask, Api]:
 
     @app.get("/health")
     def health() -> Any:
-        return {"status": "ok"}
+        if dead_letters is None:
+            return {"status": "ok"}
+        # Still "ok": the service answers; parked messages are for an operator to retry.
+        return {"status": "ok", "dead_letters": dead_letters()}
 
     return app, api

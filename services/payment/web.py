@@ -55,7 +55,7 @@ def create_app(
     payfip: Gateway = gateway if gateway is not None else payfip_gateway()
     back = urls if urls is not None else return_urls()
     auth = Auth(tokens if tokens is not None else load_tokens())
-    app, api = create_flask(__name__, "payment API")
+    app, api = create_flask(__name__, "payment API", service.dead_letters.count)
     blp = Blueprint("payment", __name__, description="What families have to pay, per régie")
 
     @blp.route("/families/<family_id>/to-pay")
