@@ -15,7 +15,8 @@ def subcommands() -> list[str]:
 
 def test_the_operators_commands_are_there() -> None:
     assert set(subcommands()) >= {"run", "broker", "relay", "consume", "reconcile", "replay",
-                                  "as-of", "export", "import", "verify", "journal", "settings"}
+                                  "as-of", "export", "import", "verify", "journal", "settings",
+                                  "anomalies"}
 
 
 @pytest.mark.parametrize("command", subcommands())
