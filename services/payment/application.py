@@ -205,6 +205,22 @@ class PaymentApp(ServiceApplication):
         self.stuck_closed += 1
         self._close(payment, [])
 
+    def _free_if_over(self, payment_id: str, now: datetime) -> bool:
+        """End the reservation of the payment holding an invoice, if its time is over:
+        the family need not wait for the reconciler's next pass. True if it was freed."""
+        holder = self._get(UUID(payment_id))
+        if not isinstance(holder, domain.Payment):
+            return False
+        if holder.is_stuck(now, self.watch):
+            self._close_stuck(holder)
+            return True
+        if not holder.reservation_over(now, self.watch):
+            return False
+        holder.reservation_ended(reason="reservation time over")
+        # Raced by the reconciler or another request: the invoices are free all the same.
+        self._save_outcome(holder, self._release(holder))
+        return True
+
     def anomalies(self) -> list[dict[str, Any]]:
         """Every PayFiP answer that did not match its order, oldest first."""
         found = []
@@ -259,6 +275,8 @@ class PaymentApp(ServiceApplication):
                 raise DomainError(
                     "invoice_ids", f"invoice {invoice.number} belongs to régie {invoice.regie}: "
                     "each régie is paid separately")
+            if invoice.payment_id is not None and self._free_if_over(invoice.payment_id, now):
+                invoice = self.repository.get(invoice.id)
             reason = invoice.why_not_payable(today)
             if reason is not None:
                 raise Conflict("invoice_ids", f"invoice {invoice.number} cannot be paid: {reason}")

@@ -639,3 +639,20 @@ def test_regie_anomalies_lists_the_answers_that_did_not_match(
     assert cli.main(["anomalies", "--format", "json"]) == 0
     [listed] = json.loads(capsys.readouterr().out)
     assert listed["answer"]["montant"] == "100" and listed["fields"] == ["montant"]
+
+
+def test_an_invoice_whose_reservation_is_over_can_be_paid_before_the_reconciler_passes(
+    any_store_settings: Settings,
+) -> None:
+    _, payment = setup(any_store_settings)
+    gateway = FakeGateway()
+    first = request(payment, gateway, "S-1", "S-2")
+    later = datetime.now(UTC) + timedelta(minutes=10)
+    with pytest.raises(Conflict, match="payment_in_progress"):
+        request(payment, gateway, "S-1", now=later)
+    much_later = datetime.now(UTC) + timedelta(minutes=21)
+    second = request(payment, gateway, "S-1", now=much_later)
+    assert second.status == domain.REQUESTED
+    held = payment.get_payment(first.id)
+    assert (held.status, held.reserved_until(payment.watch)) == (domain.REQUESTED, None)
+    assert reasons(payment) == {"S-1": "payment_in_progress", "S-2": None, "S-4": None}
