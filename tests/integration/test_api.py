@@ -255,6 +255,22 @@ def test_opening_a_regie_is_idempotent_and_conflicts_are_409(
     assert listed.get_json() == {"regies": [CANTINE, SPORTS]}
 
 
+def test_answers_are_utf8_as_written(client: FlaskClient,
+                                     payment_client: PaymentClient) -> None:
+    periscolaire = {"code": "PERI", "name": "Activités périscolaires", "numcli": "000003",
+                    "saisie": "T"}
+    opened = client.post("/regies", json=periscolaire, headers=ISSUER)
+    assert opened.status_code == 201
+    assert opened.content_type == "application/json"  # JSON is UTF-8 by definition
+    for response in (opened, client.get("/regies", headers=READER)):
+        assert "Activités périscolaires".encode() in response.get_data()
+        assert b"\\u00e9" not in response.get_data()
+    refused = client.post("/regies", json={**periscolaire, "numcli": "000009"}, headers=ISSUER)
+    assert "régie PERI is already open".encode() in refused.get_data()  # errors too
+    spec = payment_client(TODAY).get("/openapi.json")
+    assert "Régie payment API".encode() in spec.get_data()
+
+
 # --- invoices -------------------------------------------------------------------------
 
 
