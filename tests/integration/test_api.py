@@ -148,6 +148,9 @@ def test_openapi_documents_the_request_and_answer_fields(client: FlaskClient) ->
         "payable_until", "due_on", "lines", "amount_cents",
     }
     assert {"id", "status", "amount_due_cents"} <= set(schemas["InvoiceOut"]["properties"])
+    fields = schemas["InvoiceIn"]["properties"]
+    assert "online payment" in fields["payable_until"]["description"]
+    assert "due date" in fields["due_on"]["description"]
     post = spec["paths"]["/invoices"]["post"]
     assert {"200", "201", "422"} <= set(post["responses"])
 
@@ -272,6 +275,18 @@ def test_answers_are_utf8_as_written(client: FlaskClient,
 
 
 # --- invoices -------------------------------------------------------------------------
+
+
+def test_a_due_date_before_the_online_payment_deadline_says_what_each_date_is(
+    client: FlaskClient,
+) -> None:
+    open_regies(client)
+    refused = client.post("/invoices", headers=ISSUER, json=invoice_payload(
+        payable_until="2025-03-31", due_on="2025-03-30"))
+    assert refused.status_code == 422
+    assert field_errors(refused)["due_on"] == [
+        "must not be before payable_until: the due date comes on or after the end of "
+        "online payment"]
 
 
 def test_issuing_an_invoice_is_idempotent_on_regie_and_number(

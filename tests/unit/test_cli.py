@@ -4,6 +4,7 @@ import argparse
 import logging
 import os
 import signal
+import subprocess
 import sys
 from datetime import date, datetime
 from pathlib import Path
@@ -11,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services import bootstrap, cli
+from services import bootstrap, cli, run
 from services.bootstrap import payment_app
 from services.common.settings import SETTINGS
 from services.payment.gateway import FakeGateway
@@ -114,3 +115,13 @@ def test_reconcile_once_says_what_its_single_pass_did(
         "one pass: asked PayFiP about 0 payment(s) still waiting for an answer; "
         "0 settled\n")
     assert not [r for r in caplog.records if "every" in r.getMessage()]
+
+
+def test_make_run_shows_how_to_reach_the_regie_command() -> None:
+    # `regie` is not on PATH: the banner names the virtual environment's own script.
+    hint = run.how_to_run_commands()
+    script = hint.split()[0]
+    assert Path(script).name == "regie" and os.access(script, os.X_OK)
+    done = subprocess.run([script, "as-of", "--help"], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.startswith("usage: regie as-of")
