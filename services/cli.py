@@ -3,6 +3,7 @@
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -175,9 +176,16 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     app = payment_app(settings)
     gateway = payfip_gateway(settings)
     every = args.every if args.every is not None else float(get("REGIE_RECONCILE_INTERVAL"))
+    if args.once:
+        app.refresh()
+        watched = len(app.to_pay.watched_payments())
+        settled = app.reconcile(gateway, datetime.now(UTC))
+        print(f"one pass: asked PayFiP about {watched} payment(s) under watch; "
+              f"{settled} closed")
+        return 0
     stop = _stop_on_signals()
     log = logging.getLogger(__name__)
-    log.info("asking PayFiP about waiting payments every %.1fs", every)
+    log.info("asking PayFiP about payments under watch every %.1fs", every)
     while True:
         try:
             app.refresh()
@@ -189,7 +197,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
             settled = 0
         if settled:
             log.info("closed %d payment(s) under watch", settled)
-        if args.once or stop.wait(every):
+        if stop.wait(every):
             return 0
 
 
@@ -229,14 +237,30 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _when(text: str) -> "datetime":
-    from datetime import datetime
+PARIS = "Europe/Paris"
+RELATIVE = {"m": "minutes", "h": "hours", "d": "days"}
 
+
+def _when(text: str, now: "datetime | None" = None) -> "datetime":
+    """An ISO date/time (Paris time unless it has an offset), `now`, `today` (its start,
+    Paris time) or a time before now such as `now-30m`, `now-2h`, `now-1d`."""
+    import re
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    now = now or datetime.now(ZoneInfo(PARIS))
+    word = text.strip().lower()
+    if word == "now":
+        return now
+    if word == "today":
+        return now.astimezone(ZoneInfo(PARIS)).replace(hour=0, minute=0, second=0,
+                                                       microsecond=0)
+    ago = re.fullmatch(r"now-(\d+)([mhd])", word)
+    if ago:
+        return now - timedelta(**{RELATIVE[ago[2]]: int(ago[1])})
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:  # a local date and time, as a régisseur would type it
-        from zoneinfo import ZoneInfo
-
-        moment = moment.replace(tzinfo=ZoneInfo("Europe/Paris"))
+        moment = moment.replace(tzinfo=ZoneInfo(PARIS))
     return moment
 
 
@@ -268,7 +292,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     app = _service_app(args.service)
     with open(args.input, newline="") as lines:
-        rows = (r for r in read(lines, args.format) if r["service"] == args.service)
+        rows = (r for r in read(lines) if r["service"] == args.service)
         count = import_into(app, rows)
     print(f"{args.service}: imported {count} events")
     return 0
@@ -301,9 +325,15 @@ def cmd_as_of(args: argparse.Namespace) -> int:
     return 0
 
 
-def _day(text: str) -> "date":
-    from datetime import date
+def _day(text: str, today: "date | None" = None) -> "date":
+    """YYYY-MM-DD, `today` or `yesterday` (Paris time)."""
+    from datetime import date, datetime, timedelta
+    from zoneinfo import ZoneInfo
 
+    today = today or datetime.now(ZoneInfo(PARIS)).date()
+    word = text.strip().lower()
+    if word in ("today", "yesterday"):
+        return today - timedelta(days=word == "yesterday")
     return date.fromisoformat(text)
 
 
@@ -343,10 +373,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     app = payment_app()
     total = app.recorder.max_notification_id() or 0
     app.to_pay.reset()
-    with tqdm(total=total, unit="event", desc=f"rebuilding {args.projection}",
+    with tqdm(total=total, unit="event", desc="rebuilding",
               disable=args.quiet) as bar:
         done = catch_up(app, app.to_pay, progress=bar.update)
-    print(f"{args.projection}: rebuilt from {done} events")
+    print(f"read models (to-pay, history, journal): rebuilt from {done} events")
     return 0
 
 
@@ -356,15 +386,38 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run(load_demo=not args.no_demo)
 
 
-SECRET_SETTINGS = {"REGIE_TOKENS", "POSTGRES_PASSWORD"}
+SECRET_SETTINGS = {"REGIE_TOKENS", "POSTGRES_PASSWORD", "PORTAL_SECRET_KEY"}
+
+
+def _value_and_source(name: str, default: str) -> tuple[str, str]:
+    """A setting's value as the parts would see it, and where it comes from."""
+    if name in os.environ:
+        return os.environ[name], "from the environment"
+    # Two secrets that the running system keeps in files under var/ when unset.
+    if name == "REGIE_TOKENS":
+        from services.bootstrap import dev_tokens_file
+        from services.common.auth import parse_tokens
+
+        path = dev_tokens_file(Settings())
+        if path.exists():
+            roles = ", ".join(parse_tokens(path.read_text().strip()).values())
+            return f"(set, hidden: {roles})", f"from {path}, written by regie run"
+    if name == "PORTAL_SECRET_KEY":
+        path = Path(get("PORTAL_ACCOUNTS_DB")).parent / "portal-secret.key"
+        if path.exists():
+            return "(set, hidden)", f"from {path}"
+    return default, "default"
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
     for name, (default, meaning) in SETTINGS.items():
-        value = get(name)
-        if name in SECRET_SETTINGS and value:
+        value, source = _value_and_source(name, default)
+        if name in SECRET_SETTINGS and value and not value.startswith("(set, hidden"):
             value = "(set, hidden)"
-        print(f"{name}={value!r}  # {meaning} (default {default!r})")
+        origin = source if source == "default" else f"{source} (default {default!r})"
+        print(f"{name}={value!r}  # {meaning}; {origin}")
+    print("# regie run also gives the parts it starts the URLs of one another: PAYFIP_*, "
+          "PAYMENT_PUBLIC_URL and PORTAL_* follow the ports above unless set.")
     return 0
 
 
@@ -409,7 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reconcile", help="settle payments whose PayFiP notification never came")
     p.add_argument("--every", type=float, help="seconds between passes "
                    "(default: REGIE_RECONCILE_INTERVAL)")
-    p.add_argument("--once", action="store_true", help="one pass, then exit")
+    p.add_argument("--once", action="store_true", help="one pass: ask PayFiP about each "
+                   "payment still waiting, record the answers, say how many, and exit")
     p.set_defaults(func=cmd_reconcile)
 
     p = sub.add_parser("anomalies", help="PayFiP answers that did not match their payment's "
@@ -430,33 +484,41 @@ def build_parser() -> argparse.ArgumentParser:
                    help="repeatable; default: both")
     p.add_argument("--regie", help="only the aggregates of this régie")
     p.add_argument("--family", help="only the aggregates of this family")
-    p.add_argument("--since", type=_when, help="recorded at or after (ISO date/time)")
-    p.add_argument("--until", type=_when, help="recorded at or before (ISO date/time)")
-    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    p.add_argument("--since", type=_when, help="recorded at or after: ISO date/time (Paris "
+                   "time if no offset), today, now, or now-30m, now-2h, now-1d")
+    p.add_argument("--until", type=_when, help="recorded at or before; as --since")
+    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl",
+                   help="jsonl: lossless, what import loads; csv: readable columns, the "
+                   "payload as JSON")
     p.add_argument("--output", help="file (default: standard output)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("import", help="load an export into a new, empty store")
     p.add_argument("service", choices=["billing", "payment"])
-    p.add_argument("input", help="a file written by regie export")
-    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    p.add_argument("input", help="a JSONL file written by regie export (CSV is for reading)")
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("as-of", help="the to-pay lists and régie totals at a past moment")
-    p.add_argument("moment", type=_when, help="ISO date and time; Paris time if no offset")
+    p.add_argument("moment", type=_when, help="ISO date and time (Paris time if no offset), "
+                   "now, today (its start), or a time before now: now-30m, now-2h, now-1d")
     p.add_argument("--family", help="only this family")
     p.set_defaults(func=cmd_as_of)
 
     p = sub.add_parser("journal", help="a régie's daily payment journal (CSV, PDF, JSON)")
     p.add_argument("--regie", required=True, help="the régie's code")
-    p.add_argument("--date", required=True, type=_day, help="YYYY-MM-DD")
+    p.add_argument("--date", required=True, type=_day,
+                   help="YYYY-MM-DD, today or yesterday (Paris time)")
     p.add_argument("--format", choices=["csv", "pdf", "json"], default="csv")
     p.add_argument("--output", help="file (required for PDF; default: standard output)")
     p.set_defaults(func=cmd_journal)
 
-    p = sub.add_parser("replay", help="drop a projection and rebuild it from the history")
-    # The three are tables of one read model of the payment service, rebuilt together.
-    p.add_argument("projection", choices=["to-pay", "history", "journal"])
+    p = sub.add_parser("replay", help="drop the payment service's read models and rebuild "
+                       "them from the history")
+    # The three are tables of one read model, kept at one position: whichever is named,
+    # all are dropped and rebuilt together. The names stay for the scripts that use them.
+    p.add_argument("projection", choices=["all", "to-pay", "history", "journal"],
+                   help="all (or any one name: to-pay, history and journal are rebuilt "
+                   "together)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_replay)
 
@@ -474,8 +536,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # kafka-python narrates every connection at INFO; its warnings are what operators need.
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # The PDF writer narrates each font it subsets at INFO: dozens of lines per journal.
+    logging.getLogger("fontTools").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, while it can still be handled
+        return code
+    except BrokenPipeError:
+        # `regie export | head`: the reader has what it wanted. Stop quietly, as Unix
+        # tools do, and keep Python's last flush at exit from failing on the same pipe.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + signal.SIGPIPE
     except Exception as e:  # a clear message and a non-zero exit, not a traceback
         if get("REGIE_LOG_LEVEL") == "DEBUG":
             raise

@@ -61,6 +61,20 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout:.0f}s")
 
 
+def _venv_bin() -> Path:
+    """Where this interpreter's scripts are, as short as the current folder allows."""
+    bin_dir = Path(sys.executable).parent
+    return bin_dir.relative_to(Path.cwd()) if bin_dir.is_relative_to(Path.cwd()) else bin_dir
+
+
+def how_to_run_commands() -> str:
+    """The operators' commands as this environment has them: `regie` is not on PATH."""
+    bin_dir = _venv_bin()
+    return f"""{bin_dir / "regie"} --help   (or `. {bin_dir / "activate"}`, then `regie --help`)
+  e.g. regie settings, regie as-of now, regie journal --regie SPORTS --date today
+  {bin_dir / "python"} -m services.portal accounts create --family ID --email E"""
+
+
 def run(load_demo: bool = True) -> int:
     settings = Settings()
     settings.var_dir.mkdir(parents=True, exist_ok=True)
@@ -136,7 +150,9 @@ Régie is running (data under {settings.var_dir}/, logs under {settings.var_dir}
 Tokens (send as "Authorization: Bearer TOKEN"):""", flush=True)
         for token, role in tokens.items():
             print(f"  {role:9} {token}")
-        print("Ctrl-C stops everything.", flush=True)
+        print(f"""Commands (in another terminal, from this folder):
+  {how_to_run_commands()}
+Ctrl-C stops everything.""", flush=True)
         while not stop.is_set():
             dead = sup.dead()
             if dead:

@@ -33,6 +33,7 @@ def log(message: str) -> None:
 
 
 def open_db(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, isolation_level=None)  # transactions are explicit below
     db.execute("PRAGMA journal_mode=WAL")
     db.execute(
@@ -139,7 +140,7 @@ def run(bootstrap: str, topics: list[str], group: str, db_path: Path) -> None:
         log("stopped")
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     env = os.environ.get
     parser = argparse.ArgumentParser(description="Print each new Régie event once.")
     parser.add_argument("--bootstrap", default=env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
@@ -150,10 +151,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--group", default=env("SUBSCRIBER_GROUP", "example-subscriber"),
                         help="consumer group: the offsets committed are this group's "
                              "(%(default)s)")
+    # Under var/, which git ignores, when started from the repository's root.
     parser.add_argument("--db", type=Path, default=Path(env("SUBSCRIBER_DB",
-                                                            "subscriber.sqlite3")),
+                                                            "var/subscriber.sqlite3")),
                         help="SQLite file of the event ids already handled (%(default)s)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     run(args.bootstrap, [t for t in args.topics.split(",") if t], args.group, args.db)
 
 

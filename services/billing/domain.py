@@ -64,6 +64,11 @@ class Line:
         }
 
 
+# Read alone, "due_on before payable_until" looks backwards: say what each date is.
+DUE_BEFORE_DEADLINE = ("must not be before payable_until: the due date comes on or after "
+                       "the end of online payment")
+
+
 @dataclass(frozen=True)
 class InvoiceTerms:
     """What an issuer asks for; two requests with equal terms are the same invoice."""
@@ -97,7 +102,7 @@ class InvoiceTerms:
         if self.payable_until < self.issued_on:
             raise DomainError("payable_until", "must not be before issued_on")
         if self.due_on < self.payable_until:
-            raise DomainError("due_on", "must not be before payable_until")
+            raise DomainError("due_on", DUE_BEFORE_DEADLINE)
 
 
 ISSUED = "issued"

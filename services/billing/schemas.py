@@ -4,7 +4,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from services.billing.domain import MAX_AMOUNT_CENTS, InvoiceTerms, Line
+from services.billing.domain import DUE_BEFORE_DEADLINE, MAX_AMOUNT_CENTS, InvoiceTerms, Line
 from services.common.validators import CODE, FAMILY
 
 # Anchored with \Z, not $: in Python "$" also matches before a trailing newline, which let
@@ -50,8 +50,11 @@ class InvoiceIn(Schema):
     payer_email = fields.Email(required=True, validate=validate.Length(min=6, max=80))
     label = fields.String(required=True, validate=validate.Length(min=1, max=200))
     issued_on = fields.Date(required=True)
-    payable_until = fields.Date(required=True)
-    due_on = fields.Date(required=True)
+    payable_until = fields.Date(required=True, metadata={
+        "description": "last day of online payment (PayFiP); from issued_on on"})
+    due_on = fields.Date(required=True, metadata={
+        "description": "the due date, after which the invoice may go to the public "
+        "treasury; from payable_until on"})
     lines = fields.List(
         fields.Nested(LineSchema), required=True, validate=validate.Length(min=1, max=200)
     )
@@ -64,7 +67,7 @@ class InvoiceIn(Schema):
         if data["payable_until"] < data["issued_on"]:
             raise ValidationError("must not be before issued_on", "payable_until")
         if data["due_on"] < data["payable_until"]:
-            raise ValidationError("must not be before payable_until", "due_on")
+            raise ValidationError(DUE_BEFORE_DEADLINE, "due_on")
 
     @post_load
     def to_terms(self, data: dict[str, Any], **kwargs: Any) -> InvoiceTerms:

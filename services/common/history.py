@@ -96,8 +96,18 @@ def _owner(app: Any, aggregate_id: Any, version: int, data: dict[str, Any],
     return named
 
 
-CSV_COLUMNS = ("service", "position", "aggregate_id", "version", "type", "recorded_at",
-               "regie", "family_id", "data", "topic", "state")
+# What an auditor reads in a spreadsheet; the stored bytes (topic, state) stay in the
+# JSONL export, the lossless one that `import` loads.
+CSV_COLUMNS = ("position", "recorded_at", "service", "type", "aggregate_id", "version",
+               "regie", "family_id", "amount_cents", "payload")
+
+
+def _csv_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **{k: row[k] for k in CSV_COLUMNS if k in row},
+        "amount_cents": row["data"].get("amount_cents"),
+        "payload": json.dumps(row["data"], ensure_ascii=False, sort_keys=True),
+    }
 
 
 def write(rows: Iterable[dict[str, Any]], out: IO[str], fmt: str) -> int:
@@ -107,20 +117,26 @@ def write(rows: Iterable[dict[str, Any]], out: IO[str], fmt: str) -> int:
         writer.writeheader()
     for row in rows:
         if writer is not None:
-            writer.writerow({**row, "data": json.dumps(row["data"], ensure_ascii=False)})
+            writer.writerow(_csv_row(row))
         else:
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
         count += 1
     return count
 
 
-def read(lines: IO[str], fmt: str) -> Iterator[dict[str, Any]]:
-    if fmt == "csv":
-        yield from csv.DictReader(lines)
-    else:
-        for line in lines:
-            if line.strip():
-                yield json.loads(line)
+def read(lines: IO[str]) -> Iterator[dict[str, Any]]:
+    """The rows of a JSONL export; a CSV export is refused, it lacks the stored bytes."""
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if not isinstance(row, dict) or "state" not in row:
+            raise ValueError(f"line {number} is not a row of a JSONL export: import loads "
+                             "`regie export --format jsonl` (the CSV export is for reading)")
+        yield row
 
 
 def import_into(app: Any, rows: Iterable[dict[str, Any]], page: int = 1000) -> int:

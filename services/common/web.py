@@ -28,6 +28,8 @@ def create_flask(
         OPENAPI_JSON_PATH="openapi.json",
         JSON_SORT_KEYS=False,
     )
+    # JSON is UTF-8: names such as "Régie" go out as they are, not as \u escapes.
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
     api = Api(app, spec_kwargs={"info": {"description": "Régie " + title}})
     api.spec.components.security_scheme(
         "bearer", {"type": "http", "scheme": "bearer"}

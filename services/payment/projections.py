@@ -19,7 +19,7 @@ NAME = "to-pay"
 PARIS = ZoneInfo("Europe/Paris")
 # Raised whenever the tables change shape: a store built by an older version is then
 # dropped and rebuilt from the history, which is what event sourcing is for.
-VERSION = 3
+VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,8 @@ class InvoiceRow:
     status: str
     payment_id: str | None = None
     paid_at: str | None = None
-    paid_by: str | None = None
+    paid_by: str | None = None  # the means: PayFiP's resultrans, card or direct debit
+    paid_by_payment_id: str | None = None  # the payment that paid it
 
 
 @dataclass(frozen=True)
@@ -100,9 +101,10 @@ def changes_for(event: Any) -> list[Change]:
         # Whole invoices only, for now: what was due is paid.
         D.Invoice.Paid: lambda e: {  # type: ignore[attr-defined]
             "status": D.PAID, "amount_due_cents": 0, "payment_id": None,
-            "paid_at": e.paid_at, "paid_by": e.resultrans},
+            "paid_at": e.paid_at, "paid_by": e.resultrans, "paid_by_payment_id": e.payment_id},
         D.Invoice.SettledUpstream: lambda e: {  # type: ignore[attr-defined]
-            "status": D.PAID, "amount_due_cents": 0, "payment_id": None},
+            "status": D.PAID, "amount_due_cents": 0, "payment_id": None,
+            "paid_by_payment_id": e.payment_id},
     }
     for cls, values in invoice_changes.items():
         if isinstance(event, cls):
@@ -202,7 +204,8 @@ class SqlToPayStore:
                 "number TEXT NOT NULL, label TEXT NOT NULL, issued_on TEXT NOT NULL, "
                 "payable_until TEXT NOT NULL, due_on TEXT NOT NULL, "
                 "total_cents BIGINT NOT NULL, amount_due_cents BIGINT NOT NULL, "
-                "status TEXT NOT NULL, payment_id TEXT, paid_at TEXT, paid_by TEXT)"
+                "status TEXT NOT NULL, payment_id TEXT, paid_at TEXT, paid_by TEXT, "
+                "paid_by_payment_id TEXT)"
             )
             c.execute("CREATE INDEX IF NOT EXISTS view_invoices_family "
                       "ON {schema}view_invoices (family_id, status)")

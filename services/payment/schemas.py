@@ -99,8 +99,13 @@ class HistoryLine(Schema):
     amount_due_cents = fields.Integer()
     status = fields.String(metadata={"description": "open, paid, cancelled or transferred"})
     paid_at = fields.String(allow_none=True, metadata={"description": "Europe/Paris time"})
-    paid_by = fields.String(allow_none=True, metadata={"description": "card or direct_debit"})
-    payment_id = fields.String(allow_none=True, metadata={"description": "payment in progress"})
+    paid_by = fields.String(allow_none=True, metadata={
+        "description": "how it was paid: card or direct_debit"})
+    paid_by_payment_id = fields.String(allow_none=True, metadata={
+        "description": "the payment that paid it (GET /payments/{id}); null unless paid"})
+    payment_id = fields.String(allow_none=True, metadata={
+        "description": "the payment in progress, while one holds the invoice; null otherwise, "
+        "paid invoices included"})
 
 
 class History(Schema):

@@ -150,6 +150,9 @@ def test_openapi_documents_the_request_and_answer_fields(client: FlaskClient) ->
         "payable_until", "due_on", "lines", "amount_cents",
     }
     assert {"id", "status", "amount_due_cents"} <= set(schemas["InvoiceOut"]["properties"])
+    fields = schemas["InvoiceIn"]["properties"]
+    assert "online payment" in fields["payable_until"]["description"]
+    assert "due date" in fields["due_on"]["description"]
     post = spec["paths"]["/invoices"]["post"]
     assert {"200", "201", "422"} <= set(post["responses"])
 
@@ -257,7 +260,35 @@ def test_opening_a_regie_is_idempotent_and_conflicts_are_409(
     assert listed.get_json() == {"regies": [CANTINE, SPORTS]}
 
 
+def test_answers_are_utf8_as_written(client: FlaskClient,
+                                     payment_client: PaymentClient) -> None:
+    periscolaire = {"code": "PERI", "name": "Activités périscolaires", "numcli": "000003",
+                    "saisie": "T"}
+    opened = client.post("/regies", json=periscolaire, headers=ISSUER)
+    assert opened.status_code == 201
+    assert opened.content_type == "application/json"  # JSON is UTF-8 by definition
+    for response in (opened, client.get("/regies", headers=READER)):
+        assert "Activités périscolaires".encode() in response.get_data()
+        assert b"\\u00e9" not in response.get_data()
+    refused = client.post("/regies", json={**periscolaire, "numcli": "000009"}, headers=ISSUER)
+    assert "régie PERI is already open".encode() in refused.get_data()  # errors too
+    spec = payment_client(TODAY).get("/openapi.json")
+    assert "Régie payment API".encode() in spec.get_data()
+
+
 # --- invoices -------------------------------------------------------------------------
+
+
+def test_a_due_date_before_the_online_payment_deadline_says_what_each_date_is(
+    client: FlaskClient,
+) -> None:
+    open_regies(client)
+    refused = client.post("/invoices", headers=ISSUER, json=invoice_payload(
+        payable_until="2025-03-31", due_on="2025-03-30"))
+    assert refused.status_code == 422
+    assert field_errors(refused)["due_on"] == [
+        "must not be before payable_until: the due date comes on or after the end of "
+        "online payment"]
 
 
 def test_issuing_an_invoice_is_idempotent_on_regie_and_number(

@@ -48,7 +48,7 @@ def test_export_of_200000_events_in_bounded_memory(tmp_path: Path) -> None:
 
     fresh = billing_app(make_settings("sqlite", tmp_path / "fresh"))
     with open(out) as lines:
-        assert import_into(fresh, read(lines, "jsonl")) == EVENTS
+        assert import_into(fresh, read(lines)) == EVENTS
     for position in (1, 2, 77_777, EVENTS):
         original = billing.recorder.select_notifications(position, 1)[0]
         copy = fresh.recorder.select_notifications(position, 1)[0]

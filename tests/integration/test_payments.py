@@ -419,7 +419,14 @@ def test_history_and_journal(any_store_settings: Settings) -> None:
     assert app.get("/regies/PISCINE/journal?date=2025-02-26",
                    headers={"Authorization": "Bearer a"}).status_code == 404
     body = app.get("/families/fam-1/history", headers={"Authorization": "Bearer r"}).get_json()
-    assert {i["number"]: i["status"] for i in body["invoices"]}["S-1"] == "paid"
+    invoices = {i["number"]: i for i in body["invoices"]}
+    assert (invoices["S-1"]["status"], invoices["S-1"]["paid_by"]) == ("paid", "card")
+    assert invoices["S-1"]["payment_id"] is None  # no payment in progress any more
+    paying = app.get(f"/payments/{invoices['S-1']['paid_by_payment_id']}",
+                     headers={"Authorization": "Bearer r"}).get_json()
+    assert paying["status"] == "confirmed"
+    assert [a["number"] for a in paying["allocations"]] == ["S-1"]
+    assert invoices["C-1"]["paid_by_payment_id"] is None  # refused: still to pay
 
 
 def domain_paris() -> Any:

@@ -314,3 +314,15 @@ def test_kcat_reads_the_topic_as_the_guide_says(kafka: Any, topics: Topics) -> N
     topics.send(topics.billing, golden("InvoiceCancelled"))
     [line] = kcat(*grouped)
     assert line.startswith("famille-martin {") and "fr.regie.InvoiceCancelled.v1" in line
+
+
+def test_the_subscribers_file_goes_under_var(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run from the repository root, it must not leave an untracked file there."""
+    example = load_example()
+    monkeypatch.delenv("SUBSCRIBER_DB", raising=False)
+    assert example.parse_args([]).db == Path("var") / "subscriber.sqlite3"
+    db = example.open_db(tmp_path / "var" / "subscriber.sqlite3")  # var/ made if missing
+    db.close()
+    assert (tmp_path / "var" / "subscriber.sqlite3").exists()
+    assert "var/" in (ROOT / ".gitignore").read_text().splitlines()
