@@ -134,7 +134,8 @@ class Relay:
             first: dict[int, int] = {}
             for ack in self.publisher.publish(messages):
                 first.setdefault(ack.partition, ack.offset)
-                marks[self._end_key(ack.partition)] = ack.offset + 1
+                key = self._end_key(ack.partition)
+                marks[key] = max(marks.get(key, 0), ack.offset + 1)
             # The broker gives each record the partition's end offset: one below what we
             # reached means records we saw acknowledged are gone, whatever the end says now.
             went_back = sorted(p for p, offset in first.items()
