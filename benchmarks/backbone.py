@@ -396,11 +396,12 @@ def role_relay(spec: dict[str, Any]) -> int:
     publish = relay.KafkaPublisher.publish
     with open(spec["out"], "a") as out:
 
-        def timed_publish(self: Any, messages: list[Outgoing]) -> None:
-            publish(self, messages)  # returns once every message is acknowledged
+        def timed_publish(self: Any, messages: list[Outgoing]) -> list[relay.Ack]:
+            acks = publish(self, messages)  # returns once every message is acknowledged
             now = time.monotonic()
             out.write("".join(f"{json.loads(m.value)['subject']} {now!r}\n" for m in messages))
             out.flush()
+            return acks
 
         setattr(relay.KafkaPublisher, "publish", timed_publish)  # noqa: B010
         return cli.main(["relay", "billing"])

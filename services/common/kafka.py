@@ -89,3 +89,38 @@ def ensure_topic(settings: Settings, name: str, partitions: int = 0) -> tuple[in
             time.sleep(0.2)
     finally:
         admin.close()
+
+
+def end_offsets(settings: Settings, topic: str, timeout: float = 10.0) -> dict[int, int]:
+    """Each partition's end offset, as the high watermark of a fetch.
+
+    ListOffsets alone is right on Apache Kafka and noida-db, but Tansu answers it with the
+    base offset of the partition's last batch + 1, which would look like lost records.
+    Tansu's offset is still inside that last batch, so a fetch from just before it, on any
+    of the three, reads one batch at most and brings back the right high watermark.
+    """
+    from kafka import TopicPartition
+
+    client = consumer(settings)
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(client.partitions_for_topic(topic) or ())]
+        listed = client.end_offsets(tps)
+        ends = {tp.partition: 0 for tp in tps if not listed[tp]}
+        pending = [tp for tp in tps if listed[tp]]
+        if pending:
+            client.assign(pending)
+        for tp in pending:
+            client.seek(tp, listed[tp] - 1)
+        deadline = time.monotonic() + timeout
+        while pending:
+            client.poll(timeout_ms=100)
+            for tp in list(pending):
+                highwater = client.highwater(tp)
+                if highwater is not None:
+                    ends[tp.partition] = highwater
+                    pending.remove(tp)
+            if pending and time.monotonic() > deadline:
+                raise KafkaError(f"no fetch from {topic} answered within {timeout}s")
+        return ends
+    finally:
+        client.close()

@@ -3,12 +3,19 @@
 No dual writes: the API only stores events; this process reads them back in notification
 order, sends them, waits for the broker's acknowledgement, and only then records how far it
 got. A crash between the two repeats a batch (at least once); consumers drop the repeats.
+
+An acknowledged record is not always a kept one: a broker that acknowledges before its
+data is on disk (noida-db) and is killed at once comes back without the last records it
+acknowledged. So the relay also records, with its position, the end offset it reached in
+each partition; a partition found shorter than that, or a record given an offset below it,
+means the broker lost records, and the whole history is published again.
 """
 
 import logging
 import threading
 import time
-from typing import Any, Protocol
+import zlib
+from typing import Any, NamedTuple, Protocol
 
 from services.common.outbox import Outgoing, ToWire
 from services.common.positions import Positions
@@ -16,15 +23,26 @@ from services.common.positions import Positions
 log = logging.getLogger(__name__)
 
 
+class Ack(NamedTuple):
+    """Where the broker says it put a record."""
+
+    partition: int
+    offset: int
+
+
 class Publisher(Protocol):
     """The broker, as the relay sees it."""
 
-    def publish(self, messages: list[Outgoing]) -> None:
-        """Send and wait until every message is acknowledged, or raise."""
+    def publish(self, messages: list[Outgoing]) -> list[Ack]:
+        """Send and wait until every message is acknowledged, or raise; return where each
+        one was put, in the order of ``messages``."""
 
     def ensure_topic(self, partitions: int = 0) -> tuple[int, bool]:
         """Create the topic if missing, or re-create it if its partition count is not
         ``partitions`` (when given); return its count and whether it was (re)created."""
+
+    def end_offsets(self) -> dict[int, int]:
+        """Each partition's end offset now: the offset its next record will get."""
 
     def close(self) -> None: ...
 
@@ -49,6 +67,15 @@ class Relay:
         self.verify_every = verify_every
         self._verified_at = float("-inf")
 
+    def _end_key(self, partition: int) -> str:
+        return f"{self.name}#end@{partition}"
+
+    def _republish(self, why: str, ends: dict[int, int]) -> None:
+        """Start again from the first notification, the topic's present ``ends`` taken
+        as the new marks to check against."""
+        log.warning("%s: %s; republishing from the start", self.name, why)
+        self.positions.set_many({self.name: 0, **{self._end_key(p): e for p, e in ends.items()}})
+
     def verify_topic(self) -> None:
         """Republish everything if the topic is not the one we have been filling.
 
@@ -57,17 +84,37 @@ class Relay:
         We notice it as a topic we had to create, or one whose partition count changed:
         some brokers re-create a topic on the first client that names it, with their
         default count, and we then re-create it with ours, so that each key keeps its
-        partition. Republishing is safe: consumers skip what they already applied.
+        partition. A broker that lost only the tail of a partition shows it as an end
+        offset lower than the one we reached. Republishing is safe: consumers skip what
+        they already applied.
         """
         shape_key = f"{self.name}#partitions"
         known = self.positions.get(shape_key)
         partitions, created = self.publisher.ensure_topic(known)
-        if created and self.positions.get(self.name):
-            log.warning("%s: the broker lost the topic; republishing from the start", self.name)
-            self.positions.set(self.name, 0)
+        if created:
+            empty = dict.fromkeys(range(partitions), 0)
+            if self.positions.get(self.name):
+                self._republish("the broker lost the topic", empty)
+            else:
+                self.positions.set_many({self._end_key(p): 0 for p in empty})
+        else:
+            ends = self.publisher.end_offsets()
+            shorter = sorted(p for p, end in ends.items()
+                             if end < self.positions.get(self._end_key(p)))
+            if shorter:
+                self._republish(f"the broker lost records of partitions {shorter}", ends)
         if partitions != known:
             self.positions.set(shape_key, partitions)
         self._verified_at = time.monotonic()
+
+    def lag(self) -> int:
+        """How many notifications are not published yet, for a metrics collector.
+
+        Counted by notification id: an id a rolled-back transaction took and never used
+        counts too, so it can be a few more than the events waiting.
+        """
+        last = self.app.recorder.max_notification_id() or 0
+        return max(0, last - self.positions.get(self.name))
 
     def run_once(self) -> int:
         """Publish the next batch; return how many notifications it covered."""
@@ -82,9 +129,22 @@ class Relay:
         messages: list[Outgoing] = []
         for n in notifications:
             messages.extend(self.to_wire(self.app.mapper.to_domain_event(n), n.id))
+        marks = {self.name: notifications[-1].id}
         if messages:
-            self.publisher.publish(messages)
-        self.positions.set(self.name, notifications[-1].id)
+            first: dict[int, int] = {}
+            for ack in self.publisher.publish(messages):
+                first.setdefault(ack.partition, ack.offset)
+                key = self._end_key(ack.partition)
+                marks[key] = max(marks.get(key, 0), ack.offset + 1)
+            # The broker gives each record the partition's end offset: one below what we
+            # reached means records we saw acknowledged are gone, whatever the end says now.
+            went_back = sorted(p for p, offset in first.items()
+                               if offset < self.positions.get(self._end_key(p)))
+            if went_back:
+                self._republish(f"the broker lost records of partitions {went_back}",
+                                self.publisher.end_offsets())
+                return len(notifications)
+        self.positions.set_many(marks)
         return len(notifications)
 
     def run_forever(self, stop: threading.Event, poll_interval: float = 0.1) -> None:
@@ -115,19 +175,27 @@ class KafkaPublisher:
             self._producer = producer(self.settings)
         return self._producer
 
-    def publish(self, messages: list[Outgoing]) -> None:
+    def publish(self, messages: list[Outgoing]) -> list[Ack]:
         producer = self._get()
         futures = [
             producer.send(m.topic, key=m.key.encode("utf-8"), value=m.value) for m in messages
         ]
         producer.flush(timeout=10)
+        acks = []
         for future in futures:
-            future.get(timeout=1)  # flush returned: each is already settled
+            meta = future.get(timeout=1)  # flush returned: each is already settled
+            acks.append(Ack(meta.partition, meta.offset))
+        return acks
 
     def ensure_topic(self, partitions: int = 0) -> tuple[int, bool]:
         from services.common.kafka import ensure_topic
 
         return ensure_topic(self.settings, self.topic, partitions)
+
+    def end_offsets(self) -> dict[int, int]:
+        from services.common.kafka import end_offsets
+
+        return end_offsets(self.settings, self.topic)
 
     def close(self) -> None:
         if self._producer is not None:
@@ -137,3 +205,53 @@ class KafkaPublisher:
                 log.exception("closing the producer")
             self._producer = None
 
+
+
+class MemoryPublisher:
+    """A broker in memory, for the relay's tests, that can be made to lose records."""
+
+    def __init__(self, partitions: int = 6) -> None:
+        self.default_partitions = partitions
+        self._log: list[list[Outgoing]] | None = None
+
+    def publish(self, messages: list[Outgoing]) -> list[Ack]:
+        if self._log is None:
+            # As the real producer: topics are only ever made by ensure_topic.
+            raise LookupError("the topic does not exist")
+        acks = []
+        for m in messages:
+            partition = zlib.crc32(m.key.encode("utf-8")) % len(self._log)
+            self._log[partition].append(m)
+            acks.append(Ack(partition, len(self._log[partition]) - 1))
+        return acks
+
+    def ensure_topic(self, partitions: int = 0) -> tuple[int, bool]:
+        if self._log is not None and (not partitions or len(self._log) == partitions):
+            return len(self._log), False
+        self._log = [[] for _ in range(partitions or self.default_partitions)]
+        return len(self._log), True
+
+    def end_offsets(self) -> dict[int, int]:
+        return {p: len(records) for p, records in enumerate(self._log or [])}
+
+    def close(self) -> None:
+        pass
+
+    # What a test makes the broker do, and sees of it.
+
+    def partition_count(self) -> int:
+        return len(self._log or [])
+
+    def records(self, partition: int) -> list[Outgoing]:
+        return list((self._log or [])[partition])
+
+    def lose_tail(self, partition: int, count: int) -> list[Outgoing]:
+        """Forget the partition's last ``count`` records, as a broker killed before they
+        reached its disk; return them."""
+        assert self._log is not None
+        lost = self._log[partition][-count:]
+        del self._log[partition][-count:]
+        return lost
+
+    def delete_topic(self) -> None:
+        self._log = None
