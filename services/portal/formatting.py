@@ -56,9 +56,13 @@ INVOICE_STATUS = {
 }
 
 
-def invoice_status(status: str, payment_in_progress: bool = False) -> str:
+def invoice_status(status: str, payment_in_progress: bool = False,
+                   paid_by: str | None = None) -> str:
     if status == "open" and payment_in_progress:
         return "Paiement en cours"
+    if status == "paid" and paid_by == "direct_debit":
+        # PayFiP's V is a debit order the bank carries out days later, not money received.
+        return "Prélèvement enregistré"
     return INVOICE_STATUS.get(status, status)
 
 
@@ -88,10 +92,21 @@ OUTCOMES = {
                "PayFiP n'a pas pu ouvrir le paiement : aucune somme n'a été prélevée. "
                "Réessayez plus tard."),
 }
+# PayFiP's V: the family signed a one-off SEPA debit; the bank takes the money later.
+DIRECT_DEBIT = ("prélèvement enregistré", "Votre prélèvement est enregistré",
+                "Merci : le prélèvement est enregistré, la somme sera prélevée sur votre compte "
+                "dans les prochains jours. La facture apparaît comme réglée par prélèvement "
+                "dans l'historique de vos factures.")
 PENDING = ("en cours de traitement", "Paiement en cours de traitement",
            "Nous attendons la réponse de PayFiP. Cette page se mettra à jour d'elle-même "
            "dès que le résultat sera connu.")
 
 
-def outcome(status: str) -> tuple[str, str, str]:
+def outcome(status: str, resultrans: str | None = None) -> tuple[str, str, str]:
+    if status == "confirmed" and resultrans == "V":
+        return DIRECT_DEBIT
     return OUTCOMES.get(status, PENDING)
+
+
+def paid_at_label(resultrans: str | None) -> str:
+    return "Prélèvement enregistré le" if resultrans == "V" else "Payé le"

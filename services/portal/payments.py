@@ -1,7 +1,7 @@
 """The payment API as the portal uses it: a reader token, JSON over HTTP."""
 
 import re
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, quote, urlsplit
 from uuid import UUID
 
@@ -39,6 +39,23 @@ def _reason(r: requests.Response) -> str:
                          for m in ms)
     except (ValueError, AttributeError):
         return r.text[:200]
+
+
+class Payments(Protocol):
+    """What the portal asks of the payment API (the port; ``PaymentApi`` is the real side)."""
+
+    def to_pay(self, family_id: str) -> list[dict[str, Any]]: ...
+
+    def to_pay_regie(self, family_id: str, regie: str) -> list[dict[str, Any]]: ...
+
+    def history(self, family_id: str) -> list[dict[str, Any]]: ...
+
+    def request_payment(self, family_id: str, regie: str, invoice_ids: list[str],
+                        email: str) -> dict[str, Any]: ...
+
+    def payment(self, payment_id: str) -> dict[str, Any]: ...
+
+    def browser_return(self, idop: str) -> str: ...
 
 
 class PaymentApi:

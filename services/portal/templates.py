@@ -244,7 +244,7 @@ RETURN = """{% extends "base.html" %}
 <dt>Montant</dt><dd>{{ amount }}</dd>
 <dt>Factures</dt><dd>{{ numbers }}</dd>
 <dt>Référence du paiement</dt><dd>{{ refdet }}</dd>
-{% if paid_at %}<dt>Payé le</dt><dd>{{ paid_at }}</dd>{% endif %}
+{% if paid_at %}<dt>{{ paid_at_label }}</dt><dd>{{ paid_at }}</dd>{% endif %}
 {% if means %}<dt>Moyen de paiement</dt><dd>{{ means }}</dd>{% endif %}
 {% if numauto %}<dt>Numéro d'autorisation</dt><dd>{{ numauto }}</dd>{% endif %}
 </dl>
@@ -273,8 +273,8 @@ HISTORY = """{% extends "base.html" %}
 <th scope="row" data-titre="Facture">{{ r.label }} n° {{ r.number }}</th>
 <td data-titre="Émise le">{{ r.issued }}</td>
 <td data-titre="Montant">{{ r.total }}</td>
-<td data-titre="État">{{ r.status }}</td>
-<td data-titre="Paiement">{{ r.payment or "—" }}</td>
+<td data-titre="État" class="etat-facture">{{ r.status }}</td>
+<td data-titre="Paiement" class="paiement">{{ r.payment or "—" }}</td>
 </tr>
 {% endfor %}
 </tbody>

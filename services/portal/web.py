@@ -40,7 +40,14 @@ from services.portal.accounts import (
     Accounts,
     SqliteAccounts,
 )
-from services.portal.payments import FINAL, NotFound, PaymentApi, Refused, Unavailable
+from services.portal.payments import (
+    FINAL,
+    NotFound,
+    PaymentApi,
+    Payments,
+    Refused,
+    Unavailable,
+)
 from services.portal.settings import PortalSettings
 from services.portal.templates import ASSETS, TEMPLATES
 
@@ -91,13 +98,13 @@ def safe_next(target: str | None) -> str | None:
 def create_app(
     settings: PortalSettings | None = None,
     accounts: Accounts | None = None,
-    payments: PaymentApi | None = None,
+    payments: Payments | None = None,
 ) -> Flask:
     cfg = settings or PortalSettings()
     users = accounts or Accounts(SqliteAccounts(cfg.accounts_db))
     if payments is None and not cfg.payment_token:
         raise RuntimeError("PORTAL_PAYMENT_TOKEN: a reader token of the payment API is needed")
-    api = payments or PaymentApi(cfg.payment_url, cfg.payment_token)
+    api: Payments = payments or PaymentApi(cfg.payment_url, cfg.payment_token)
 
     app = Flask(__name__)
     app.jinja_loader = DictLoader(TEMPLATES)
@@ -364,7 +371,7 @@ def create_app(
     def payment_return() -> Any:
         payment = settled(payment_from_query())
         status = payment["status"]
-        word, heading, message = fmt.outcome(status)
+        word, heading, message = fmt.outcome(status, payment.get("resultrans"))
         pending = status not in FINAL
         numbers = ", ".join(a["number"] for a in payment.get("allocations", []))
         regie_name = next((h["regie_name"] for h in api.history(family())
@@ -377,6 +384,7 @@ def create_app(
             regie_name=regie_name, amount=fmt.euros(payment["amount_cents"]), numbers=numbers,
             refdet=payment["refdet"],
             paid_at=fmt.moment(payment.get("paid_at")) if status == "confirmed" else "",
+            paid_at_label=fmt.paid_at_label(payment.get("resultrans")),
             means=fmt.RESULTRANS_MEANS.get(payment.get("resultrans") or "", "")
             if status == "confirmed" else "",
             numauto=payment.get("numauto") if status == "confirmed" else None,
@@ -406,7 +414,8 @@ def create_app(
                     payment += f" par {fmt.means(h['paid_by'])}"
             rows.append({
                 **h, "issued": fmt.day(h["issued_on"]), "total": fmt.euros(h["total_cents"]),
-                "status": fmt.invoice_status(h["status"], bool(h.get("payment_id"))),
+                "status": fmt.invoice_status(h["status"], bool(h.get("payment_id")),
+                                             h.get("paid_by")),
                 "payment": payment,
             })
         return render_template("history.html", section="facturation", rows=rows,

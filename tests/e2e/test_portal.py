@@ -293,9 +293,9 @@ def test_canteen_by_direct_debit_on_a_phone_result_comes_late(
         no_horizontal_scroll(page)
         s.sim_config(hold=False)
         # The page asks by itself until the result is known, then shows it.
-        expect(page.locator(".etat")).to_have_text("État du paiement : payé")
+        expect(page.locator(".etat")).to_have_text("État du paiement : prélèvement enregistré")
         expect(page.locator(".details")).to_contain_text("prélèvement")
-        steps.shot(page, "retour-paye")
+        steps.shot(page, "retour-prelevement-enregistre")
         page.get_by_role("link", name="Consulter l'historique de mes factures").first.click()
         row = page.get_by_role("row", name=re.compile("RS-2025-02-0001"))
         for _ in range(100):
@@ -304,6 +304,7 @@ def test_canteen_by_direct_debit_on_a_phone_result_comes_late(
             page.wait_for_timeout(100)
             page.reload()
         expect(row).to_contain_text("par prélèvement")
+        expect(row.locator("td").nth(3)).to_have_text("Prélèvement enregistré")
         steps.shot(page, "historique")
         no_horizontal_scroll(page)
     finally:
