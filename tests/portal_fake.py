@@ -124,3 +124,16 @@ def details(answer: TestResponse) -> dict[str, str]:
     page = html.fromstring(answer.get_data(as_text=True))
     return {" ".join(dt.text_content().split()): " ".join(dd.text_content().split())
             for dt, dd in zip(page.xpath("//dl/dt"), page.xpath("//dl/dd"), strict=True)}
+
+
+def checkboxes(answer: TestResponse) -> dict[str, bool]:
+    """The invoices the family may pick: their id -> whether it is ticked."""
+    page = html.fromstring(answer.get_data(as_text=True))
+    return {box.get("value"): box.get("checked") is not None
+            for box in page.xpath("//input[@type='checkbox'][@name='invoice_ids']")}
+
+
+def submit_disabled(answer: TestResponse) -> bool:
+    page = html.fromstring(answer.get_data(as_text=True))
+    [button] = page.xpath("//form[@data-selection]//button[@type='submit']")
+    return button.get("disabled") is not None

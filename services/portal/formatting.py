@@ -44,6 +44,22 @@ WHY_NOT_PAYABLE = {
 }
 
 
+def under_minimum(minimum_cents: int, with_others: bool) -> str:
+    """Why an invoice under PayFiP's minimum cannot be paid alone, and how it can be."""
+    said = f"PayFiP n'accepte pas de paiement de moins de {euros(minimum_cents)} : "
+    if with_others:
+        return said + "payez cette facture avec une autre facture de ce service."
+    return (said + "vos factures de ce service n'atteignent pas ce montant. Vous pourrez "
+            "payer celle-ci avec une prochaine facture de ce service, ou directement auprès "
+            "du service.")
+
+
+def selection_under_minimum(selected_cents: int, minimum_cents: int) -> str:
+    return (f"Le total de la sélection, {euros(selected_cents)}, est inférieur au minimum de "
+            f"{euros(minimum_cents)} que PayFiP accepte : ajoutez une autre facture de ce "
+            "service.")
+
+
 def why_not_payable(reason: str | None) -> str:
     return WHY_NOT_PAYABLE.get(reason or "", "Cette facture ne peut pas être payée en ligne.")
 

@@ -200,7 +200,7 @@ SUMMARY = """{% extends "base.html" %}
 <li class="facture{% if not i.payable %} facture-bloquee{% endif %}">
 {% if i.payable %}
 <input type="checkbox" id="facture-{{ i.id }}" name="invoice_ids" value="{{ i.id }}"
- data-cents="{{ i.amount_due_cents }}"{% if i.checked %} checked{% endif %}>
+ data-cents="{{ i.amount_due_cents }}"{% if i.checked %} checked{% endif %}{% if i.minimum %} aria-describedby="minimum-{{ i.id }}"{% endif %}>
 <label for="facture-{{ i.id }}">
 {% else %}
 <div class="libelle">
@@ -211,6 +211,7 @@ SUMMARY = """{% extends "base.html" %}
 {% if i.payable %}</label>{% else %}</div>{% endif %}
 <p class="total-facture">Total de la facture {{ i.total }}</p>
 {% if not i.payable %}<p class="raison">{{ i.reason }}</p>{% endif %}
+{% if i.minimum %}<p class="minimum" id="minimum-{{ i.id }}">{{ i.minimum }}</p>{% endif %}
 </li>
 {% endfor %}
 </ul>
@@ -387,7 +388,8 @@ legend { padding: 0 .25rem; }
 .facture input { width: 1.4rem; height: 1.4rem; margin: .2rem 0 0; }
 .facture label, .facture .libelle { display: flex; flex-wrap: wrap; gap: .25rem 1.5rem; }
 .facture-bloquee .libelle { grid-column: 1 / -1; }
-.facture .total-facture, .facture .raison { grid-column: 2; margin: 0; color: #333; }
+.facture .total-facture, .facture .raison, .facture .minimum { grid-column: 2; margin: 0;
+  color: #333; }
 .facture-bloquee .total-facture, .facture-bloquee .raison { grid-column: 1 / -1; }
 .raison { color: #8a0300 !important; }
 .selection { font-size: 1.15rem; font-weight: bold; }

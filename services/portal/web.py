@@ -32,6 +32,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from jinja2 import DictLoader
 from werkzeug.exceptions import HTTPException
 
+from services.payment.domain import MIN_PAYMENT_CENTS
 from services.portal import formatting as fmt
 from services.portal.accounts import (
     PASSWORD_MIN,
@@ -292,14 +293,24 @@ def create_app(
     def render_summary(regie: str, name: str, lines: list[dict[str, Any]],
                        selected: set[str] | None = None, error: str | None = None,
                        status: int = 200) -> Any:
+        # PayFiP refuses a payment under its minimum: a small invoice can only go with
+        # others of the régie, and not at all while all of them together stay under it.
+        open_cents = sum(line["amount_due_cents"] for line in lines if line["payable"])
+        too_small = open_cents < MIN_PAYMENT_CENTS
         invoices = []
         for line in lines:
-            checked = line["payable"] and (selected is None or line["id"] in selected)
+            payable = line["payable"] and not too_small
+            small = payable and line["amount_due_cents"] < MIN_PAYMENT_CENTS
             invoices.append({
-                **line, "checked": checked, "issued": fmt.day(line["issued_on"]),
+                **line, "payable": payable,
+                "checked": payable and (selected is None or line["id"] in selected),
+                "issued": fmt.day(line["issued_on"]),
                 "due": fmt.euros(line["amount_due_cents"]),
                 "total": fmt.euros(line["total_cents"]),
-                "reason": fmt.why_not_payable(line.get("reason")),
+                "reason": fmt.under_minimum(MIN_PAYMENT_CENTS, with_others=False)
+                if line["payable"] and too_small else fmt.why_not_payable(line.get("reason")),
+                "minimum": fmt.under_minimum(MIN_PAYMENT_CENTS, with_others=True)
+                if small else None,
             })
         total = sum(i["amount_due_cents"] for i in invoices if i["checked"])
         return render_template(
@@ -330,6 +341,11 @@ def create_app(
             return render_summary(regie, name, lines, set(chosen),
                                   "Une des factures choisies ne peut plus être payée en "
                                   "ligne : voyez la raison indiquée sous la facture.", 409)
+        chosen_cents = sum(known[i]["amount_due_cents"] for i in chosen)
+        if chosen_cents < MIN_PAYMENT_CENTS:
+            return render_summary(regie, name, lines, set(chosen),
+                                  fmt.selection_under_minimum(chosen_cents, MIN_PAYMENT_CENTS),
+                                  422)
         account: Account = g.account
         try:
             payment = api.request_payment(account.family_id, regie, chosen, account.email)

@@ -4,7 +4,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.portal_fake import FakePayments, details, logged_in, portal, texts
+from tests.portal_fake import (
+    PAYFIP_PAGE,
+    FakePayments,
+    checkboxes,
+    details,
+    logged_in,
+    portal,
+    submit_disabled,
+    texts,
+)
 
 
 @pytest.fixture
@@ -46,3 +55,51 @@ def test_a_direct_debit_reads_as_registered_not_paid(api: FakePayments, tmp_path
     assert cells == [["Prélèvement enregistré", "Payée"],
                      ["Le 26/02/2025 à 14:32 par prélèvement",
                       "Le 26/02/2025 à 14:40 par carte bancaire"]]
+
+
+def test_an_invoice_under_one_euro_is_paid_with_others_of_its_regie(
+        api: FakePayments, tmp_path: Path) -> None:
+    client = logged_in(portal(api, tmp_path))
+    small = api.invoice("SPORTS", "STG-0001", 50)
+    other_small = api.invoice("SPORTS", "STG-0002", 60)
+    big = api.invoice("SPORTS", "VAIC521041698401", 2500)
+
+    page = client.get("/factures/a-payer/SPORTS")
+    assert page.status_code == 200
+    # Every invoice can be picked; the small ones say why they cannot go alone.
+    assert len(checkboxes(page)) == 3 and not texts(page, "raison")
+    notes = texts(page, "minimum")
+    assert len(notes) == 2 and all(
+        "PayFiP n'accepte pas de paiement de moins de 1,00 €" in n
+        and "avec une autre facture de ce service" in n for n in notes), notes
+
+    # Alone, the 0,50 € invoice is refused here, saying why, and nothing is asked of PayFiP.
+    page = client.post("/factures/a-payer/SPORTS", data={"invoice_ids": [small["id"]]})
+    assert page.status_code == 422
+    [error] = texts(page, "message-erreur")
+    assert "0,50 €" in error and "1,00 €" in error and "PayFiP" in error, error
+    assert checkboxes(page) == {small["id"]: True, other_small["id"]: False, big["id"]: False}
+    assert api.asked == []
+
+    # Together they reach 1,00 €: off to PayFiP.
+    page = client.post("/factures/a-payer/SPORTS",
+                       data={"invoice_ids": [small["id"], other_small["id"]]})
+    assert page.status_code == 303 and page.location.startswith(PAYFIP_PAGE)
+    assert [a["invoice_ids"] for a in api.asked] == [[small["id"], other_small["id"]]]
+
+
+def test_invoices_of_a_regie_that_stay_under_one_euro_say_when_they_can_be_paid(
+        api: FakePayments, tmp_path: Path) -> None:
+    client = logged_in(portal(api, tmp_path))
+    api.invoice("CANTINE", "RS-2025-02-0001", 40)
+    api.invoice("CANTINE", "RS-2025-03-0001", 30)
+
+    page = client.get("/factures/a-payer/CANTINE")
+    assert page.status_code == 200
+    assert checkboxes(page) == {}
+    reasons = texts(page, "raison")
+    assert len(reasons) == 2 and all(
+        "PayFiP n'accepte pas de paiement de moins de 1,00 €" in r
+        and "avec une prochaine facture de ce service" in r for r in reasons), reasons
+    assert texts(page, "selection") == ["Total de la sélection : 0,00 €"]
+    assert submit_disabled(page)
