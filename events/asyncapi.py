@@ -30,7 +30,7 @@ from events.topics import TOPICS, Topic
 ASYNCAPI_VERSION = "3.0.0"
 # The contract's own version: its minor goes up with each new event version or optional
 # field. There is no major: a change that would break a reader is a new event name.
-CONTRACT_VERSION = "1.1.0"
+CONTRACT_VERSION = "1.2.0"
 KAFKA_BINDING_VERSION = "0.5.0"
 ENVELOPE = "CloudEvent"
 EXAMPLES = Path(__file__).parent / "examples"

@@ -77,7 +77,12 @@ REGISTRY = Registry(
         EventType("InvoiceTransferred", BILLING, {1: schemas.InvoiceTransferredV1}),
         EventType("InvoiceSettled", BILLING, {1: schemas.InvoiceSettledV1}),
         EventType("PaymentRequested", PAYMENT, {1: schemas.PaymentRequestedV1}),
-        EventType("PaymentConfirmed", PAYMENT, {1: schemas.PaymentConfirmedV1}),
+        EventType(
+            "PaymentConfirmed",
+            PAYMENT,
+            {1: schemas.PaymentConfirmedV1, 2: schemas.PaymentConfirmedV2},
+            {1: schemas.payment_confirmed_v1_to_v2},
+        ),
         EventType("PaymentRefused", PAYMENT, {1: schemas.PaymentRefusedV1}),
         EventType("PaymentAbandoned", PAYMENT, {1: schemas.PaymentAbandonedV1}),
         EventType("PaymentExpired", PAYMENT, {1: schemas.PaymentExpiredV1}),

@@ -151,10 +151,11 @@ class RefundV1(AllocationV1):
     """An invoice a payment paid but could not settle, the amount to give back, and why."""
 
     # Why the money cannot settle the invoice: its status when the payment was confirmed
-    # ("cancelled", "transferred").
+    # ("cancelled", "transferred", or "paid" by another payment after a late confirmation).
     reason = fields.String(required=True, metadata={
-        "description": "The invoice's status when the payment was confirmed: cancelled or "
-                       "transferred."})
+        "description": "The invoice's status when the payment was confirmed: cancelled, "
+                       "transferred, or paid (by another payment, the confirmation being "
+                       "late)."})
 
 
 class PaymentRequestedV1(Strict):
@@ -194,6 +195,27 @@ class PaymentConfirmedV1(Strict):
     allocations = fields.List(fields.Nested(AllocationV1), required=True, metadata={
         "description": "The invoices this payment settles; those closed meanwhile are in "
                        "RefundNeeded."})
+
+
+class PaymentConfirmedV2(PaymentConfirmedV1):
+    """v1 plus `late` and `received_at`: PayFiP may confirm after the invoices were freed.
+
+    A superset of v1. `late` is true when the confirmation came after the payment's
+    reservation ended, or after it was called expired or abandoned: its invoices may have
+    been paid meanwhile by another payment, and those are then in RefundNeeded.
+    """
+
+    late = fields.Boolean(required=True, metadata={
+        "description": "Confirmed after the reservation ended or the payment was called "
+                       "expired or abandoned."})
+    received_at = fields.AwareDateTime(required=True, allow_none=True, metadata={
+        "description": "When Régie read the confirmation from PayFiP; null in records first "
+                       "published as v1."})
+
+
+def payment_confirmed_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """Upcaster: a v1 PaymentConfirmed (wire form) as v2; v1 was never sent late."""
+    return {**data, "late": False, "received_at": None}
 
 
 class PaymentRefusedV1(Strict):

@@ -10,6 +10,7 @@ from services.common.persistence import SqlStore, schema_lock
 from services.common.positions import SqlPositions
 from services.common.settings import Settings
 from services.payment.application import PaymentApp, ReturnUrls
+from services.payment.domain import Watch
 
 if TYPE_CHECKING:
     from services.payment.payfip import PayFiPGateway
@@ -24,7 +25,11 @@ def billing_app(settings: Settings | None = None) -> BillingApp:
 def payment_app(settings: Settings | None = None) -> PaymentApp:
     settings = settings or Settings()
     with schema_lock(settings, "payment"):
-        return PaymentApp(env=settings.event_store_env("payment"))
+        return PaymentApp(
+            env=settings.event_store_env("payment"),
+            watch=Watch.of_minutes(settings.payfip_reservation_minutes,
+                                   settings.payfip_pending_minutes),
+        )
 
 
 def positions(settings: Settings, service: str, app: Any) -> SqlPositions:

@@ -1,6 +1,7 @@
 """The `regie` command: run the parts of the system, and the operators' tools."""
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -178,12 +179,35 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     log = logging.getLogger(__name__)
     log.info("asking PayFiP about waiting payments every %.1fs", every)
     while True:
-        app.refresh()
-        settled = app.reconcile(gateway, datetime.now(UTC))
+        try:
+            app.refresh()
+            settled = app.reconcile(gateway, datetime.now(UTC))
+        except Exception:
+            # The database or the read model failed for the whole pass: the next pass
+            # tries again; a reconciler that stops would leave payments unwatched.
+            log.exception("reconciliation pass failed; next one in %.1fs", every)
+            settled = 0
         if settled:
-            log.info("settled %d payment(s) whose notification never came", settled)
+            log.info("closed %d payment(s) under watch", settled)
         if args.once or stop.wait(every):
             return 0
+
+
+def cmd_anomalies(args: argparse.Namespace) -> int:
+    from services.bootstrap import payment_app
+
+    found = payment_app().anomalies()
+    if args.format == "json":
+        print(json.dumps(found, ensure_ascii=False, indent=2))
+        return 0
+    for a in found:
+        wrong = ", ".join(f"{f}={a['answer'].get(f)!r} (asked {a['expected'][f]!r})"
+                          for f in a["fields"])
+        print(f"{a['recorded_at']} payment {a['payment_id']} {a['regie']} idop {a['idop']} "
+              f"{a['status']}: {wrong}")
+    if not found:
+        print("no anomalies")
+    return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -387,6 +411,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: REGIE_RECONCILE_INTERVAL)")
     p.add_argument("--once", action="store_true", help="one pass, then exit")
     p.set_defaults(func=cmd_reconcile)
+
+    p = sub.add_parser("anomalies", help="PayFiP answers that did not match their payment's "
+                       "order (amount, refdet, numcli, exer): nothing was paid on them")
+    p.add_argument("--format", choices=["text", "json"], default="text",
+                   help="text (one line each, default) or json (with PayFiP's raw answer)")
+    p.set_defaults(func=cmd_anomalies)
 
     p = sub.add_parser("verify", help="check that no stored event was altered, removed or "
                        "reordered (hash chain)")

@@ -57,6 +57,15 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "PAYFIP_SIM_PUBLIC_URL": (
         "", "base URL written into the simulator's WSDL; default: the URL it was reached at"
     ),
+    "PAYFIP_RESERVATION_MINUTES": (
+        "20",
+        "minutes a payment keeps its invoices reserved (PayFiP's idop lives 15); fractions allowed",
+    ),
+    "PAYFIP_PENDING_MINUTES": (
+        "120",
+        "minutes of PayFiP's P5 (in progress) before a payment is called expired; fractions "
+        "allowed",
+    ),
     "REGIE_RECONCILE_INTERVAL": ("60", "seconds between two reconciler passes over PayFiP"),
     "PORTAL_PORT": ("8000", "families' portal port"),
     "PORTAL_SECRET_KEY": (
@@ -112,6 +121,12 @@ class Settings:
     payfip_payment_url: str = field(default_factory=lambda: get("PAYFIP_PAYMENT_URL"))
     payfip_timeout: float = field(default_factory=lambda: float(get("PAYFIP_TIMEOUT")))
     payment_public_url: str = field(default_factory=lambda: get("PAYMENT_PUBLIC_URL"))
+    payfip_reservation_minutes: float = field(
+        default_factory=lambda: float(get("PAYFIP_RESERVATION_MINUTES"))
+    )
+    payfip_pending_minutes: float = field(
+        default_factory=lambda: float(get("PAYFIP_PENDING_MINUTES"))
+    )
 
     def topic(self, name: str) -> str:
         return self.topic_prefix + name

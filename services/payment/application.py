@@ -2,14 +2,16 @@
 
 import logging
 import secrets
+import threading
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
 from eventsourcing.persistence import IntegrityError, Tracking
+from eventsourcing.utils import get_topic
 
 from events import Envelope
 from services.common.application import ServiceApplication
@@ -34,19 +36,23 @@ PARIS = ZoneInfo("Europe/Paris")
 
 log = logging.getLogger(__name__)
 RECORD_ATTEMPTS = 5
-
-
-def _paid_at(dattrans: str, heurtrans: str) -> str:
-    """PayFiP's DDMMYYYY and HHMM, local time in Paris, as an ISO timestamp with offset."""
-    local = datetime.strptime(dattrans + heurtrans, "%d%m%Y%H%M").replace(tzinfo=PARIS)
-    return local.isoformat()
+# Unauthenticated notifications and returns read PayFiP back at most this often per idop;
+# in between they are answered from what is recorded.
+READBACK_INTERVAL = timedelta(seconds=5)
 
 
 class PaymentApp(ServiceApplication):
     name = "payment"
 
-    def __init__(self, env: dict[str, str] | None = None) -> None:
+    def __init__(self, env: dict[str, str] | None = None,
+                 watch: domain.Watch | None = None) -> None:
         super().__init__(env)
+        self.watch = watch if watch is not None else domain.Watch()
+        # What the reconciler's passes met: plain counters, for whoever exposes them.
+        self.watch_errors = 0
+        self.stuck_closed = 0
+        self._readbacks: dict[str, tuple[datetime, threading.Lock]] = {}
+        self._readbacks_lock = threading.Lock()
         self.to_pay: ToPayStore = (
             MemoryToPayStore() if self.in_memory() else SqlToPayStore(SqlStore(self))
         )
@@ -131,7 +137,7 @@ class PaymentApp(ServiceApplication):
                 "id": line.id, "number": line.number, "label": line.label,
                 "issued_on": line.issued_on, "payable_until": line.payable_until,
                 "amount_due_cents": line.amount_due_cents, "total_cents": line.total_cents,
-                "payable": reason is None, "reason": reason,
+                "payable": reason is None, "reason": reason, "payment_id": line.payment_id,
             })
         return result
 
@@ -163,12 +169,78 @@ class PaymentApp(ServiceApplication):
         }
 
     def reconcile(self, gateway: Gateway, now: datetime) -> int:
-        """Ask PayFiP about every payment still waiting: notifications get lost."""
+        """Ask PayFiP about every payment under watch: notifications get lost, and PayFiP
+        may confirm long after the family left. Return how many closed in this pass.
+
+        One payment that cannot be settled (a malformed answer, a database error) is
+        logged and counted in ``watch_errors``; the pass goes on with the next one.
+        """
         settled = 0
-        for row in self.to_pay.pending_payments():
-            payment = self.settle_from_payfip(row["idop"], gateway, now)
-            settled += payment is not None and payment.is_final
+        for row in self.to_pay.watched_payments():
+            try:
+                payment = self.get_payment(UUID(row["id"]))
+                if payment.is_stuck(now, self.watch):
+                    self._close_stuck(payment)
+                    settled += 1
+                    continue
+                if payment.idop is None:
+                    continue  # started a moment ago: PayFiP's idop is on its way
+                closed = self.settle_from_payfip(payment.idop, gateway, now)
+                settled += closed is not None and closed.is_final
+            except Exception:
+                self.watch_errors += 1
+                log.exception("could not settle payment %s; the next pass tries again",
+                              row["id"])
         return settled
+
+    def _close_stuck(self, payment: domain.Payment) -> None:
+        # Its idop was never recorded (the save after PayFiP's answer failed): no
+        # notification can find it, so its invoices would stay reserved for good.
+        payment.request_failed(
+            code="stuck", message="no PayFiP idop recorded before the reservation ended")
+        log.error("payment %s stuck before PayFiP's idop was recorded: closed as failed",
+                  payment.id)
+        self.stuck_closed += 1
+        self._close(payment, [])
+
+    def _free_if_over(self, payment_id: str, now: datetime) -> bool:
+        """End the reservation of the payment holding an invoice, if its time is over:
+        the family need not wait for the reconciler's next pass. True if it was freed."""
+        holder = self._get(UUID(payment_id))
+        if not isinstance(holder, domain.Payment):
+            return False
+        if holder.is_stuck(now, self.watch):
+            self._close_stuck(holder)
+            return True
+        if not holder.reservation_over(now, self.watch):
+            return False
+        holder.reservation_ended(reason="reservation time over")
+        # Raced by the reconciler or another request: the invoices are free all the same.
+        self._save_outcome(holder, self._release(holder))
+        return True
+
+    def anomalies(self) -> list[dict[str, Any]]:
+        """Every PayFiP answer that did not match its order, oldest first."""
+        found = []
+        topic = get_topic(domain.Payment.AnswerMismatched)  # type: ignore[attr-defined]
+        position = 0
+        while batch := self.recorder.select_notifications(
+            position, 1000, topics=[topic], inclusive_of_start=False
+        ):
+            position = batch[-1].id
+            for n in batch:
+                event = self.mapper.to_domain_event(n)
+                payment = self.get_payment(event.originator_id)
+                found.append({
+                    "payment_id": str(payment.id), "idop": payment.idop,
+                    "regie": payment.regie, "family_id": payment.family_id,
+                    "recorded_at": event.timestamp.isoformat(),  # type: ignore[attr-defined]
+                    "status": payment.status,
+                    "fields": event.fields, "answer": event.answer,  # type: ignore[attr-defined]
+                    "expected": {name: str(getattr(payment, attribute))
+                                 for name, attribute in domain.ORDER_FIELDS.items()},
+                })
+        return found
 
     def regie_exists(self, code: str) -> bool:
         return self._get(domain.Regie.create_id(code)) is not None
@@ -201,6 +273,8 @@ class PaymentApp(ServiceApplication):
                 raise DomainError(
                     "invoice_ids", f"invoice {invoice.number} belongs to régie {invoice.regie}: "
                     "each régie is paid separately")
+            if invoice.payment_id is not None and self._free_if_over(invoice.payment_id, now):
+                invoice = self.repository.get(invoice.id)
             reason = invoice.why_not_payable(today)
             if reason is not None:
                 raise Conflict("invoice_ids", f"invoice {invoice.number} cannot be paid: {reason}")
@@ -261,69 +335,139 @@ class PaymentApp(ServiceApplication):
         index = self._get(domain.IdopIndex.create_id(idop))
         return None if index is None else self.get_payment(UUID(index.payment_id))
 
+    def notified(self, idop: str, gateway: Gateway, now: datetime) -> domain.Payment | None:
+        """A notification or a browser return: anyone can send them, as often as they like.
+
+        PayFiP is read back at most once per READBACK_INTERVAL per idop; a call in between
+        waits for the read in flight, if any, and answers from what is recorded.
+        """
+        with self._readbacks_lock:
+            last = self._readbacks.get(idop)
+            if last is not None and now - last[0] < READBACK_INTERVAL:
+                recent: threading.Lock | None = last[1]
+            else:
+                recent = None
+                if len(self._readbacks) > 10_000:  # forget what no longer throttles
+                    self._readbacks = {k: v for k, v in self._readbacks.items()
+                                       if now - v[0] < READBACK_INTERVAL}
+                lock = threading.Lock()
+                lock.acquire()
+                self._readbacks[idop] = (now, lock)
+        if recent is not None:
+            with recent:
+                return self.find_by_idop(idop)
+        try:
+            return self.settle_from_payfip(idop, gateway, now)
+        finally:
+            lock.release()
+
     def settle_from_payfip(
         self, idop: str, gateway: Gateway, now: datetime
     ) -> domain.Payment | None:
         """Read the result back from PayFiP and record it, once.
 
         Called for a notification, a browser return and by the reconciler; PayFiP's
-        notification carries only an idop and is never trusted by itself.
+        notification carries only an idop and is never trusted by itself. A confirmation
+        is recorded whenever it comes, even after the invoices were freed or the payment
+        was called expired or abandoned; an answer like the last one recorded adds nothing.
         """
         payment = self.find_by_idop(idop)
         if payment is None:
             log.warning("PayFiP result for unknown idop %r ignored", idop)
             return None
-        if payment.is_final:
+        if not payment.may_still_be_paid():
             return payment
+        touched: list[domain.Invoice] = []
+        if payment.reservation_over(now, self.watch):
+            payment.reservation_ended(reason="reservation time over")
+            touched = self._release(payment)
         try:
             result = gateway.result(idop)
         except GatewayError as e:
-            if e.code == "P1" or (e.code == "P5" and payment.is_overdue(now)):
-                payment.expired(reason=e.code, answer={"code": e.code, "message": e.message})
-                return self._close(payment, [])
-            # P5, still in progress, or no answer at all: kept as it came, so that the
-            # reconciliation can be re-run from history; asked again later.
-            payment.answered(answer={"code": e.code, "message": e.message})
-            return self._save_outcome(payment, [])
+            answer = {"code": e.code, "message": e.message}
+            if payment.is_final:
+                pass  # closed already: only a confirmation would change it
+            elif e.code == "P1" or (e.code == "P5" and payment.is_overdue(now, self.watch)):
+                payment.expired(reason=e.code, answer=answer)
+                return self._close(payment, touched)
+            elif payment.is_new_answer(answer):
+                # P5, still in progress, or no answer at all: kept as it came, so that the
+                # reconciliation can be re-run from history; asked again later.
+                payment.answered(answer=answer)
+            return self._save_outcome(payment, touched)
+        wrong = domain.mismatches(payment, result.raw)
+        if wrong:
+            # Never pay on an answer for another amount or debt; an operator decides.
+            log.error("PayFiP's answer for %s does not match its order (%s): %r",
+                      idop, ", ".join(wrong), result.raw)
+            if payment.is_new_answer(result.raw):
+                payment.mismatched(fields=wrong, answer=result.raw)
+            return self._save_outcome(payment, touched)
         outcome = domain.RESULTRANS.get(result.resultrans)
         if outcome == domain.CONFIRMED:
+            paid_at = domain.transaction_time(result.dattrans, result.heurtrans)
             return self._confirm(payment, result.resultrans, result.numauto,
-                                 _paid_at(result.dattrans, result.heurtrans), result.raw)
+                                 paid_at.isoformat(), result.raw, touched)
+        if payment.is_final:
+            return self._save_outcome(payment, touched)
         if outcome == domain.REFUSED:
             payment.refused(resultrans=result.resultrans, answer=result.raw)
         elif outcome == domain.ABANDONED:
+            at = domain.transaction_time(result.dattrans, result.heurtrans)
+            if not payment.abandon_is_final(at, now, self.watch):
+                # The family left PayFiP's page: let it pay again at once, but keep asking,
+                # PayFiP may yet confirm.
+                if payment.reserved:
+                    payment.reservation_ended(reason="abandoned on PayFiP's page")
+                    touched += self._release(payment)
+                if payment.is_new_answer(result.raw):
+                    payment.answered(answer=result.raw)
+                return self._save_outcome(payment, touched)
             payment.abandoned(resultrans=result.resultrans, answer=result.raw)
         else:
             log.error("PayFiP answered an unknown resultrans for %s: %r", idop, result.raw)
-            return payment
-        return self._close(payment, [])
+            return self._save_outcome(payment, touched)
+        return self._close(payment, touched)
 
     def _confirm(self, payment: domain.Payment, resultrans: str, numauto: str, paid_at: str,
-                 raw: dict[str, Any]) -> domain.Payment:
+                 raw: dict[str, Any], touched: list[domain.Invoice]) -> domain.Payment:
         paid: list[dict[str, Any]] = []
         refunds: list[dict[str, Any]] = []
-        touched: list[domain.Invoice] = []
+        late = payment.confirmation_is_late()
+        by_id = {str(i.id): i for i in touched}
         for allocation in payment.allocations:
-            invoice: domain.Invoice = self.repository.get(UUID(allocation["invoice_id"]))
-            if invoice.status == domain.OPEN and invoice.payment_id == str(payment.id):
+            invoice: domain.Invoice = by_id.get(allocation["invoice_id"]) or self.repository.get(
+                UUID(allocation["invoice_id"]))
+            if invoice.status == domain.OPEN:
+                # Ours, or freed since, or even reserved by a newer attempt: the money
+                # PayFiP took pays it; the newer attempt will find it paid.
                 invoice.pay(payment_id=str(payment.id), amount_cents=allocation["amount_cents"],
                             paid_at=paid_at, resultrans=resultrans)
                 paid.append(allocation)
-                touched.append(invoice)
+                if str(invoice.id) not in by_id:
+                    touched.append(invoice)
             else:
-                # Cancelled or sent to the treasury while the family was paying: the money
-                # is here all the same, and must be refunded or reallocated.
+                # Paid by another payment, cancelled or sent to the treasury meanwhile:
+                # the money is here all the same, and must be refunded or reallocated.
                 refunds.append({**allocation, "reason": invoice.status})
+        if late:
+            log.warning("PayFiP confirmed payment %s late (%s)", payment.id, payment.status)
         payment.confirmed(resultrans=resultrans, numauto=numauto, paid_at=paid_at, answer=raw,
-                          allocations=paid, refunds=refunds)
+                          allocations=paid, refunds=refunds, late=late)
         return self._save_outcome(payment, touched)
 
-    def _close(self, payment: domain.Payment, touched: list[domain.Invoice]) -> domain.Payment:
+    def _release(self, payment: domain.Payment) -> list[domain.Invoice]:
+        released = []
         for allocation in payment.allocations:
             invoice: domain.Invoice = self.repository.get(UUID(allocation["invoice_id"]))
             if invoice.payment_id == str(payment.id):
                 invoice.release(payment_id=str(payment.id))
-                touched.append(invoice)
+                released.append(invoice)
+        return released
+
+    def _close(self, payment: domain.Payment, touched: list[domain.Invoice]) -> domain.Payment:
+        done = {str(i.id) for i in touched}
+        touched += [i for i in self._release(payment) if str(i.id) not in done]
         return self._save_outcome(payment, touched)
 
     def _save_outcome(self, payment: domain.Payment, invoices: list[domain.Invoice]

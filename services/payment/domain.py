@@ -8,12 +8,14 @@ payment in flight) is checked here. Pure Python and `eventsourcing.domain` only.
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid5
+from zoneinfo import ZoneInfo
 
 from eventsourcing.domain import Aggregate, event
 
+PARIS = ZoneInfo("Europe/Paris")
 NAMESPACE = UUID("0b8f5f7e-3d2c-4f61-a7f1-5d54c0f3b9a2")
 
 OPEN = "open"
@@ -175,10 +177,56 @@ REFUSED = "refused"
 ABANDONED = "abandoned"
 EXPIRED = "expired"
 FINAL = frozenset({FAILED, CONFIRMED, REFUSED, ABANDONED, EXPIRED})
+# Closed, yet PayFiP may still confirm it: P5 past the watch or A can turn into a payment.
+REOPENABLE = frozenset({ABANDONED, EXPIRED})
+# Payments the reconciler asks PayFiP about: started (maybe stuck) or waiting for a result.
+WATCHED = frozenset({STARTED, REQUESTED})
 
-# An idop lives 15 minutes; PayFiP answers P5 ("in progress") until it is paid, and P5
-# past that means it never will be. eopayment waits 20 minutes before calling it expired.
-IDOP_LIFETIME_SECONDS = 20 * 60
+# An idop can be used on PayFiP's page for 15 minutes: past that the invoices may be paid
+# again. PayFiP may still answer P5 ("in progress") long after, and then confirm: eopayment
+# waits 120 minutes of P5 before calling a payment expired, and takes A within 2 minutes
+# of the transaction as still waiting.
+RESERVATION_MINUTES = 20.0
+PENDING_MINUTES = 120.0
+ABANDON_GRACE = timedelta(minutes=2)
+
+# The fields of PayFiP's answer that must be those of the order, and the payment attribute
+# each is compared with.
+ORDER_FIELDS = {"montant": "amount_cents", "refdet": "refdet", "numcli": "numcli",
+                "exer": "exer"}
+
+
+@dataclass(frozen=True)
+class Watch:
+    """The two clocks of a payment: how long its invoices stay reserved, how long PayFiP
+    may keep it pending before it is called expired."""
+
+    reservation: timedelta = timedelta(minutes=RESERVATION_MINUTES)
+    pending: timedelta = timedelta(minutes=PENDING_MINUTES)
+
+    @classmethod
+    def of_minutes(cls, reservation: float, pending: float) -> "Watch":
+        return cls(timedelta(minutes=reservation), timedelta(minutes=pending))
+
+    @property
+    def abandon_grace(self) -> timedelta:
+        # Never longer than the watch itself.
+        return min(ABANDON_GRACE, self.pending)
+
+
+def transaction_time(dattrans: str, heurtrans: str) -> datetime:
+    """PayFiP's DDMMYYYY and HHMM, local time in Paris; ValueError if malformed."""
+    return datetime.strptime(dattrans + heurtrans, "%d%m%Y%H%M").replace(tzinfo=PARIS)
+
+
+def mismatches(payment: "Payment", answer: dict[str, Any]) -> list[str]:
+    """The fields of PayFiP's answer that differ from what the payment asked for."""
+    wrong = []
+    for name, attribute in ORDER_FIELDS.items():
+        given = answer.get(name)
+        if given is None or str(given).strip() != str(getattr(payment, attribute)):
+            wrong.append(name)
+    return wrong
 
 MEANS = {"P": "card", "V": "direct_debit"}
 
@@ -240,6 +288,10 @@ class Payment(Aggregate):
         self.paid_at: str | None = None
         self.failure: str | None = None
         self.refunds: list[dict[str, Any]] = []
+        # The invoices are this payment's until the reservation ends or it closes.
+        self.reserved = True
+        self.late = False
+        self.last_answer: dict[str, Any] | None = None
 
     @property
     def invoice_ids(self) -> list[str]:
@@ -248,6 +300,44 @@ class Payment(Aggregate):
     @property
     def is_final(self) -> bool:
         return self.status in FINAL
+
+    @property
+    def is_watched(self) -> bool:
+        return self.status in WATCHED
+
+    def may_still_be_paid(self) -> bool:
+        """PayFiP's answer can still change what this payment is: ask it again."""
+        return self.is_watched or self.status in REOPENABLE
+
+    def reserved_until(self, watch: Watch) -> datetime | None:
+        if not self.reserved or not self.is_watched:
+            return None
+        return self.created_on + watch.reservation
+
+    def reservation_over(self, now: datetime, watch: Watch) -> bool:
+        until = self.reserved_until(watch)
+        return until is not None and now > until
+
+    def is_stuck(self, now: datetime, watch: Watch) -> bool:
+        """Started, PayFiP's idop never recorded, and the reservation over: nobody can pay
+        it through us any more."""
+        return self.status == STARTED and now > self.created_on + watch.reservation
+
+    def is_overdue(self, now: datetime, watch: Watch) -> bool:
+        """P5 for longer than PayFiP takes to decide: it never will."""
+        assert self.requested_at is not None
+        return now - self.requested_at > watch.pending
+
+    def abandon_is_final(self, transaction_at: datetime, now: datetime, watch: Watch) -> bool:
+        """PayFiP's A may still turn into a payment shortly after the transaction."""
+        return now - transaction_at > watch.abandon_grace
+
+    def confirmation_is_late(self) -> bool:
+        """The invoices were free again, or the payment already closed, when it came."""
+        return not self.reserved or self.status in REOPENABLE
+
+    def is_new_answer(self, answer: dict[str, Any]) -> bool:
+        return answer != self.last_answer
 
     @event("Requested")
     def requested(self, idop: str, answer: dict[str, Any]) -> None:
@@ -258,20 +348,29 @@ class Payment(Aggregate):
     @event("AnswerReceived")
     def answered(self, answer: dict[str, Any]) -> None:
         """PayFiP answered without an outcome (P5 in progress) or did not answer at all."""
+        self.last_answer = answer
+
+    @event("AnswerMismatched")
+    def mismatched(self, fields: list[str], answer: dict[str, Any]) -> None:
+        """PayFiP's answer names another amount, debt, client or year: nothing is paid,
+        and an operator must look (regie anomalies)."""
+        self.last_answer = answer
+
+    @event("ReservationEnded")
+    def reservation_ended(self, reason: str) -> None:
+        """The invoices may be paid again; PayFiP is still asked about this payment."""
+        self.reserved = False
 
     @event("RequestFailed")
     def request_failed(self, code: str, message: str) -> None:
         self.status = FAILED
         self.failure = f"{code}: {message}"
-
-    def is_overdue(self, now: datetime) -> bool:
-        assert self.requested_at is not None
-        return (now - self.requested_at).total_seconds() > IDOP_LIFETIME_SECONDS
+        self.reserved = False
 
     @event("Confirmed")
     def confirmed(
         self, resultrans: str, numauto: str, paid_at: str, answer: dict[str, Any],
-        allocations: list[dict[str, Any]], refunds: list[dict[str, Any]],
+        allocations: list[dict[str, Any]], refunds: list[dict[str, Any]], late: bool = False,
     ) -> None:
         self.status = CONFIRMED
         self.resultrans = resultrans
@@ -279,21 +378,30 @@ class Payment(Aggregate):
         self.paid_at = paid_at
         self.allocations = allocations
         self.refunds = refunds
+        self.late = late
+        self.reserved = False
+        self.last_answer = answer
 
     @event("Refused")
     def refused(self, resultrans: str, answer: dict[str, Any]) -> None:
         self.status = REFUSED
         self.resultrans = resultrans
+        self.reserved = False
+        self.last_answer = answer
 
     @event("Abandoned")
     def abandoned(self, resultrans: str, answer: dict[str, Any]) -> None:
         self.status = ABANDONED
         self.resultrans = resultrans
+        self.reserved = False
+        self.last_answer = answer
 
     @event("Expired")
     def expired(self, reason: str, answer: dict[str, Any]) -> None:
         self.status = EXPIRED
         self.failure = reason
+        self.reserved = False
+        self.last_answer = answer
 
 
 class IdopIndex(Aggregate):

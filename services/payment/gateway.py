@@ -4,7 +4,9 @@ import itertools
 import re
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 
 class GatewayError(Exception):
@@ -118,6 +120,11 @@ class FakeGateway:
     outcomes: dict[str, str] = field(default_factory=dict)
     numautos: dict[str, str] = field(default_factory=dict)
     purged: set[str] = field(default_factory=set)
+    # Answer fields that differ from the order, per idop: PayFiP answering for another debt.
+    tampered: dict[str, dict[str, str]] = field(default_factory=dict)
+    # When each outcome was decided, as PayFiP's DDMMYYYY and HHMM (Paris time).
+    decided_at: dict[str, tuple[str, str]] = field(default_factory=dict)
+    lookups: int = 0  # recupererDetailPaiementSecurise calls, answered or not
     _numbers: Any = field(default_factory=lambda: itertools.count(1))
 
     def _reach(self) -> None:
@@ -135,12 +142,18 @@ class FakeGateway:
         self.orders[idop] = order
         return idop, {"idOp": idop}
 
-    def decide(self, idop: str, resultrans: str) -> None:
+    def decide(self, idop: str, resultrans: str, at: datetime | None = None) -> None:
+        """PayFiP's page decided ``resultrans``; the transaction is dated 26/02/2025 14:30
+        in Paris unless ``at`` is given."""
         self.outcomes[idop] = resultrans
+        if at is not None:
+            local = at.astimezone(ZoneInfo("Europe/Paris"))
+            self.decided_at[idop] = (f"{local:%d%m%Y}", f"{local:%H%M}")
         # Given once, at the decision, as PayFiP does: every later lookup answers the same.
         self.numautos[idop] = f"{next(self._numbers):06d}-tip" if resultrans in ("P", "V") else ""
 
     def result(self, idop: str) -> Result:
+        self.lookups += 1
         self._reach()
         if idop not in self.orders or idop in self.purged:
             raise GatewayError("P1", "IdOp incorrect")
@@ -149,10 +162,13 @@ class FakeGateway:
         order = self.orders[idop]
         resultrans = self.outcomes[idop]
         numauto = self.numautos.get(idop, "")
+        dattrans, heurtrans = self.decided_at.get(idop, ("26022025", "1430"))
         raw = {"idOp": idop, "resultrans": resultrans, "numauto": numauto,
-               "dattrans": "26022025", "heurtrans": "1430", "montant": str(order.amount_cents),
-               "refdet": order.refdet, "numcli": order.numcli}
-        return Result(resultrans, numauto, "26022025", "1430", order.amount_cents, raw)
+               "dattrans": dattrans, "heurtrans": heurtrans, "montant": str(order.amount_cents),
+               "refdet": order.refdet, "numcli": order.numcli, "exer": order.exer,
+               **self.tampered.get(idop, {})}
+        return Result(resultrans, numauto, raw["dattrans"], raw["heurtrans"],
+                      int(raw["montant"] or 0), raw)
 
     def payment_url(self, idop: str) -> str:
         return f"https://payfip.example/tpa/paiementws.web?idop={idop}"

@@ -79,6 +79,8 @@ def make_to_wire(app: PaymentApp, topic: str) -> ToWire:
                 "resultrans": event.resultrans, "numauto": event.numauto,
                 "paid_at": datetime.fromisoformat(event.paid_at),
                 "allocations": _allocations(event.allocations),
+                # Stored confirmations from before the field existed were never late.
+                "late": getattr(event, "late", False), "received_at": event.timestamp,
             })]
             if event.refunds:
                 refunds = [

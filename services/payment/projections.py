@@ -149,7 +149,8 @@ class ToPayStore(Protocol):
 
     def payments(self, regie: str, day: date) -> list[dict[str, Any]]: ...
 
-    def pending_payments(self) -> list[dict[str, Any]]: ...
+    def watched_payments(self) -> list[dict[str, Any]]:
+        """Payments PayFiP may still decide, or stuck before it was asked."""
 
     def reset(self) -> None:
         """Forget everything, position included."""
@@ -292,10 +293,11 @@ class SqlToPayStore:
         )
         return [_plain(r) for r in rows]
 
-    def pending_payments(self) -> list[dict[str, Any]]:
+    def watched_payments(self) -> list[dict[str, Any]]:
+        statuses = sorted(domain.WATCHED)
         rows = self.store.fetchall(
-            "SELECT id, idop, started_at FROM {schema}view_payments WHERE status = ? "
-            "ORDER BY started_at", (domain.REQUESTED,)
+            "SELECT id, idop, started_at FROM {schema}view_payments WHERE status IN "
+            f"({', '.join('?' for _ in statuses)}) ORDER BY started_at", tuple(statuses)
         )
         return [dict(r) for r in rows]
 

@@ -27,8 +27,11 @@ class ToPayInvoice(Schema):
     payable = fields.Boolean()
     reason = fields.String(
         allow_none=True,
-        metadata={"description": "why not payable online: online_payment_deadline_passed"},
+        metadata={"description": "why not payable online: online_payment_deadline_passed, "
+                                 "payment_in_progress"},
     )
+    payment_id = fields.String(allow_none=True, metadata={
+        "description": "the payment in progress that reserves it, null otherwise"})
 
 
 class ToPayInvoices(Schema):
@@ -71,6 +74,12 @@ class PaymentOut(Schema):
     resultrans = fields.String(allow_none=True)
     numauto = fields.String(allow_none=True)
     paid_at = fields.String(allow_none=True, metadata={"description": "Europe/Paris time"})
+    reserved_until = fields.AwareDateTime(allow_none=True, metadata={
+        "description": "until when the invoices stay reserved for this payment; null once "
+                       "they may be paid again"})
+    late = fields.Boolean(metadata={
+        "description": "confirmed by PayFiP after the reservation ended or the payment was "
+                       "called expired or abandoned"})
 
 
 class NotificationIn(Schema):

@@ -99,7 +99,8 @@ def create_app(
 
     def payment_out(p: domain.Payment) -> dict[str, Any]:
         return {**p.__dict__, "id": str(p.id),
-                "redirect_url": payfip.payment_url(p.idop) if p.idop else None}
+                "redirect_url": payfip.payment_url(p.idop) if p.idop else None,
+                "reserved_until": p.reserved_until(service.watch)}
 
     @blp.route("/payments")
     class Payments(MethodView):
@@ -130,7 +131,7 @@ def create_app(
             """PayFiP's server-to-server call: only an idop, so the result is read back."""
             idop = data["idop"] or data["idOp"]
             if idop:
-                service.settle_from_payfip(idop, payfip, clock())
+                service.notified(idop, payfip, clock())
             return {"received": True}
 
     @blp.route("/payfip/return")
@@ -140,7 +141,7 @@ def create_app(
         def get(self, data: dict[str, Any]) -> Any:
             """Where PayFiP sends the family's browser back."""
             idop = data["idop"] or data["idOp"]
-            p = service.settle_from_payfip(idop, payfip, clock()) if idop else None
+            p = service.notified(idop, payfip, clock()) if idop else None
             if p is None:
                 raise NotFound("idop", "no payment with this idop")
             portal = get_setting("PORTAL_RETURN_URL")

@@ -13,7 +13,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import requests
+from kafka import KafkaConsumer
 
+from events import PAYMENT_PAYMENTS, decode
 from tests.e2e.system import (
     READER,
     SIM_PARTS,
@@ -88,7 +90,9 @@ def browser(s: SimSystem, payment: dict[str, Any], outcome: str) -> requests.Res
 
 @pytest.mark.parametrize(("outcome", "status"), [
     ("P", "confirmed"), ("V", "confirmed"), ("R", "refused"), ("Z", "refused"),
-    ("A", "abandoned"),
+    # PayFiP's A may still turn into a payment for 2 minutes: the invoice is freed at once,
+    # the payment stays under watch.
+    ("A", "requested"),
 ])
 def test_each_outcome_end_to_end(system: SimSystem, outcome: str, status: str) -> None:
     s = system
@@ -107,8 +111,10 @@ def test_each_outcome_end_to_end(system: SimSystem, outcome: str, status: str) -
 
     got = requests.get(f"{s.payment}/payments/{payment['id']}", headers=headers(READER),
                        timeout=10).json()
-    assert got["status"] == status and got["resultrans"] == outcome
+    assert got["status"] == status
+    assert got["resultrans"] == (None if outcome == "A" else outcome)
     if status != "confirmed":
+        assert got["reserved_until"] is None
         wait_until(lambda: payable(s, sports), "the invoice to be payable again")
         return
 
@@ -187,3 +193,63 @@ def test_duplicated_notifications_racing_the_return_record_one_outcome(system: S
     journal = requests.get(f"{s.payment}/regies/SPORTS/journal", params={"date": str(day)},
                            headers=headers(AUDITOR), timeout=5).json()
     assert journal["totals"] == {"count": 1, "amount_cents": 2500, "card_cents": 2500}
+
+
+@pytest.fixture
+def short_clocks(tmp_path: Path, kafka: Any) -> Iterator[SimSystem]:
+    """The whole system with the reconciler, and both payment clocks in seconds."""
+    s = sim_system(SimSystem, tmp_path, kafka, tokens=f"{TOKENS},{AUDITOR}:auditor")
+    s.env.update(REGIE_RECONCILE_INTERVAL="0.5",
+                 PAYFIP_RESERVATION_MINUTES="0.05",  # 3 s
+                 PAYFIP_PENDING_MINUTES="0.15")  # 9 s of P5, then expired
+    with running(s, (*SIM_PARTS, "reconciler"), s.sim):
+        yield s
+
+
+def payment_messages(s: SimSystem) -> list[Any]:
+    consumer = KafkaConsumer(
+        s.settings.topic(PAYMENT_PAYMENTS.name), bootstrap_servers=s.settings.kafka_bootstrap,
+        auto_offset_reset="earliest", enable_auto_commit=False, consumer_timeout_ms=3000)
+    try:
+        return [decode(record.value) for record in consumer]
+    finally:
+        consumer.close()
+
+
+def test_a_late_confirmation_is_recorded_and_refunded(short_clocks: SimSystem) -> None:
+    s = short_clocks
+    sports = setup_invoice(s)
+    # PayFiP takes the money but answers "in progress" to every read-back.
+    s.sim_config(hold=True)
+    first = pay(s, [sports])
+    r = requests.post(f"{s.sim}/_sim/payments/{first['idop']}/outcome",
+                      json={"resultrans": "P"}, timeout=10)
+    assert r.ok, r.text
+    # The reservation ends: the invoice may be paid again; the watch ends later, expired.
+    wait_until(lambda: payable(s, sports), "the reservation to end")
+    wait_until(lambda: status_of(s, first) == "expired", "the watch to end")
+    s.sim_config(hold=False)
+    second = pay(s, [sports])
+    back = browser(s, second, "P")
+    assert back.status_code == 200 and back.json()["status"] == "confirmed"
+    # PayFiP's notification for the first payment comes at last (sent again, or delayed).
+    assert requests.post(f"{s.payment}/payfip/notification", data={"idop": first["idop"]},
+                         timeout=10).ok
+    got = requests.get(f"{s.payment}/payments/{first['id']}", headers=headers(READER),
+                       timeout=5).json()
+    assert (got["status"], got["late"], got["allocations"]) == ("confirmed", True, [])
+    assert [(x["invoice_id"], x["reason"]) for x in got["refunds"]] == [(sports, "paid")]
+
+    def published() -> Any:
+        messages = payment_messages(s)
+        return len([m for m in messages if m.name == "PaymentConfirmed"]) == 2 and messages
+    messages = wait_until(published, "both confirmations on payment.payments")
+    late = [m for m in messages if m.name == "PaymentConfirmed" and m.data["late"]]
+    assert [m.data["payment_id"] for m in late] == [first["id"]]
+    refunds = [m for m in messages if m.name == "RefundNeeded"]
+    assert len(refunds) == 1 and refunds[0].data["payment_id"] == first["id"]
+    # Billing keeps the invoice paid once, by the second payment.
+    def settled() -> Any:
+        r = requests.get(f"{s.billing}/invoices/{sports}", headers=headers(READER), timeout=5)
+        return r.json()["status"] == "paid" and r.json()
+    assert wait_until(settled, "billing to settle the invoice")["amount_due_cents"] == 0

@@ -1,5 +1,6 @@
 """Payment requests and their PayFiP outcomes, on the fake gateway, on every store."""
 
+import json
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,8 +16,9 @@ from services.common.settings import Settings
 from services.payment import domain
 from services.payment.application import PaymentApp, ReturnUrls
 from services.payment.gateway import FakeGateway, GatewayError
+from services.payment.integration import make_to_wire
 from services.payment.web import create_app
-from tests.factories import deliver, issued, terms, wire_messages
+from tests.factories import decoded, deliver, issued, relay_messages, terms, wire_messages
 
 NOW = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
 URLS = ReturnUrls("http://pay.test/payfip/notification", "http://pay.test/payfip/return")
@@ -207,21 +209,113 @@ def test_notification_racing_the_browser_return(store_settings: Settings) -> Non
     assert payment.get_payment(p.id).status == domain.CONFIRMED
 
 
-def test_pending_then_expired(any_store_settings: Settings) -> None:
+def test_two_clocks_reservation_then_watch(any_store_settings: Settings) -> None:
+    """The invoices are freed after the reservation; PayFiP is asked until its P5 has lasted
+    the pending time (eopayment's 120 minutes), and only then is the payment expired."""
     _, payment = setup(any_store_settings)
     gateway = FakeGateway()
     p = request(payment, gateway, "S-1")
     idop = p.idop
     assert idop is not None
-    later = datetime.now(UTC) + timedelta(minutes=5)
-    assert payment.settle_from_payfip(idop, gateway, later).status == domain.REQUESTED  # type: ignore[union-attr]
-    much_later = datetime.now(UTC) + timedelta(minutes=25)
-    assert payment.settle_from_payfip(idop, gateway, much_later).status == domain.EXPIRED  # type: ignore[union-attr]
+    start = datetime.now(UTC)
+    later = payment.settle_from_payfip(idop, gateway, start + timedelta(minutes=5))
+    assert later is not None and later.status == domain.REQUESTED
+    assert later.reserved_until(payment.watch) == later.created_on + timedelta(minutes=20)
+    assert reasons(payment)["S-1"] == "payment_in_progress"
+    # Past the reservation: the family may pay again, PayFiP is still asked.
+    freed = payment.settle_from_payfip(idop, gateway, start + timedelta(minutes=25))
+    assert freed is not None and freed.status == domain.REQUESTED
+    assert freed.reserved_until(payment.watch) is None
     assert reasons(payment)["S-1"] is None
-    # P1 (purged overnight) also means expired.
+    payment.refresh()
+    assert [w["id"] for w in payment.to_pay.watched_payments()] == [str(p.id)]
+    still = payment.settle_from_payfip(idop, gateway, start + timedelta(minutes=119))
+    assert still is not None and still.status == domain.REQUESTED
+    gone = payment.settle_from_payfip(idop, gateway, start + timedelta(minutes=121))
+    assert gone is not None and gone.status == domain.EXPIRED
+    assert reasons(payment)["S-1"] is None
+    # P1 (purged overnight) also means expired, at once.
     q = request(payment, gateway, "S-1")
     gateway.purged.add(q.idop)  # type: ignore[arg-type]
     assert payment.settle_from_payfip(q.idop, gateway, NOW).status == domain.EXPIRED  # type: ignore[arg-type, union-attr]
+
+
+def test_the_clocks_come_from_the_settings(tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    monkeypatch.setenv("PAYFIP_RESERVATION_MINUTES", "0.05")
+    monkeypatch.setenv("PAYFIP_PENDING_MINUTES", "0.5")
+    app = payment_app(Settings(var_dir=tmp_path, persistence="eventsourcing.popo"))
+    assert app.watch == domain.Watch(timedelta(seconds=3), timedelta(seconds=30))
+    assert app.watch.abandon_grace == timedelta(seconds=30)  # never beyond the watch
+    assert domain.Watch().abandon_grace == timedelta(minutes=2)
+
+
+def confirmations(payment: PaymentApp) -> list[Any]:
+    """What the payment relay publishes of confirmations and refunds."""
+    messages = relay_messages(payment, make_to_wire(payment, "payment.payments"))
+    return [m for m in decoded(messages) if m.name in ("PaymentConfirmed", "RefundNeeded")]
+
+
+def test_a_late_confirmation_is_recorded_and_refunds_what_was_paid_again(
+    any_store_settings: Settings,
+) -> None:
+    _, payment = setup(any_store_settings)
+    gateway = FakeGateway()
+    start = datetime.now(UTC)
+    first = request(payment, gateway, "S-1", "S-2")
+    # Past the reservation, the reconciler frees the invoices; the family pays S-1 again.
+    payment.reconcile(gateway, start + timedelta(minutes=25))
+    assert reasons(payment) == {"S-1": None, "S-2": None, "S-4": None}
+    second = request(payment, gateway, "S-1")
+    gateway.decide(second.idop, "P")  # type: ignore[arg-type]
+    assert payment.settle_from_payfip(second.idop, gateway, NOW).status == domain.CONFIRMED  # type: ignore[arg-type, union-attr]
+    # PayFiP confirms the first one at last: recorded, S-2 paid by it, S-1 refunded.
+    gateway.decide(first.idop, "P")  # type: ignore[arg-type]
+    assert payment.reconcile(gateway, start + timedelta(minutes=40)) == 1
+    late = payment.get_payment(first.id)
+    assert (late.status, late.late) == (domain.CONFIRMED, True)
+    assert [a["number"] for a in late.allocations] == ["S-2"]
+    assert late.refunds == [{"invoice_id": iid("S-1"), "number": "S-1", "amount_cents": 2500,
+                             "reason": "paid"}]
+    assert reasons(payment) == {"S-4": None}
+    on_wire = confirmations(payment)
+    assert [(m.name, m.data.get("late")) for m in on_wire] == [
+        ("PaymentConfirmed", False), ("PaymentConfirmed", True), ("RefundNeeded", None)]
+    assert on_wire[1].version == 2 and on_wire[1].data["received_at"] is not None
+    assert on_wire[2].data["refunds"][0]["reason"] == "paid"
+
+
+def test_a_confirmation_after_the_payment_expired_is_recorded(any_store_settings: Settings
+                                                              ) -> None:
+    _, payment = setup(any_store_settings)
+    gateway = FakeGateway()
+    p = request(payment, gateway, "S-1")
+    much_later = datetime.now(UTC) + timedelta(minutes=121)
+    assert payment.settle_from_payfip(p.idop, gateway, much_later).status == domain.EXPIRED  # type: ignore[arg-type, union-attr]
+    gateway.decide(p.idop, "V")  # type: ignore[arg-type]
+    # PayFiP's notification comes after all: the money is taken, so it is recorded.
+    confirmed = payment.settle_from_payfip(p.idop, gateway, much_later)  # type: ignore[arg-type]
+    assert confirmed is not None and (confirmed.status, confirmed.late) == (domain.CONFIRMED,
+                                                                            True)
+    assert confirmed.refunds == [] and reasons(payment) == {"S-2": None, "S-4": None}
+
+
+def test_an_abandon_is_final_only_after_two_minutes(any_store_settings: Settings) -> None:
+    _, payment = setup(any_store_settings)
+    gateway = FakeGateway()
+    p = request(payment, gateway, "S-1")
+    at = datetime.now(UTC)
+    gateway.decide(p.idop, "A", at=at)  # type: ignore[arg-type]
+    waiting = payment.settle_from_payfip(p.idop, gateway, at + timedelta(seconds=30))  # type: ignore[arg-type]
+    assert waiting is not None and waiting.status == domain.REQUESTED
+    assert reasons(payment)["S-1"] is None  # the family may try again at once
+    gateway.decide(p.idop, "P", at=at)  # type: ignore[arg-type]
+    paid = payment.settle_from_payfip(p.idop, gateway, at + timedelta(minutes=1))  # type: ignore[arg-type]
+    assert paid is not None and (paid.status, paid.late) == (domain.CONFIRMED, True)
+    q = request(payment, gateway, "S-2")
+    gateway.decide(q.idop, "A", at=at)  # type: ignore[arg-type]
+    assert payment.settle_from_payfip(q.idop, gateway, at + timedelta(minutes=4)).status == (  # type: ignore[arg-type, union-attr]
+        domain.ABANDONED)
 
 
 def test_a_forged_idop_changes_nothing(any_store_settings: Settings) -> None:
@@ -348,7 +442,7 @@ def test_the_reconciler_settles_what_was_never_notified(any_store_settings: Sett
     assert payment.get_payment(waiting.id).status == domain.REQUESTED
     assert payment.get_payment(gone.id).status == domain.EXPIRED
     payment.refresh()
-    assert [p["id"] for p in payment.to_pay.pending_payments()] == [str(waiting.id)]
+    assert [p["id"] for p in payment.to_pay.watched_payments()] == [str(waiting.id)]
     assert payment.reconcile(gateway, NOW) == 0
 
 
@@ -388,3 +482,177 @@ def test_a_cancellation_racing_a_payment_is_not_lost(store_settings: Settings) -
     invoice = payment._get(UUID(iid("S-1")))
     assert invoice.status == domain.CANCELLED
     assert deliver(payment, cancel) == 0  # and it is now tracked as applied
+
+
+def test_a_payment_stuck_before_its_idop_was_recorded_is_closed(any_store_settings: Settings
+                                                                ) -> None:
+    _, payment = setup(any_store_settings)
+    gateway = FakeGateway()
+    real_save = payment.save
+    saves: list[int] = []
+
+    def second_save_fails(*aggregates: Any) -> Any:
+        saves.append(1)
+        if len(saves) == 2:  # the one after PayFiP gave the idop
+            raise RuntimeError("database gone")
+        return real_save(*aggregates)
+
+    payment.save = second_save_fails  # type: ignore[method-assign, assignment]
+    with pytest.raises(RuntimeError):
+        request(payment, gateway, "S-1")
+    payment.save = real_save  # type: ignore[method-assign]
+    assert reasons(payment)["S-1"] == "payment_in_progress"
+    start = datetime.now(UTC)
+    assert payment.reconcile(gateway, start + timedelta(minutes=5)) == 0  # still reserved
+    assert reasons(payment)["S-1"] == "payment_in_progress"
+    assert payment.reconcile(gateway, start + timedelta(minutes=21)) == 1
+    payment.refresh()
+    stuck = payment.to_pay.snapshot()["payments"]
+    assert [(p["status"]) for p in stuck.values()] == [domain.FAILED]
+    assert payment.get_payment(UUID(next(iter(stuck)))).failure.startswith("stuck")  # type: ignore[union-attr]
+    assert reasons(payment)["S-1"] is None
+    assert payment.stuck_closed == 1
+    assert payment.to_pay.watched_payments() == []
+
+
+def test_one_bad_answer_does_not_stop_the_reconciler(any_store_settings: Settings) -> None:
+    _, payment = setup(any_store_settings)
+    gateway = FakeGateway()
+    broken = request(payment, gateway, "S-1")
+    failing = request(payment, gateway, "S-2")
+    fine = request(payment, gateway, "C-1", regie="CANTINE")
+    for p in (broken, failing, fine):
+        gateway.decide(p.idop, "P")  # type: ignore[arg-type]
+    gateway.tampered[broken.idop] = {"dattrans": ""}  # type: ignore[index]
+    real_get = payment.get_payment
+
+    def database_error(payment_id: UUID) -> domain.Payment:
+        if payment_id == failing.id:
+            raise ConnectionError("server closed the connection unexpectedly")
+        return real_get(payment_id)
+
+    payment.get_payment = database_error  # type: ignore[method-assign]
+    assert payment.reconcile(gateway, NOW) == 1
+    assert payment.watch_errors == 2
+    payment.get_payment = real_get  # type: ignore[method-assign]
+    assert payment.get_payment(fine.id).status == domain.CONFIRMED
+    assert payment.get_payment(broken.id).status == domain.REQUESTED
+    # The next pass tries the others again.
+    assert payment.reconcile(gateway, NOW) == 1
+    assert payment.get_payment(failing.id).status == domain.CONFIRMED
+
+
+@pytest.mark.parametrize("field", ["montant", "refdet", "numcli", "exer"])
+def test_an_answer_for_another_order_pays_nothing(any_store_settings: Settings, field: str
+                                                  ) -> None:
+    _, payment = setup(any_store_settings)
+    gateway = FakeGateway()
+    p = request(payment, gateway, "S-1")
+    gateway.decide(p.idop, "P")  # type: ignore[arg-type]
+    gateway.tampered[p.idop] = {field: "100" if field == "montant" else "OTHER1"}  # type: ignore[index]
+    before = recorded(payment)
+    for _ in range(3):  # notification, return, reconciler: one anomaly recorded
+        got = payment.settle_from_payfip(p.idop, gateway, NOW)  # type: ignore[arg-type]
+        assert got is not None and got.status == domain.REQUESTED
+    assert recorded(payment) == before + 1
+    assert reasons(payment)["S-1"] == "payment_in_progress"
+    payment.refresh()
+    assert [w["id"] for w in payment.to_pay.watched_payments()] == [str(p.id)]
+    [anomaly] = payment.anomalies()
+    assert anomaly["payment_id"] == str(p.id) and anomaly["fields"] == [field]
+    assert anomaly["answer"]["resultrans"] == "P"
+    assert anomaly["expected"]["montant"] == "2500"
+    # PayFiP corrects its answer: the payment is confirmed then.
+    del gateway.tampered[p.idop]  # type: ignore[arg-type]
+    assert payment.settle_from_payfip(p.idop, gateway, NOW).status == domain.CONFIRMED  # type: ignore[arg-type, union-attr]
+
+
+def recorded(payment: PaymentApp) -> int:
+    return payment.recorder.max_notification_id() or 0
+
+
+def test_notifications_cannot_grow_the_history(any_store_settings: Settings) -> None:
+    _, payment = setup(any_store_settings)
+    gateway = FakeGateway()
+    p = request(payment, gateway, "S-1")
+    clock = [NOW]
+    client = create_app(payment=payment, tokens={"r": "reader"}, gateway=gateway, urls=URLS,
+                        clock=lambda: clock[0]).test_client()
+    before = recorded(payment)
+    for i in range(200):
+        clock[0] = NOW + timedelta(seconds=i / 10)  # 200 posts in 20 seconds
+        assert client.post("/payfip/notification", data={"idop": p.idop}).status_code == 200
+    back = client.get(f"/payfip/return?idop={p.idop}")
+    assert back.status_code == 200 and back.get_json()["status"] == "requested"
+    assert gateway.lookups <= 5  # one read-back per idop every 5 seconds
+    assert recorded(payment) - before == 1  # P5 recorded once
+    # The same answers from the reconciler add nothing either.
+    payment.reconcile(gateway, NOW + timedelta(minutes=1))
+    assert recorded(payment) - before == 1
+    gateway.decide(p.idop, "P")  # type: ignore[arg-type]
+    clock[0] = NOW + timedelta(minutes=2)
+    assert client.post("/payfip/notification", data={"idop": p.idop}).status_code == 200
+    assert payment.get_payment(p.id).status == domain.CONFIRMED
+
+
+def test_the_payment_says_until_when_its_invoices_are_reserved(any_store_settings: Settings
+                                                               ) -> None:
+    _, payment = setup(any_store_settings)
+    gateway = FakeGateway()
+    client = create_app(payment=payment, tokens={"r": "reader"}, gateway=gateway, urls=URLS,
+                        today=lambda: NOW.date()).test_client()
+    auth = {"Authorization": "Bearer r"}
+    p = request(payment, gateway, "S-1")
+    body = client.get(f"/payments/{p.id}", headers=auth).get_json()
+    assert datetime.fromisoformat(body["reserved_until"]) == p.created_on + timedelta(minutes=20)
+    assert body["late"] is False
+    lines = client.get("/families/fam-1/to-pay/SPORTS", headers=auth).get_json()["invoices"]
+    assert {x["number"]: x["payment_id"] for x in lines} == {"S-1": str(p.id), "S-2": None,
+                                                              "S-4": None}
+    payment.reconcile(gateway, datetime.now(UTC) + timedelta(minutes=21))
+    body = client.get(f"/payments/{p.id}", headers=auth).get_json()
+    assert (body["status"], body["reserved_until"]) == ("requested", None)
+    gateway.decide(p.idop, "P")  # type: ignore[arg-type]
+    payment.reconcile(gateway, datetime.now(UTC) + timedelta(minutes=22))
+    body = client.get(f"/payments/{p.id}", headers=auth).get_json()
+    assert (body["status"], body["late"]) == ("confirmed", True)
+
+
+def test_regie_anomalies_lists_the_answers_that_did_not_match(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from services import cli
+
+    monkeypatch.setenv("REGIE_VAR_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("PERSISTENCE_MODULE", "eventsourcing.sqlite")
+    _, payment = setup(Settings())
+    assert cli.main(["anomalies"]) == 0
+    assert capsys.readouterr().out == "no anomalies\n"
+    gateway = FakeGateway()
+    p = request(payment, gateway, "S-1")
+    gateway.decide(p.idop, "P")  # type: ignore[arg-type]
+    gateway.tampered[p.idop] = {"montant": "100"}  # type: ignore[index]
+    payment.settle_from_payfip(p.idop, gateway, NOW)  # type: ignore[arg-type]
+    assert cli.main(["anomalies"]) == 0
+    line = capsys.readouterr().out
+    assert f"payment {p.id} SPORTS idop {p.idop} requested: montant='100' (asked '2500')" in line
+    assert cli.main(["anomalies", "--format", "json"]) == 0
+    [listed] = json.loads(capsys.readouterr().out)
+    assert listed["answer"]["montant"] == "100" and listed["fields"] == ["montant"]
+
+
+def test_an_invoice_whose_reservation_is_over_can_be_paid_before_the_reconciler_passes(
+    any_store_settings: Settings,
+) -> None:
+    _, payment = setup(any_store_settings)
+    gateway = FakeGateway()
+    first = request(payment, gateway, "S-1", "S-2")
+    later = datetime.now(UTC) + timedelta(minutes=10)
+    with pytest.raises(Conflict, match="payment_in_progress"):
+        request(payment, gateway, "S-1", now=later)
+    much_later = datetime.now(UTC) + timedelta(minutes=21)
+    second = request(payment, gateway, "S-1", now=much_later)
+    assert second.status == domain.REQUESTED
+    held = payment.get_payment(first.id)
+    assert (held.status, held.reserved_until(payment.watch)) == (domain.REQUESTED, None)
+    assert reasons(payment) == {"S-1": "payment_in_progress", "S-2": None, "S-4": None}

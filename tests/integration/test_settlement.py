@@ -101,7 +101,9 @@ def test_a_confirmed_payment_settles_its_invoices(any_store_settings: Settings) 
     assert confirmed.data == {"payment_id": pid, "family_id": "fam-1", "regie": "SPORTS",
                               "idop": p.idop, "refdet": p.refdet, "amount_cents": 3750,
                               "resultrans": "P", "numauto": p.numauto, "paid_at": PAID_AT,
-                              "allocations": allocations}
+                              "allocations": allocations, "late": False,
+                              "received_at": confirmed.time}
+    assert confirmed.version == 2
     assert confirmed.data["paid_at"].utcoffset() == timedelta(hours=1)
 
     assert to_billing(billing, messages) == 2

@@ -16,7 +16,7 @@ def subcommands() -> list[str]:
 def test_the_operators_commands_are_there() -> None:
     assert set(subcommands()) >= {"run", "broker", "relay", "consume", "reconcile", "replay",
                                   "as-of", "export", "import", "verify", "journal", "settings",
-                                  "dead-letters"}
+                                  "dead-letters", "anomalies"}
 
 
 @pytest.mark.parametrize("command", subcommands())

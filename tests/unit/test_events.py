@@ -123,3 +123,14 @@ def test_every_payment_event_is_on_payment_payments() -> None:
     payment_types = {t.name for t in REGISTRY if t.topic == "payment.payments"}
     assert payment_types == set(events.PAYMENT_PAYMENTS.event_types)
     assert REGISTRY["InvoiceSettled"].topic == "billing.invoices"
+
+
+def test_a_v1_confirmation_reads_as_a_v2_one_that_was_not_late() -> None:
+    v1 = json.loads((EXAMPLES / "PaymentConfirmed" / "v1.json").read_text())
+    message = decode(json.dumps(v1))
+    assert (message.name, message.version) == ("PaymentConfirmed", 2)
+    assert message.data["late"] is False and message.data["received_at"] is None
+    v2 = decode((EXAMPLES / "PaymentConfirmed" / "v2.json").read_text(), upcast=False)
+    # A superset: every v1 field is there with the same value.
+    assert {k: v for k, v in v2.data.items() if k not in ("late", "received_at")} == (
+        decode(json.dumps(v1), upcast=False).data)
