@@ -22,11 +22,11 @@ def day(value: str | date | None) -> str:
     return d.strftime("%d/%m/%Y")
 
 
-def moment(value: str | None) -> str:
+def moment(value: str | datetime | None) -> str:
     """An ISO timestamp -> '26/02/2025 à 14:32', Paris time."""
     if not value:
         return ""
-    t = datetime.fromisoformat(value)
+    t = value if isinstance(value, datetime) else datetime.fromisoformat(value)
     if t.tzinfo is not None:
         t = t.astimezone(PARIS)
     return t.strftime("%d/%m/%Y à %H:%M")
@@ -58,6 +58,12 @@ def selection_under_minimum(selected_cents: int, minimum_cents: int) -> str:
     return (f"Le total de la sélection, {euros(selected_cents)}, est inférieur au minimum de "
             f"{euros(minimum_cents)} que PayFiP accepte : ajoutez une autre facture de ce "
             "service.")
+
+
+def reserved(until: str) -> str:
+    """An invoice held by a payment in progress, and until when."""
+    return (f"Un paiement de cette facture est en cours : elle lui est réservée jusqu'au "
+            f"{until}. S'il n'aboutit pas, vous pourrez la payer à nouveau ensuite.")
 
 
 def why_not_payable(reason: str | None) -> str:

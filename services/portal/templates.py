@@ -190,6 +190,13 @@ SUMMARY = """{% extends "base.html" %}
 """ + STEPS + """
 <h1>Récapitulatif</h1>
 {% if error %}<p class="message message-erreur" role="alert" id="erreur-selection">{{ error }}</p>{% endif %}
+{% for p in resumable %}
+<section class="reprise" aria-labelledby="reprise-{{ p.id }}">
+<h2 id="reprise-{{ p.id }}">Paiement commencé sur PayFiP</h2>
+<p>Vous avez commencé sur PayFiP le paiement de {{ p.amount }} (factures {{ p.numbers }}) sans le terminer. Vous pouvez le reprendre jusqu'au {{ p.resume_until }}.</p>
+<p><a class="bouton" href="{{ p.redirect_url }}">Reprendre le paiement sur PayFiP</a></p>
+</section>
+{% endfor %}
 <form method="post" action="{{ url_for('pay', regie=regie) }}" data-selection>
 <input type="hidden" name="csrf_token" value="{{ csrf_token() }}">
 <fieldset{% if error %} aria-describedby="erreur-selection"{% endif %}>
@@ -393,6 +400,9 @@ legend { padding: 0 .25rem; }
 .facture-bloquee .total-facture, .facture-bloquee .raison { grid-column: 1 / -1; }
 .raison { color: #8a0300 !important; }
 .selection { font-size: 1.15rem; font-weight: bold; }
+.reprise { border-left: 5px solid #000091; background: #eef; padding: .75rem 1rem;
+  margin-bottom: 1rem; }
+.reprise h2 { font-size: 1.15rem; margin-top: 0; }
 .actions { display: flex; flex-wrap: wrap; gap: .75rem; }
 .resultat { padding: 1rem; border-left: 6px solid #555; background: #f2f2f2; }
 .resultat h2 { margin-top: 0; }

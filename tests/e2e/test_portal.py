@@ -370,9 +370,17 @@ def test_a_refused_card_then_a_cancel_on_payfip(system: PortalSystem, page: Page
         if blocked.count():
             break
         page.wait_for_timeout(100)
-    expect(blocked.locator(".raison")).to_have_text(re.compile("Un paiement de cette facture"))
+    expect(blocked.locator(".raison")).to_have_text(re.compile(
+        r"Un paiement de cette facture est en cours : elle lui est réservée jusqu'au "
+        r"\d\d/\d\d/\d{4} à \d\d:\d\d\."))
     expect(blocked.get_by_role("checkbox")).to_have_count(0)
+    # Its PayFiP page was left open (the tab closed): the family can go back to it.
+    resume = page.get_by_role("link", name="Reprendre le paiement sur PayFiP")
+    expect(resume).to_have_attribute("href", r.json()["redirect_url"])
+    expect(page.locator(".reprise")).to_contain_text("12,00 €")
     steps.shot(page, "recapitulatif-paiement-en-cours")
+    resume.click()
+    expect(page.get_by_text("Montant : 12,00 €")).to_be_visible()
 
 
 def test_another_familys_data_is_404(system: PortalSystem, page: Page) -> None:

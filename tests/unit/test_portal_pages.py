@@ -1,18 +1,23 @@
 """What a family reads on the portal's pages, over the in-memory payment API."""
 
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from services.portal.formatting import moment
 from tests.portal_fake import (
     PAYFIP_PAGE,
     FakePayments,
     checkboxes,
     details,
+    links,
     logged_in,
     portal,
     submit_disabled,
     texts,
+    utc_in,
 )
 
 
@@ -103,3 +108,71 @@ def test_invoices_of_a_regie_that_stay_under_one_euro_say_when_they_can_be_paid(
         and "avec une prochaine facture de ce service" in r for r in reasons), reasons
     assert texts(page, "selection") == ["Total de la sélection : 0,00 €"]
     assert submit_disabled(page)
+
+
+RESUME = "Reprendre le paiement sur PayFiP"
+
+
+def utc_in_iso(timestamp: str, minutes: float) -> str:
+    return (datetime.fromisoformat(timestamp) + timedelta(minutes=minutes)).isoformat()
+
+
+def reserved_line(api: FakePayments, number: str, payment: dict[str, Any]) -> dict[str, Any]:
+    line = api.invoice(payment["regie"], number, 2500, payable=False,
+                       reason="payment_in_progress", payment_id=payment["id"])
+    payment["allocations"].append({"invoice_id": line["id"], "number": number,
+                                   "amount_cents": 2500})
+    payment["amount_cents"] += 2500
+    return line
+
+
+def test_a_payment_left_open_on_payfip_can_be_resumed_while_its_idop_lives(
+        api: FakePayments, tmp_path: Path) -> None:
+    """PAYFIP_RESERVATION_MINUTES is 20 (its default): the idop, 15 minutes, ends first."""
+    client = logged_in(portal(api, tmp_path))
+    # Begun a minute ago, the tab then closed: PayFiP's page still takes it for 14 minutes.
+    until = utc_in(19)
+    payment = api.add_payment("SPORTS", "requested", reserved_until=until)
+    reserved_line(api, "VAIC521041698401", payment)
+    api.invoice("SPORTS", "STG-2025-0007", 1200)
+
+    page = client.get("/factures/a-payer/SPORTS")
+    assert page.status_code == 200
+    assert links(page)[RESUME] == payment["redirect_url"]
+    [section] = texts(page, "reprise")
+    assert "25,00 €" in section and "VAIC521041698401" in section
+    assert f"jusqu'au {moment(utc_in_iso(until, -5))}" in section, section
+    [reason] = texts(page, "raison")
+    assert f"réservée jusqu'au {moment(until)}" in reason, reason
+    assert len(checkboxes(page)) == 1  # the other invoice only
+
+    # Begun 16 minutes ago: PayFiP no longer takes its idop; the invoice is still reserved.
+    payment["reserved_until"] = until = utc_in(4)
+    page = client.get("/factures/a-payer/SPORTS")
+    assert RESUME not in links(page) and not texts(page, "reprise")
+    [reason] = texts(page, "raison")
+    assert f"réservée jusqu'au {moment(until)}" in reason, reason
+
+    # The reservation is over: the invoice may be paid again (the payment API frees it).
+    payment["reserved_until"] = utc_in(-1)
+    page = client.get("/factures/a-payer/SPORTS")
+    assert RESUME not in links(page) and not texts(page, "raison")
+    assert len(checkboxes(page)) == 2
+
+
+def test_no_resume_link_for_a_payment_that_is_no_longer_requested(
+        api: FakePayments, tmp_path: Path) -> None:
+    client = logged_in(portal(api, tmp_path))
+    # PayFiP said "paid" a second ago; the to-pay list has not caught up yet.
+    payment = api.add_payment("SPORTS", "confirmed", resultrans="P", reserved_until=None)
+    reserved_line(api, "VAIC521041698401", payment)
+    page = client.get("/factures/a-payer/SPORTS")
+    assert RESUME not in links(page) and not texts(page, "reprise")
+    assert texts(page, "raison") == [
+        "Un paiement de cette facture est en cours : attendez son résultat avant de la payer "
+        "à nouveau."]
+    # Still requested, the reservation still on, but another family's (a made-up answer).
+    payment.update(status="requested", reserved_until=utc_in(19), family_id="famille-durand")
+    page = client.get("/factures/a-payer/SPORTS")
+    assert RESUME not in links(page) and payment["redirect_url"] not in page.text
+
