@@ -119,15 +119,22 @@ DIRECT_DEBIT = ("prélèvement enregistré", "Votre prélèvement est enregistr�
                 "Merci : le prélèvement est enregistré, la somme sera prélevée sur votre compte "
                 "dans les prochains jours. La facture apparaît comme réglée par prélèvement "
                 "dans l'historique de vos factures.")
+# Still waiting for PayFiP's last word, but the invoices are free again: the family left
+# PayFiP's page (its A may yet turn into a payment), or the reservation ran out.
+RELEASED = ("non terminé", "Le paiement n'est pas terminé",
+            "PayFiP ne nous a pas encore donné de résultat, et les factures peuvent de "
+            "nouveau être payées. Si vous avez quitté la page de PayFiP sans payer, aucune "
+            "somme n'a été prélevée. Cette page se mettra à jour dès que PayFiP répondra.")
 PENDING = ("en cours de traitement", "Paiement en cours de traitement",
            "Nous attendons la réponse de PayFiP. Cette page se mettra à jour d'elle-même "
            "dès que le résultat sera connu.")
 
 
-def outcome(status: str, resultrans: str | None = None) -> tuple[str, str, str]:
+def outcome(status: str, resultrans: str | None = None,
+            released: bool = False) -> tuple[str, str, str]:
     if status == "confirmed" and resultrans == "V":
         return DIRECT_DEBIT
-    return OUTCOMES.get(status, PENDING)
+    return OUTCOMES.get(status, RELEASED if released else PENDING)
 
 
 def paid_at_label(resultrans: str | None) -> str:

@@ -429,7 +429,9 @@ def create_app(
     def payment_return() -> Any:
         payment = settled(payment_from_query())
         status = payment["status"]
-        word, heading, message = fmt.outcome(status, payment.get("resultrans"))
+        # reserved_until null on a payment still waiting: its invoices were released.
+        released = "reserved_until" in payment and payment["reserved_until"] is None
+        word, heading, message = fmt.outcome(status, payment.get("resultrans"), released)
         pending = status not in FINAL
         numbers = ", ".join(a["number"] for a in payment.get("allocations", []))
         regie_name = next((h["regie_name"] for h in api.history(family())

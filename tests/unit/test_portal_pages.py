@@ -176,3 +176,19 @@ def test_no_resume_link_for_a_payment_that_is_no_longer_requested(
     page = client.get("/factures/a-payer/SPORTS")
     assert RESUME not in links(page) and payment["redirect_url"] not in page.text
 
+
+def test_a_payment_left_on_payfip_says_the_invoices_are_free_again(
+        api: FakePayments, tmp_path: Path) -> None:
+    """PayFiP's A right after the transaction may still turn into a payment: the payment
+    stays requested, but its invoices are released at once (reserved_until null)."""
+    client = logged_in(portal(api, tmp_path))
+    left = api.add_payment("SPORTS", "requested", reserved_until=None, amount_cents=1200)
+    page = client.get(f"/paiement/retour?payment={left['id']}")
+    assert texts(page, "etat") == ["État du paiement : non terminé"]
+    [result] = texts(page, "resultat")
+    assert "les factures peuvent de nouveau être payées" in result, result
+    assert "Actualiser la page" in links(page)  # PayFiP's last word is still awaited
+
+    waiting = api.add_payment("SPORTS", "requested", reserved_until=utc_in(19))
+    page = client.get(f"/paiement/retour?payment={waiting['id']}")
+    assert texts(page, "etat") == ["État du paiement : en cours de traitement"]
