@@ -1,7 +1,9 @@
 """The payment API as the portal uses it: a reader token, JSON over HTTP."""
 
 import re
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 from urllib.parse import parse_qs, quote, urlsplit
 from uuid import UUID
 
@@ -9,6 +11,9 @@ import requests
 
 REGIE_CODE = re.compile(r"^[A-Za-z0-9_-]{1,32}\Z")
 FINAL = frozenset({"confirmed", "refused", "abandoned", "expired", "failed"})
+IN_PROGRESS = "payment_in_progress"
+# PayFiP takes an idop on its payment page for 15 minutes after it was made.
+IDOP_LIFETIME = timedelta(minutes=15)
 
 
 class PaymentApiError(Exception):
@@ -39,6 +44,23 @@ def _reason(r: requests.Response) -> str:
                          for m in ms)
     except (ValueError, AttributeError):
         return r.text[:200]
+
+
+class Payments(Protocol):
+    """What the portal asks of the payment API (the port; ``PaymentApi`` is the real side)."""
+
+    def to_pay(self, family_id: str) -> list[dict[str, Any]]: ...
+
+    def to_pay_regie(self, family_id: str, regie: str) -> list[dict[str, Any]]: ...
+
+    def history(self, family_id: str) -> list[dict[str, Any]]: ...
+
+    def request_payment(self, family_id: str, regie: str, invoice_ids: list[str],
+                        email: str) -> dict[str, Any]: ...
+
+    def payment(self, payment_id: str) -> dict[str, Any]: ...
+
+    def browser_return(self, idop: str) -> str: ...
 
 
 class PaymentApi:
@@ -105,3 +127,30 @@ class PaymentApi:
                 raise Unavailable("payment API redirected without a payment id")
             return ids[0]
         return str(r.json()["id"])
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A payment in progress as the family may act on it."""
+
+    until: datetime | None  # its invoices are reserved until then; None: not known
+    resume_until: datetime | None  # PayFiP's page takes it until then; None: not at all
+
+    def over(self, now: datetime) -> bool:
+        return self.until is not None and now >= self.until
+
+    def resumable(self, now: datetime) -> bool:
+        return self.resume_until is not None and now < self.resume_until
+
+
+def reservation(payment: dict[str, Any], length: timedelta) -> Reservation:
+    """From the payment API's answer and PAYFIP_RESERVATION_MINUTES (``length``)."""
+    if payment.get("status") not in ("started", "requested") or not payment.get(
+            "reserved_until"):
+        return Reservation(None, None)
+    until = datetime.fromisoformat(payment["reserved_until"])
+    target = payment.get("redirect_url") or ""
+    if payment["status"] != "requested" or urlsplit(target).scheme not in ("http", "https"):
+        return Reservation(until, None)
+    # The reservation and the idop start together, when the payment is asked for.
+    return Reservation(until, min(until, until - length + IDOP_LIFETIME))

@@ -190,6 +190,13 @@ SUMMARY = """{% extends "base.html" %}
 """ + STEPS + """
 <h1>Récapitulatif</h1>
 {% if error %}<p class="message message-erreur" role="alert" id="erreur-selection">{{ error }}</p>{% endif %}
+{% for p in resumable %}
+<section class="reprise" aria-labelledby="reprise-{{ p.id }}">
+<h2 id="reprise-{{ p.id }}">Paiement commencé sur PayFiP</h2>
+<p>Vous avez commencé sur PayFiP le paiement de {{ p.amount }} (factures {{ p.numbers }}) sans le terminer. Vous pouvez le reprendre jusqu'au {{ p.resume_until }}.</p>
+<p><a class="bouton" href="{{ p.redirect_url }}">Reprendre le paiement sur PayFiP</a></p>
+</section>
+{% endfor %}
 <form method="post" action="{{ url_for('pay', regie=regie) }}" data-selection>
 <input type="hidden" name="csrf_token" value="{{ csrf_token() }}">
 <fieldset{% if error %} aria-describedby="erreur-selection"{% endif %}>
@@ -200,7 +207,7 @@ SUMMARY = """{% extends "base.html" %}
 <li class="facture{% if not i.payable %} facture-bloquee{% endif %}">
 {% if i.payable %}
 <input type="checkbox" id="facture-{{ i.id }}" name="invoice_ids" value="{{ i.id }}"
- data-cents="{{ i.amount_due_cents }}"{% if i.checked %} checked{% endif %}>
+ data-cents="{{ i.amount_due_cents }}"{% if i.checked %} checked{% endif %}{% if i.minimum %} aria-describedby="minimum-{{ i.id }}"{% endif %}>
 <label for="facture-{{ i.id }}">
 {% else %}
 <div class="libelle">
@@ -211,6 +218,7 @@ SUMMARY = """{% extends "base.html" %}
 {% if i.payable %}</label>{% else %}</div>{% endif %}
 <p class="total-facture">Total de la facture {{ i.total }}</p>
 {% if not i.payable %}<p class="raison">{{ i.reason }}</p>{% endif %}
+{% if i.minimum %}<p class="minimum" id="minimum-{{ i.id }}">{{ i.minimum }}</p>{% endif %}
 </li>
 {% endfor %}
 </ul>
@@ -244,7 +252,7 @@ RETURN = """{% extends "base.html" %}
 <dt>Montant</dt><dd>{{ amount }}</dd>
 <dt>Factures</dt><dd>{{ numbers }}</dd>
 <dt>Référence du paiement</dt><dd>{{ refdet }}</dd>
-{% if paid_at %}<dt>Payé le</dt><dd>{{ paid_at }}</dd>{% endif %}
+{% if paid_at %}<dt>{{ paid_at_label }}</dt><dd>{{ paid_at }}</dd>{% endif %}
 {% if means %}<dt>Moyen de paiement</dt><dd>{{ means }}</dd>{% endif %}
 {% if numauto %}<dt>Numéro d'autorisation</dt><dd>{{ numauto }}</dd>{% endif %}
 </dl>
@@ -273,8 +281,8 @@ HISTORY = """{% extends "base.html" %}
 <th scope="row" data-titre="Facture">{{ r.label }} n° {{ r.number }}</th>
 <td data-titre="Émise le">{{ r.issued }}</td>
 <td data-titre="Montant">{{ r.total }}</td>
-<td data-titre="État">{{ r.status }}</td>
-<td data-titre="Paiement">{{ r.payment or "—" }}</td>
+<td data-titre="État" class="etat-facture">{{ r.status }}</td>
+<td data-titre="Paiement" class="paiement">{{ r.payment or "—" }}</td>
 </tr>
 {% endfor %}
 </tbody>
@@ -387,10 +395,14 @@ legend { padding: 0 .25rem; }
 .facture input { width: 1.4rem; height: 1.4rem; margin: .2rem 0 0; }
 .facture label, .facture .libelle { display: flex; flex-wrap: wrap; gap: .25rem 1.5rem; }
 .facture-bloquee .libelle { grid-column: 1 / -1; }
-.facture .total-facture, .facture .raison { grid-column: 2; margin: 0; color: #333; }
+.facture .total-facture, .facture .raison, .facture .minimum { grid-column: 2; margin: 0;
+  color: #333; }
 .facture-bloquee .total-facture, .facture-bloquee .raison { grid-column: 1 / -1; }
 .raison { color: #8a0300 !important; }
 .selection { font-size: 1.15rem; font-weight: bold; }
+.reprise { border-left: 5px solid #000091; background: #eef; padding: .75rem 1rem;
+  margin-bottom: 1rem; }
+.reprise h2 { font-size: 1.15rem; margin-top: 0; }
 .actions { display: flex; flex-wrap: wrap; gap: .75rem; }
 .resultat { padding: 1rem; border-left: 6px solid #555; background: #f2f2f2; }
 .resultat h2 { margin-top: 0; }

@@ -10,7 +10,7 @@ import logging
 import os
 import secrets
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,6 +32,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from jinja2 import DictLoader
 from werkzeug.exceptions import HTTPException
 
+from services.payment.domain import MIN_PAYMENT_CENTS
 from services.portal import formatting as fmt
 from services.portal.accounts import (
     PASSWORD_MIN,
@@ -40,7 +41,17 @@ from services.portal.accounts import (
     Accounts,
     SqliteAccounts,
 )
-from services.portal.payments import FINAL, NotFound, PaymentApi, Refused, Unavailable
+from services.portal.payments import (
+    FINAL,
+    IN_PROGRESS,
+    NotFound,
+    PaymentApi,
+    Payments,
+    Refused,
+    Reservation,
+    Unavailable,
+    reservation,
+)
 from services.portal.settings import PortalSettings
 from services.portal.templates import ASSETS, TEMPLATES
 
@@ -91,13 +102,13 @@ def safe_next(target: str | None) -> str | None:
 def create_app(
     settings: PortalSettings | None = None,
     accounts: Accounts | None = None,
-    payments: PaymentApi | None = None,
+    payments: Payments | None = None,
 ) -> Flask:
     cfg = settings or PortalSettings()
     users = accounts or Accounts(SqliteAccounts(cfg.accounts_db))
     if payments is None and not cfg.payment_token:
         raise RuntimeError("PORTAL_PAYMENT_TOKEN: a reader token of the payment API is needed")
-    api = payments or PaymentApi(cfg.payment_url, cfg.payment_token)
+    api: Payments = payments or PaymentApi(cfg.payment_url, cfg.payment_token)
 
     app = Flask(__name__)
     app.jinja_loader = DictLoader(TEMPLATES)
@@ -275,29 +286,77 @@ def create_app(
         return render_template("to_pay.html", section="facturation", regies=regies,
                                crumbs=crumbs(("Factures à payer", None)))
 
-    def regie_lines(regie: str) -> tuple[str, list[dict[str, Any]]]:
-        """The régie's name and this family's invoices there; 404 if it owes it nothing."""
+    def regie_name(regie: str) -> str:
+        """The régie's name; 404 if this family owes it nothing."""
         name = next((r["name"] for r in api.to_pay(family()) if r["code"] == regie), None)
         if name is None:
             abort(404)
-        return name, api.to_pay_regie(family(), regie)
+        return str(name)
+
+    def own_reservation(payment_id: str) -> tuple[dict[str, Any], Reservation] | None:
+        try:
+            payment = api.payment(payment_id)
+        except NotFound:
+            return None
+        if payment.get("family_id") != family():
+            return None
+        length = timedelta(minutes=cfg.reservation_minutes)
+        return payment, reservation(payment, length)
+
+    def regie_lines(regie: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """This family's invoices at the régie as it may act on them now, and the payments
+        left open on PayFiP's page that it may go back to."""
+        now = datetime.now(UTC)
+        held: dict[str, tuple[dict[str, Any], Reservation] | None] = {}
+        lines = []
+        for line in api.to_pay_regie(family(), regie):
+            payment_id = line.get("payment_id")
+            if line.get("reason") == IN_PROGRESS and payment_id:
+                if payment_id not in held:
+                    held[payment_id] = own_reservation(payment_id)
+                by = held[payment_id]
+                if by is not None and by[1].over(now):
+                    # The payment API frees such an invoice for the next payment asked.
+                    line = {**line, "payable": True, "reason": None}
+                elif by is not None and by[1].until is not None:
+                    line = {**line, "reserved_until": fmt.moment(by[1].until)}
+            lines.append(line)
+        resumable = [
+            {**payment, "resume_until": fmt.moment(r.resume_until),
+             "amount": fmt.euros(payment["amount_cents"]),
+             "numbers": ", ".join(a["number"] for a in payment.get("allocations", []))}
+            for payment, r in filter(None, held.values()) if r.resumable(now)]
+        return lines, resumable
 
     def render_summary(regie: str, name: str, lines: list[dict[str, Any]],
-                       selected: set[str] | None = None, error: str | None = None,
-                       status: int = 200) -> Any:
+                       resumable: list[dict[str, Any]], selected: set[str] | None = None,
+                       error: str | None = None, status: int = 200) -> Any:
+        # PayFiP refuses a payment under its minimum: a small invoice can only go with
+        # others of the régie, and not at all while all of them together stay under it.
+        open_cents = sum(line["amount_due_cents"] for line in lines if line["payable"])
+        too_small = open_cents < MIN_PAYMENT_CENTS
         invoices = []
         for line in lines:
-            checked = line["payable"] and (selected is None or line["id"] in selected)
+            payable = line["payable"] and not too_small
+            small = payable and line["amount_due_cents"] < MIN_PAYMENT_CENTS
             invoices.append({
-                **line, "checked": checked, "issued": fmt.day(line["issued_on"]),
+                **line, "payable": payable,
+                "checked": payable and (selected is None or line["id"] in selected),
+                "issued": fmt.day(line["issued_on"]),
                 "due": fmt.euros(line["amount_due_cents"]),
                 "total": fmt.euros(line["total_cents"]),
-                "reason": fmt.why_not_payable(line.get("reason")),
+                "reason": fmt.under_minimum(MIN_PAYMENT_CENTS, with_others=False)
+                if line["payable"] and too_small
+                else fmt.reserved(line["reserved_until"])
+                if line.get("reserved_until") else fmt.why_not_payable(line.get("reason")),
+                "minimum": fmt.under_minimum(MIN_PAYMENT_CENTS, with_others=True)
+                if small else None,
             })
         total = sum(i["amount_due_cents"] for i in invoices if i["checked"])
         return render_template(
             "summary.html", section="facturation", regie=regie, regie_name=name,
             invoices=invoices, selected_total=fmt.euros(total), step=1, error=error,
+            resumable=resumable,
             any_payable=any(i["payable"] for i in invoices),
             crumbs=crumbs(("Factures à payer", url_for("to_pay")), ("Récapitulatif", None)),
         ), status
@@ -305,31 +364,37 @@ def create_app(
     @app.get("/factures/a-payer/<regie>")
     @login_required
     def summary(regie: str) -> Any:
-        name, lines = regie_lines(regie)
-        return render_summary(regie, name, lines)
+        name = regie_name(regie)
+        return render_summary(regie, name, *regie_lines(regie))
 
     @app.post("/factures/a-payer/<regie>")
     @login_required
     def pay(regie: str) -> Any:
-        name, lines = regie_lines(regie)
+        name = regie_name(regie)
+        lines, resumable = regie_lines(regie)
         chosen = request.form.getlist("invoice_ids")
         known = {line["id"]: line for line in lines}
         if any(i not in known for i in chosen) or len(set(chosen)) != len(chosen):
             abort(404)  # another family's invoice, another régie's, or made up
         if not chosen:
-            return render_summary(regie, name, lines, set(),
+            return render_summary(regie, name, lines, resumable, set(),
                                   "Sélectionnez au moins une facture à payer.", 422)
         if any(not known[i]["payable"] for i in chosen):
-            return render_summary(regie, name, lines, set(chosen),
+            return render_summary(regie, name, lines, resumable, set(chosen),
                                   "Une des factures choisies ne peut plus être payée en "
                                   "ligne : voyez la raison indiquée sous la facture.", 409)
+        chosen_cents = sum(known[i]["amount_due_cents"] for i in chosen)
+        if chosen_cents < MIN_PAYMENT_CENTS:
+            return render_summary(regie, name, lines, resumable, set(chosen),
+                                  fmt.selection_under_minimum(chosen_cents, MIN_PAYMENT_CENTS),
+                                  422)
         account: Account = g.account
         try:
             payment = api.request_payment(account.family_id, regie, chosen, account.email)
         except Refused as e:
             log.warning("payment refused for %s: %s", account.family_id, e.message)
             return render_summary(
-                regie, name, api.to_pay_regie(family(), regie), set(chosen),
+                regie, name, *regie_lines(regie), set(chosen),
                 "Le paiement n'a pas pu commencer : les factures ont peut-être changé. "
                 "Vérifiez votre sélection et recommencez.", 409)
         target = payment.get("redirect_url") or ""
@@ -364,7 +429,9 @@ def create_app(
     def payment_return() -> Any:
         payment = settled(payment_from_query())
         status = payment["status"]
-        word, heading, message = fmt.outcome(status)
+        # reserved_until null on a payment still waiting: its invoices were released.
+        released = "reserved_until" in payment and payment["reserved_until"] is None
+        word, heading, message = fmt.outcome(status, payment.get("resultrans"), released)
         pending = status not in FINAL
         numbers = ", ".join(a["number"] for a in payment.get("allocations", []))
         regie_name = next((h["regie_name"] for h in api.history(family())
@@ -377,6 +444,7 @@ def create_app(
             regie_name=regie_name, amount=fmt.euros(payment["amount_cents"]), numbers=numbers,
             refdet=payment["refdet"],
             paid_at=fmt.moment(payment.get("paid_at")) if status == "confirmed" else "",
+            paid_at_label=fmt.paid_at_label(payment.get("resultrans")),
             means=fmt.RESULTRANS_MEANS.get(payment.get("resultrans") or "", "")
             if status == "confirmed" else "",
             numauto=payment.get("numauto") if status == "confirmed" else None,
@@ -406,7 +474,8 @@ def create_app(
                     payment += f" par {fmt.means(h['paid_by'])}"
             rows.append({
                 **h, "issued": fmt.day(h["issued_on"]), "total": fmt.euros(h["total_cents"]),
-                "status": fmt.invoice_status(h["status"], bool(h.get("payment_id"))),
+                "status": fmt.invoice_status(h["status"], bool(h.get("payment_id")),
+                                             h.get("paid_by")),
                 "payment": payment,
             })
         return render_template("history.html", section="facturation", rows=rows,

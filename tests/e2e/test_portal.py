@@ -293,9 +293,9 @@ def test_canteen_by_direct_debit_on_a_phone_result_comes_late(
         no_horizontal_scroll(page)
         s.sim_config(hold=False)
         # The page asks by itself until the result is known, then shows it.
-        expect(page.locator(".etat")).to_have_text("État du paiement : payé")
+        expect(page.locator(".etat")).to_have_text("État du paiement : prélèvement enregistré")
         expect(page.locator(".details")).to_contain_text("prélèvement")
-        steps.shot(page, "retour-paye")
+        steps.shot(page, "retour-prelevement-enregistre")
         page.get_by_role("link", name="Consulter l'historique de mes factures").first.click()
         row = page.get_by_role("row", name=re.compile("RS-2025-02-0001"))
         for _ in range(100):
@@ -304,6 +304,7 @@ def test_canteen_by_direct_debit_on_a_phone_result_comes_late(
             page.wait_for_timeout(100)
             page.reload()
         expect(row).to_contain_text("par prélèvement")
+        expect(row.locator("td").nth(3)).to_have_text("Prélèvement enregistré")
         steps.shot(page, "historique")
         no_horizontal_scroll(page)
     finally:
@@ -355,8 +356,11 @@ def test_a_refused_card_then_a_cancel_on_payfip(system: PortalSystem, page: Page
     page.get_by_role("button", name="Payer").click()
     expect(page.get_by_text("Montant : 12,00 €")).to_be_visible()
     page.get_by_role("button", name="Annuler").click()
-    returned(page, s, "annulé")
-    steps.shot(page, "retour-annule")
+    # PayFiP's A may still turn into a payment for a while: not "annulé" yet, but the
+    # invoice is free again at once.
+    returned(page, s, "non terminé")
+    expect(page.locator(".resultat")).to_contain_text("peuvent de nouveau être payées")
+    steps.shot(page, "retour-non-termine")
 
     # An invoice being paid shows why it cannot be picked, and nothing is selected.
     r = s.reader("POST", "/payments", json={
@@ -369,9 +373,17 @@ def test_a_refused_card_then_a_cancel_on_payfip(system: PortalSystem, page: Page
         if blocked.count():
             break
         page.wait_for_timeout(100)
-    expect(blocked.locator(".raison")).to_have_text(re.compile("Un paiement de cette facture"))
+    expect(blocked.locator(".raison")).to_have_text(re.compile(
+        r"Un paiement de cette facture est en cours : elle lui est réservée jusqu'au "
+        r"\d\d/\d\d/\d{4} à \d\d:\d\d\."))
     expect(blocked.get_by_role("checkbox")).to_have_count(0)
+    # Its PayFiP page was left open (the tab closed): the family can go back to it.
+    resume = page.get_by_role("link", name="Reprendre le paiement sur PayFiP")
+    expect(resume).to_have_attribute("href", r.json()["redirect_url"])
+    expect(page.locator(".reprise")).to_contain_text("12,00 €")
     steps.shot(page, "recapitulatif-paiement-en-cours")
+    resume.click()
+    expect(page.get_by_text("Montant : 12,00 €")).to_be_visible()
 
 
 def test_another_familys_data_is_404(system: PortalSystem, page: Page) -> None:
