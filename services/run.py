@@ -1,11 +1,15 @@
 """`make run`: the whole system on one machine with the embedded defaults."""
 
+import contextlib
+import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -15,38 +19,113 @@ from services.bootstrap import ensure_dev_tokens
 from services.common.auth import format_tokens
 from services.common.settings import Settings, get
 
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """How long a dead part waits before it is started again.
+
+    Doubling from ``first`` up to ``cap``, so that a part that dies at once (its database or
+    broker unreachable, say) is retried soon, then rarely, never in a tight loop; a part that
+    had run ``stable`` seconds before dying is starting afresh and waits ``first`` again.
+    """
+
+    first: float = 1.0
+    cap: float = 30.0
+    stable: float = 60.0
+
+    def delay(self, failures: int) -> float:
+        return float(min(self.cap, self.first * 2 ** (failures - 1)))
+
 
 class Supervisor:
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+    """Starts the parts of `regie run`, restarts those that die, stops them all.
+
+    Each part gets its own session, so that Ctrl-C reaches only us, and so that the part
+    and whatever it started (gunicorn's workers, the broker binary) form one process group
+    that is signalled as a whole: nothing it started outlives it.
+    """
+
+    def __init__(self, env: dict[str, str], log_dir: Path, backoff: Backoff = Backoff(),
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.env = env
         self.log_dir = log_dir
-        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.backoff = backoff
+        self.clock = clock
+        self.argv: dict[str, list[str]] = {}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.started_at: dict[str, float] = {}
+        self.failures: dict[str, int] = {}
+        self.restart_at: dict[str, float] = {}
 
     def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        self.argv[name] = argv
+        self.failures.setdefault(name, 0)
+        return self._spawn(name)
+
+    def _spawn(self, name: str) -> subprocess.Popen[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_dir / f"{name}.log", "ab") as log:
-            # Own session: Ctrl-C reaches only us, and we stop the parts in order.
+        with open(self.log_dir / f"{name}.log", "ab") as out:
             proc = subprocess.Popen(
-                argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                self.argv[name], env=self.env, stdout=out, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )
-        self.children.append((name, proc))
+        self.procs[name] = proc
+        self.started_at[name] = self.clock()
+        self.restart_at.pop(name, None)
         return proc
 
+    def pid(self, name: str) -> int | None:
+        """The part's pid while it runs; None while it waits to be started again."""
+        return None if name in self.restart_at else self.procs[name].pid
+
     def dead(self) -> list[str]:
-        return [name for name, proc in self.children if proc.poll() is not None]
+        """The parts that died since the last ``supervise``."""
+        return [name for name, proc in self.procs.items()
+                if name not in self.restart_at and proc.poll() is not None]
+
+    def supervise(self) -> None:
+        """Schedule the restart of each part that died; start those whose pause is over."""
+        now = self.clock()
+        for name in self.dead():
+            proc = self.procs[name]
+            _kill_group(proc.pid, signal.SIGKILL)  # what it started must not hold its port
+            ran = now - self.started_at[name]
+            self.failures[name] = 1 if ran >= self.backoff.stable else self.failures[name] + 1
+            delay = self.backoff.delay(self.failures[name])
+            self.restart_at[name] = now + delay
+            log.warning("%s exited (%s) after %.0fs; restarting in %.0fs (see %s)",
+                        name, _how(proc.returncode), ran, delay, self.log_dir / f"{name}.log")
+        for name, due in list(self.restart_at.items()):
+            if due <= now:
+                proc = self._spawn(name)
+                log.warning("%s restarted (pid %d)", name, proc.pid)
 
     def stop(self) -> None:
+        self.restart_at.clear()
         # Last started, first stopped: the broker goes last so relays can flush.
-        for name, proc in reversed(self.children):
+        for name, proc in reversed(self.procs.items()):
             if proc.poll() is None:
-                proc.terminate()
+                _kill_group(proc.pid, signal.SIGTERM)
                 try:
                     proc.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     print(f"{name} did not stop; killing it", file=sys.stderr)
-                    proc.kill()
-                    proc.wait()
+            # Whatever is left of the group (the part did not stop, or left a child).
+            _kill_group(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _kill_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def _how(returncode: int) -> str:
+    if returncode < 0:
+        return f"killed by {signal.Signals(-returncode).name}"
+    return f"code {returncode}"
 
 
 def wait_http(url: str, timeout: float = 30.0) -> None:
@@ -136,12 +215,9 @@ Régie is running (data under {settings.var_dir}/, logs under {settings.var_dir}
 Tokens (send as "Authorization: Bearer TOKEN"):""", flush=True)
         for token, role in tokens.items():
             print(f"  {role:9} {token}")
-        print("Ctrl-C stops everything.", flush=True)
+        print("Ctrl-C stops everything; a part that dies is started again.", flush=True)
         while not stop.is_set():
-            dead = sup.dead()
-            if dead:
-                print(f"stopped unexpectedly: {', '.join(dead)} (see the logs)", file=sys.stderr)
-                return 1
+            sup.supervise()
             stop.wait(0.5)
         return 0
     finally:
