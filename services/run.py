@@ -128,22 +128,55 @@ def _how(returncode: int) -> str:
     return f"code {returncode}"
 
 
-def wait_http(url: str, timeout: float = 30.0) -> None:
+class StartError(RuntimeError):
+    pass
+
+
+def _token(tokens: dict[str, str], role: str, why: str) -> str:
+    for token, has in tokens.items():
+        if has == role:
+            return token
+    raise StartError(f"REGIE_TOKENS has no token with the role {role} ({why}); "
+                     f"add one as TOKEN:{role}")
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).ok
+    except requests.RequestException:
+        return False
+
+
+def wait_until_ready(sup: Supervisor, health: dict[str, str], timeout: float,
+                     stop: threading.Event) -> bool:
+    """Wait for each part's health URL, restarting parts that die meanwhile; False if
+    stopped first. A part that is still silent after ``timeout`` fails the start."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url, timeout=1).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {timeout:.0f}s")
+    waiting = dict(health)
+    while waiting:
+        sup.supervise()
+        waiting = {name: url for name, url in waiting.items() if not _answers(url)}
+        if not waiting:
+            return True
+        if stop.is_set():
+            return False
+        if time.monotonic() > deadline:
+            silent = ", ".join(f"{name} ({url})" for name, url in waiting.items())
+            raise StartError(f"not answering after {timeout:.0f}s: {silent}; "
+                             f"see their logs under {sup.log_dir}/")
+        stop.wait(0.2)
+    return True
 
 
 def run(load_demo: bool = True) -> int:
     settings = Settings()
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     tokens = ensure_dev_tokens(settings)
+    # Checked before anything starts: a start that fails half-way has more to undo.
+    reader = os.environ.get("PORTAL_PAYMENT_TOKEN") or _token(
+        tokens, "reader", "the portal reads the payment API with it")
+    issuer = _token(tokens, "issuer", "the demo data is issued with it") if load_demo else ""
+    start_timeout = float(get("REGIE_START_TIMEOUT"))
     env = dict(os.environ, REGIE_TOKENS=format_tokens(tokens),
                REGIE_VAR_DIR=str(settings.var_dir.resolve()))
     python = sys.executable
@@ -157,7 +190,7 @@ def run(load_demo: bool = True) -> int:
 
         if settings.kafka_broker != "external":
             sup.start("broker", [python, "-m", "services.cli", "broker"])
-        wait_ready(settings.kafka_bootstrap, timeout=30)
+        wait_ready(settings.kafka_bootstrap, timeout=start_timeout)
         sim_port = get("PAYFIP_SIM_PORT")
         # Unless told otherwise, the parts find each other on the ports chosen here.
         sim = f"http://127.0.0.1:{sim_port}"
@@ -166,12 +199,12 @@ def run(load_demo: bool = True) -> int:
         env.setdefault("PAYMENT_PUBLIC_URL", f"http://127.0.0.1:{payment_port}")
         portal_port = get("PORTAL_PORT")
         portal_url = f"http://127.0.0.1:{portal_port}"
-        reader = next(t for t, role in tokens.items() if role == "reader")
         env.setdefault("PORTAL_RETURN_URL", f"{portal_url}/paiement/retour")
         env.setdefault("PORTAL_PAYMENT_URL", f"http://127.0.0.1:{payment_port}")
         env.setdefault("PORTAL_PAYMENT_TOKEN", reader)
         env.setdefault("PORTAL_ACCOUNTS_DB", str((settings.var_dir / "portal.db").resolve()))
         env.setdefault("PORTAL_PUBLIC_URL", portal_url)
+        health = {}
         for name, port, factory in (
             ("payfip-sim", sim_port, "services.payfip_sim.app:create_app()"),
             ("billing-api", billing_port, "services.billing.web:create_app()"),
@@ -182,6 +215,7 @@ def run(load_demo: bool = True) -> int:
             sup.start(name, [python, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
                              "--workers", "1", "--threads", "8", "--no-control-socket",
                              factory])
+            health[name] = f"http://127.0.0.1:{port}/health"
         for name, command in (
             ("billing-relay", ["relay", "billing"]),
             ("payment-consumer", ["consume", "payment"]),
@@ -192,11 +226,8 @@ def run(load_demo: bool = True) -> int:
             sup.start(name, [python, "-m", "services.cli", *command])
         billing_url = f"http://127.0.0.1:{billing_port}"
         payment_url = f"http://127.0.0.1:{payment_port}"
-        wait_http(f"{billing_url}/health")
-        wait_http(f"{payment_url}/health")
-        wait_http(f"http://127.0.0.1:{sim_port}/health")
-        wait_http(f"{portal_url}/health")
-        issuer = next(t for t, role in tokens.items() if role == "issuer")
+        if not wait_until_ready(sup, health, start_timeout, stop):
+            return 0
         login = ""
         if load_demo:
             from services.portal.demo import ensure_account

@@ -166,6 +166,34 @@ def test_make_run_twice(tmp_path: Path, broker: str) -> None:
         stop(again)
 
 
+def test_tokens_without_a_needed_role_are_named_and_nothing_is_left_running(
+        tmp_path: Path) -> None:
+    env, ports = run_env(tmp_path)
+    env["REGIE_TOKENS"] = "tok-issuer-0123456789:issuer,tok-auditor-0123456789:auditor"
+    done = subprocess.run([sys.executable, "-m", "services.cli", "run"], env=env, text=True,
+                          capture_output=True, timeout=120)
+    assert done.returncode == 1
+    assert "regie run: REGIE_TOKENS has no token with the role reader" in done.stderr
+    nothing_left(tmp_path / "var", ports)
+
+
+def test_a_start_that_fails_part_way_stops_every_process_it_started(tmp_path: Path) -> None:
+    env, ports = run_env(tmp_path)
+    env["REGIE_START_TIMEOUT"] = "15"
+    # Something else holds the portal's port and never answers: the other parts are up
+    # by the time the start gives up.
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", ports["PORTAL_PORT"]))
+        squatter.listen()
+        done = subprocess.run([sys.executable, "-m", "services.cli", "run"], env=env,
+                              text=True, capture_output=True, timeout=180)
+        assert done.returncode == 1, done.stderr
+        assert "not answering after 15s: portal" in done.stderr
+        assert "payment-api" not in done.stderr.split("not answering")[1]
+        del ports["PORTAL_PORT"]
+        nothing_left(tmp_path / "var", ports)
+
+
 def test_a_part_that_dies_is_restarted_and_the_system_keeps_serving(tmp_path: Path) -> None:
     env, ports = run_env(tmp_path)
     var_dir = tmp_path / "var"
