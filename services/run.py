@@ -118,14 +118,18 @@ class Supervisor:
 
 
 def _kill_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
+    # Already gone, or nothing of the group is left: either way nothing of ours to stop.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
 
 
 def _how(returncode: int) -> str:
-    if returncode < 0:
+    if returncode >= 0:
+        return f"code {returncode}"
+    try:
         return f"killed by {signal.Signals(-returncode).name}"
-    return f"code {returncode}"
+    except ValueError:  # a real-time signal has no name
+        return f"killed by signal {-returncode}"
 
 
 class StartError(RuntimeError):

@@ -152,3 +152,17 @@ def test_stopping_leaves_no_process_behind(tmp_path: Path, clock: Clock) -> None
 def test_backoff_doubles_from_one_second_to_thirty() -> None:
     backoff = Backoff()
     assert [backoff.delay(n) for n in range(1, 9)] == [1, 2, 4, 8, 16, 30, 30, 30]
+
+
+def test_a_part_killed_by_a_signal_without_a_name_is_still_restarted(
+        sup: Supervisor, clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="services.run")
+    first = sup.start("reconciler", SLEEPER)
+    realtime = signal.SIGRTMIN + 1
+    os.kill(first.pid, realtime)
+    first.wait()
+    sup.supervise()
+    assert f"reconciler exited (killed by signal {realtime})" in caplog.text
+    clock.now += 1
+    sup.supervise()
+    assert sup.pid("reconciler") not in (None, first.pid)
