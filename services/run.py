@@ -1,11 +1,15 @@
 """`make run`: the whole system on one machine with the embedded defaults."""
 
+import contextlib
+import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -15,50 +19,157 @@ from services.bootstrap import ensure_dev_tokens
 from services.common.auth import format_tokens
 from services.common.settings import Settings, get
 
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """How long a dead part waits before it is started again.
+
+    Doubling from ``first`` up to ``cap``, so that a part that dies at once (its database or
+    broker unreachable, say) is retried soon, then rarely, never in a tight loop; a part that
+    had run ``stable`` seconds before dying is starting afresh and waits ``first`` again.
+    """
+
+    first: float = 1.0
+    cap: float = 30.0
+    stable: float = 60.0
+
+    def delay(self, failures: int) -> float:
+        return float(min(self.cap, self.first * 2 ** (failures - 1)))
+
 
 class Supervisor:
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+    """Starts the parts of `regie run`, restarts those that die, stops them all.
+
+    Each part gets its own session, so that Ctrl-C reaches only us, and so that the part
+    and whatever it started (gunicorn's workers, the broker binary) form one process group
+    that is signalled as a whole: nothing it started outlives it.
+    """
+
+    def __init__(self, env: dict[str, str], log_dir: Path, backoff: Backoff = Backoff(),
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.env = env
         self.log_dir = log_dir
-        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.backoff = backoff
+        self.clock = clock
+        self.argv: dict[str, list[str]] = {}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.started_at: dict[str, float] = {}
+        self.failures: dict[str, int] = {}
+        self.restart_at: dict[str, float] = {}
 
     def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        self.argv[name] = argv
+        self.failures.setdefault(name, 0)
+        return self._spawn(name)
+
+    def _spawn(self, name: str) -> subprocess.Popen[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_dir / f"{name}.log", "ab") as log:
-            # Own session: Ctrl-C reaches only us, and we stop the parts in order.
+        with open(self.log_dir / f"{name}.log", "ab") as out:
             proc = subprocess.Popen(
-                argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                self.argv[name], env=self.env, stdout=out, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )
-        self.children.append((name, proc))
+        self.procs[name] = proc
+        self.started_at[name] = self.clock()
+        self.restart_at.pop(name, None)
         return proc
 
+    def pid(self, name: str) -> int | None:
+        """The part's pid while it runs; None while it waits to be started again."""
+        return None if name in self.restart_at else self.procs[name].pid
+
     def dead(self) -> list[str]:
-        return [name for name, proc in self.children if proc.poll() is not None]
+        """The parts that died since the last ``supervise``."""
+        return [name for name, proc in self.procs.items()
+                if name not in self.restart_at and proc.poll() is not None]
+
+    def supervise(self) -> None:
+        """Schedule the restart of each part that died; start those whose pause is over."""
+        now = self.clock()
+        for name in self.dead():
+            proc = self.procs[name]
+            _kill_group(proc.pid, signal.SIGKILL)  # what it started must not hold its port
+            ran = now - self.started_at[name]
+            self.failures[name] = 1 if ran >= self.backoff.stable else self.failures[name] + 1
+            delay = self.backoff.delay(self.failures[name])
+            self.restart_at[name] = now + delay
+            log.warning("%s exited (%s) after %.0fs; restarting in %.0fs (see %s)",
+                        name, _how(proc.returncode), ran, delay, self.log_dir / f"{name}.log")
+        for name, due in list(self.restart_at.items()):
+            if due <= now:
+                proc = self._spawn(name)
+                log.warning("%s restarted (pid %d)", name, proc.pid)
 
     def stop(self) -> None:
+        self.restart_at.clear()
         # Last started, first stopped: the broker goes last so relays can flush.
-        for name, proc in reversed(self.children):
+        for name, proc in reversed(self.procs.items()):
             if proc.poll() is None:
-                proc.terminate()
+                _kill_group(proc.pid, signal.SIGTERM)
                 try:
                     proc.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     print(f"{name} did not stop; killing it", file=sys.stderr)
-                    proc.kill()
-                    proc.wait()
+            # Whatever is left of the group (the part did not stop, or left a child).
+            _kill_group(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
-def wait_http(url: str, timeout: float = 30.0) -> None:
+def _kill_group(pgid: int, sig: signal.Signals) -> None:
+    # Already gone, or nothing of the group is left: either way nothing of ours to stop.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _how(returncode: int) -> str:
+    if returncode >= 0:
+        return f"code {returncode}"
+    try:
+        return f"killed by {signal.Signals(-returncode).name}"
+    except ValueError:  # a real-time signal has no name
+        return f"killed by signal {-returncode}"
+
+
+class StartError(RuntimeError):
+    pass
+
+
+def _token(tokens: dict[str, str], role: str, why: str) -> str:
+    for token, has in tokens.items():
+        if has == role:
+            return token
+    raise StartError(f"REGIE_TOKENS has no token with the role {role} ({why}); "
+                     f"add one as TOKEN:{role}")
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).ok
+    except requests.RequestException:
+        return False
+
+
+def wait_until_ready(sup: Supervisor, health: dict[str, str], timeout: float,
+                     stop: threading.Event) -> bool:
+    """Wait for each part's health URL, restarting parts that die meanwhile; False if
+    stopped first. A part that is still silent after ``timeout`` fails the start."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url, timeout=1).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {timeout:.0f}s")
+    waiting = dict(health)
+    while waiting:
+        sup.supervise()
+        waiting = {name: url for name, url in waiting.items() if not _answers(url)}
+        if not waiting:
+            return True
+        if stop.is_set():
+            return False
+        if time.monotonic() > deadline:
+            silent = ", ".join(f"{name} ({url})" for name, url in waiting.items())
+            raise StartError(f"not answering after {timeout:.0f}s: {silent}; "
+                             f"see their logs under {sup.log_dir}/")
+        stop.wait(0.2)
+    return True
 
 
 def _venv_bin() -> Path:
@@ -79,6 +190,11 @@ def run(load_demo: bool = True) -> int:
     settings = Settings()
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     tokens = ensure_dev_tokens(settings)
+    # Checked before anything starts: a start that fails half-way has more to undo.
+    reader = os.environ.get("PORTAL_PAYMENT_TOKEN") or _token(
+        tokens, "reader", "the portal reads the payment API with it")
+    issuer = _token(tokens, "issuer", "the demo data is issued with it") if load_demo else ""
+    start_timeout = float(get("REGIE_START_TIMEOUT"))
     env = dict(os.environ, REGIE_TOKENS=format_tokens(tokens),
                REGIE_VAR_DIR=str(settings.var_dir.resolve()))
     python = sys.executable
@@ -92,7 +208,7 @@ def run(load_demo: bool = True) -> int:
 
         if settings.kafka_broker != "external":
             sup.start("broker", [python, "-m", "services.cli", "broker"])
-        wait_ready(settings.kafka_bootstrap, timeout=30)
+        wait_ready(settings.kafka_bootstrap, timeout=start_timeout)
         sim_port = get("PAYFIP_SIM_PORT")
         # Unless told otherwise, the parts find each other on the ports chosen here.
         sim = f"http://127.0.0.1:{sim_port}"
@@ -101,12 +217,12 @@ def run(load_demo: bool = True) -> int:
         env.setdefault("PAYMENT_PUBLIC_URL", f"http://127.0.0.1:{payment_port}")
         portal_port = get("PORTAL_PORT")
         portal_url = f"http://127.0.0.1:{portal_port}"
-        reader = next(t for t, role in tokens.items() if role == "reader")
         env.setdefault("PORTAL_RETURN_URL", f"{portal_url}/paiement/retour")
         env.setdefault("PORTAL_PAYMENT_URL", f"http://127.0.0.1:{payment_port}")
         env.setdefault("PORTAL_PAYMENT_TOKEN", reader)
         env.setdefault("PORTAL_ACCOUNTS_DB", str((settings.var_dir / "portal.db").resolve()))
         env.setdefault("PORTAL_PUBLIC_URL", portal_url)
+        health = {}
         for name, port, factory in (
             ("payfip-sim", sim_port, "services.payfip_sim.app:create_app()"),
             ("billing-api", billing_port, "services.billing.web:create_app()"),
@@ -117,6 +233,7 @@ def run(load_demo: bool = True) -> int:
             sup.start(name, [python, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
                              "--workers", "1", "--threads", "8", "--no-control-socket",
                              factory])
+            health[name] = f"http://127.0.0.1:{port}/health"
         for name, command in (
             ("billing-relay", ["relay", "billing"]),
             ("payment-consumer", ["consume", "payment"]),
@@ -127,11 +244,8 @@ def run(load_demo: bool = True) -> int:
             sup.start(name, [python, "-m", "services.cli", *command])
         billing_url = f"http://127.0.0.1:{billing_port}"
         payment_url = f"http://127.0.0.1:{payment_port}"
-        wait_http(f"{billing_url}/health")
-        wait_http(f"{payment_url}/health")
-        wait_http(f"http://127.0.0.1:{sim_port}/health")
-        wait_http(f"{portal_url}/health")
-        issuer = next(t for t, role in tokens.items() if role == "issuer")
+        if not wait_until_ready(sup, health, start_timeout, stop):
+            return 0
         login = ""
         if load_demo:
             from services.portal.demo import ensure_account
@@ -152,12 +266,9 @@ Tokens (send as "Authorization: Bearer TOKEN"):""", flush=True)
             print(f"  {role:9} {token}")
         print(f"""Commands (in another terminal, from this folder):
   {how_to_run_commands()}
-Ctrl-C stops everything.""", flush=True)
+Ctrl-C stops everything; a part that dies is started again.""", flush=True)
         while not stop.is_set():
-            dead = sup.dead()
-            if dead:
-                print(f"stopped unexpectedly: {', '.join(dead)} (see the logs)", file=sys.stderr)
-                return 1
+            sup.supervise()
             stop.wait(0.5)
         return 0
     finally:

@@ -19,7 +19,7 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteProcessRecorder
 
-from services.common.persistence import SqlStore
+from services.common.persistence import SqlStore, write_transaction
 
 PARIS = ZoneInfo("Europe/Paris")
 GENESIS = "0" * 64
@@ -47,6 +47,13 @@ class ChainedSQLiteProcessRecorder(SQLiteProcessRecorder):
             f"CREATE TABLE IF NOT EXISTS {TABLE} (notification_id INTEGER PRIMARY KEY, "
             "hash TEXT NOT NULL, day TEXT NOT NULL)",
         ]
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any
+                      ) -> Sequence[int] | None:
+        # The library begins a deferred transaction; this one reads the chain's last hash
+        # while writing, so it takes the write lock first, as every write of ours does.
+        with write_transaction(self.datastore) as c:
+            return self._insert_events(c, stored_events, **kwargs)
 
     def _insert_events(self, c: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
                        ) -> Sequence[int] | None:

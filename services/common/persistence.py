@@ -7,6 +7,7 @@ from typing import Any
 
 from eventsourcing.application import Application
 from eventsourcing.persistence import JSONTranscoder, Transcoding
+from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore, SQLiteTransaction
 
 from services.common.settings import Settings
 
@@ -69,6 +70,32 @@ def schema_lock(settings: Settings, service: str) -> Iterator[None]:
             conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (schema,))
 
 
+class _ImmediateTransaction(SQLiteTransaction):
+    def __enter__(self) -> SQLiteCursor:
+        cursor = self.connection.cursor()
+        cursor.execute("BEGIN IMMEDIATE")
+        return cursor
+
+
+@contextmanager
+def write_transaction(datastore: Any) -> Iterator[Any]:
+    """A transaction that will write: on SQLite it takes the write lock as it begins.
+
+    `eventsourcing` begins every SQLite transaction with a plain (deferred) BEGIN. Such a
+    transaction holds a read snapshot from its first statement; if another connection
+    commits before its first write, SQLite refuses the upgrade at once ("database is
+    locked") instead of waiting, because waiting would not make the snapshot current.
+    BEGIN IMMEDIATE waits for the lock (up to the busy timeout) before reading anything.
+    """
+    if not isinstance(datastore, SQLiteDatastore):
+        with datastore.transaction(commit=True) as cursor:
+            yield cursor
+        return
+    with datastore.get_connection(commit=True) as conn, \
+            _ImmediateTransaction(conn, commit=True) as cursor, cursor:
+        yield cursor
+
+
 class SqlStore:
     """Plain SQL beside an application's event store, in the same database.
 
@@ -102,7 +129,7 @@ class SqlStore:
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
-        with self.datastore.transaction(commit=True) as cursor:
+        with write_transaction(self.datastore) as cursor:
             yield _Cursor(self, cursor)
 
     def fetchall(self, statement: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:

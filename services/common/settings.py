@@ -86,6 +86,9 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "",
         "when set, the payment API sends PayFiP's browser return on to this portal page",
     ),
+    "REGIE_START_TIMEOUT": (
+        "60", "seconds `regie run` waits for its parts to answer before it stops them all"
+    ),
     "REGIE_POLL_INTERVAL": ("0.1", "seconds between two polls of a relay or projection"),
     "REGIE_LOG_LEVEL": ("INFO", "log level"),
 }

@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -13,34 +14,54 @@ from typing import Any
 import pytest
 import requests
 
+from services import demo
 from services.common.broker import free_port
 
 pytestmark = pytest.mark.kafka
 
 
-def start(env: dict[str, str]) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "run"], env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    assert proc.stdout is not None
-    tokens: dict[str, str] = {}
-    seen: list[str] = []
-    deadline = time.monotonic() + 90
-    for line in proc.stdout:
-        seen.append(line)
-        match = re.match(r"^\s+(issuer|reader|auditor|operator)\s+(\S+)$", line)
-        if match:
-            tokens[match.group(1)] = match.group(2)
-        if "Ctrl-C stops everything" in line:
-            return proc, tokens
-        assert time.monotonic() < deadline, "".join(seen)
-    raise AssertionError("regie run ended before it was ready:\n" + "".join(seen[-40:]))
+class Run:
+    """A `regie run` in the background; its output is read as it comes."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "run"], env=env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.output:
+            assert self.proc.poll() is None or self.reader.is_alive(), (
+                f"regie run ended before printing {text!r}:\n{self.output[-4000:]}")
+            assert time.monotonic() < deadline, self.output[-4000:]
+            time.sleep(0.1)
 
 
-def stop(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=60) == 0
+def start(env: dict[str, str]) -> tuple[Run, dict[str, str]]:
+    run = Run(env)
+    run.wait_for("Ctrl-C stops everything")
+    tokens = dict(
+        (m.group(1), m.group(2)) for m in re.finditer(
+            r"^\s+(issuer|reader|auditor|operator)\s+(\S+)$", run.output, re.MULTILINE))
+    return run, tokens
+
+
+def stop(run: Run) -> None:
+    run.proc.send_signal(signal.SIGINT)
+    assert run.proc.wait(timeout=60) == 0, run.output[-4000:]
 
 
 def port_closed(port: int) -> bool:
@@ -61,8 +82,8 @@ def to_pay(env: dict[str, str], token: str) -> Any:
     raise AssertionError(f"demo data never reached to-pay: {body}")
 
 
-@pytest.mark.parametrize("broker", ["noida", "tansu"])
-def test_make_run_twice(tmp_path: Path, broker: str) -> None:
+def run_env(tmp_path: Path, broker: str = "noida") -> tuple[dict[str, str], dict[str, int]]:
+    """Its own ports and var dir, so that it collides with nothing else on the machine."""
     ports = {name: free_port()
              for name in ("BILLING_PORT", "PAYMENT_PORT", "PAYFIP_SIM_PORT", "PORTAL_PORT",
                           "KAFKA")}
@@ -73,18 +94,62 @@ def test_make_run_twice(tmp_path: Path, broker: str) -> None:
         PAYFIP_SIM_PORT=str(ports["PAYFIP_SIM_PORT"]), PORTAL_PORT=str(ports["PORTAL_PORT"]),
         KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{ports['KAFKA']}", KAFKA_BROKER=broker,
     )
+    return env, ports
+
+
+def processes_of(var_dir: Path) -> dict[int, str]:
+    """Every process on the machine started for this var dir (they inherit its setting),
+    with its command line."""
+    found = {}
+    marker = f"REGIE_VAR_DIR={var_dir.resolve()}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if any(v.startswith(marker) for v in environ) and cmdline:  # zombies have none
+            found[int(entry.name)] = cmdline
+    return found
+
+
+def part_pid(var_dir: Path, command: str) -> int:
+    """The pid of the part whose command line ends with ``command``, once it runs."""
+    deadline = time.monotonic() + 60
+    while True:
+        pids = [pid for pid, cmd in processes_of(var_dir).items() if cmd.endswith(command)]
+        if len(pids) == 1:
+            return pids[0]
+        assert time.monotonic() < deadline, f"{command}: {pids}"
+        time.sleep(0.2)
+
+
+def nothing_left(var_dir: Path, ports: dict[str, int]) -> None:
+    deadline = time.monotonic() + 10
+    while processes_of(var_dir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_of(var_dir) == {}
+    for name, port in ports.items():
+        assert port_closed(port), f"{name} {port} still open"
+
+
+@pytest.mark.parametrize("broker", ["noida", "tansu"])
+def test_make_run_twice(tmp_path: Path, broker: str) -> None:
+    env, ports = run_env(tmp_path, broker)
     want = {"regies": [
         {"code": "CANTINE", "count": 1, "name": "Restauration scolaire", "total_cents": 1000},
         {"code": "SPORTS", "count": 1, "name": "Direction des sports", "total_cents": 2500},
     ]}
-    proc, tokens = start(env)
+    first, tokens = start(env)
     try:
         assert set(tokens) == {"issuer", "reader", "auditor", "operator"}
         assert to_pay(env, tokens["reader"]) == want
         portal = requests.get(f"http://127.0.0.1:{ports['PORTAL_PORT']}/connexion", timeout=5)
         assert portal.status_code == 200 and 'lang="fr"' in portal.text
     finally:
-        stop(proc)
+        stop(first)
     for port in ports.values():
         assert port_closed(port), f"port {port} still open after Ctrl-C"
 
@@ -99,3 +164,65 @@ def test_make_run_twice(tmp_path: Path, broker: str) -> None:
         assert [x["code"] for x in r.json()["regies"]] == ["CANTINE", "SPORTS"]
     finally:
         stop(again)
+
+
+def test_tokens_without_a_needed_role_are_named_and_nothing_is_left_running(
+        tmp_path: Path) -> None:
+    env, ports = run_env(tmp_path)
+    env["REGIE_TOKENS"] = "tok-issuer-0123456789:issuer,tok-auditor-0123456789:auditor"
+    done = subprocess.run([sys.executable, "-m", "services.cli", "run"], env=env, text=True,
+                          capture_output=True, timeout=120)
+    assert done.returncode == 1
+    assert "regie run: REGIE_TOKENS has no token with the role reader" in done.stderr
+    nothing_left(tmp_path / "var", ports)
+
+
+def test_a_start_that_fails_part_way_stops_every_process_it_started(tmp_path: Path) -> None:
+    env, ports = run_env(tmp_path)
+    env["REGIE_START_TIMEOUT"] = "20"
+    # Something else holds the portal's port and never answers; by the time the start
+    # gives up, the broker and every other part have been started.
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", ports["PORTAL_PORT"]))
+        squatter.listen()
+        done = subprocess.run([sys.executable, "-m", "services.cli", "run"], env=env,
+                              text=True, capture_output=True, timeout=180)
+        assert done.returncode == 1, done.stderr
+        failure = done.stderr.splitlines()[-1]
+        assert failure.startswith("regie run: not answering after 20s: "), done.stderr
+        assert f"portal (http://127.0.0.1:{ports['PORTAL_PORT']}/health)" in failure
+        assert (tmp_path / "var" / "logs" / "reconciler.log").exists()
+        del ports["PORTAL_PORT"]
+        nothing_left(tmp_path / "var", ports)
+
+
+def test_a_part_that_dies_is_restarted_and_the_system_keeps_serving(tmp_path: Path) -> None:
+    env, ports = run_env(tmp_path)
+    var_dir = tmp_path / "var"
+    run, tokens = start(env)
+    try:
+        assert to_pay(env, tokens["reader"])["regies"]
+        reconciler = part_pid(var_dir, "services.cli reconcile")
+        relay = part_pid(var_dir, "services.cli relay billing")
+        os.kill(reconciler, signal.SIGKILL)
+        os.kill(relay, signal.SIGKILL)
+        run.wait_for("reconciler exited (killed by SIGKILL)")
+        run.wait_for("billing-relay exited (killed by SIGKILL)")
+        assert part_pid(var_dir, "services.cli reconcile") != reconciler
+        again = part_pid(var_dir, "services.cli relay billing")
+        assert again != relay
+        run.wait_for(f"billing-relay restarted (pid {again})")
+        # The restarted relay publishes what billing accepts from now on.
+        issuer = {"Authorization": f"Bearer {tokens['issuer']}"}
+        invoice = dict(demo.INVOICES[1], number="RS-2025-03-0001")
+        r = requests.post(f"http://127.0.0.1:{env['BILLING_PORT']}/invoices", json=invoice,
+                          headers=issuer, timeout=10)
+        assert r.status_code == 201, r.text
+        deadline = time.monotonic() + 60
+        while to_pay(env, tokens["reader"])["regies"][0]["count"] != 2:
+            assert time.monotonic() < deadline, "the new invoice never reached to-pay"
+            time.sleep(0.2)
+        assert run.proc.poll() is None
+    finally:
+        stop(run)
+    nothing_left(var_dir, ports)

@@ -1,15 +1,20 @@
 """The billing and payment applications, on the in-memory store, SQLite and PostgreSQL."""
 
+import sqlite3
+import threading
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from services.billing.application import BillingApp
 from services.billing.domain import Conflict, DomainError, Invoice
-from services.bootstrap import billing_app, payment_app
+from services.bootstrap import billing_app, payment_app, positions
 from services.common.settings import Settings
 from services.payment.projections import MemoryToPayStore, catch_up
+from tests.conftest import make_settings
 from tests.factories import deliver, open_regies, terms, wire_messages
+from tests.threads import Threads
 
 
 def test_opening_a_regie_is_idempotent(any_store_settings: Settings) -> None:
@@ -162,3 +167,47 @@ def test_two_runners_never_apply_twice(store_settings: Settings) -> None:
     other = payment_app(store_settings)
     assert catch_up(other, other.to_pay) == 0
     assert other.to_pay.snapshot() == live
+
+
+def _commit_in_a_loop(stop: threading.Event, path: Path) -> None:
+    """Another writer of the same SQLite file, as the consumer is while the API starts."""
+    db = sqlite3.connect(path, timeout=30, isolation_level=None)
+    try:
+        db.execute("CREATE TABLE IF NOT EXISTS other_writer (n INTEGER)")
+        while not stop.is_set():
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO other_writer VALUES (1)")
+            db.execute("COMMIT")
+            # A real writer pauses between transactions; one that never does would starve
+            # the others out of their busy timeout, which is not what is tested here.
+            stop.wait(0.001)
+    finally:
+        db.close()
+
+
+def test_starting_while_another_connection_writes_waits_for_the_lock(tmp_path: Path) -> None:
+    # A write transaction that begins as a read is refused at once, without waiting, when
+    # another connection commits before its first write; every one of ours must wait.
+    settings = make_settings("sqlite", tmp_path)
+    billing = billing_app(settings)
+    open_regies(billing)
+    for i in range(48):
+        billing.issue_invoice(terms(f"F-{i}", family="fam-1"))
+    messages = wire_messages(billing)
+    assert len(messages) == 50
+    first = payment_app(settings)
+    positions(settings, "payment", first)
+    threads = Threads()
+    threads.run("writer", _commit_in_a_loop, settings.var_dir / "payment.db")
+    try:
+        for i, message in enumerate(messages):
+            # What each part does as it starts, then a write of each kind: events with
+            # their tracking and chain, a position, the read models.
+            app = payment_app(settings)
+            assert deliver(app, [message]) == 1
+            positions(settings, "payment", app).set("started", i)
+    finally:
+        threads.stop_all()
+    app.to_pay.reset()
+    catch_up(app, app.to_pay)
+    assert len(app.to_pay.open_lines("fam-1")) == 48
