@@ -50,6 +50,9 @@ class ProcessMeters:
         self.stuck_closed = Counter(
             "regie_stuck_payments_closed", "payments closed as failed because no PayFiP idop "
             "was recorded before their reservation ended", registry=None)
+        for operation in ("creerPaiementSecurise", "recupererDetailPaiementSecurise"):
+            # From 0, so that an alert on increase() sees PayFiP's first silence.
+            self.payfip_errors.labels(operation=operation, code="unreachable")
         self._own = CollectorRegistry(auto_describe=True)
         for collector in self.collectors():
             self._own.register(collector)

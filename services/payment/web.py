@@ -61,18 +61,20 @@ def payment_figures(service: PaymentApp) -> list[Metric]:
     anomalies = CounterMetricFamily(
         "regie_anomalies", "PayFiP answers that did not match their order (regie anomalies)",
         labels=["regie"])
-    totals: dict[str, dict[str, int]] = {}
+    # Every régie's counters from 0, not from their first event: Prometheus' increase()
+    # would not see the first one on a series that appears with it.
+    totals = {code: {"late": 0, "refunds": 0, "refund_cents": 0, "anomalies": 0}
+              for code in service.to_pay.regie_names()}
     for row in service.to_pay.figures():
         payments.add_metric([row["regie"], row["status"]], row["payments"])
         regie = totals.setdefault(row["regie"], {"late": 0, "refunds": 0, "refund_cents": 0,
                                                  "anomalies": 0})
         for name in regie:
             regie[name] += row[name]
-    for code, counts in totals.items():
+    for code, counts in sorted(totals.items()):
         for family, name in ((late, "late"), (refunds, "refunds"),
                              (refund_cents, "refund_cents"), (anomalies, "anomalies")):
-            if counts[name]:
-                family.add_metric([code], counts[name])
+            family.add_metric([code], counts[name])
     return [payments, late, refunds, refund_cents, anomalies]
 
 

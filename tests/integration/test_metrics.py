@@ -78,7 +78,9 @@ def test_payments_are_counted_by_status(any_store_settings: Settings) -> None:
     assert value(samples, "regie_payments", regie="SPORTS", status="refused") == 1
     assert value(samples, "regie_payments", regie="CANTINE", status="requested") == 1
     assert value(samples, "regie_payments", regie="SPORTS", status="requested") is None
-    assert value(samples, "regie_late_confirmations_total", regie="SPORTS") is None
+    # Counted from 0 for every régie, so that the first one shows as an increase.
+    assert value(samples, "regie_late_confirmations_total", regie="SPORTS") == 0
+    assert value(samples, "regie_anomalies_total", regie="CANTINE") == 0
     assert value(samples, "regie_dead_letters") == 0
     # Nothing that names a family, a payer or a PayFiP operation (idop) is ever a label.
     text = metrics_text(app)
@@ -113,7 +115,7 @@ def test_late_confirmations_refunds_and_anomalies_are_counted(
     assert value(samples, "regie_refunds_needed_total", regie="SPORTS") == 1
     assert value(samples, "regie_refunds_needed_cents_total", regie="SPORTS") == 2500
     assert value(samples, "regie_anomalies_total", regie="CANTINE") == 1
-    assert value(samples, "regie_anomalies_total", regie="SPORTS") is None
+    assert value(samples, "regie_anomalies_total", regie="SPORTS") == 0
 
 
 def test_dead_letters_show_on_each_api(store_settings: Settings) -> None:
