@@ -20,7 +20,8 @@ ENV PATH=/opt/regie/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 RUN useradd --system --uid 10001 --create-home --home-dir /home/regie regie \
-    && mkdir -p /home/regie/data && chown regie:regie /home/regie/data
+    && mkdir -p /home/regie/data /home/regie/metrics \
+    && chown regie:regie /home/regie/data /home/regie/metrics
 USER regie
 WORKDIR /home/regie
 EXPOSE 8000 8001 8002

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from services.billing.application import BillingApp
 from services.common.auth import format_tokens, make_dev_tokens, parse_tokens
-from services.common.persistence import SqlStore, schema_lock
-from services.common.positions import SqlPositions
+from services.common.persistence import schema_lock
+from services.common.positions import Positions
 from services.common.settings import Settings
 from services.payment.application import PaymentApp, ReturnUrls
 from services.payment.domain import Watch
@@ -32,9 +32,9 @@ def payment_app(settings: Settings | None = None) -> PaymentApp:
         )
 
 
-def positions(settings: Settings, service: str, app: Any) -> SqlPositions:
-    with schema_lock(settings, service):
-        return SqlPositions(SqlStore(app))
+def positions(settings: Settings, service: str, app: Any) -> Positions:
+    """The service's positions table, made with its other tables (see ServiceApplication)."""
+    return app.positions  # type: ignore[no-any-return]
 
 
 def dev_tokens_file(settings: Settings) -> Path:

@@ -171,10 +171,13 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from services.bootstrap import payfip_gateway, payment_app
+    from services.payment.gateway import MeasuredGateway
 
     settings = Settings()
     app = payment_app(settings)
-    gateway = payfip_gateway(settings)
+    # Timed and counted like the API's calls; with PROMETHEUS_MULTIPROC_DIR shared with the
+    # payment API, its /metrics shows them.
+    gateway = MeasuredGateway(payfip_gateway(settings), app.meters)
     every = args.every if args.every is not None else float(get("REGIE_RECONCILE_INTERVAL"))
     if args.once:
         app.refresh()

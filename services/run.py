@@ -3,6 +3,7 @@
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -195,8 +196,14 @@ def run(load_demo: bool = True) -> int:
         tokens, "reader", "the portal reads the payment API with it")
     issuer = _token(tokens, "issuer", "the demo data is issued with it") if load_demo else ""
     start_timeout = float(get("REGIE_START_TIMEOUT"))
+    # The payment API and the reconciler add up their PayFiP call metrics here; counts of
+    # a previous run would belong to processes long gone.
+    metrics_dir = (settings.var_dir / "metrics").resolve()
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir()
     env = dict(os.environ, REGIE_TOKENS=format_tokens(tokens),
-               REGIE_VAR_DIR=str(settings.var_dir.resolve()))
+               REGIE_VAR_DIR=str(settings.var_dir.resolve()),
+               PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
     python = sys.executable
     sup = Supervisor(env, settings.var_dir / "logs")
     billing_port, payment_port = get("BILLING_PORT"), get("PAYMENT_PORT")

@@ -8,6 +8,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import ValidationError
 
+from events import BILLING_INVOICES
 from services.billing.application import BillingApp, Issued
 from services.billing.domain import Conflict, Invoice
 from services.billing.schemas import (
@@ -22,6 +23,8 @@ from services.billing.schemas import (
     TransferIn,
 )
 from services.common.auth import Auth
+from services.common.metrics import StoredState, registry
+from services.common.settings import Settings
 from services.common.web import create_flask
 
 READERS = ("issuer", "reader", "auditor")
@@ -31,12 +34,15 @@ def invoice_out(invoice: Invoice) -> dict[str, Any]:
     return {**invoice.__dict__, "id": str(invoice.id)}
 
 
-def create_app(billing: BillingApp | None = None, tokens: dict[str, str] | None = None) -> Flask:
+def create_app(billing: BillingApp | None = None, tokens: dict[str, str] | None = None,
+               settings: Settings | None = None) -> Flask:
     from services.bootstrap import billing_app, load_tokens
 
-    service = billing if billing is not None else billing_app()
+    settings = settings or Settings()
+    service = billing if billing is not None else billing_app(settings)
     auth = Auth(tokens if tokens is not None else load_tokens())
-    app, api = create_flask(__name__, "billing API", service.dead_letters.count)
+    metrics = registry(StoredState(service, settings.topic(BILLING_INVOICES.name)))
+    app, api = create_flask(__name__, "billing API", service.dead_letters.count, metrics)
     blp = Blueprint("billing", __name__, description="Régies and their invoices")
     invoice_in = InvoiceIn()
 

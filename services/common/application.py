@@ -8,6 +8,7 @@ from eventsourcing.persistence import JSONTranscoder, ProcessRecorder, Tracking
 
 from services.common.deadletters import DeadLetters, MemoryDeadLetters, SqlDeadLetters
 from services.common.persistence import SqlStore, register_transcodings
+from services.common.positions import MemoryPositions, Positions, SqlPositions
 
 
 class ServiceApplication(Application[UUID]):
@@ -16,6 +17,10 @@ class ServiceApplication(Application[UUID]):
         # Beside the events, like the read models: made with the store's tables.
         self.dead_letters: DeadLetters = (
             MemoryDeadLetters() if self.in_memory() else SqlDeadLetters(SqlStore(self))
+        )
+        # Where its relay and its consumer got to: /metrics reads their lags from here.
+        self.positions: Positions = (
+            MemoryPositions() if self.in_memory() else SqlPositions(SqlStore(self))
         )
 
     def in_memory(self) -> bool:

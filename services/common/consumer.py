@@ -176,6 +176,7 @@ class TrackedConsumer:
         self.positions = positions
         self.dead_letters = dead_letters
         self.on_idle = on_idle
+        self._highwaters: dict[str, int] = {}
 
     def _key(self, partition: int, suffix: str = "") -> str:
         return f"{self.topic}@{partition}{suffix}"
@@ -230,6 +231,22 @@ class TrackedConsumer:
             marks[self._key(tp.partition, "#nid")] = _notification_id(last.value)
         self.positions.set_many(marks)
 
+    def _note_highwaters(self, client: Any, tps: list[Any]) -> None:
+        """Record each partition's high watermark as the last fetch saw it, beside our
+        offsets, so that /metrics reads the lag from the database without asking Kafka.
+
+        Before the batch is applied: a consumer stuck on it shows the lag it is stuck with.
+        """
+        seen = {}
+        for tp in tps:
+            highwater = client.highwater(tp)
+            key = self._key(tp.partition, "#highwater")
+            if highwater is not None and self._highwaters.get(key) != highwater:
+                seen[key] = highwater
+        if seen:
+            self.positions.set_many(seen)
+            self._highwaters.update(seen)
+
     def _reads_still_there(self, tps: list[Any]) -> bool:
         """Is the last record we read in each partition still there, the same?
 
@@ -268,6 +285,7 @@ class TrackedConsumer:
                 # poll(0) then sleep, rather than a blocking poll: noida-db answers fetches
                 # at once instead of waiting, and kafka-python would spin a core on it.
                 batches = client.poll(timeout_ms=0)
+                self._note_highwaters(client, tps)
                 if batches:
                     intake = Intake(self.topic, self.handle, self.dead_letters)
                     for tp, records in batches.items():

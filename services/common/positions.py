@@ -13,6 +13,10 @@ class Positions(Protocol):
 
     def set_many(self, positions: dict[str, int]) -> None: ...
 
+    def all(self) -> dict[str, int]:
+        """Every position by name: what /metrics reads the lags from."""
+        ...
+
 
 class MemoryPositions:
     def __init__(self) -> None:
@@ -26,6 +30,9 @@ class MemoryPositions:
 
     def set_many(self, positions: dict[str, int]) -> None:
         self._positions.update(positions)
+
+    def all(self) -> dict[str, int]:
+        return dict(self._positions)
 
 
 class SqlPositions:
@@ -56,3 +63,7 @@ class SqlPositions:
                     "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
                     (name, position),
                 )
+
+    def all(self) -> dict[str, int]:
+        rows = self.store.fetchall("SELECT name, position FROM {schema}positions")
+        return {row["name"]: int(row["position"]) for row in rows}

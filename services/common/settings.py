@@ -91,6 +91,11 @@ SETTINGS: dict[str, tuple[str, str]] = {
     ),
     "REGIE_POLL_INTERVAL": ("0.1", "seconds between two polls of a relay or projection"),
     "REGIE_LOG_LEVEL": ("INFO", "log level"),
+    "PROMETHEUS_MULTIPROC_DIR": (
+        "",
+        "folder shared by the payment API and the reconciler for their PayFiP call metrics "
+        "(prometheus_client's multiprocess mode); empty: each process counts its own",
+    ),
 }
 
 SERVICES = ("billing", "payment")
@@ -130,6 +135,7 @@ class Settings:
     payfip_pending_minutes: float = field(
         default_factory=lambda: float(get("PAYFIP_PENDING_MINUTES"))
     )
+    metrics_dir: str = field(default_factory=lambda: get("PROMETHEUS_MULTIPROC_DIR"))
 
     def topic(self, name: str) -> str:
         return self.topic_prefix + name

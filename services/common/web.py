@@ -1,12 +1,14 @@
-"""The Flask side both APIs share: the OpenAPI document, error bodies, health."""
+"""The Flask side both APIs share: the OpenAPI document, error bodies, health, metrics."""
 
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify
 from flask_smorest import Api
+from prometheus_client import CollectorRegistry
 
 from events.asyncapi import build as asyncapi_document
+from services.common import metrics as prometheus
 from services.common.errors import Conflict, DomainError, NotFound, Unavailable
 
 
@@ -16,9 +18,11 @@ def error_body(code: int, status: str, field: str, message: str) -> dict[str, An
 
 
 def create_flask(
-    name: str, title: str, dead_letters: Callable[[], int] | None = None
+    name: str, title: str, dead_letters: Callable[[], int] | None = None,
+    metrics: CollectorRegistry | None = None,
 ) -> tuple[Flask, Api]:
-    """``dead_letters``, for a service that consumes a topic: how many messages are parked."""
+    """``dead_letters``, for a service that consumes a topic: how many messages are parked;
+    ``metrics``, what GET /metrics answers."""
     app = Flask(name)
     app.config.update(
         API_TITLE=title,
@@ -61,5 +65,12 @@ def create_flask(
             return {"status": "ok"}
         # Still "ok": the service answers; parked messages are for an operator to retry.
         return {"status": "ok", "dead_letters": dead_letters()}
+
+    if metrics is not None:
+        # Like /health: no token (no personal data in it), and outside the OpenAPI document.
+        @app.get("/metrics")
+        def scrape() -> Any:
+            return Response(prometheus.render(metrics), mimetype=None,
+                            content_type=prometheus.CONTENT_TYPE_LATEST)
 
     return app, api

@@ -17,6 +17,7 @@ from events import Envelope
 from services.common.application import ServiceApplication
 from services.common.chain import day_root
 from services.common.errors import Conflict, DomainError, NotFound, OutOfOrder, Unavailable
+from services.common.metrics import ProcessMeters
 from services.common.persistence import SqlStore
 from services.payment import domain
 from services.payment.gateway import Gateway, GatewayError, PaymentOrder
@@ -45,17 +46,28 @@ class PaymentApp(ServiceApplication):
     name = "payment"
 
     def __init__(self, env: dict[str, str] | None = None,
-                 watch: domain.Watch | None = None) -> None:
+                 watch: domain.Watch | None = None,
+                 meters: ProcessMeters | None = None) -> None:
         super().__init__(env)
         self.watch = watch if watch is not None else domain.Watch()
-        # What the reconciler's passes met: plain counters, for whoever exposes them.
-        self.watch_errors = 0
-        self.stuck_closed = 0
+        # What this process met: PayFiP calls (through MeasuredGateway) and the reconciler's
+        # troubles, exposed at the payment API's /metrics.
+        self.meters = meters if meters is not None else ProcessMeters()
         self._readbacks: dict[str, tuple[datetime, threading.Lock]] = {}
         self._readbacks_lock = threading.Lock()
         self.to_pay: ToPayStore = (
             MemoryToPayStore() if self.in_memory() else SqlToPayStore(SqlStore(self))
         )
+
+    @property
+    def watch_errors(self) -> int:
+        """Payments under watch this process could not settle in a pass."""
+        return self.meters.count("regie_watch_errors")
+
+    @property
+    def stuck_closed(self) -> int:
+        """Payments this process closed as stuck before PayFiP's idop was recorded."""
+        return self.meters.count("regie_stuck_payments_closed")
 
     # --- consuming billing's events ----------------------------------------------
     def apply_billing_event(self, message: Envelope, tracking: Tracking) -> bool:
@@ -188,7 +200,7 @@ class PaymentApp(ServiceApplication):
                 closed = self.settle_from_payfip(payment.idop, gateway, now)
                 settled += closed is not None and closed.is_final
             except Exception:
-                self.watch_errors += 1
+                self.meters.watch_errors.inc()
                 log.exception("could not settle payment %s; the next pass tries again",
                               row["id"])
         return settled
@@ -200,7 +212,7 @@ class PaymentApp(ServiceApplication):
             code="stuck", message="no PayFiP idop recorded before the reservation ended")
         log.error("payment %s stuck before PayFiP's idop was recorded: closed as failed",
                   payment.id)
-        self.stuck_closed += 1
+        self.meters.stuck_closed.inc()
         self._close(payment, [])
 
     def _free_if_over(self, payment_id: str, now: datetime) -> bool:

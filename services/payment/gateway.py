@@ -2,6 +2,7 @@
 
 import itertools
 import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -70,6 +71,48 @@ class Gateway(Protocol):
         """Return the outcome, or raise GatewayError (P5 in progress, P1 unknown, …)."""
 
     def payment_url(self, idop: str) -> str: ...
+
+
+class CallMeter(Protocol):
+    def payfip_call(self, operation: str, seconds: float, error_code: str | None) -> None:
+        """One PayFiP call took ``seconds``; ``error_code`` if it failed."""
+
+
+class MeasuredGateway:
+    """Any Gateway, its calls timed and their failures counted by PayFiP's fault code.
+
+    Measured here, at the port's edge, so the real client and the fake count alike.
+    """
+
+    CREATE = "creerPaiementSecurise"
+    RESULT = "recupererDetailPaiementSecurise"
+
+    def __init__(self, gateway: Gateway, meter: CallMeter) -> None:
+        self.gateway = gateway
+        self.meter = meter
+
+    def _measured(self, operation: str, call: Any, *args: Any) -> Any:
+        start = time.perf_counter()
+        code: str | None = None
+        try:
+            return call(*args)
+        except GatewayError as e:
+            code = e.code
+            raise
+        except Exception:
+            code = "error"  # a bug or an answer we could not read: still a failed call
+            raise
+        finally:
+            self.meter.payfip_call(operation, time.perf_counter() - start, code)
+
+    def create(self, order: PaymentOrder) -> tuple[str, dict[str, Any]]:
+        return self._measured(self.CREATE, self.gateway.create, order)  # type: ignore[no-any-return]
+
+    def result(self, idop: str) -> Result:
+        return self._measured(self.RESULT, self.gateway.result, idop)  # type: ignore[no-any-return]
+
+    def payment_url(self, idop: str) -> str:
+        return self.gateway.payment_url(idop)
 
 
 # What creerPaiementSecurise checks, in PayFiP's order, as the simulator does it

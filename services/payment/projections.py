@@ -19,7 +19,7 @@ NAME = "to-pay"
 PARIS = ZoneInfo("Europe/Paris")
 # Raised whenever the tables change shape: a store built by an older version is then
 # dropped and rebuilt from the history, which is what event sourcing is for.
-VERSION = 4
+VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -68,11 +68,21 @@ class PaymentRow:
     started_at: str
 
 
-Change = RegieRow | InvoiceRow | PaymentRow | RowChange
+@dataclass(frozen=True)
+class AnomalyRow:
+    """One PayFiP answer that did not match its payment's order."""
+
+    id: str  # the payment's id and the event's version: recorded once
+    payment_id: str
+
+
+Change = RegieRow | InvoiceRow | PaymentRow | AnomalyRow | RowChange
 
 INVOICE_COLUMNS = tuple(InvoiceRow.__dataclass_fields__)
 PAYMENT_COLUMNS = (*PaymentRow.__dataclass_fields__, "idop", "resultrans", "numauto", "paid_at",
-                   "day", "closed_at")
+                   "day", "closed_at", "late", "refunds", "refund_cents")
+NEW_ROW_TABLES = {InvoiceRow: "view_invoices", PaymentRow: "view_payments",
+                  AnomalyRow: "view_anomalies"}
 
 
 def _paris_day(moment: datetime | str) -> str:
@@ -124,7 +134,11 @@ def changes_for(event: Any) -> list[Change]:
             "status": D.CONFIRMED, "resultrans": e.resultrans, "numauto": e.numauto,
             "paid_at": e.paid_at, "day": _paris_day(e.paid_at), "closed_at": closed["closed_at"],
             "amount_cents": sum(a["amount_cents"] for a in e.allocations)
-            + sum(r["amount_cents"] for r in e.refunds)},
+            + sum(r["amount_cents"] for r in e.refunds),
+            # Counted by /metrics: confirmations after the payment was given up on, and
+            # invoices paid twice (or cancelled meanwhile) whose money must go back.
+            "late": 1 if getattr(e, "late", False) else 0, "refunds": len(e.refunds),
+            "refund_cents": sum(r["amount_cents"] for r in e.refunds)},
         D.Payment.Refused: lambda e: {"status": D.REFUSED, "resultrans": e.resultrans, **closed},  # type: ignore[attr-defined]
         D.Payment.Abandoned: lambda e: {"status": D.ABANDONED, "resultrans": e.resultrans,  # type: ignore[attr-defined]
                                         **closed},
@@ -133,6 +147,8 @@ def changes_for(event: Any) -> list[Change]:
     for cls, values in payment_changes.items():
         if isinstance(event, cls):
             return [RowChange("view_payments", oid, values(event))]
+    if isinstance(event, D.Payment.AnswerMismatched):  # type: ignore[attr-defined]
+        return [AnomalyRow(id=f"{oid}#{event.originator_version}", payment_id=oid)]
     return []
 
 
@@ -153,6 +169,10 @@ class ToPayStore(Protocol):
 
     def watched_payments(self) -> list[dict[str, Any]]:
         """Payments PayFiP may still decide, or stuck before it was asked."""
+
+    def figures(self) -> list[dict[str, Any]]:
+        """Per régie and status: how many payments, late confirmations, refunds needed
+        (count and cents) and anomalies; for /metrics."""
 
     def reset(self) -> None:
         """Forget everything, position included."""
@@ -214,8 +234,12 @@ class SqlToPayStore:
                 "id TEXT PRIMARY KEY, family_id TEXT NOT NULL, regie TEXT NOT NULL, "
                 "status TEXT NOT NULL, amount_cents BIGINT NOT NULL, refdet TEXT NOT NULL, "
                 "invoices TEXT NOT NULL, started_at TEXT NOT NULL, idop TEXT, "
-                "resultrans TEXT, numauto TEXT, paid_at TEXT, day TEXT, closed_at TEXT)"
+                "resultrans TEXT, numauto TEXT, paid_at TEXT, day TEXT, closed_at TEXT, "
+                "late INTEGER NOT NULL DEFAULT 0, refunds INTEGER NOT NULL DEFAULT 0, "
+                "refund_cents BIGINT NOT NULL DEFAULT 0)"
             )
+            c.execute("CREATE TABLE IF NOT EXISTS {schema}view_anomalies "
+                      "(id TEXT PRIMARY KEY, payment_id TEXT NOT NULL)")
             c.execute("CREATE INDEX IF NOT EXISTS view_payments_day "
                       "ON {schema}view_payments (regie, day)")
             c.execute("CREATE TABLE IF NOT EXISTS {schema}view_positions "
@@ -228,7 +252,8 @@ class SqlToPayStore:
 
     def reset(self) -> None:
         with self.store.transaction() as c:
-            for table in ("view_regies", "view_invoices", "view_payments", "view_positions"):
+            for table in ("view_regies", "view_invoices", "view_payments", "view_anomalies",
+                          "view_positions"):
                 c.execute(f"DROP TABLE IF EXISTS {{schema}}{table}")
         self.create()
 
@@ -253,8 +278,8 @@ class SqlToPayStore:
                         "ON CONFLICT (code) DO UPDATE SET name = excluded.name",
                         (change.code, change.name),
                     )
-                elif isinstance(change, InvoiceRow | PaymentRow):
-                    table = "view_invoices" if isinstance(change, InvoiceRow) else "view_payments"
+                elif isinstance(change, InvoiceRow | PaymentRow | AnomalyRow):
+                    table = NEW_ROW_TABLES[type(change)]
                     row = {k: v.isoformat() if isinstance(v, date) else v
                            for k, v in asdict(change).items()}
                     c.execute(
@@ -304,6 +329,18 @@ class SqlToPayStore:
         )
         return [dict(r) for r in rows]
 
+    def figures(self) -> list[dict[str, Any]]:
+        rows = self.store.fetchall(
+            "SELECT p.regie, p.status, COUNT(*) AS payments, SUM(p.late) AS late, "
+            "SUM(p.refunds) AS refunds, SUM(p.refund_cents) AS refund_cents, "
+            "SUM(COALESCE(a.n, 0)) AS anomalies FROM {schema}view_payments p "
+            "LEFT JOIN (SELECT payment_id, COUNT(*) AS n FROM {schema}view_anomalies "
+            "GROUP BY payment_id) a ON a.payment_id = p.id "
+            "GROUP BY p.regie, p.status ORDER BY p.regie, p.status"
+        )
+        return [{k: v if k in ("regie", "status") else int(v or 0) for k, v in r.items()}
+                for r in rows]
+
     def snapshot(self) -> dict[str, Any]:
         def table(name: str) -> dict[str, Any]:
             rows = self.store.fetchall(f"SELECT * FROM {{schema}}{name} ORDER BY id")
@@ -313,6 +350,7 @@ class SqlToPayStore:
             "regies": dict(sorted(self.regie_names().items())),
             "invoices": table("view_invoices"),
             "payments": table("view_payments"),
+            "anomalies": table("view_anomalies"),
         }
 
 

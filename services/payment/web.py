@@ -9,14 +9,18 @@ from zoneinfo import ZoneInfo
 from flask import Flask, Response, redirect, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from events import PAYMENT_PAYMENTS
 from services.common.auth import Auth
 from services.common.errors import NotFound
+from services.common.metrics import StoredState, registry
+from services.common.settings import Settings
 from services.common.settings import get as get_setting
 from services.common.web import create_flask
 from services.payment import domain
 from services.payment.application import PaymentApp, ReturnUrls
-from services.payment.gateway import Gateway
+from services.payment.gateway import Gateway, MeasuredGateway
 from services.payment.journal import to_csv
 from services.payment.schemas import (
     History,
@@ -41,6 +45,39 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def payment_figures(service: PaymentApp) -> list[Metric]:
+    """The payment read models' counts, per régie (never per family, payer or idop)."""
+    service.refresh()  # whoever recorded last, the counts include it
+    payments = GaugeMetricFamily("regie_payments", "payments by régie and status",
+                                 labels=["regie", "status"])
+    late = CounterMetricFamily(
+        "regie_late_confirmations", "confirmations PayFiP gave after the payment was freed, "
+        "expired or abandoned", labels=["regie"])
+    refunds = CounterMetricFamily(
+        "regie_refunds_needed", "invoices paid by a confirmation but no longer open (paid "
+        "again, cancelled, transferred): their money must be refunded", labels=["regie"])
+    refund_cents = CounterMetricFamily(
+        "regie_refunds_needed_cents", "what those refunds amount to, in cents", labels=["regie"])
+    anomalies = CounterMetricFamily(
+        "regie_anomalies", "PayFiP answers that did not match their order (regie anomalies)",
+        labels=["regie"])
+    # Every régie's counters from 0, not from their first event: Prometheus' increase()
+    # would not see the first one on a series that appears with it.
+    totals = {code: {"late": 0, "refunds": 0, "refund_cents": 0, "anomalies": 0}
+              for code in service.to_pay.regie_names()}
+    for row in service.to_pay.figures():
+        payments.add_metric([row["regie"], row["status"]], row["payments"])
+        regie = totals.setdefault(row["regie"], {"late": 0, "refunds": 0, "refund_cents": 0,
+                                                 "anomalies": 0})
+        for name in regie:
+            regie[name] += row[name]
+    for code, counts in sorted(totals.items()):
+        for family, name in ((late, "late"), (refunds, "refunds"),
+                             (refund_cents, "refund_cents"), (anomalies, "anomalies")):
+            family.add_metric([code], counts[name])
+    return [payments, late, refunds, refund_cents, anomalies]
+
+
 def create_app(
     payment: PaymentApp | None = None,
     tokens: dict[str, str] | None = None,
@@ -48,14 +85,21 @@ def create_app(
     gateway: Gateway | None = None,
     urls: ReturnUrls | None = None,
     clock: Callable[[], datetime] = utc_now,
+    settings: Settings | None = None,
 ) -> Flask:
     from services.bootstrap import load_tokens, payfip_gateway, payment_app, return_urls
 
-    service = payment if payment is not None else payment_app()
-    payfip: Gateway = gateway if gateway is not None else payfip_gateway()
-    back = urls if urls is not None else return_urls()
+    settings = settings or Settings()
+    service = payment if payment is not None else payment_app(settings)
+    # Every PayFiP call of this process is timed, and its failures counted by code.
+    payfip: Gateway = MeasuredGateway(
+        gateway if gateway is not None else payfip_gateway(settings), service.meters)
+    back = urls if urls is not None else return_urls(settings)
     auth = Auth(tokens if tokens is not None else load_tokens())
-    app, api = create_flask(__name__, "payment API", service.dead_letters.count)
+    state = StoredState(service, settings.topic(PAYMENT_PAYMENTS.name),
+                        lambda: payment_figures(service))
+    metrics = registry(state, service.meters, settings.metrics_dir)
+    app, api = create_flask(__name__, "payment API", service.dead_letters.count, metrics)
     blp = Blueprint("payment", __name__, description="What families have to pay, per régie")
 
     @blp.route("/families/<family_id>/to-pay")

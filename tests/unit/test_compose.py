@@ -263,6 +263,22 @@ def test_postgres_holds_the_regie_database(compose: dict[str, Any]) -> None:
         assert environment(service).get("POSTGRES_USER") == env["POSTGRES_USER"], name
 
 
+def test_the_payment_api_and_the_reconciler_share_their_metrics_folder(
+    compose: dict[str, Any],
+) -> None:
+    """The payment API's /metrics adds up the reconciler's PayFiP calls (multiprocess mode)."""
+    folders = set()
+    for name in ("payment-api", "reconciler"):
+        service = compose["services"][name]
+        folder = environment(service).get("PROMETHEUS_MULTIPROC_DIR")
+        assert folder, f"{name} has no PROMETHEUS_MULTIPROC_DIR"
+        assert f"payment-metrics:{folder}" in service.get("volumes", []), name
+        folders.add(folder)
+    assert len(folders) == 1
+    assert "payment-metrics" in compose["volumes"]
+    assert f"mkdir -p /home/regie/data {folders.pop()}" in DOCKERFILE.read_text()
+
+
 def test_dockerfile_installs_the_project() -> None:
     assert dockerfile_problems(DOCKERFILE.read_text()) == []
 
