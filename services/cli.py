@@ -386,7 +386,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run(load_demo=not args.no_demo)
 
 
-SECRET_SETTINGS = {"REGIE_TOKENS", "POSTGRES_PASSWORD", "PORTAL_SECRET_KEY"}
+SECRET_SETTINGS = {"REGIE_TOKENS", "POSTGRES_PASSWORD", "PORTAL_SECRET_KEY", "REGIE_CHAIN_KEY"}
 
 
 def _value_and_source(name: str, default: str) -> tuple[str, str]:

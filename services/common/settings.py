@@ -88,6 +88,11 @@ SETTINGS: dict[str, tuple[str, str]] = {
     ),
     "REGIE_POLL_INTERVAL": ("0.1", "seconds between two polls of a relay or projection"),
     "REGIE_LOG_LEVEL": ("INFO", "log level"),
+    "REGIE_CHAIN_KEY": (
+        "",
+        "HMAC key of the event hash chain, kept outside the database; empty: plain SHA-256",
+    ),
+    "REGIE_HEADS_INTERVAL": ("60", "seconds between two chain heads a relay publishes"),
 }
 
 SERVICES = ("billing", "payment")
@@ -127,6 +132,8 @@ class Settings:
     payfip_pending_minutes: float = field(
         default_factory=lambda: float(get("PAYFIP_PENDING_MINUTES"))
     )
+    chain_key: str = field(default_factory=lambda: get("REGIE_CHAIN_KEY"), repr=False)
+    heads_interval: float = field(default_factory=lambda: float(get("REGIE_HEADS_INTERVAL")))
 
     def topic(self, name: str) -> str:
         return self.topic_prefix + name
@@ -148,7 +155,7 @@ class Settings:
         """The `eventsourcing` environment of one service's store."""
         from services.common.chain import recorder_topic
 
-        env = {"PERSISTENCE_MODULE": self.persistence}
+        env = {"PERSISTENCE_MODULE": self.persistence, "REGIE_CHAIN_KEY": self.chain_key}
         topic = recorder_topic(self.persistence)
         if topic:
             env["PROCESS_RECORDER_TOPIC"] = topic
