@@ -59,13 +59,14 @@ def link(previous: str, notification_id: int, originator_id: UUID | str, version
     return str(digest.hexdigest())
 
 
-def _today() -> str:
+def today() -> str:
+    """The day now, Paris time, as the chain records it."""
     return datetime.now(PARIS).date().isoformat()
 
 
 def _links(previous: str, key: bytes, keyed_from: int | None, ids: Sequence[int],
            stored_events: Sequence[StoredEvent]) -> list[tuple[int, str, str]]:
-    day = _today()
+    day = today()
     rows = []
     for nid, s in zip(ids, stored_events, strict=True):
         keyed = keyed_from is not None and nid >= keyed_from
