@@ -256,3 +256,19 @@ def test_a_store_chained_without_a_key_and_given_one_later_still_verifies(
     recompute(keyed)
     checked, broken = verify(keyed)
     assert broken is not None and broken.position == before + 1 and checked == before
+
+
+def test_regie_verify_without_the_key_of_a_keyed_chain_says_so(
+    store_settings: Settings, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from services import bootstrap, cli
+
+    keyed = dataclasses.replace(store_settings, chain_key="kept-in-a-vault")
+    open_regies(billing_app(keyed))
+    monkeypatch.setattr(bootstrap, "billing_app", lambda: billing_app(store_settings))
+    assert cli.main(["verify", "billing"]) == 1
+    assert "keyed from event 1: set REGIE_CHAIN_KEY" in capsys.readouterr().err
+    monkeypatch.setattr(bootstrap, "billing_app", lambda: billing_app(keyed))
+    assert cli.main(["verify", "billing"]) == 0
+    assert "billing: 2 events, chain intact" in capsys.readouterr().out
