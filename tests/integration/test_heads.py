@@ -152,3 +152,14 @@ def test_heads_go_to_the_topic_and_verify_reads_them_back(
     out = capsys.readouterr().out
     assert "chain intact, 1 of 3 heads reached, then head billing event 18" in out
     assert "rewritten" in out
+
+
+def test_regie_relay_publishes_heads_on_the_prefixed_topic_at_the_set_interval(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings("sqlite", tmp_path, topic_prefix="acme.", heads_interval=15.0)
+    heads = cli._relay_heads(settings, "payment")
+    assert (heads.topic, heads.service, heads.every) == ("acme.audit.chain-heads", "payment",
+                                                         15.0)
+    assert isinstance(heads.publisher, KafkaPublisher)
+    assert heads.publisher.topic == heads.topic
