@@ -231,7 +231,7 @@ def cmd_anomalies(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from services.bootstrap import billing_app, payment_app
-    from services.common.chain import check_heads, verify
+    from services.common.chain import check_heads, keyed_from, verify
     from services.common.heads import for_service
 
     failed = False
@@ -246,21 +246,26 @@ def cmd_verify(args: argparse.Namespace) -> int:
             failed = True
             print(f"{service}: chain broken after {checked} good events: {broken}")
             continue
+        intact = "chain intact"
+        if getattr(app.recorder, "chain_key", b""):
+            # Shown, so that a chain stripped of its key and recomputed plain is noticed.
+            first = keyed_from(app)
+            intact += f" (keyed from event {first})" if first else " (no event keyed yet)"
         if heads is None:
-            print(f"{service}: {checked} events, chain intact")
+            print(f"{service}: {checked} events, {intact}")
             continue
         mine = for_service(heads, service)
         reached, unreached = check_heads(app, mine)
         if not mine:
             failed = True
-            print(f"{service}: {checked} events, chain intact, but no head of {service} in "
+            print(f"{service}: {checked} events, {intact}, but no head of {service} in "
                   f"{args.heads}: nothing to check it against")
         elif unreached is not None:
             failed = True
-            print(f"{service}: {checked} events, chain intact, {reached} of {len(set(mine))} "
+            print(f"{service}: {checked} events, {intact}, {reached} of {len(set(mine))} "
                   f"heads reached, then {unreached}")
         else:
-            print(f"{service}: {checked} events, chain intact, all {reached} heads reached")
+            print(f"{service}: {checked} events, {intact}, all {reached} heads reached")
     return 1 if failed else 0
 
 

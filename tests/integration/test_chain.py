@@ -271,4 +271,11 @@ def test_regie_verify_without_the_key_of_a_keyed_chain_says_so(
     assert "keyed from event 1: set REGIE_CHAIN_KEY" in capsys.readouterr().err
     monkeypatch.setattr(bootstrap, "billing_app", lambda: billing_app(keyed))
     assert cli.main(["verify", "billing"]) == 0
-    assert "billing: 2 events, chain intact" in capsys.readouterr().out
+    # Said, so that a chain stripped of its key and recomputed plain does not pass unseen.
+    assert "billing: 2 events, chain intact (keyed from event 1)" in capsys.readouterr().out
+    monkeypatch.setattr(bootstrap, "billing_app", lambda: billing_app(
+        dataclasses.replace(store_settings, var_dir=store_settings.var_dir / "new",
+                            schema_prefix=store_settings.schema_prefix + "n",
+                            chain_key="kept-in-a-vault")))
+    assert cli.main(["verify", "billing"]) == 0
+    assert "billing: 0 events, chain intact (no event keyed yet)" in capsys.readouterr().out
