@@ -5,9 +5,10 @@ Nothing here imports from the services: subscribers may vendor this package alon
 
 from events.envelope import Envelope, EnvelopeError, decode, encode
 from events.registry import REGISTRY, EventType, UnknownEventType
-from events.topics import BILLING_INVOICES, PAYMENT_PAYMENTS, TOPICS
+from events.topics import AUDIT_CHAIN_HEADS, BILLING_INVOICES, PAYMENT_PAYMENTS, TOPICS
 
 __all__ = [
+    "AUDIT_CHAIN_HEADS",
     "BILLING_INVOICES",
     "PAYMENT_PAYMENTS",
     "REGISTRY",

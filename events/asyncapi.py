@@ -15,6 +15,7 @@ records stay); the ``send`` operation lists the versions Régie publishes today.
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,15 +31,15 @@ from events.topics import TOPICS, Topic
 ASYNCAPI_VERSION = "3.0.0"
 # The contract's own version: its minor goes up with each new event version or optional
 # field. There is no major: a change that would break a reader is a new event name.
-CONTRACT_VERSION = "1.2.0"
+CONTRACT_VERSION = "1.3.0"
 KAFKA_BINDING_VERSION = "0.5.0"
 ENVELOPE = "CloudEvent"
 EXAMPLES = Path(__file__).parent / "examples"
 
 
 def channel_id(topic: str) -> str:
-    """``billing.invoices`` -> ``billingInvoices``."""
-    first, *rest = topic.split(".")
+    """``billing.invoices`` -> ``billingInvoices``, ``audit.chain-heads`` -> ``auditChainHeads``."""
+    first, *rest = re.split(r"[.-]", topic)
     return first + "".join(part[:1].upper() + part[1:] for part in rest)
 
 

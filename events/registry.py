@@ -63,6 +63,7 @@ class Registry:
 
 BILLING = "billing.invoices"
 PAYMENT = "payment.payments"
+AUDIT = "audit.chain-heads"
 
 REGISTRY = Registry(
     [
@@ -87,5 +88,6 @@ REGISTRY = Registry(
         EventType("PaymentAbandoned", PAYMENT, {1: schemas.PaymentAbandonedV1}),
         EventType("PaymentExpired", PAYMENT, {1: schemas.PaymentExpiredV1}),
         EventType("RefundNeeded", PAYMENT, {1: schemas.RefundNeededV1}),
+        EventType("ChainHead", AUDIT, {1: schemas.ChainHeadV1}),
     ]
 )

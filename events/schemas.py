@@ -262,3 +262,30 @@ class RefundNeededV1(Strict):
     regie = fields.String(required=True, validate=CODE)
     idop = fields.String(required=True)
     refunds = fields.List(fields.Nested(RefundV1), required=True, validate=validate.Length(min=1))
+
+
+# --- audit.chain-heads --------------------------------------------------------------
+
+
+class ChainHeadV1(Strict):
+    """Where a service's event hash chain stood: its last position and that position's hash.
+
+    Each relay publishes one at least every minute and one at each day's end (Paris). Kept
+    outside Régie's database (an archive of this topic on write-once storage), heads let
+    `regie verify --heads` show that the history up to each of them was not truncated nor
+    rewritten since.
+    """
+
+    service = fields.String(required=True, validate=validate.OneOf(["billing", "payment"]),
+                            metadata={"description": "Also the Kafka key."})
+    notification_id = fields.Integer(
+        required=True, strict=True, validate=validate.Range(min=1),
+        metadata={"description": "The position of the chain's last event in the service's "
+                                 "log."})
+    hash = fields.String(
+        required=True, validate=validate.Regexp(r"^[0-9a-f]{64}$", error="64 hex digits"),
+        metadata={"description": "The chain's hash at that position: SHA-256, or "
+                                 "HMAC-SHA-256 when the deployment keys its chain."})
+    day = fields.Date(required=True, metadata={
+        "description": "The day (Paris) that event was recorded; a day-end head is the "
+                       "last of its day."})

@@ -41,4 +41,14 @@ PAYMENT_PAYMENTS = Topic(
     ),
 )
 
-TOPICS: dict[str, Topic] = {t.name: t for t in (BILLING_INVOICES, PAYMENT_PAYMENTS)}
+AUDIT_CHAIN_HEADS = Topic(
+    name="audit.chain-heads",
+    producer="billing and payment",
+    key="the service whose chain it is: billing or payment",
+    ordering="in order per key: a service's heads arrive in the order they were taken",
+    event_types=("ChainHead",),
+)
+
+TOPICS: dict[str, Topic] = {
+    t.name: t for t in (BILLING_INVOICES, PAYMENT_PAYMENTS, AUDIT_CHAIN_HEADS)
+}

@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from datetime import date, datetime
 
+    from services.common.chain import Head
     from services.common.deadletters import DeadLetter
+    from services.common.relay import Heads
 
 from services.common.settings import SETTINGS, Settings, get
 
@@ -72,10 +74,19 @@ def cmd_relay(args: argparse.Namespace) -> int:
     relay = Relay(
         app, to_wire, KafkaPublisher(settings, topic),
         positions(settings, args.service, app), name=topic,
+        heads=_relay_heads(settings, args.service),
     )
     logging.getLogger(__name__).info("relaying %s events to %s", args.service, topic)
     relay.run_forever(_stop_on_signals(), settings.poll_interval)
     return 0
+
+
+def _relay_heads(settings: Settings, service: str) -> "Heads":
+    from events import AUDIT_CHAIN_HEADS
+    from services.common.relay import Heads, KafkaPublisher
+
+    topic = settings.topic(AUDIT_CHAIN_HEADS.name)
+    return Heads(KafkaPublisher(settings, topic), topic, service, settings.heads_interval)
 
 
 def cmd_consume(args: argparse.Namespace) -> int:
@@ -223,21 +234,54 @@ def cmd_anomalies(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from services.bootstrap import billing_app, payment_app
-    from services.common.chain import verify
+    from services.common.chain import check_heads, keyed_from, verify
+    from services.common.heads import for_service
 
     failed = False
     unknown = set(args.services) - {"billing", "payment"}
     if unknown:
         raise ValueError(f"unknown service {', '.join(sorted(unknown))}: billing or payment")
+    heads = _heads(args.heads) if args.heads else None
     for service in args.services or ["billing", "payment"]:
         app = billing_app() if service == "billing" else payment_app()
         checked, broken = verify(app)
-        if broken is None:
-            print(f"{service}: {checked} events, chain intact")
-        else:
+        if broken is not None:
             failed = True
             print(f"{service}: chain broken after {checked} good events: {broken}")
+            continue
+        intact = "chain intact"
+        if getattr(app.recorder, "chain_key", b""):
+            # Shown, so that a chain stripped of its key and recomputed plain is noticed.
+            first = keyed_from(app)
+            intact += f" (keyed from event {first})" if first else " (no event keyed yet)"
+        if heads is None:
+            print(f"{service}: {checked} events, {intact}")
+            continue
+        mine = for_service(heads, service)
+        reached, unreached = check_heads(app, mine)
+        if not mine:
+            failed = True
+            print(f"{service}: {checked} events, {intact}, but no head of {service} in "
+                  f"{args.heads}: nothing to check it against")
+        elif unreached is not None:
+            failed = True
+            print(f"{service}: {checked} events, {intact}, {reached} of {len(set(mine))} "
+                  f"heads reached, then {unreached}")
+        else:
+            print(f"{service}: {checked} events, {intact}, all {reached} heads reached")
     return 1 if failed else 0
+
+
+def _heads(source: str) -> "list[Head]":
+    """Heads kept outside the database: `kafka` (the audit.chain-heads topic) or a file."""
+    from events import AUDIT_CHAIN_HEADS
+    from services.common.heads import read_file, read_topic
+
+    if source == "kafka":
+        settings = Settings()
+        return read_topic(settings, settings.topic(AUDIT_CHAIN_HEADS.name))
+    with open(source, encoding="utf-8") as lines:
+        return list(read_file(lines, source))
 
 
 PARIS = "Europe/Paris"
@@ -389,7 +433,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run(load_demo=not args.no_demo)
 
 
-SECRET_SETTINGS = {"REGIE_TOKENS", "POSTGRES_PASSWORD", "PORTAL_SECRET_KEY"}
+SECRET_SETTINGS = {"REGIE_TOKENS", "POSTGRES_PASSWORD", "PORTAL_SECRET_KEY", "REGIE_CHAIN_KEY"}
 
 
 def _value_and_source(name: str, default: str) -> tuple[str, str]:
@@ -480,6 +524,11 @@ def build_parser() -> argparse.ArgumentParser:
     # No argparse choices here: with nargs="*" it would refuse the empty default.
     p.add_argument("services", nargs="*", metavar="SERVICE",
                    help="billing or payment; default: both")
+    p.add_argument("--heads", metavar="FILE|kafka",
+                   help="also check the store against chain heads kept outside it: a JSONL "
+                   "file of ChainHead messages (or bare heads), or `kafka` to read the "
+                   "audit.chain-heads topic; names the first head the store no longer "
+                   "reaches (truncated or rewritten history)")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("export", help="the event history as JSONL or CSV, streamed")

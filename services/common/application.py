@@ -6,6 +6,7 @@ from uuid import UUID
 from eventsourcing.application import Application
 from eventsourcing.persistence import JSONTranscoder, ProcessRecorder, Tracking
 
+from services.common.chain import Chained
 from services.common.deadletters import DeadLetters, MemoryDeadLetters, SqlDeadLetters
 from services.common.persistence import SqlStore, register_transcodings
 from services.common.positions import MemoryPositions, Positions, SqlPositions
@@ -29,7 +30,12 @@ class ServiceApplication(Application[UUID]):
     def construct_recorder(self) -> ProcessRecorder:
         # Events made from a consumed message are recorded in one transaction with the
         # message's position, so a redelivered message is recognised and changes nothing.
-        return self.factory.process_recorder()
+        recorder = self.factory.process_recorder()
+        if isinstance(recorder, Chained):
+            # Kept outside the database, so that whoever can write the tables cannot
+            # recompute the chain after changing them.
+            recorder.chain_key = (self.env.get("REGIE_CHAIN_KEY") or "").encode()
+        return recorder
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)

@@ -5,10 +5,23 @@ and the previous event's hash, and is written in the same transaction as the eve
 event table is locked by the insert, so the chain has no forks). Altering, deleting or
 swapping a stored event afterwards breaks the chain at that position; ``verify`` names it.
 The day's root (the last hash recorded that day, Paris time) goes on the payment journal.
+
+A chain kept in the same database only proves that no one changed the history *without
+recomputing it*: whoever can write the tables can also truncate them, or rewrite events
+and recompute every hash after them. Two things close that gap:
+
+- heads: the relays publish the chain's head (service, position, hash) outside the
+  database, and ``check_heads`` names the first head kept elsewhere that the store no
+  longer reaches;
+- a key (``REGIE_CHAIN_KEY``, kept outside the database): each hash is then an HMAC, which
+  no one can recompute without the key. A store chained without a key and given one later
+  records, in ``event_chain_key``, the first position chained with it: the hashes before it
+  stay plain SHA-256 and still verify.
 """
 
 import hashlib
-from collections.abc import Iterator, Sequence
+import hmac
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,36 +37,100 @@ from services.common.persistence import SqlStore, write_transaction
 PARIS = ZoneInfo("Europe/Paris")
 GENESIS = "0" * 64
 TABLE = "event_chain"
+# One row at most: the first notification id whose hash is keyed.
+KEY_TABLE = "event_chain_key"
+
+
+class ChainKeyMissing(RuntimeError):
+    """The chain is keyed from some position on, and no key was given."""
+
+    def __init__(self, position: int) -> None:
+        super().__init__(f"the chain is keyed from event {position}: set REGIE_CHAIN_KEY "
+                         "(the key it was written with)")
 
 
 def link(previous: str, notification_id: int, originator_id: UUID | str, version: int,
-         topic: str, state: bytes) -> str:
-    digest = hashlib.sha256()
+         topic: str, state: bytes, key: bytes = b"") -> str:
+    digest: Any = hmac.new(key, digestmod=hashlib.sha256) if key else hashlib.sha256()
     for part in (previous, str(notification_id), str(originator_id), str(version), topic):
         digest.update(part.encode())
         digest.update(b"\x00")
     digest.update(state)
-    return digest.hexdigest()
+    return str(digest.hexdigest())
 
 
-def _today() -> str:
+def today() -> str:
+    """The day now, Paris time, as the chain records it."""
     return datetime.now(PARIS).date().isoformat()
 
 
-class ChainedSQLiteProcessRecorder(SQLiteProcessRecorder):
+def _links(previous: str, key: bytes, keyed_from: int | None, ids: Sequence[int],
+           stored_events: Sequence[StoredEvent]) -> list[tuple[int, str, str]]:
+    day = today()
+    rows = []
+    for nid, s in zip(ids, stored_events, strict=True):
+        keyed = keyed_from is not None and nid >= keyed_from
+        previous = link(previous, nid, s.originator_id, s.originator_version, s.topic,
+                        s.state, key if keyed else b"")
+        rows.append((nid, previous, day))
+    return rows
+
+
+def _keyed_from(recorded: int | None, key: bytes, first_id: int) -> tuple[int | None, bool]:
+    """From which position the key applies, and whether that is new (to be recorded)."""
+    if recorded is not None:
+        if not key:
+            # Plain hashes after keyed ones would make the history look rewritten.
+            raise ChainKeyMissing(recorded)
+        return recorded, False
+    return (first_id, True) if key else (None, False)
+
+
+class Chained:
+    # Set by the application from REGIE_CHAIN_KEY; empty: plain SHA-256.
+    chain_key: bytes = b""
+
+    def _recorded_key_start(self) -> int | None:
+        raise NotImplementedError
+
+    def _refuse_without_key(self) -> None:
+        # Refused before the transaction: eventsourcing's PostgreSQL recorder commits the
+        # events even when the code run after their insert raises.
+        if not self.chain_key:
+            recorded = self._recorded_key_start()
+            if recorded is not None:
+                raise ChainKeyMissing(recorded)
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any
+                      ) -> Sequence[int] | None:
+        self._refuse_without_key()
+        ids: Sequence[int] | None = super().insert_events(  # type: ignore[misc]
+            stored_events, **kwargs)
+        return ids
+
+
+class ChainedSQLiteProcessRecorder(Chained, SQLiteProcessRecorder):
     def construct_create_table_statements(self) -> list[str]:
         return [
             *super().construct_create_table_statements(),
             f"CREATE TABLE IF NOT EXISTS {TABLE} (notification_id INTEGER PRIMARY KEY, "
             "hash TEXT NOT NULL, day TEXT NOT NULL)",
+            f"CREATE TABLE IF NOT EXISTS {KEY_TABLE} (notification_id INTEGER NOT NULL)",
         ]
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any
                       ) -> Sequence[int] | None:
         # The library begins a deferred transaction; this one reads the chain's last hash
         # while writing, so it takes the write lock first, as every write of ours does.
+        self._refuse_without_key()
         with write_transaction(self.datastore) as c:
             return self._insert_events(c, stored_events, **kwargs)
+
+    def _recorded_key_start(self) -> int | None:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT MIN(notification_id) FROM {KEY_TABLE}")
+            found = c.fetchone()[0]
+        return None if found is None else int(found)
 
     def _insert_events(self, c: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
                        ) -> Sequence[int] | None:
@@ -62,24 +139,39 @@ class ChainedSQLiteProcessRecorder(SQLiteProcessRecorder):
             c.execute(f"SELECT hash FROM {TABLE} ORDER BY notification_id DESC LIMIT 1")
             row = c.fetchone()
             previous = row[0] if row else GENESIS
-            day = _today()
-            for nid, s in zip(ids, stored_events, strict=True):
-                previous = link(previous, nid, s.originator_id, s.originator_version, s.topic,
-                                s.state)
-                c.execute(f"INSERT INTO {TABLE} VALUES (?, ?, ?)", (nid, previous, day))
+            c.execute(f"SELECT MIN(notification_id) FROM {KEY_TABLE}")
+            keyed_from, new = _keyed_from(c.fetchone()[0], self.chain_key, ids[0])
+            if new:
+                c.execute(f"INSERT INTO {KEY_TABLE} VALUES (?)", (keyed_from,))
+            for r in _links(previous, self.chain_key, keyed_from, ids, stored_events):
+                c.execute(f"INSERT INTO {TABLE} VALUES (?, ?, ?)", r)
         return ids
 
 
-class ChainedPostgresProcessRecorder(PostgresProcessRecorder):
+class ChainedPostgresProcessRecorder(Chained, PostgresProcessRecorder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         from psycopg.sql import SQL, Identifier
 
         super().__init__(*args, **kwargs)
         self.chain_table = SQL("{}.{}").format(Identifier(self.datastore.schema),
                                                Identifier(TABLE))
+        self.key_table = SQL("{}.{}").format(Identifier(self.datastore.schema),
+                                             Identifier(KEY_TABLE))
         self.sql_create_statements.append(SQL(
             "CREATE TABLE IF NOT EXISTS {} (notification_id BIGINT PRIMARY KEY, "
             "hash TEXT NOT NULL, day TEXT NOT NULL)").format(self.chain_table))
+        self.sql_create_statements.append(SQL(
+            "CREATE TABLE IF NOT EXISTS {} (notification_id BIGINT NOT NULL)"
+        ).format(self.key_table))
+
+    def _recorded_key_start(self) -> int | None:
+        from psycopg.sql import SQL
+
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(SQL("SELECT MIN(notification_id) AS n FROM {}").format(self.key_table))
+            row = curs.fetchone()
+            found = row["n"] if row else None
+        return None if found is None else int(found)
 
     def _fetch_ids_after_insert_events(self, curs: Any, stored_events: Sequence[StoredEvent],
                                        **kwargs: Any) -> Sequence[int] | None:
@@ -92,12 +184,12 @@ class ChainedPostgresProcessRecorder(PostgresProcessRecorder):
                          .format(self.chain_table))
             row = curs.fetchone()
             previous = row["hash"] if row else GENESIS
-            day = _today()
-            rows = []
-            for nid, s in zip(ids, stored_events, strict=True):
-                previous = link(previous, nid, s.originator_id, s.originator_version, s.topic,
-                                s.state)
-                rows.append((nid, previous, day))
+            curs.execute(SQL("SELECT MIN(notification_id) AS n FROM {}").format(self.key_table))
+            keyed_from, new = _keyed_from(curs.fetchone()["n"], self.chain_key, ids[0])
+            if new:
+                curs.execute(SQL("INSERT INTO {} VALUES (%s)").format(self.key_table),
+                             (keyed_from,))
+            rows = _links(previous, self.chain_key, keyed_from, ids, stored_events)
             curs.executemany(SQL("INSERT INTO {} VALUES (%s, %s, %s)").format(self.chain_table),
                              rows)
         return ids
@@ -124,10 +216,21 @@ class Break:
         return f"event {self.position} {what}"
 
 
+def keyed_from(app: Any) -> int | None:
+    """The first position whose hash is keyed (REGIE_CHAIN_KEY), None if none is."""
+    rows = SqlStore(app).fetchall(f"SELECT MIN(notification_id) AS n FROM {{schema}}{KEY_TABLE}")
+    return int(rows[0]["n"]) if rows and rows[0]["n"] is not None else None
+
+
 def verify(app: Any, page: int = 1000) -> tuple[int, Break | None]:
     """Recompute the chain over the whole history; return how many events were checked
-    and the first break, if any."""
+    and the first break, if any. Raises ChainKeyMissing if part of the chain is keyed and
+    the application was given no key."""
     store = SqlStore(app)
+    key: bytes = getattr(app.recorder, "chain_key", b"")
+    first_keyed = keyed_from(app)
+    if first_keyed is not None and not key:
+        raise ChainKeyMissing(first_keyed)
     previous = GENESIS
     checked = 0
     chain = _chain_rows(store, page)
@@ -140,8 +243,9 @@ def verify(app: Any, page: int = 1000) -> tuple[int, Break | None]:
             return checked, Break(expected[0], "missing")
         if expected is None or event.id < expected[0]:
             return checked, Break(event.id, "unchained")
+        keyed = first_keyed is not None and event.id >= first_keyed
         previous = link(previous, event.id, event.originator_id, event.originator_version,
-                        event.topic, event.state)
+                        event.topic, event.state, key if keyed else b"")
         if previous != expected[1]:
             return checked, Break(event.id, "altered")
         checked += 1
@@ -173,13 +277,76 @@ def _all_notifications(app: Any, page: int) -> Iterator[Any]:
         after = batch[-1].id
 
 
-def day_root(app: Any, day: str) -> str | None:
-    """The last hash recorded on ``day`` (Paris): printing it fixes that day's history.
+@dataclass(frozen=True)
+class Head:
+    """Where a service's chain stood: its last position, that position's hash, and the
+    day (Paris) it was recorded. Kept outside the database, it fixes the history up to it."""
 
-    None for a store without a chain (the in-memory one of the unit tests)."""
+    service: str
+    notification_id: int
+    hash: str
+    day: str
+
+
+def head(app: Any, service: str, day: str | None = None) -> Head | None:
+    """The chain's head now, or at the end of ``day`` (Paris, ISO) when given.
+
+    None for an empty store, or one without a chain (the in-memory one of the unit tests)."""
     if not hasattr(app.recorder, "datastore"):
         return None
+    where, params = ("WHERE day <= ? ", (day,)) if day else ("", ())
     rows = SqlStore(app).fetchall(
-        f"SELECT hash FROM {{schema}}{TABLE} WHERE day <= ? "
-        "ORDER BY notification_id DESC LIMIT 1", (day,))
-    return str(rows[0]["hash"]) if rows else None
+        f"SELECT notification_id, hash, day FROM {{schema}}{TABLE} {where}"
+        "ORDER BY notification_id DESC LIMIT 1", params)
+    if not rows:
+        return None
+    r = rows[0]
+    return Head(service, int(r["notification_id"]), str(r["hash"]), str(r["day"]))
+
+
+def day_root(app: Any, day: str) -> str | None:
+    """The last hash recorded on ``day`` (Paris): printing it fixes that day's history."""
+    found = head(app, "", day)
+    return found.hash if found else None
+
+
+@dataclass(frozen=True)
+class Unreached:
+    """A head kept elsewhere that the store no longer leads to."""
+
+    head: Head
+    stored: str | None  # the store's hash at that position; None: the position is gone
+    last: int  # the store's last chained position
+
+    def __str__(self) -> str:
+        h = self.head
+        if self.stored is None:
+            why = (f"the store ends at event {self.last}: events were removed (truncated "
+                   "history)")
+        else:
+            why = (f"the store has {self.stored[:16]}… there: the history up to it was "
+                   "rewritten")
+        return (f"head {h.service} event {h.notification_id} ({h.hash[:16]}…, {h.day}) is "
+                f"not reached: {why}")
+
+
+def check_heads(app: Any, heads: Iterable[Head]) -> tuple[int, Unreached | None]:
+    """Compare the store's chain with heads kept outside it; return how many distinct
+    heads were reached and the first (lowest position) that is not.
+
+    Run it after ``verify``: a chain that verifies and reaches a head holds, up to that
+    head, exactly the history that was anchored (changing it means finding another input
+    with the same hash, or, when keyed, knowing the key)."""
+    store = SqlStore(app)
+    last_rows = store.fetchall(f"SELECT MAX(notification_id) AS n FROM {{schema}}{TABLE}")
+    last = int(last_rows[0]["n"] or 0)
+    reached = 0
+    for h in sorted(set(heads), key=lambda h: (h.notification_id, h.hash)):
+        rows = store.fetchall(
+            f"SELECT hash FROM {{schema}}{TABLE} WHERE notification_id = ?",
+            (h.notification_id,))
+        stored = str(rows[0]["hash"]) if rows else None
+        if stored != h.hash:
+            return reached, Unreached(h, stored, last)
+        reached += 1
+    return reached, None

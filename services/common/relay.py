@@ -9,14 +9,24 @@ data is on disk (noida-db) and is killed at once comes back without the last rec
 acknowledged. So the relay also records, with its position, the end offset it reached in
 each partition; a partition found shorter than that, or a record given an offset below it,
 means the broker lost records, and the whole history is published again.
+
+A relay also publishes its service's chain head (see services/common/chain.py) on the
+audit.chain-heads topic, through a second Publisher: at least every ``Heads.every``
+seconds, and the last head of each day once that day is over (Paris time), so that the
+history can be checked later against heads kept outside the database.
 """
 
 import logging
 import threading
 import time
 import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
 
+from services.common.chain import Head, head, today
+from services.common.heads import to_message
 from services.common.outbox import Outgoing, ToWire
 from services.common.positions import Positions
 
@@ -47,6 +57,18 @@ class Publisher(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass
+class Heads:
+    """Where, and how often, a relay publishes its service's chain head."""
+
+    publisher: Publisher
+    topic: str
+    service: str
+    every: float = 60.0
+    # The day (Paris, ISO) now; a test moves it.
+    day: Callable[[], str] = field(default=today)
+
+
 class Relay:
     def __init__(
         self,
@@ -57,6 +79,7 @@ class Relay:
         name: str,
         batch_size: int = 500,
         verify_every: float = 2.0,
+        heads: Heads | None = None,
     ) -> None:
         self.app = app
         self.to_wire = to_wire
@@ -66,6 +89,39 @@ class Relay:
         self.batch_size = batch_size
         self.verify_every = verify_every
         self._verified_at = float("-inf")
+        self.heads = heads
+        self._head_at = float("-inf")
+        self._head_day: str | None = None
+        self._heads_topic_ready = False
+
+    def publish_heads(self) -> list[Head]:
+        """Publish the chain's head if one is due; return what was published."""
+        h = self.heads
+        if h is None:
+            return []
+        day = h.day()
+        due: list[Head] = []
+        if self._head_day is not None and day != self._head_day:
+            # The day is over: its last head is the one a day's journal prints.
+            ended = head(self.app, h.service, self._head_day)
+            if ended is not None:
+                due.append(ended)
+        periodic = time.monotonic() - self._head_at >= h.every
+        if periodic:
+            current = head(self.app, h.service)
+            if current is not None and current not in due:
+                due.append(current)
+        if due:
+            if not self._heads_topic_ready:
+                h.publisher.ensure_topic()
+                self._heads_topic_ready = True
+            now = datetime.now(UTC)
+            h.publisher.publish([to_message(x, h.topic, now) for x in due])
+        # Only once published: a failure is tried again on the next run.
+        self._head_day = day
+        if periodic:
+            self._head_at = time.monotonic()
+        return due
 
     def _end_key(self, partition: int) -> str:
         return f"{self.name}#end@{partition}"
@@ -120,6 +176,7 @@ class Relay:
         """Publish the next batch; return how many notifications it covered."""
         if time.monotonic() - self._verified_at > self.verify_every:
             self.verify_topic()
+        self.publish_heads()
         position = self.positions.get(self.name)
         notifications = self.app.recorder.select_notifications(
             position, self.batch_size, inclusive_of_start=False
@@ -157,7 +214,10 @@ class Relay:
             except Exception:
                 log.exception("%s: publishing failed; retrying in %.1fs", self.name, backoff)
                 self._verified_at = float("-inf")
+                self._heads_topic_ready = False
                 self.publisher.close()
+                if self.heads is not None:
+                    self.heads.publisher.close()
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
 

@@ -96,6 +96,11 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "folder shared by the payment API and the reconciler for their PayFiP call metrics "
         "(prometheus_client's multiprocess mode); empty: each process counts its own",
     ),
+    "REGIE_CHAIN_KEY": (
+        "",
+        "HMAC key of the event hash chain, kept outside the database; empty: plain SHA-256",
+    ),
+    "REGIE_HEADS_INTERVAL": ("60", "seconds between two chain heads a relay publishes"),
 }
 
 SERVICES = ("billing", "payment")
@@ -136,6 +141,8 @@ class Settings:
         default_factory=lambda: float(get("PAYFIP_PENDING_MINUTES"))
     )
     metrics_dir: str = field(default_factory=lambda: get("PROMETHEUS_MULTIPROC_DIR"))
+    chain_key: str = field(default_factory=lambda: get("REGIE_CHAIN_KEY"), repr=False)
+    heads_interval: float = field(default_factory=lambda: float(get("REGIE_HEADS_INTERVAL")))
 
     def topic(self, name: str) -> str:
         return self.topic_prefix + name
@@ -157,7 +164,7 @@ class Settings:
         """The `eventsourcing` environment of one service's store."""
         from services.common.chain import recorder_topic
 
-        env = {"PERSISTENCE_MODULE": self.persistence}
+        env = {"PERSISTENCE_MODULE": self.persistence, "REGIE_CHAIN_KEY": self.chain_key}
         topic = recorder_topic(self.persistence)
         if topic:
             env["PROCESS_RECORDER_TOPIC"] = topic

@@ -3,7 +3,7 @@
 import logging
 import secrets
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -15,13 +15,17 @@ from eventsourcing.utils import get_topic
 
 from events import Envelope
 from services.common.application import ServiceApplication
-from services.common.chain import day_root
+from services.common.chain import day_root, head
 from services.common.errors import Conflict, DomainError, NotFound, OutOfOrder, Unavailable
 from services.common.metrics import ProcessMeters
 from services.common.persistence import SqlStore
 from services.payment import domain
 from services.payment.gateway import Gateway, GatewayError, PaymentOrder
 from services.payment.projections import MemoryToPayStore, SqlToPayStore, ToPayStore, catch_up
+
+
+def _as_dict(value: Any) -> dict[str, Any] | None:
+    return None if value is None else asdict(value)
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,8 @@ class PaymentApp(ServiceApplication):
             # The payment history's hash chain at the end of that day: printed on the
             # journal, it lets anyone check later that the day's records were not altered.
             "chain_root": day_root(self, day.isoformat()),
+            # The same, as a head `regie verify --heads` takes (a line of a JSONL file).
+            "chain_head": _as_dict(head(self, "payment", day.isoformat())),
         }
 
     def reconcile(self, gateway: Gateway, now: datetime) -> int:

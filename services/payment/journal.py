@@ -81,7 +81,9 @@ def to_pdf(journal: dict[str, Any], regie_name: str) -> bytes:
                                 f"{euros(r['amount_cents'])}"), new_x="LMARGIN", new_y="NEXT")
     pdf.ln(4)
     pdf.set_font(family, size=7)
-    pdf.cell(0, 5, text(f"Empreinte de l'historique en fin de journée (regie verify) : "
-                        f"{journal.get('chain_root') or 'aucune'}"),
+    chain_head = journal.get("chain_head")
+    at = f"événement {chain_head['notification_id']}, " if chain_head else ""
+    pdf.cell(0, 5, text(f"Empreinte de l'historique en fin de journée (regie verify --heads) : "
+                        f"{at}{journal.get('chain_root') or 'aucune'}"),
              new_x="LMARGIN", new_y="NEXT")
     return bytes(pdf.output())

@@ -131,6 +131,13 @@ class JournalLine(Schema):
     closed_at = fields.String(allow_none=True)
 
 
+class ChainHead(Schema):
+    service = fields.String()
+    notification_id = fields.Integer()
+    hash = fields.String()
+    day = fields.String()
+
+
 class Journal(Schema):
     regie = fields.String()
     date = fields.Date()
@@ -139,3 +146,6 @@ class Journal(Schema):
     not_paid = fields.List(fields.Nested(JournalLine))
     chain_root = fields.String(allow_none=True, metadata={
         "description": "hash chain of the payment history at the end of the day (regie verify)"})
+    chain_head = fields.Nested(ChainHead, allow_none=True, metadata={
+        "description": "the same as a chain head (service, position, hash, day): a line of "
+                       "a JSONL file that regie verify --heads takes"})

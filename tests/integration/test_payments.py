@@ -412,6 +412,16 @@ def test_history_and_journal(any_store_settings: Settings) -> None:
             ))["chain_root"] == day_root(payment, "9999-12-31")
         assert len(day_root(payment, "9999-12-31") or "") == 64
         assert as_json["chain_root"] is None  # nothing was recorded by 26/02/2025
+        # The day's head, as verify --heads takes it from a line of a JSONL file.
+        import json
+
+        from services.common.chain import head
+        from services.common.heads import from_record
+
+        today_journal = payment.journal("SPORTS", datetime.now(UTC).astimezone(
+            domain_paris()).date())
+        assert from_record(json.dumps(today_journal["chain_head"])) == head(payment, "payment")
+        assert as_json["chain_head"] is None
     assert app.get("/regies/SPORTS/journal?date=26-02-2025",
                    headers={"Authorization": "Bearer a"}).status_code == 422
     assert app.get("/regies/SPORTS/journal?date=2025-02-26",

@@ -92,6 +92,7 @@ def test_settings_say_where_each_value_comes_from(
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("REGIE_VAR_DIR", str(tmp_path))
     monkeypatch.setenv("BILLING_PORT", "9001")
+    monkeypatch.setenv("REGIE_CHAIN_KEY", "chain-k3y-s3cr3t")
     (tmp_path / "dev-tokens").write_text("tok-s3cr3t-1:issuer,tok-s3cr3t-2:reader\n")
     assert cli.main(["settings"]) == 0
     out = capsys.readouterr().out
@@ -101,6 +102,7 @@ def test_settings_say_where_each_value_comes_from(
     # What `make run` uses when REGIE_TOKENS is not set: the file it wrote, never shown.
     assert f"from {tmp_path / 'dev-tokens'}" in lines["REGIE_TOKENS"]
     assert "issuer, reader" in lines["REGIE_TOKENS"] and "s3cr3t" not in out
+    assert "hidden" in lines["REGIE_CHAIN_KEY"]
 
 
 def test_reconcile_once_says_what_its_single_pass_did(

@@ -360,3 +360,12 @@ def test_a_wrong_dockerfile_is_reported() -> None:
                      "non-root USER"):
         assert expected in problems
     assert dockerfile_problems(bad + "USER root\n")[-1].endswith("non-root USER")
+
+
+def test_the_chain_key_reaches_every_container_that_writes_or_verifies_events(
+    compose: dict[str, Any],
+) -> None:
+    # A writer without the key would refuse to write after a keyed one, or the reverse.
+    for name in ("billing-api", "payment-api", "billing-relay", "payment-consumer"):
+        env = environment(compose["services"][name])
+        assert "${REGIE_CHAIN_KEY" in str(env.get("REGIE_CHAIN_KEY")), name

@@ -134,3 +134,14 @@ def test_a_v1_confirmation_reads_as_a_v2_one_that_was_not_late() -> None:
     # A superset: every v1 field is there with the same value.
     assert {k: v for k, v in v2.data.items() if k not in ("late", "received_at")} == (
         decode(json.dumps(v1), upcast=False).data)
+
+
+def test_chain_heads_have_their_own_topic_and_refuse_a_bad_hash() -> None:
+    assert REGISTRY["ChainHead"].topic == "audit.chain-heads" == events.AUDIT_CHAIN_HEADS.name
+    assert events.TOPICS["audit.chain-heads"].event_types == ("ChainHead",)
+    message = _golden("ChainHead")
+    head = decode(json.dumps(message)).data
+    assert head["service"] == message["partitionkey"] and len(head["hash"]) == 64
+    message["data"]["hash"] = "not-a-sha-256"
+    with pytest.raises(EnvelopeError, match="hash"):
+        decode(json.dumps(message))
