@@ -222,7 +222,7 @@ class PaymentApp(ServiceApplication):
     def anomalies(self) -> list[dict[str, Any]]:
         """Every PayFiP answer that did not match its order, oldest first."""
         found = []
-        topic = get_topic(domain.Payment.AnswerMismatched)  # type: ignore[attr-defined]
+        topic = get_topic(domain.Payment.AnswerMismatched)
         position = 0
         while batch := self.recorder.select_notifications(
             position, 1000, topics=[topic], inclusive_of_start=False
@@ -230,13 +230,15 @@ class PaymentApp(ServiceApplication):
             position = batch[-1].id
             for n in batch:
                 event = self.mapper.to_domain_event(n)
+                if not isinstance(event, domain.Payment.AnswerMismatched):
+                    continue  # selected by that topic: only a type check
                 payment = self.get_payment(event.originator_id)
                 found.append({
                     "payment_id": str(payment.id), "idop": payment.idop,
                     "regie": payment.regie, "family_id": payment.family_id,
-                    "recorded_at": event.timestamp.isoformat(),  # type: ignore[attr-defined]
+                    "recorded_at": event.timestamp.isoformat(),
                     "status": payment.status,
-                    "fields": event.fields, "answer": event.answer,  # type: ignore[attr-defined]
+                    "fields": event.fields, "answer": event.answer,
                     "expected": {name: str(getattr(payment, attribute))
                                  for name, attribute in domain.ORDER_FIELDS.items()},
                 })

@@ -84,9 +84,9 @@ def changes_for(event: Any) -> list[Change]:
     """What one payment-side domain event changes in the read models."""
     D = domain
     oid = str(event.originator_id)
-    if isinstance(event, D.Regie.Registered):  # type: ignore[attr-defined]
+    if isinstance(event, D.Regie.Registered):
         return [RegieRow(event.code, event.name)]
-    if isinstance(event, D.Invoice.Registered):  # type: ignore[attr-defined]
+    if isinstance(event, D.Invoice.Registered):
         return [InvoiceRow(
             id=oid, family_id=event.family_id, regie=event.regie, number=event.number,
             label=event.label, issued_on=event.issued_on, payable_until=event.payable_until,
@@ -94,22 +94,22 @@ def changes_for(event: Any) -> list[Change]:
             amount_due_cents=event.amount_cents, status=D.OPEN,
         )]
     invoice_changes: dict[type, Callable[[Any], dict[str, Any]]] = {
-        D.Invoice.Cancelled: lambda e: {"status": D.CANCELLED},  # type: ignore[attr-defined]
-        D.Invoice.Transferred: lambda e: {"status": D.TRANSFERRED},  # type: ignore[attr-defined]
-        D.Invoice.Reserved: lambda e: {"payment_id": e.payment_id},  # type: ignore[attr-defined]
-        D.Invoice.Released: lambda e: {"payment_id": None},  # type: ignore[attr-defined]
+        D.Invoice.Cancelled: lambda e: {"status": D.CANCELLED},
+        D.Invoice.Transferred: lambda e: {"status": D.TRANSFERRED},
+        D.Invoice.Reserved: lambda e: {"payment_id": e.payment_id},
+        D.Invoice.Released: lambda e: {"payment_id": None},
         # Whole invoices only, for now: what was due is paid.
-        D.Invoice.Paid: lambda e: {  # type: ignore[attr-defined]
+        D.Invoice.Paid: lambda e: {
             "status": D.PAID, "amount_due_cents": 0, "payment_id": None,
             "paid_at": e.paid_at, "paid_by": e.resultrans, "paid_by_payment_id": e.payment_id},
-        D.Invoice.SettledUpstream: lambda e: {  # type: ignore[attr-defined]
+        D.Invoice.SettledUpstream: lambda e: {
             "status": D.PAID, "amount_due_cents": 0, "payment_id": None,
             "paid_by_payment_id": e.payment_id},
     }
     for cls, values in invoice_changes.items():
         if isinstance(event, cls):
             return [RowChange("view_invoices", oid, values(event))]
-    if isinstance(event, D.Payment.Started):  # type: ignore[attr-defined]
+    if isinstance(event, D.Payment.Started):
         return [PaymentRow(
             id=oid, family_id=event.family_id, regie=event.regie, status=D.STARTED,
             amount_cents=event.amount_cents, refdet=event.refdet,
@@ -118,17 +118,17 @@ def changes_for(event: Any) -> list[Change]:
         )]
     closed = {"closed_at": event.timestamp.isoformat(), "day": _paris_day(event.timestamp)}
     payment_changes: dict[type, Callable[[Any], dict[str, Any]]] = {
-        D.Payment.Requested: lambda e: {"status": D.REQUESTED, "idop": e.idop},  # type: ignore[attr-defined]
-        D.Payment.RequestFailed: lambda e: {"status": D.FAILED, **closed},  # type: ignore[attr-defined]
-        D.Payment.Confirmed: lambda e: {  # type: ignore[attr-defined]
+        D.Payment.Requested: lambda e: {"status": D.REQUESTED, "idop": e.idop},
+        D.Payment.RequestFailed: lambda e: {"status": D.FAILED, **closed},
+        D.Payment.Confirmed: lambda e: {
             "status": D.CONFIRMED, "resultrans": e.resultrans, "numauto": e.numauto,
             "paid_at": e.paid_at, "day": _paris_day(e.paid_at), "closed_at": closed["closed_at"],
             "amount_cents": sum(a["amount_cents"] for a in e.allocations)
             + sum(r["amount_cents"] for r in e.refunds)},
-        D.Payment.Refused: lambda e: {"status": D.REFUSED, "resultrans": e.resultrans, **closed},  # type: ignore[attr-defined]
-        D.Payment.Abandoned: lambda e: {"status": D.ABANDONED, "resultrans": e.resultrans,  # type: ignore[attr-defined]
+        D.Payment.Refused: lambda e: {"status": D.REFUSED, "resultrans": e.resultrans, **closed},
+        D.Payment.Abandoned: lambda e: {"status": D.ABANDONED, "resultrans": e.resultrans,
                                         **closed},
-        D.Payment.Expired: lambda e: {"status": D.EXPIRED, **closed},  # type: ignore[attr-defined]
+        D.Payment.Expired: lambda e: {"status": D.EXPIRED, **closed},
     }
     for cls, values in payment_changes.items():
         if isinstance(event, cls):
