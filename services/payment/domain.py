@@ -7,6 +7,7 @@ payment in flight) is checked here. Pure Python and `eventsourcing.domain` only.
 
 import re
 import unicodedata
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -14,6 +15,8 @@ from uuid import UUID, uuid5
 from zoneinfo import ZoneInfo
 
 from eventsourcing.domain import Aggregate, event
+
+from services.common.errors import Conflict, DomainError, NotFound
 
 PARIS = ZoneInfo("Europe/Paris")
 NAMESPACE = UUID("0b8f5f7e-3d2c-4f61-a7f1-5d54c0f3b9a2")
@@ -145,8 +148,18 @@ class Invoice(Aggregate):
             return DEADLINE_PASSED
         return None
 
+    def check_payable(self, today: date) -> None:
+        reason = self.why_not_payable(today)
+        if reason is not None:
+            raise Conflict("invoice_ids", f"invoice {self.number} cannot be paid: {reason}")
+
+    def reserve(self, payment_id: str, today: date) -> None:
+        """Hold the invoice for one payment: it can be paid by no other meanwhile."""
+        self.check_payable(today)
+        self._reserved(payment_id=payment_id)
+
     @event(Reserved)
-    def reserve(self, payment_id: str) -> None:
+    def _reserved(self, payment_id: str) -> None:
         self.payment_id = payment_id
 
     @event(Released)
@@ -361,6 +374,56 @@ class Payment(Aggregate):
     class Expired(Aggregate.Event):
         reason: str
         answer: dict[str, Any]
+
+    @classmethod
+    def start(
+        cls,
+        family_id: str,
+        regie: str,
+        invoice_ids: Sequence[str],
+        email: str,
+        now: datetime,
+        token: str,
+        find_regie: Callable[[str], Regie | None],
+        find_invoice: Callable[[str], Invoice | None],
+    ) -> "Payment":
+        """A payment of the family's ``invoice_ids``, all of one régie, for what they owe,
+        with the invoices reserved for it; ``token`` makes its refdet unique."""
+        known = find_regie(regie)
+        if known is None:
+            raise DomainError("regie", f"unknown régie {regie!r}")
+        if len(set(invoice_ids)) != len(invoice_ids):
+            raise DomainError("invoice_ids", "an invoice is listed twice")
+        today = now.astimezone(PARIS).date()
+        invoices: list[Invoice] = []
+        for invoice_id in invoice_ids:
+            invoice = find_invoice(invoice_id)
+            # Another family's invoice is answered exactly like a missing one.
+            if invoice is None or invoice.family_id != family_id:
+                raise NotFound("invoice_ids", f"no invoice {invoice_id} for this family")
+            if invoice.regie != regie:
+                raise DomainError(
+                    "invoice_ids", f"invoice {invoice.number} belongs to régie {invoice.regie}: "
+                    "each régie is paid separately")
+            invoice.check_payable(today)
+            invoices.append(invoice)
+        amount = sum(i.amount_due_cents for i in invoices)
+        if amount < MIN_PAYMENT_CENTS:
+            raise DomainError("invoice_ids", "PayFiP takes payments of 1,00 € or more")
+        if amount >= MAX_PAYMENT_CENTS:
+            raise DomainError("invoice_ids", "PayFiP takes payments under 100 000,00 €")
+        payment = cls(
+            family_id=family_id, regie=regie, numcli=known.numcli, saisie=known.saisie,
+            email=email, refdet=make_refdet(regie, now.astimezone(PARIS), token),
+            exer=str(now.astimezone(PARIS).year),
+            objet=clean_objet("Factures " + " ".join(i.number for i in invoices)),
+            allocations=[{"invoice_id": str(i.id), "number": i.number,
+                          "amount_cents": i.amount_due_cents} for i in invoices],
+            amount_cents=amount,
+        )
+        for invoice in invoices:
+            invoice.reserve(payment_id=str(payment.id), today=today)
+        return payment
 
     @event(Started)
     def __init__(
