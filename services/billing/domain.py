@@ -8,13 +8,15 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
+from events.formats import NUMCLI as PAYFIP_NUMCLI
+from events.formats import exact
 from services.common.errors import Conflict, DomainError, NotFound
 
 __all__ = ["Conflict", "DomainError", "Invoice", "InvoiceTerms", "Line", "NotFound", "Regie"]
 
 NAMESPACE = UUID("6f1c1d2e-8a53-4b0e-9d57-2f1b1a6c0e41")
 SAISIES = ("T", "X", "W")
-NUMCLI = re.compile(r"^[0-9]{6}$")
+NUMCLI = re.compile(exact(PAYFIP_NUMCLI))
 MAX_AMOUNT_CENTS = 10_000_000_000
 
 

@@ -13,15 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
-from zoneinfo import ZoneInfo
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteProcessRecorder
 
+from events.formats import PARIS
 from services.common.persistence import SqlStore
 
-PARIS = ZoneInfo("Europe/Paris")
 GENESIS = "0" * 64
 TABLE = "event_chain"
 

@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid5
-from zoneinfo import ZoneInfo
 
 from eventsourcing.domain import Aggregate, event
 
+from events.formats import PARIS
 from services.common.errors import Conflict, DomainError, NotFound
 
-PARIS = ZoneInfo("Europe/Paris")
 NAMESPACE = UUID("0b8f5f7e-3d2c-4f61-a7f1-5d54c0f3b9a2")
 
 OPEN = "open"
@@ -30,9 +29,10 @@ PAID = "paid"
 DEADLINE_PASSED = "online_payment_deadline_passed"
 IN_PROGRESS = "payment_in_progress"
 
-# PayFiP takes at least 1 € and less than 100 000 € (PAYFIP.md, eopayment's limits).
+# PayFiP takes at least 1 € and less than 100 000 € (eopayment's limits too): 99 999,99 €
+# is the most one payment can be.
 MIN_PAYMENT_CENTS = 100
-MAX_PAYMENT_CENTS = 10_000_000
+MAX_PAYMENT_CENTS = 10_000_000  # excluded
 
 
 class Regie(Aggregate):

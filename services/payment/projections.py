@@ -10,13 +10,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any, Protocol
-from zoneinfo import ZoneInfo
 
+from events.formats import PARIS
 from services.common.persistence import SqlStore
 from services.payment import domain
 
 NAME = "to-pay"
-PARIS = ZoneInfo("Europe/Paris")
 # Raised whenever the tables change shape: a store built by an older version is then
 # dropped and rebuilt from the history, which is what event sourcing is for.
 VERSION = 4

@@ -4,12 +4,12 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID
-from zoneinfo import ZoneInfo
 
 from flask import Flask, Response, redirect, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from events.formats import PARIS
 from services.common.auth import Auth
 from services.common.errors import NotFound
 from services.common.settings import get as get_setting
@@ -29,7 +29,6 @@ from services.payment.schemas import (
     ToPayInvoices,
 )
 
-PARIS = ZoneInfo("Europe/Paris")
 READERS = ("reader", "auditor")
 
 

@@ -7,7 +7,9 @@ from uuid import UUID
 
 import requests
 
-REGIE_CODE = re.compile(r"^[A-Za-z0-9_-]{1,32}\Z")
+from events import formats
+
+REGIE_CODE = re.compile(formats.exact(formats.REGIE_CODE))
 FINAL = frozenset({"confirmed", "refused", "abandoned", "expired", "failed"})
 
 
