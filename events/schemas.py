@@ -11,8 +11,11 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-CODE = validate.Regexp(r"^[A-Za-z0-9_-]{1,32}$", error="letters, digits, '-' or '_', 1 to 32")
-NUMCLI = validate.Regexp(r"^[0-9]{6}$", error="exactly 6 digits")
+from events import formats
+
+CODE = validate.Regexp(formats.published(formats.REGIE_CODE),
+                       error="letters, digits, '-' or '_', 1 to 32")
+NUMCLI = validate.Regexp(formats.published(formats.NUMCLI), error="exactly 6 digits")
 
 
 class Strict(Schema):

@@ -283,8 +283,6 @@ def _heads(source: str) -> "list[Head]":
     with open(source, encoding="utf-8") as lines:
         return list(read_file(lines, source))
 
-
-PARIS = "Europe/Paris"
 RELATIVE = {"m": "minutes", "h": "hours", "d": "days"}
 
 
@@ -293,21 +291,22 @@ def _when(text: str, now: "datetime | None" = None) -> "datetime":
     Paris time) or a time before now such as `now-30m`, `now-2h`, `now-1d`."""
     import re
     from datetime import datetime, timedelta
-    from zoneinfo import ZoneInfo
 
-    now = now or datetime.now(ZoneInfo(PARIS))
+    from events.formats import PARIS
+
+    now = now or datetime.now(PARIS)
     word = text.strip().lower()
     if word == "now":
         return now
     if word == "today":
-        return now.astimezone(ZoneInfo(PARIS)).replace(hour=0, minute=0, second=0,
+        return now.astimezone(PARIS).replace(hour=0, minute=0, second=0,
                                                        microsecond=0)
     ago = re.fullmatch(r"now-(\d+)([mhd])", word)
     if ago:
         return now - timedelta(**{RELATIVE[ago[2]]: int(ago[1])})
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:  # a local date and time, as a régisseur would type it
-        moment = moment.replace(tzinfo=ZoneInfo(PARIS))
+        moment = moment.replace(tzinfo=PARIS)
     return moment
 
 
@@ -375,9 +374,10 @@ def cmd_as_of(args: argparse.Namespace) -> int:
 def _day(text: str, today: "date | None" = None) -> "date":
     """YYYY-MM-DD, `today` or `yesterday` (Paris time)."""
     from datetime import date, datetime, timedelta
-    from zoneinfo import ZoneInfo
 
-    today = today or datetime.now(ZoneInfo(PARIS)).date()
+    from events.formats import PARIS
+
+    today = today or datetime.now(PARIS).date()
     word = text.strip().lower()
     if word in ("today", "yesterday"):
         return today - timedelta(days=word == "yesterday")

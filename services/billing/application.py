@@ -108,7 +108,7 @@ class BillingApp(ServiceApplication):
         return regie
 
     def list_regies(self) -> list[Regie]:
-        topic = get_topic(Regie.Opened)  # type: ignore[attr-defined]
+        topic = get_topic(Regie.Opened)
         regies: list[Regie] = []
         start = 1
         while True:

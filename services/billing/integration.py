@@ -19,13 +19,13 @@ def make_to_wire(app: BillingApp, topic: str) -> ToWire:
             "notification_id": notification_id,
             "sequence": event.originator_version,
         }
-        if isinstance(event, Regie.Opened):  # type: ignore[attr-defined]
+        if isinstance(event, Regie.Opened):
             data = {k: getattr(event, k) for k in ("code", "name", "numcli", "saisie")}
             value = events.encode(
                 "RegieOpened", data, subject=event.code, key=event.code, **common
             )
             return [Outgoing(topic, event.code, value)]
-        if isinstance(event, Invoice.Issued):  # type: ignore[attr-defined]
+        if isinstance(event, Invoice.Issued):
             data = {
                 "invoice_id": str(event.originator_id),
                 **{
@@ -54,7 +54,7 @@ def make_to_wire(app: BillingApp, topic: str) -> ToWire:
                 **common,
             )
             return [Outgoing(topic, event.family_id, value)]
-        if isinstance(event, Invoice.Cancelled | Invoice.Transferred):  # type: ignore[attr-defined]
+        if isinstance(event, Invoice.Cancelled | Invoice.Transferred):
             invoice: Invoice = app.repository.get(
                 event.originator_id, version=event.originator_version
             )
@@ -64,7 +64,7 @@ def make_to_wire(app: BillingApp, topic: str) -> ToWire:
                 "number": invoice.number,
                 "family_id": invoice.family_id,
             }
-            if isinstance(event, Invoice.Cancelled):  # type: ignore[attr-defined]
+            if isinstance(event, Invoice.Cancelled):
                 name, data["reason"] = "InvoiceCancelled", event.reason
             else:
                 name, data["reference"] = "InvoiceTransferred", event.reference
@@ -72,7 +72,7 @@ def make_to_wire(app: BillingApp, topic: str) -> ToWire:
                 name, data, subject=data["invoice_id"], key=invoice.family_id, **common
             )
             return [Outgoing(topic, invoice.family_id, value)]
-        if isinstance(event, Invoice.Settled):  # type: ignore[attr-defined]
+        if isinstance(event, Invoice.Settled):
             invoice = app.repository.get(event.originator_id, version=event.originator_version)
             data = {
                 "invoice_id": str(invoice.id),

@@ -5,7 +5,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from services.billing.domain import DUE_BEFORE_DEADLINE, MAX_AMOUNT_CENTS, InvoiceTerms, Line
-from services.common.validators import CODE, FAMILY
+from services.common.validators import CODE, FAMILY, NUMCLI
 
 # Anchored with \Z, not $: in Python "$" also matches before a trailing newline, which let
 # "F-1\n" through as a second invoice beside "F-1" (and "000001\n" as a numcli).
@@ -18,9 +18,7 @@ MAX_BATCH = 5000
 class RegieIn(Schema):
     code = fields.String(required=True, validate=CODE)
     name = fields.String(required=True, validate=validate.Length(min=1, max=200))
-    numcli = fields.String(
-        required=True, validate=validate.Regexp(r"^[0-9]{6}\Z", error="exactly 6 digits")
-    )
+    numcli = fields.String(required=True, validate=NUMCLI)
     saisie = fields.String(
         required=True,
         validate=validate.OneOf(["T", "X", "W"], error="T (test), X (activation) or W"),

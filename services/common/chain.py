@@ -26,15 +26,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
-from zoneinfo import ZoneInfo
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteProcessRecorder
 
+from events.formats import PARIS
 from services.common.persistence import SqlStore, write_transaction
 
-PARIS = ZoneInfo("Europe/Paris")
 GENESIS = "0" * 64
 TABLE = "event_chain"
 # One row at most: the first notification id whose hash is keyed.

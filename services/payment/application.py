@@ -7,7 +7,6 @@ from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 from uuid import UUID
-from zoneinfo import ZoneInfo
 
 from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
 from eventsourcing.persistence import IntegrityError, Tracking
@@ -34,9 +33,6 @@ class ReturnUrls:
 
     notification: str
     browser_return: str
-
-
-PARIS = ZoneInfo("Europe/Paris")
 
 
 log = logging.getLogger(__name__)
@@ -240,7 +236,7 @@ class PaymentApp(ServiceApplication):
     def anomalies(self) -> list[dict[str, Any]]:
         """Every PayFiP answer that did not match its order, oldest first."""
         found = []
-        topic = get_topic(domain.Payment.AnswerMismatched)  # type: ignore[attr-defined]
+        topic = get_topic(domain.Payment.AnswerMismatched)
         position = 0
         while batch := self.recorder.select_notifications(
             position, 1000, topics=[topic], inclusive_of_start=False
@@ -248,13 +244,15 @@ class PaymentApp(ServiceApplication):
             position = batch[-1].id
             for n in batch:
                 event = self.mapper.to_domain_event(n)
+                if not isinstance(event, domain.Payment.AnswerMismatched):
+                    continue  # selected by that topic: only a type check
                 payment = self.get_payment(event.originator_id)
                 found.append({
                     "payment_id": str(payment.id), "idop": payment.idop,
                     "regie": payment.regie, "family_id": payment.family_id,
-                    "recorded_at": event.timestamp.isoformat(),  # type: ignore[attr-defined]
+                    "recorded_at": event.timestamp.isoformat(),
                     "status": payment.status,
-                    "fields": event.fields, "answer": event.answer,  # type: ignore[attr-defined]
+                    "fields": event.fields, "answer": event.answer,
                     "expected": {name: str(getattr(payment, attribute))
                                  for name, attribute in domain.ORDER_FIELDS.items()},
                 })
@@ -275,46 +273,30 @@ class PaymentApp(ServiceApplication):
         now: datetime,
     ) -> domain.Payment:
         """Reserve the invoices, ask PayFiP for an idop, record the outcome."""
-        regie_agg: domain.Regie | None = self._get(domain.Regie.create_id(regie))
-        if regie_agg is None:
-            raise DomainError("regie", f"unknown régie {regie!r}")
-        if len(set(invoice_ids)) != len(invoice_ids):
-            raise DomainError("invoice_ids", "an invoice is listed twice")
-        today = now.astimezone(PARIS).date()
-        invoices: list[domain.Invoice] = []
-        for invoice_id in invoice_ids:
+        found: dict[str, domain.Invoice] = {}
+
+        def find_invoice(invoice_id: str) -> domain.Invoice | None:
             invoice = self._get(UUID(invoice_id))
-            # Another family's invoice is answered exactly like a missing one.
-            if not isinstance(invoice, domain.Invoice) or invoice.family_id != family_id:
-                raise NotFound("invoice_ids", f"no invoice {invoice_id} for this family")
-            if invoice.regie != regie:
-                raise DomainError(
-                    "invoice_ids", f"invoice {invoice.number} belongs to régie {invoice.regie}: "
-                    "each régie is paid separately")
-            if invoice.payment_id is not None and self._free_if_over(invoice.payment_id, now):
-                invoice = self.repository.get(invoice.id)
-            reason = invoice.why_not_payable(today)
-            if reason is not None:
-                raise Conflict("invoice_ids", f"invoice {invoice.number} cannot be paid: {reason}")
-            invoices.append(invoice)
-        amount = sum(i.amount_due_cents for i in invoices)
-        if amount < domain.MIN_PAYMENT_CENTS:
-            raise DomainError("invoice_ids", "PayFiP takes payments of 1,00 € or more")
-        if amount >= domain.MAX_PAYMENT_CENTS:
-            raise DomainError("invoice_ids", "PayFiP takes payments under 100 000,00 €")
-        payment = domain.Payment(
-            family_id=family_id, regie=regie, numcli=regie_agg.numcli, saisie=regie_agg.saisie,
-            email=email,
-            refdet=domain.make_refdet(regie, now.astimezone(PARIS), secrets.token_hex(3)),
-            exer=str(now.astimezone(PARIS).year),
-            objet=domain.clean_objet("Factures " + " ".join(i.number for i in invoices)),
-            allocations=[{"invoice_id": str(i.id), "number": i.number,
-                          "amount_cents": i.amount_due_cents} for i in invoices],
-            amount_cents=amount,
+            if not isinstance(invoice, domain.Invoice):
+                return None
+            # One of this request's, held by a payment whose time is over: free it first,
+            # the family need not wait for the reconciler's next pass.
+            if (invoice.family_id == family_id and invoice.regie == regie
+                    and invoice.payment_id is not None
+                    and self._free_if_over(invoice.payment_id, now)):
+                freed: domain.Invoice = self.repository.get(invoice.id)
+                invoice = freed
+            found[invoice_id] = invoice
+            return invoice
+
+        payment = domain.Payment.start(
+            family_id=family_id, regie=regie, invoice_ids=invoice_ids, email=email, now=now,
+            token=secrets.token_hex(3),
+            find_regie=lambda code: self._get(domain.Regie.create_id(code)),
+            find_invoice=find_invoice,
         )
+        invoices = [found[invoice_id] for invoice_id in invoice_ids]
         payment_id = str(payment.id)
-        for invoice in invoices:
-            invoice.reserve(payment_id=payment_id)
         try:
             # Saved with the invoices' new versions: of two requests racing for an
             # invoice, one write fails here, before anything reaches PayFiP.
@@ -323,7 +305,8 @@ class PaymentApp(ServiceApplication):
             raise Conflict("invoice_ids", "an invoice is already being paid") from None
         order = PaymentOrder(
             numcli=payment.numcli, saisie=payment.saisie, exer=payment.exer,
-            refdet=payment.refdet, amount_cents=amount, email=email, objet=payment.objet,
+            refdet=payment.refdet, amount_cents=payment.amount_cents, email=email,
+            objet=payment.objet,
             urlnotif=urls.notification, urlredirect=urls.browser_return,
         )
         try:

@@ -7,15 +7,17 @@ payment in flight) is checked here. Pure Python and `eventsourcing.domain` only.
 
 import re
 import unicodedata
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid5
-from zoneinfo import ZoneInfo
 
 from eventsourcing.domain import Aggregate, event
 
-PARIS = ZoneInfo("Europe/Paris")
+from events.formats import PARIS
+from services.common.errors import Conflict, DomainError, NotFound
+
 NAMESPACE = UUID("0b8f5f7e-3d2c-4f61-a7f1-5d54c0f3b9a2")
 
 OPEN = "open"
@@ -27,9 +29,10 @@ PAID = "paid"
 DEADLINE_PASSED = "online_payment_deadline_passed"
 IN_PROGRESS = "payment_in_progress"
 
-# PayFiP takes at least 1 € and less than 100 000 € (PAYFIP.md, eopayment's limits).
+# PayFiP takes at least 1 € and less than 100 000 € (eopayment's limits too): 99 999,99 €
+# is the most one payment can be.
 MIN_PAYMENT_CENTS = 100
-MAX_PAYMENT_CENTS = 10_000_000
+MAX_PAYMENT_CENTS = 10_000_000  # excluded
 
 
 class Regie(Aggregate):
@@ -39,7 +42,14 @@ class Regie(Aggregate):
     def create_id(code: str) -> UUID:
         return uuid5(NAMESPACE, f"regie/{code}")
 
-    @event("Registered")
+    class Registered(Aggregate.Created):
+        code: str
+        name: str
+        numcli: str
+        saisie: str
+        sequence: int
+
+    @event(Registered)
     def __init__(self, code: str, name: str, numcli: str, saisie: str, sequence: int) -> None:
         self.code = code
         self.name = name
@@ -60,7 +70,46 @@ class Invoice(Aggregate):
         # The billing id, so that both services name an invoice alike.
         return UUID(invoice_id)
 
-    @event("Registered")
+    # The stored events. Their names are stored topics (services.payment.domain:Invoice.X):
+    # renaming one needs eventsourcing.utils.register_topic for the old name, and a change
+    # of fields a class_version and an upcast_vN_vM, so that the history stays readable.
+    class Registered(Aggregate.Created):
+        invoice_id: str
+        regie: str
+        number: str
+        family_id: str
+        label: str
+        issued_on: date
+        payable_until: date
+        due_on: date
+        amount_cents: int
+        sequence: int
+
+    class Reserved(Aggregate.Event):
+        payment_id: str
+
+    class Released(Aggregate.Event):
+        payment_id: str
+
+    class Paid(Aggregate.Event):
+        payment_id: str
+        amount_cents: int
+        paid_at: str
+        resultrans: str
+
+    class SettledUpstream(Aggregate.Event):
+        payment_id: str
+        sequence: int
+
+    class Cancelled(Aggregate.Event):
+        reason: str
+        sequence: int
+
+    class Transferred(Aggregate.Event):
+        reference: str | None
+        sequence: int
+
+    @event(Registered)
     def __init__(
         self,
         invoice_id: str,
@@ -99,22 +148,32 @@ class Invoice(Aggregate):
             return DEADLINE_PASSED
         return None
 
-    @event("Reserved")
-    def reserve(self, payment_id: str) -> None:
+    def check_payable(self, today: date) -> None:
+        reason = self.why_not_payable(today)
+        if reason is not None:
+            raise Conflict("invoice_ids", f"invoice {self.number} cannot be paid: {reason}")
+
+    def reserve(self, payment_id: str, today: date) -> None:
+        """Hold the invoice for one payment: it can be paid by no other meanwhile."""
+        self.check_payable(today)
+        self._reserved(payment_id=payment_id)
+
+    @event(Reserved)
+    def _reserved(self, payment_id: str) -> None:
         self.payment_id = payment_id
 
-    @event("Released")
+    @event(Released)
     def release(self, payment_id: str) -> None:
         self.payment_id = None
 
-    @event("Paid")
+    @event(Paid)
     def pay(self, payment_id: str, amount_cents: int, paid_at: str, resultrans: str) -> None:
         self.amount_due_cents -= amount_cents
         self.payment_id = None
         if self.amount_due_cents <= 0:
             self.status = PAID
 
-    @event("SettledUpstream")
+    @event(SettledUpstream)
     def settled_upstream(self, payment_id: str, sequence: int) -> None:
         """Billing recorded the payment: normally ours already, so only the sequence moves."""
         self.status = PAID
@@ -122,12 +181,12 @@ class Invoice(Aggregate):
         self.payment_id = None
         self.sequence = sequence
 
-    @event("Cancelled")
+    @event(Cancelled)
     def cancel(self, reason: str, sequence: int) -> None:
         self.status = CANCELLED
         self.sequence = sequence
 
-    @event("Transferred")
+    @event(Transferred)
     def transfer(self, reference: str | None, sequence: int) -> None:
         self.status = TRANSFERRED
         self.sequence = sequence
@@ -256,7 +315,117 @@ def clean_objet(text: str) -> str:
 class Payment(Aggregate):
     """One attempt to pay one or several invoices of one régie through PayFiP."""
 
-    @event("Started")
+    # The stored events; see Invoice's about renaming and versioning them.
+    class Started(Aggregate.Created):
+        family_id: str
+        regie: str
+        numcli: str
+        saisie: str
+        email: str
+        refdet: str
+        exer: str
+        objet: str
+        allocations: list[dict[str, Any]]
+        amount_cents: int
+
+    class Requested(Aggregate.Event):
+        idop: str
+        answer: dict[str, Any]
+
+    class AnswerReceived(Aggregate.Event):
+        answer: dict[str, Any]
+
+    class AnswerMismatched(Aggregate.Event):
+        fields: list[str]
+        answer: dict[str, Any]
+
+    class ReservationEnded(Aggregate.Event):
+        reason: str
+
+    class RequestFailed(Aggregate.Event):
+        code: str
+        message: str
+
+    class Confirmed(Aggregate.Event):
+        # v2 has ``late``. Version 1 is stored both with it (written before the version
+        # was counted) and without it (written before the field): the latter were never late.
+        class_version = 2
+
+        resultrans: str
+        numauto: str
+        paid_at: str
+        answer: dict[str, Any]
+        allocations: list[dict[str, Any]]
+        refunds: list[dict[str, Any]]
+        late: bool = False
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state.setdefault("late", False)
+
+    class Refused(Aggregate.Event):
+        resultrans: str
+        answer: dict[str, Any]
+
+    class Abandoned(Aggregate.Event):
+        resultrans: str
+        answer: dict[str, Any]
+
+    class Expired(Aggregate.Event):
+        reason: str
+        answer: dict[str, Any]
+
+    @classmethod
+    def start(
+        cls,
+        family_id: str,
+        regie: str,
+        invoice_ids: Sequence[str],
+        email: str,
+        now: datetime,
+        token: str,
+        find_regie: Callable[[str], Regie | None],
+        find_invoice: Callable[[str], Invoice | None],
+    ) -> "Payment":
+        """A payment of the family's ``invoice_ids``, all of one régie, for what they owe,
+        with the invoices reserved for it; ``token`` makes its refdet unique."""
+        known = find_regie(regie)
+        if known is None:
+            raise DomainError("regie", f"unknown régie {regie!r}")
+        if len(set(invoice_ids)) != len(invoice_ids):
+            raise DomainError("invoice_ids", "an invoice is listed twice")
+        today = now.astimezone(PARIS).date()
+        invoices: list[Invoice] = []
+        for invoice_id in invoice_ids:
+            invoice = find_invoice(invoice_id)
+            # Another family's invoice is answered exactly like a missing one.
+            if invoice is None or invoice.family_id != family_id:
+                raise NotFound("invoice_ids", f"no invoice {invoice_id} for this family")
+            if invoice.regie != regie:
+                raise DomainError(
+                    "invoice_ids", f"invoice {invoice.number} belongs to régie {invoice.regie}: "
+                    "each régie is paid separately")
+            invoice.check_payable(today)
+            invoices.append(invoice)
+        amount = sum(i.amount_due_cents for i in invoices)
+        if amount < MIN_PAYMENT_CENTS:
+            raise DomainError("invoice_ids", "PayFiP takes payments of 1,00 € or more")
+        if amount >= MAX_PAYMENT_CENTS:
+            raise DomainError("invoice_ids", "PayFiP takes payments under 100 000,00 €")
+        payment = cls(
+            family_id=family_id, regie=regie, numcli=known.numcli, saisie=known.saisie,
+            email=email, refdet=make_refdet(regie, now.astimezone(PARIS), token),
+            exer=str(now.astimezone(PARIS).year),
+            objet=clean_objet("Factures " + " ".join(i.number for i in invoices)),
+            allocations=[{"invoice_id": str(i.id), "number": i.number,
+                          "amount_cents": i.amount_due_cents} for i in invoices],
+            amount_cents=amount,
+        )
+        for invoice in invoices:
+            invoice.reserve(payment_id=str(payment.id), today=today)
+        return payment
+
+    @event(Started)
     def __init__(
         self,
         family_id: str,
@@ -339,35 +508,35 @@ class Payment(Aggregate):
     def is_new_answer(self, answer: dict[str, Any]) -> bool:
         return answer != self.last_answer
 
-    @event("Requested")
+    @event(Requested)
     def requested(self, idop: str, answer: dict[str, Any]) -> None:
         self.idop = idop
         self.status = REQUESTED
         self.requested_at = self.modified_on
 
-    @event("AnswerReceived")
+    @event(AnswerReceived)
     def answered(self, answer: dict[str, Any]) -> None:
         """PayFiP answered without an outcome (P5 in progress) or did not answer at all."""
         self.last_answer = answer
 
-    @event("AnswerMismatched")
+    @event(AnswerMismatched)
     def mismatched(self, fields: list[str], answer: dict[str, Any]) -> None:
         """PayFiP's answer names another amount, debt, client or year: nothing is paid,
         and an operator must look (regie anomalies)."""
         self.last_answer = answer
 
-    @event("ReservationEnded")
+    @event(ReservationEnded)
     def reservation_ended(self, reason: str) -> None:
         """The invoices may be paid again; PayFiP is still asked about this payment."""
         self.reserved = False
 
-    @event("RequestFailed")
+    @event(RequestFailed)
     def request_failed(self, code: str, message: str) -> None:
         self.status = FAILED
         self.failure = f"{code}: {message}"
         self.reserved = False
 
-    @event("Confirmed")
+    @event(Confirmed)
     def confirmed(
         self, resultrans: str, numauto: str, paid_at: str, answer: dict[str, Any],
         allocations: list[dict[str, Any]], refunds: list[dict[str, Any]], late: bool = False,
@@ -382,21 +551,21 @@ class Payment(Aggregate):
         self.reserved = False
         self.last_answer = answer
 
-    @event("Refused")
+    @event(Refused)
     def refused(self, resultrans: str, answer: dict[str, Any]) -> None:
         self.status = REFUSED
         self.resultrans = resultrans
         self.reserved = False
         self.last_answer = answer
 
-    @event("Abandoned")
+    @event(Abandoned)
     def abandoned(self, resultrans: str, answer: dict[str, Any]) -> None:
         self.status = ABANDONED
         self.resultrans = resultrans
         self.reserved = False
         self.last_answer = answer
 
-    @event("Expired")
+    @event(Expired)
     def expired(self, reason: str, answer: dict[str, Any]) -> None:
         self.status = EXPIRED
         self.failure = reason
@@ -411,6 +580,10 @@ class IdopIndex(Aggregate):
     def create_id(idop: str) -> UUID:
         return uuid5(NAMESPACE, f"idop/{idop}")
 
-    @event("Indexed")
+    class Indexed(Aggregate.Created):
+        idop: str
+        payment_id: str
+
+    @event(Indexed)
     def __init__(self, idop: str, payment_id: str) -> None:
         self.payment_id = payment_id

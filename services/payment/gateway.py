@@ -7,7 +7,9 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
-from zoneinfo import ZoneInfo
+
+from events.formats import NUMCLI, PARIS, exact
+from services.payment.domain import MAX_PAYMENT_CENTS, MIN_PAYMENT_CENTS
 
 
 class GatewayError(Exception):
@@ -117,12 +119,10 @@ class MeasuredGateway:
 
 # What creerPaiementSecurise checks, in PayFiP's order, as the simulator does it
 # (docs/payfip-simulator.md): the first failure wins.
-NUMCLI_RE = re.compile(r"^[0-9]{6}\Z")
+NUMCLI_RE = re.compile(exact(NUMCLI))
 REFDET_RE = re.compile(r"^[A-Za-z0-9]{6,30}\Z")
 MONTANT_RE = re.compile(r"^[0-9]+\Z")
 URL_RE = re.compile(r"^https?://[^\s/?#]+\S*\Z")
-MIN_CENTS = 100
-MAX_CENTS = 10_000_000  # excluded
 
 
 def creation_fault(order: PaymentOrder, unknown_numcli: frozenset[str] = frozenset()
@@ -138,8 +138,8 @@ def creation_fault(order: PaymentOrder, unknown_numcli: frozenset[str] = frozens
         (not mel, "A1"),
         ("@" not in mel or not 6 <= len(mel) <= 80, "A2"),
         (not MONTANT_RE.match(montant), "M1"),
-        (MONTANT_RE.match(montant) is not None and int(montant) < MIN_CENTS, "M3"),
-        (MONTANT_RE.match(montant) is not None and int(montant) >= MAX_CENTS, "M5"),
+        (MONTANT_RE.match(montant) is not None and int(montant) < MIN_PAYMENT_CENTS, "M3"),
+        (MONTANT_RE.match(montant) is not None and int(montant) >= MAX_PAYMENT_CENTS, "M5"),
         (not URL_RE.match(order.urlnotif.strip()), "N1"),
         (not URL_RE.match(order.urlredirect.strip()), "D1"),
         (order.saisie.strip() not in ("T", "X", "W"), "S1"),
@@ -190,7 +190,7 @@ class FakeGateway:
         in Paris unless ``at`` is given."""
         self.outcomes[idop] = resultrans
         if at is not None:
-            local = at.astimezone(ZoneInfo("Europe/Paris"))
+            local = at.astimezone(PARIS)
             self.decided_at[idop] = (f"{local:%d%m%Y}", f"{local:%H%M}")
         # Given once, at the decision, as PayFiP does: every later lookup answers the same.
         self.numautos[idop] = f"{next(self._numbers):06d}-tip" if resultrans in ("P", "V") else ""

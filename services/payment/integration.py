@@ -28,11 +28,11 @@ def make_to_wire(app: PaymentApp, topic: str) -> ToWire:
     def to_wire(event: Any, notification_id: int) -> list[Outgoing]:
         if not isinstance(
             event,
-            Payment.Requested  # type: ignore[attr-defined]
-            | Payment.Confirmed  # type: ignore[attr-defined]
-            | Payment.Refused  # type: ignore[attr-defined]
-            | Payment.Abandoned  # type: ignore[attr-defined]
-            | Payment.Expired,  # type: ignore[attr-defined]
+            Payment.Requested
+            | Payment.Confirmed
+            | Payment.Refused
+            | Payment.Abandoned
+            | Payment.Expired,
         ):
             return []
         # The payment as it was right after this event: later events (a retry's idop,
@@ -68,19 +68,18 @@ def make_to_wire(app: PaymentApp, topic: str) -> ToWire:
             )
             return Outgoing(topic, payment.family_id, value)
 
-        if isinstance(event, Payment.Requested):  # type: ignore[attr-defined]
+        if isinstance(event, Payment.Requested):
             return [message("PaymentRequested", {
                 **base, "refdet": payment.refdet, "amount_cents": payment.amount_cents,
                 "invoices": _allocations(payment.allocations),
             })]
-        if isinstance(event, Payment.Confirmed):  # type: ignore[attr-defined]
+        if isinstance(event, Payment.Confirmed):
             out = [message("PaymentConfirmed", {
                 **base, "refdet": payment.refdet, "amount_cents": payment.amount_cents,
                 "resultrans": event.resultrans, "numauto": event.numauto,
                 "paid_at": datetime.fromisoformat(event.paid_at),
                 "allocations": _allocations(event.allocations),
-                # Stored confirmations from before the field existed were never late.
-                "late": getattr(event, "late", False), "received_at": event.timestamp,
+                "late": event.late, "received_at": event.timestamp,
             })]
             if event.refunds:
                 refunds = [
@@ -89,9 +88,9 @@ def make_to_wire(app: PaymentApp, topic: str) -> ToWire:
                 ]
                 out.append(message("RefundNeeded", {**base, "refunds": refunds}, "/refunds"))
             return out
-        if isinstance(event, Payment.Refused):  # type: ignore[attr-defined]
+        if isinstance(event, Payment.Refused):
             return [message("PaymentRefused", {**base, "resultrans": event.resultrans})]
-        if isinstance(event, Payment.Abandoned):  # type: ignore[attr-defined]
+        if isinstance(event, Payment.Abandoned):
             return [message("PaymentAbandoned", base)]
         return [message("PaymentExpired", {**base, "reason": event.reason})]
 

@@ -10,13 +10,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any, Protocol
-from zoneinfo import ZoneInfo
 
+from events.formats import PARIS
 from services.common.persistence import SqlStore
 from services.payment import domain
 
 NAME = "to-pay"
-PARIS = ZoneInfo("Europe/Paris")
 # Raised whenever the tables change shape: a store built by an older version is then
 # dropped and rebuilt from the history, which is what event sourcing is for.
 VERSION = 5
@@ -94,9 +93,9 @@ def changes_for(event: Any) -> list[Change]:
     """What one payment-side domain event changes in the read models."""
     D = domain
     oid = str(event.originator_id)
-    if isinstance(event, D.Regie.Registered):  # type: ignore[attr-defined]
+    if isinstance(event, D.Regie.Registered):
         return [RegieRow(event.code, event.name)]
-    if isinstance(event, D.Invoice.Registered):  # type: ignore[attr-defined]
+    if isinstance(event, D.Invoice.Registered):
         return [InvoiceRow(
             id=oid, family_id=event.family_id, regie=event.regie, number=event.number,
             label=event.label, issued_on=event.issued_on, payable_until=event.payable_until,
@@ -104,22 +103,22 @@ def changes_for(event: Any) -> list[Change]:
             amount_due_cents=event.amount_cents, status=D.OPEN,
         )]
     invoice_changes: dict[type, Callable[[Any], dict[str, Any]]] = {
-        D.Invoice.Cancelled: lambda e: {"status": D.CANCELLED},  # type: ignore[attr-defined]
-        D.Invoice.Transferred: lambda e: {"status": D.TRANSFERRED},  # type: ignore[attr-defined]
-        D.Invoice.Reserved: lambda e: {"payment_id": e.payment_id},  # type: ignore[attr-defined]
-        D.Invoice.Released: lambda e: {"payment_id": None},  # type: ignore[attr-defined]
+        D.Invoice.Cancelled: lambda e: {"status": D.CANCELLED},
+        D.Invoice.Transferred: lambda e: {"status": D.TRANSFERRED},
+        D.Invoice.Reserved: lambda e: {"payment_id": e.payment_id},
+        D.Invoice.Released: lambda e: {"payment_id": None},
         # Whole invoices only, for now: what was due is paid.
-        D.Invoice.Paid: lambda e: {  # type: ignore[attr-defined]
+        D.Invoice.Paid: lambda e: {
             "status": D.PAID, "amount_due_cents": 0, "payment_id": None,
             "paid_at": e.paid_at, "paid_by": e.resultrans, "paid_by_payment_id": e.payment_id},
-        D.Invoice.SettledUpstream: lambda e: {  # type: ignore[attr-defined]
+        D.Invoice.SettledUpstream: lambda e: {
             "status": D.PAID, "amount_due_cents": 0, "payment_id": None,
             "paid_by_payment_id": e.payment_id},
     }
     for cls, values in invoice_changes.items():
         if isinstance(event, cls):
             return [RowChange("view_invoices", oid, values(event))]
-    if isinstance(event, D.Payment.Started):  # type: ignore[attr-defined]
+    if isinstance(event, D.Payment.Started):
         return [PaymentRow(
             id=oid, family_id=event.family_id, regie=event.regie, status=D.STARTED,
             amount_cents=event.amount_cents, refdet=event.refdet,
@@ -128,26 +127,26 @@ def changes_for(event: Any) -> list[Change]:
         )]
     closed = {"closed_at": event.timestamp.isoformat(), "day": _paris_day(event.timestamp)}
     payment_changes: dict[type, Callable[[Any], dict[str, Any]]] = {
-        D.Payment.Requested: lambda e: {"status": D.REQUESTED, "idop": e.idop},  # type: ignore[attr-defined]
-        D.Payment.RequestFailed: lambda e: {"status": D.FAILED, **closed},  # type: ignore[attr-defined]
-        D.Payment.Confirmed: lambda e: {  # type: ignore[attr-defined]
+        D.Payment.Requested: lambda e: {"status": D.REQUESTED, "idop": e.idop},
+        D.Payment.RequestFailed: lambda e: {"status": D.FAILED, **closed},
+        D.Payment.Confirmed: lambda e: {
             "status": D.CONFIRMED, "resultrans": e.resultrans, "numauto": e.numauto,
             "paid_at": e.paid_at, "day": _paris_day(e.paid_at), "closed_at": closed["closed_at"],
             "amount_cents": sum(a["amount_cents"] for a in e.allocations)
             + sum(r["amount_cents"] for r in e.refunds),
             # Counted by /metrics: confirmations after the payment was given up on, and
             # invoices paid twice (or cancelled meanwhile) whose money must go back.
-            "late": 1 if getattr(e, "late", False) else 0, "refunds": len(e.refunds),
+            "late": 1 if e.late else 0, "refunds": len(e.refunds),
             "refund_cents": sum(r["amount_cents"] for r in e.refunds)},
-        D.Payment.Refused: lambda e: {"status": D.REFUSED, "resultrans": e.resultrans, **closed},  # type: ignore[attr-defined]
-        D.Payment.Abandoned: lambda e: {"status": D.ABANDONED, "resultrans": e.resultrans,  # type: ignore[attr-defined]
+        D.Payment.Refused: lambda e: {"status": D.REFUSED, "resultrans": e.resultrans, **closed},
+        D.Payment.Abandoned: lambda e: {"status": D.ABANDONED, "resultrans": e.resultrans,
                                         **closed},
-        D.Payment.Expired: lambda e: {"status": D.EXPIRED, **closed},  # type: ignore[attr-defined]
+        D.Payment.Expired: lambda e: {"status": D.EXPIRED, **closed},
     }
     for cls, values in payment_changes.items():
         if isinstance(event, cls):
             return [RowChange("view_payments", oid, values(event))]
-    if isinstance(event, D.Payment.AnswerMismatched):  # type: ignore[attr-defined]
+    if isinstance(event, D.Payment.AnswerMismatched):
         return [AnomalyRow(id=f"{oid}#{event.originator_version}", payment_id=oid)]
     return []
 

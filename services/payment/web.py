@@ -4,7 +4,6 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID
-from zoneinfo import ZoneInfo
 
 from flask import Flask, Response, redirect, request
 from flask.views import MethodView
@@ -12,6 +11,7 @@ from flask_smorest import Blueprint
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from events import PAYMENT_PAYMENTS
+from events.formats import PARIS
 from services.common.auth import Auth
 from services.common.errors import NotFound
 from services.common.metrics import StoredState, registry
@@ -33,7 +33,6 @@ from services.payment.schemas import (
     ToPayInvoices,
 )
 
-PARIS = ZoneInfo("Europe/Paris")
 READERS = ("reader", "auditor")
 
 

@@ -1,9 +1,9 @@
 """Amounts, dates and states as a French reader expects them."""
 
 from datetime import date, datetime
-from zoneinfo import ZoneInfo
 
-PARIS = ZoneInfo("Europe/Paris")
+from events.formats import PARIS
+
 NBSP, NNBSP = "\u00a0", "\u202f"
 
 

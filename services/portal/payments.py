@@ -9,7 +9,9 @@ from uuid import UUID
 
 import requests
 
-REGIE_CODE = re.compile(r"^[A-Za-z0-9_-]{1,32}\Z")
+from events import formats
+
+REGIE_CODE = re.compile(formats.exact(formats.REGIE_CODE))
 FINAL = frozenset({"confirmed", "refused", "abandoned", "expired", "failed"})
 IN_PROGRESS = "payment_in_progress"
 # PayFiP takes an idop on its payment page for 15 minutes after it was made.

@@ -88,6 +88,7 @@ def test_transfer_closes_the_invoice() -> None:
         ("12345", "T", "Sports", "numcli"),
         ("1234567", "T", "Sports", "numcli"),
         ("12345a", "T", "Sports", "numcli"),
+        ("123456\n", "T", "Sports", "numcli"),  # as the API refuses it
         ("123456", "P", "Sports", "saisie"),
         ("123456", "T", " ", "name"),
     ],
