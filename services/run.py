@@ -6,14 +6,17 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import requests
 
 from services import demo
 from services.bootstrap import ensure_dev_tokens
-from services.common.auth import format_tokens
-from services.common.settings import Settings, get
+from services.common.auth import TokenError, format_tokens
+from services.common.settings import SERVICES, Settings, get
+
+TOKEN_SETTINGS = ("REGIE_TOKENS", "BILLING_TOKENS", "PAYMENT_TOKENS", "PORTAL_PAYMENT_TOKEN")
 
 
 class Supervisor:
@@ -22,12 +25,13 @@ class Supervisor:
         self.log_dir = log_dir
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
 
-    def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    def start(self, name: str, argv: list[str],
+              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_dir / f"{name}.log", "ab") as log:
             # Own session: Ctrl-C reaches only us, and we stop the parts in order.
             proc = subprocess.Popen(
-                argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                argv, env=self.env if env is None else env, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )
         self.children.append((name, proc))
@@ -75,12 +79,37 @@ def how_to_run_commands() -> str:
   {bin_dir / "python"} -m services.portal accounts create --family ID --email E"""
 
 
+def part_tokens(tokens: dict[str, str], environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """The token settings each part is started with; a part not named gets none.
+
+    The APIs get the run's tokens (and their own setting when the environment has one);
+    the portal gets one payer token, never a token of another role.
+    """
+    payer = environ.get("PORTAL_PAYMENT_TOKEN") or next(
+        (t for t, role in tokens.items() if role == "payer"), None)
+    if payer is None:
+        raise TokenError("REGIE_TOKENS has no payer token for the portal: add one "
+                         "(TOKEN:payer) or set PORTAL_PAYMENT_TOKEN")
+    parts = {"portal": {"PORTAL_PAYMENT_TOKEN": payer}}
+    for service in SERVICES:
+        own = f"{service.upper()}_TOKENS"
+        parts[f"{service}-api"] = {"REGIE_TOKENS": format_tokens(tokens),
+                                   **({own: environ[own]} if environ.get(own) else {})}
+    return parts
+
+
 def run(load_demo: bool = True) -> int:
     settings = Settings()
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     tokens = ensure_dev_tokens(settings)
-    env = dict(os.environ, REGIE_TOKENS=format_tokens(tokens),
-               REGIE_VAR_DIR=str(settings.var_dir.resolve()))
+    try:
+        given = part_tokens(tokens, os.environ)
+    except TokenError as e:
+        print(e, file=sys.stderr)
+        return 2
+    # Each part gets only the tokens it uses: the APIs theirs, the portal its payer one.
+    env = {k: v for k, v in os.environ.items() if k not in TOKEN_SETTINGS}
+    env["REGIE_VAR_DIR"] = str(settings.var_dir.resolve())
     python = sys.executable
     sup = Supervisor(env, settings.var_dir / "logs")
     billing_port, payment_port = get("BILLING_PORT"), get("PAYMENT_PORT")
@@ -101,10 +130,8 @@ def run(load_demo: bool = True) -> int:
         env.setdefault("PAYMENT_PUBLIC_URL", f"http://127.0.0.1:{payment_port}")
         portal_port = get("PORTAL_PORT")
         portal_url = f"http://127.0.0.1:{portal_port}"
-        reader = next(t for t, role in tokens.items() if role == "reader")
         env.setdefault("PORTAL_RETURN_URL", f"{portal_url}/paiement/retour")
         env.setdefault("PORTAL_PAYMENT_URL", f"http://127.0.0.1:{payment_port}")
-        env.setdefault("PORTAL_PAYMENT_TOKEN", reader)
         env.setdefault("PORTAL_ACCOUNTS_DB", str((settings.var_dir / "portal.db").resolve()))
         env.setdefault("PORTAL_PUBLIC_URL", portal_url)
         for name, port, factory in (
@@ -116,7 +143,7 @@ def run(load_demo: bool = True) -> int:
             # One worker: the embedded SQLite store wants a single writing process.
             sup.start(name, [python, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
                              "--workers", "1", "--threads", "8", "--no-control-socket",
-                             factory])
+                             factory], env=dict(env, **given.get(name, {})))
         for name, command in (
             ("billing-relay", ["relay", "billing"]),
             ("payment-consumer", ["consume", "payment"]),

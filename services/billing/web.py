@@ -35,7 +35,7 @@ def create_app(billing: BillingApp | None = None, tokens: dict[str, str] | None 
     from services.bootstrap import billing_app, load_tokens
 
     service = billing if billing is not None else billing_app()
-    auth = Auth(tokens if tokens is not None else load_tokens())
+    auth = Auth(tokens if tokens is not None else load_tokens("billing"))
     app, api = create_flask(__name__, "billing API", service.dead_letters.count)
     blp = Blueprint("billing", __name__, description="Régies and their invoices")
     invoice_in = InvoiceIn()

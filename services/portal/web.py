@@ -96,7 +96,7 @@ def create_app(
     cfg = settings or PortalSettings()
     users = accounts or Accounts(SqliteAccounts(cfg.accounts_db))
     if payments is None and not cfg.payment_token:
-        raise RuntimeError("PORTAL_PAYMENT_TOKEN: a reader token of the payment API is needed")
+        raise RuntimeError("PORTAL_PAYMENT_TOKEN: a payer token of the payment API is needed")
     api = payments or PaymentApi(cfg.payment_url, cfg.payment_token)
 
     app = Flask(__name__)
