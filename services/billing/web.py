@@ -5,7 +5,6 @@ from uuid import UUID
 
 from flask import Flask
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import ValidationError
 
 from services.billing.application import BillingApp, Issued
@@ -22,7 +21,7 @@ from services.billing.schemas import (
     TransferIn,
 )
 from services.common.auth import Auth
-from services.common.web import create_flask
+from services.common.web import Blueprint, create_flask
 
 READERS = ("issuer", "reader", "auditor")
 

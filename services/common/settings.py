@@ -116,6 +116,11 @@ def get(name: str) -> str:
     return os.environ.get(name, default)
 
 
+def max_body_bytes() -> int:
+    """Flask's MAX_CONTENT_LENGTH for every app: a larger body is refused, never read."""
+    return int(get("REGIE_MAX_BODY_BYTES"))
+
+
 @dataclass(frozen=True)
 class Settings:
     var_dir: Path = field(default_factory=lambda: Path(get("REGIE_VAR_DIR")))
@@ -136,7 +141,6 @@ class Settings:
     tokens: str = field(default_factory=lambda: get("REGIE_TOKENS"))
     billing_tokens: str = field(default_factory=lambda: get("BILLING_TOKENS"))
     payment_tokens: str = field(default_factory=lambda: get("PAYMENT_TOKENS"))
-    max_body_bytes: int = field(default_factory=lambda: int(get("REGIE_MAX_BODY_BYTES")))
     poll_interval: float = field(default_factory=lambda: float(get("REGIE_POLL_INTERVAL")))
     payfip_service_url: str = field(default_factory=lambda: get("PAYFIP_SERVICE_URL"))
     payfip_payment_url: str = field(default_factory=lambda: get("PAYFIP_PAYMENT_URL"))

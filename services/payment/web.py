@@ -8,12 +8,11 @@ from zoneinfo import ZoneInfo
 
 from flask import Flask, Response, redirect, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from services.common.auth import Auth
 from services.common.errors import NotFound
 from services.common.settings import get as get_setting
-from services.common.web import create_flask
+from services.common.web import PUBLIC, Blueprint, create_flask
 from services.payment import domain
 from services.payment.application import PaymentApp, ReturnUrls
 from services.payment.gateway import Gateway
@@ -128,6 +127,7 @@ def create_app(
 
     @blp.route("/payfip/notification")
     class Notification(MethodView):
+        @blp.doc(**PUBLIC)
         @blp.arguments(NotificationIn, location="form")
         @blp.response(200)
         def post(self, data: dict[str, Any]) -> Any:
@@ -139,6 +139,7 @@ def create_app(
 
     @blp.route("/payfip/return")
     class BrowserReturn(MethodView):
+        @blp.doc(**PUBLIC)
         @blp.arguments(NotificationIn, location="query")
         @blp.response(200)
         def get(self, data: dict[str, Any]) -> Any:

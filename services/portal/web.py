@@ -32,6 +32,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from jinja2 import DictLoader
 from werkzeug.exceptions import HTTPException
 
+from services.common.settings import max_body_bytes
 from services.portal import formatting as fmt
 from services.portal.accounts import (
     PASSWORD_MIN,
@@ -113,6 +114,7 @@ def create_app(
         PREFERRED_URL_SCHEME="https" if cfg.secure_cookies else "http",
         PERMANENT_SESSION_LIFETIME=timedelta(hours=2),
         WTF_CSRF_TIME_LIMIT=2 * 3600,
+        MAX_CONTENT_LENGTH=max_body_bytes(),
     )
     CSRFProtect(app)
 
