@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import requests
 
+from services.common.auth import ROLES
 from services.common.broker import free_port
 
 pytestmark = pytest.mark.kafka
@@ -29,7 +30,7 @@ def start(env: dict[str, str]) -> tuple[subprocess.Popen[str], dict[str, str]]:
     deadline = time.monotonic() + 90
     for line in proc.stdout:
         seen.append(line)
-        match = re.match(r"^\s+(issuer|reader|auditor|operator)\s+(\S+)$", line)
+        match = re.match(rf"^\s+({'|'.join(ROLES)})\s+(\S+)$", line)
         if match:
             tokens[match.group(1)] = match.group(2)
         if "Ctrl-C stops everything" in line:
@@ -79,8 +80,15 @@ def test_make_run_twice(tmp_path: Path, broker: str) -> None:
     ]}
     proc, tokens = start(env)
     try:
-        assert set(tokens) == {"issuer", "reader", "auditor", "operator"}
+        assert set(tokens) == set(ROLES)
         assert to_pay(env, tokens["reader"]) == want
+        # The portal's payer token reads to-pay lists; only it pays; billing is not its.
+        assert to_pay(env, tokens["payer"]) == want
+        payments = f"http://127.0.0.1:{env['PAYMENT_PORT']}/payments"
+        assert requests.post(payments, json={}, timeout=5, headers={
+            "Authorization": f"Bearer {tokens['reader']}"}).status_code == 403
+        assert requests.get(f"http://127.0.0.1:{env['BILLING_PORT']}/regies", timeout=5, headers={
+            "Authorization": f"Bearer {tokens['payer']}"}).status_code == 403
         portal = requests.get(f"http://127.0.0.1:{ports['PORTAL_PORT']}/connexion", timeout=5)
         assert portal.status_code == 200 and 'lang="fr"' in portal.text
     finally:
