@@ -2,8 +2,9 @@
 
 No engine runs where the tests run, so nothing here starts a container. What can rot
 unnoticed is checked instead: each Régie container's command must be one the project really
-has (parsed by the `regie` parser or gunicorn's own, the app factory importable), and each
-variable it is given must be a declared setting, since an unknown name is silently ignored.
+has (parsed by the `regie` parser or gunicorn's own, the app factory importable), each
+variable it is given must be a declared setting, since an unknown name is silently ignored,
+and it is given the secrets it uses and no other.
 Each check is a function returning the problems it found, so the tests can feed it wrong
 input and see it complain.
 """
