@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from services.billing.application import BillingApp
-from services.common.auth import format_tokens, make_dev_tokens, parse_tokens
+from services.common.auth import ROLES, format_tokens, make_dev_tokens, parse_tokens
 from services.common.persistence import schema_lock
 from services.common.positions import Positions
 from services.common.settings import Settings
@@ -41,27 +41,36 @@ def dev_tokens_file(settings: Settings) -> Path:
     return settings.var_dir / "dev-tokens"
 
 
-def load_tokens(settings: Settings | None = None) -> dict[str, str]:
-    """REGIE_TOKENS, or else the development tokens `make run` wrote under var/."""
+def load_tokens(service: str, settings: Settings | None = None) -> dict[str, str]:
+    """One API's tokens: its own setting, else REGIE_TOKENS, else the development tokens
+    `make run` wrote under var/."""
     settings = settings or Settings()
-    if settings.tokens:
-        return parse_tokens(settings.tokens)
+    spec, setting = settings.tokens_of(service)
+    if spec:
+        return parse_tokens(spec, setting)
     path = dev_tokens_file(settings)
     if path.exists():
-        return parse_tokens(path.read_text().strip())
+        return parse_tokens(path.read_text().strip(), str(path))
     return {}
 
 
 def ensure_dev_tokens(settings: Settings) -> dict[str, str]:
-    """Development tokens, made once and kept under var/ so a second run finds them."""
+    """Development tokens, made once and kept under var/ so a second run finds them.
+
+    A file written before a role existed gets a token for that role added, so the parts
+    that need it (the portal's payer) start with the tokens printed before.
+    """
     if settings.tokens:
         return parse_tokens(settings.tokens)
     path = dev_tokens_file(settings)
-    if not path.exists():
+    tokens = parse_tokens(path.read_text().strip(), str(path)) if path.exists() else {}
+    missing = tuple(role for role in ROLES if role not in tokens.values())
+    if missing:
         settings.var_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(format_tokens(make_dev_tokens()) + "\n")
+        tokens |= make_dev_tokens(missing)
+        path.write_text(format_tokens(tokens) + "\n")
         os.chmod(path, 0o600)
-    return parse_tokens(path.read_text().strip())
+    return tokens
 
 
 def payfip_gateway(settings: Settings | None = None) -> "PayFiPGateway":

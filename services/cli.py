@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from services.common.deadletters import DeadLetter
     from services.common.relay import Heads
 
-from services.common.settings import SETTINGS, Settings, get
+from services.common.settings import SETTINGS, Settings, get, is_secret
 
 
 def _stop_on_signals() -> threading.Event:
@@ -433,9 +433,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run(load_demo=not args.no_demo)
 
 
-SECRET_SETTINGS = {"REGIE_TOKENS", "POSTGRES_PASSWORD", "PORTAL_SECRET_KEY", "REGIE_CHAIN_KEY"}
-
-
 def _value_and_source(name: str, default: str) -> tuple[str, str]:
     """A setting's value as the parts would see it, and where it comes from."""
     if name in os.environ:
@@ -459,7 +456,7 @@ def _value_and_source(name: str, default: str) -> tuple[str, str]:
 def cmd_settings(args: argparse.Namespace) -> int:
     for name, (default, meaning) in SETTINGS.items():
         value, source = _value_and_source(name, default)
-        if name in SECRET_SETTINGS and value and not value.startswith("(set, hidden"):
+        if is_secret(name) and value and not value.startswith("(set, hidden"):
             value = "(set, hidden)"
         origin = source if source == "default" else f"{source} (default {default!r})"
         print(f"{name}={value!r}  # {meaning}; {origin}")

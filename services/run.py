@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +18,9 @@ import requests
 from services import demo
 from services.bootstrap import ensure_dev_tokens
 from services.common.auth import format_tokens
-from services.common.settings import Settings, get
+from services.common.settings import SERVICES, Settings, get
+
+TOKEN_SETTINGS = ("REGIE_TOKENS", "BILLING_TOKENS", "PAYMENT_TOKENS", "PORTAL_PAYMENT_TOKEN")
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +57,17 @@ class Supervisor:
         self.backoff = backoff
         self.clock = clock
         self.argv: dict[str, list[str]] = {}
+        self.envs: dict[str, dict[str, str]] = {}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.started_at: dict[str, float] = {}
         self.failures: dict[str, int] = {}
         self.restart_at: dict[str, float] = {}
 
-    def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    def start(self, name: str, argv: list[str],
+              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start a part; ``env`` replaces the run's environment for it (and its restarts)."""
         self.argv[name] = argv
+        self.envs[name] = self.env if env is None else env
         self.failures.setdefault(name, 0)
         return self._spawn(name)
 
@@ -69,7 +75,7 @@ class Supervisor:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_dir / f"{name}.log", "ab") as out:
             proc = subprocess.Popen(
-                self.argv[name], env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                self.argv[name], env=self.envs[name], stdout=out, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )
         self.procs[name] = proc
@@ -187,13 +193,28 @@ def how_to_run_commands() -> str:
   {bin_dir / "python"} -m services.portal accounts create --family ID --email E"""
 
 
+def part_tokens(tokens: dict[str, str], environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """The token settings each part is started with; a part not named gets none.
+
+    The APIs get the run's tokens (and their own setting when the environment has one);
+    the portal gets one payer token, never a token of another role.
+    """
+    payer = environ.get("PORTAL_PAYMENT_TOKEN") or _token(
+        tokens, "payer", "the portal reads and pays through the payment API with it")
+    parts = {"portal": {"PORTAL_PAYMENT_TOKEN": payer}}
+    for service in SERVICES:
+        own = f"{service.upper()}_TOKENS"
+        parts[f"{service}-api"] = {"REGIE_TOKENS": format_tokens(tokens),
+                                   **({own: environ[own]} if environ.get(own) else {})}
+    return parts
+
+
 def run(load_demo: bool = True) -> int:
     settings = Settings()
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     tokens = ensure_dev_tokens(settings)
     # Checked before anything starts: a start that fails half-way has more to undo.
-    reader = os.environ.get("PORTAL_PAYMENT_TOKEN") or _token(
-        tokens, "reader", "the portal reads the payment API with it")
+    given = part_tokens(tokens, os.environ)
     issuer = _token(tokens, "issuer", "the demo data is issued with it") if load_demo else ""
     start_timeout = float(get("REGIE_START_TIMEOUT"))
     # The payment API and the reconciler add up their PayFiP call metrics here; counts of
@@ -201,8 +222,9 @@ def run(load_demo: bool = True) -> int:
     metrics_dir = (settings.var_dir / "metrics").resolve()
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir()
-    env = dict(os.environ, REGIE_TOKENS=format_tokens(tokens),
-               REGIE_VAR_DIR=str(settings.var_dir.resolve()),
+    # Each part gets only the tokens it uses: the APIs theirs, the portal its payer one.
+    env = {k: v for k, v in os.environ.items() if k not in TOKEN_SETTINGS}
+    env.update(REGIE_VAR_DIR=str(settings.var_dir.resolve()),
                PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
     python = sys.executable
     sup = Supervisor(env, settings.var_dir / "logs")
@@ -226,7 +248,6 @@ def run(load_demo: bool = True) -> int:
         portal_url = f"http://127.0.0.1:{portal_port}"
         env.setdefault("PORTAL_RETURN_URL", f"{portal_url}/paiement/retour")
         env.setdefault("PORTAL_PAYMENT_URL", f"http://127.0.0.1:{payment_port}")
-        env.setdefault("PORTAL_PAYMENT_TOKEN", reader)
         env.setdefault("PORTAL_ACCOUNTS_DB", str((settings.var_dir / "portal.db").resolve()))
         env.setdefault("PORTAL_PUBLIC_URL", portal_url)
         health = {}
@@ -239,7 +260,7 @@ def run(load_demo: bool = True) -> int:
             # One worker: the embedded SQLite store wants a single writing process.
             sup.start(name, [python, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
                              "--workers", "1", "--threads", "8", "--no-control-socket",
-                             factory])
+                             factory], env=dict(env, **given.get(name, {})))
             health[name] = f"http://127.0.0.1:{port}/health"
         for name, command in (
             ("billing-relay", ["relay", "billing"]),

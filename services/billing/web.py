@@ -5,7 +5,6 @@ from uuid import UUID
 
 from flask import Flask
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import ValidationError
 
 from events import BILLING_INVOICES
@@ -25,7 +24,7 @@ from services.billing.schemas import (
 from services.common.auth import Auth
 from services.common.metrics import StoredState, registry
 from services.common.settings import Settings
-from services.common.web import create_flask
+from services.common.web import Blueprint, create_flask
 
 READERS = ("issuer", "reader", "auditor")
 
@@ -40,7 +39,7 @@ def create_app(billing: BillingApp | None = None, tokens: dict[str, str] | None 
 
     settings = settings or Settings()
     service = billing if billing is not None else billing_app(settings)
-    auth = Auth(tokens if tokens is not None else load_tokens())
+    auth = Auth(tokens if tokens is not None else load_tokens("billing", settings))
     metrics = registry(StoredState(service, settings.topic(BILLING_INVOICES.name)))
     app, api = create_flask(__name__, "billing API", service.dead_letters.count, metrics)
     blp = Blueprint("billing", __name__, description="Régies and their invoices")

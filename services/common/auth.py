@@ -1,4 +1,4 @@
-"""Bearer tokens with roles, from the REGIE_TOKENS setting."""
+"""Bearer tokens with roles: BILLING_TOKENS, PAYMENT_TOKENS, or REGIE_TOKENS for both."""
 
 import secrets
 from collections.abc import Callable
@@ -8,7 +8,9 @@ from typing import Any, TypeVar
 from flask import request
 from flask_smorest import abort
 
-ROLES = ("issuer", "reader", "auditor", "operator")
+# payer: the family portal's (a family's to-pay, history and payments, and paying them);
+# cashier: the counter's (counter payments, refunds), which no route serves yet.
+ROLES = ("issuer", "reader", "auditor", "operator", "payer", "cashier")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -16,21 +18,21 @@ class TokenError(ValueError):
     pass
 
 
-def parse_tokens(spec: str) -> dict[str, str]:
+def parse_tokens(spec: str, setting: str = "REGIE_TOKENS") -> dict[str, str]:
     """``"tok1:issuer,tok2:reader"`` -> ``{"tok1": "issuer", "tok2": "reader"}``."""
     tokens: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in spec.split(","))):
         token, sep, role = item.rpartition(":")
         if not sep or not token:
-            raise TokenError(f"REGIE_TOKENS: {item!r} is not token:role")
+            raise TokenError(f"{setting}: {item!r} is not token:role")
         if role not in ROLES:
-            raise TokenError(f"REGIE_TOKENS: unknown role {role!r} (roles: {', '.join(ROLES)})")
+            raise TokenError(f"{setting}: unknown role {role!r} (roles: {', '.join(ROLES)})")
         tokens[token] = role
     return tokens
 
 
-def make_dev_tokens() -> dict[str, str]:
-    return {f"dev-{role}-{secrets.token_urlsafe(12)}": role for role in ROLES}
+def make_dev_tokens(roles: tuple[str, ...] = ROLES) -> dict[str, str]:
+    return {f"dev-{role}-{secrets.token_urlsafe(12)}": role for role in roles}
 
 
 def format_tokens(tokens: dict[str, str]) -> str:

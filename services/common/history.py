@@ -11,6 +11,8 @@ from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 
+from services.common.spreadsheet import safe_row
+
 # Event attributes that are bookkeeping, not content.
 META = ("originator_id", "originator_version", "timestamp", "originator_topic")
 
@@ -100,14 +102,15 @@ def _owner(app: Any, aggregate_id: Any, version: int, data: dict[str, Any],
 # JSONL export, the lossless one that `import` loads.
 CSV_COLUMNS = ("position", "recorded_at", "service", "type", "aggregate_id", "version",
                "regie", "family_id", "amount_cents", "payload")
+CSV_NUMBERS = frozenset({"position", "version", "amount_cents"})
 
 
 def _csv_row(row: dict[str, Any]) -> dict[str, Any]:
-    return {
+    return safe_row({
         **{k: row[k] for k in CSV_COLUMNS if k in row},
         "amount_cents": row["data"].get("amount_cents"),
         "payload": json.dumps(row["data"], ensure_ascii=False, sort_keys=True),
-    }
+    }, CSV_NUMBERS)
 
 
 def write(rows: Iterable[dict[str, Any]], out: IO[str], fmt: str) -> int:

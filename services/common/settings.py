@@ -6,6 +6,7 @@ The docker-compose test checks that each variable the compose file sets is liste
 
 import os
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 # name -> (default, meaning)
@@ -29,7 +30,17 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "KAFKA_PARTITIONS": ("6", "partitions of each topic the relays create"),
     "KAFKA_TOPIC_PREFIX": ("", "prefix of topic and group names (tests isolate runs)"),
     "KAFKA_SESSION_TIMEOUT_MS": ("", "consumer session timeout; default by broker kind"),
-    "REGIE_TOKENS": ("", "comma-separated token:role pairs; roles: issuer reader auditor operator"),
+    "REGIE_TOKENS": (
+        "",
+        "comma-separated token:role pairs (roles: issuer reader auditor operator payer "
+        "cashier), for each API whose own setting below is empty",
+    ),
+    "BILLING_TOKENS": ("", "the billing API's token:role pairs; empty: REGIE_TOKENS"),
+    "PAYMENT_TOKENS": ("", "the payment API's token:role pairs; empty: REGIE_TOKENS"),
+    "REGIE_MAX_BODY_BYTES": (
+        str(16 * 1024 * 1024),
+        "largest request body the APIs, the portal and the simulator read (413 above it)",
+    ),
     "BILLING_PORT": ("8001", "billing API port"),
     "PAYMENT_PORT": ("8002", "payment API port"),
     "BILLING_URL": ("http://127.0.0.1:8001", "billing API base URL"),
@@ -76,7 +87,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "PORTAL_PAYMENT_URL": (
         "http://127.0.0.1:8002", "payment API base URL, as the portal reaches it"
     ),
-    "PORTAL_PAYMENT_TOKEN": ("", "a reader token of the payment API"),
+    "PORTAL_PAYMENT_TOKEN": ("", "a payer token of the payment API"),
     "PORTAL_ACCOUNTS_DB": ("var/portal.db", "SQLite file of the families' accounts"),
     "PORTAL_PUBLIC_URL": (
         "http://127.0.0.1:8000",
@@ -105,10 +116,22 @@ SETTINGS: dict[str, tuple[str, str]] = {
 
 SERVICES = ("billing", "payment")
 
+# What `regie settings` hides and docker-compose hands only to the containers that use it.
+SECRET_PATTERNS = ("*_TOKEN*", "*_KEY", "*_PASSWORD", "*_SECRET*")
+
+
+def is_secret(name: str) -> bool:
+    return any(fnmatchcase(name, pattern) for pattern in SECRET_PATTERNS)
+
 
 def get(name: str) -> str:
     default, _ = SETTINGS[name]
     return os.environ.get(name, default)
+
+
+def max_body_bytes() -> int:
+    """Flask's MAX_CONTENT_LENGTH for every app: a larger body is refused, never read."""
+    return int(get("REGIE_MAX_BODY_BYTES"))
 
 
 @dataclass(frozen=True)
@@ -129,6 +152,8 @@ class Settings:
         default_factory=lambda: get("KAFKA_SESSION_TIMEOUT_MS")
     )
     tokens: str = field(default_factory=lambda: get("REGIE_TOKENS"))
+    billing_tokens: str = field(default_factory=lambda: get("BILLING_TOKENS"))
+    payment_tokens: str = field(default_factory=lambda: get("PAYMENT_TOKENS"))
     poll_interval: float = field(default_factory=lambda: float(get("REGIE_POLL_INTERVAL")))
     payfip_service_url: str = field(default_factory=lambda: get("PAYFIP_SERVICE_URL"))
     payfip_payment_url: str = field(default_factory=lambda: get("PAYFIP_PAYMENT_URL"))
@@ -143,6 +168,11 @@ class Settings:
     metrics_dir: str = field(default_factory=lambda: get("PROMETHEUS_MULTIPROC_DIR"))
     chain_key: str = field(default_factory=lambda: get("REGIE_CHAIN_KEY"), repr=False)
     heads_interval: float = field(default_factory=lambda: float(get("REGIE_HEADS_INTERVAL")))
+
+    def tokens_of(self, service: str) -> tuple[str, str]:
+        """The token:role pairs one API accepts, and the setting they come from."""
+        own = {"billing": self.billing_tokens, "payment": self.payment_tokens}[service]
+        return (own, f"{service.upper()}_TOKENS") if own else (self.tokens, "REGIE_TOKENS")
 
     def topic(self, name: str) -> str:
         return self.topic_prefix + name

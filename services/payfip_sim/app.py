@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, redirect, request
 
+from services.common.settings import max_body_bytes
 from services.common.web import error_body
 from services.payfip_sim import pages, soap
 from services.payfip_sim.model import (
@@ -348,6 +349,7 @@ def health() -> Any:
 def create_app(settings: SimSettings | None = None) -> Flask:
     settings = settings if settings is not None else SimSettings()
     app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes()
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["payfip_sim"] = Simulator(settings)
     app.extensions["payfip_sim_notifier"] = Notifier(settings.notify_timeout)

@@ -374,7 +374,7 @@ class PaymentApp(ServiceApplication):
         """
         payment = self.find_by_idop(idop)
         if payment is None:
-            log.warning("PayFiP result for unknown idop %r ignored", idop)
+            log.warning("PayFiP result for unknown idop %r ignored", idop[:64])
             return None
         if not payment.may_still_be_paid():
             return payment

@@ -5,8 +5,11 @@ import io
 from pathlib import Path
 from typing import Any
 
+from services.common.spreadsheet import safe_row
+
 CSV_COLUMNS = ("paid_at", "means", "amount_cents", "refdet", "idop", "numauto", "invoices",
                "family_id", "id")
+CSV_NUMBERS = frozenset({"amount_cents"})
 MEANS = {"card": "Carte bancaire", "direct_debit": "Prélèvement"}
 STATUS = {"refused": "refusé", "abandoned": "abandonné", "expired": "expiré",
           "failed": "échec", "requested": "en cours", "started": "en cours"}
@@ -18,7 +21,8 @@ def to_csv(journal: dict[str, Any]) -> str:
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
     for row in journal["payments"]:
-        writer.writerow([row.get(c) for c in CSV_COLUMNS])
+        cells = safe_row({c: row.get(c) for c in CSV_COLUMNS}, CSV_NUMBERS)
+        writer.writerow([cells[c] for c in CSV_COLUMNS])
     return out.getvalue()
 
 

@@ -7,7 +7,6 @@ from uuid import UUID
 
 from flask import Flask, Response, redirect, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from events import PAYMENT_PAYMENTS
@@ -17,7 +16,7 @@ from services.common.errors import NotFound
 from services.common.metrics import StoredState, registry
 from services.common.settings import Settings
 from services.common.settings import get as get_setting
-from services.common.web import create_flask
+from services.common.web import PUBLIC, Blueprint, create_flask
 from services.payment import domain
 from services.payment.application import PaymentApp, ReturnUrls
 from services.payment.gateway import Gateway, MeasuredGateway
@@ -33,7 +32,8 @@ from services.payment.schemas import (
     ToPayInvoices,
 )
 
-READERS = ("reader", "auditor")
+# The portal's payer reads what a family owes and has paid; only it pays (and the operator).
+READERS = ("reader", "auditor", "payer")
 
 
 def paris_today() -> date:
@@ -94,7 +94,7 @@ def create_app(
     payfip: Gateway = MeasuredGateway(
         gateway if gateway is not None else payfip_gateway(settings), service.meters)
     back = urls if urls is not None else return_urls(settings)
-    auth = Auth(tokens if tokens is not None else load_tokens())
+    auth = Auth(tokens if tokens is not None else load_tokens("payment", settings))
     state = StoredState(service, settings.topic(PAYMENT_PAYMENTS.name),
                         lambda: payment_figures(service))
     metrics = registry(state, service.meters, settings.metrics_dir)
@@ -147,7 +147,9 @@ def create_app(
 
     @blp.route("/payments")
     class Payments(MethodView):
-        @auth.requires(*READERS)
+        # A payment reserves invoices and mails a receipt to the address given: the
+        # portal's, which checked who the family is, not any reading token's.
+        @auth.requires("payer")
         @blp.arguments(PaymentIn)
         @blp.response(201, PaymentOut)
         def post(self, data: dict[str, Any]) -> Any:
@@ -168,6 +170,7 @@ def create_app(
 
     @blp.route("/payfip/notification")
     class Notification(MethodView):
+        @blp.doc(**PUBLIC)
         @blp.arguments(NotificationIn, location="form")
         @blp.response(200)
         def post(self, data: dict[str, Any]) -> Any:
@@ -179,6 +182,7 @@ def create_app(
 
     @blp.route("/payfip/return")
     class BrowserReturn(MethodView):
+        @blp.doc(**PUBLIC)
         @blp.arguments(NotificationIn, location="query")
         @blp.response(200)
         def get(self, data: dict[str, Any]) -> Any:

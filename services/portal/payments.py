@@ -1,4 +1,4 @@
-"""The payment API as the portal uses it: a reader token, JSON over HTTP."""
+"""The payment API as the portal uses it: a payer token, JSON over HTTP."""
 
 import re
 from dataclasses import dataclass

@@ -32,6 +32,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from jinja2 import DictLoader
 from werkzeug.exceptions import HTTPException
 
+from services.common.settings import max_body_bytes
 from services.payment.domain import MIN_PAYMENT_CENTS
 from services.portal import formatting as fmt
 from services.portal.accounts import (
@@ -107,7 +108,7 @@ def create_app(
     cfg = settings or PortalSettings()
     users = accounts or Accounts(SqliteAccounts(cfg.accounts_db))
     if payments is None and not cfg.payment_token:
-        raise RuntimeError("PORTAL_PAYMENT_TOKEN: a reader token of the payment API is needed")
+        raise RuntimeError("PORTAL_PAYMENT_TOKEN: a payer token of the payment API is needed")
     api: Payments = payments or PaymentApi(cfg.payment_url, cfg.payment_token)
 
     app = Flask(__name__)
@@ -124,6 +125,7 @@ def create_app(
         PREFERRED_URL_SCHEME="https" if cfg.secure_cookies else "http",
         PERMANENT_SESSION_LIFETIME=timedelta(hours=2),
         WTF_CSRF_TIME_LIMIT=2 * 3600,
+        MAX_CONTENT_LENGTH=max_body_bytes(),
     )
     CSRFProtect(app)
 

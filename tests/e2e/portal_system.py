@@ -18,7 +18,7 @@ import requests
 from playwright.sync_api import Page
 
 from services import demo
-from tests.e2e.system import ISSUER, READER, SIM_PARTS, SimSystem, running, sim_system
+from tests.e2e.system import ISSUER, PAYER, READER, SIM_PARTS, SimSystem, running, sim_system
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "portal"
@@ -66,6 +66,11 @@ class PortalSystem(SimSystem):
         return requests.request(method, f"{self.payment}{path}", timeout=30,
                                 headers={"Authorization": f"Bearer {READER}"}, **kwargs)
 
+    def payer(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """The payment API as the portal calls it, with its payer token."""
+        return requests.request(method, f"{self.payment}{path}", timeout=30,
+                                headers={"Authorization": f"Bearer {PAYER}"}, **kwargs)
+
 
 @dataclass
 class Family:
@@ -82,7 +87,7 @@ def portal_system(tmp: Path, kafka: Any) -> Iterator[PortalSystem]:
         # The payment API, back from PayFiP, sends the browser on to the portal's page.
         PORTAL_RETURN_URL=f"{s.portal}/paiement/retour",
         PORTAL_PAYMENT_URL=s.payment,
-        PORTAL_PAYMENT_TOKEN=READER,
+        PORTAL_PAYMENT_TOKEN=PAYER,
         PORTAL_ACCOUNTS_DB=str(s.settings.var_dir / "portal.db"),
         PORTAL_PUBLIC_URL=s.portal,
         PORTAL_SECRET_KEY=uuid.uuid4().hex,

@@ -18,8 +18,8 @@ from services.common.settings import Settings
 from tests.conftest import make_settings
 from tests.factories import invoice_payload
 
-ISSUER, READER = "issuer-token", "reader-token"
-TOKENS = f"{ISSUER}:issuer,{READER}:reader"
+ISSUER, READER, PAYER = "issuer-token", "reader-token", "payer-token"
+TOKENS = f"{ISSUER}:issuer,{READER}:reader,{PAYER}:payer"
 # Every part of a whole-system run with PayFiP played by the simulator.
 SIM_PARTS = ("payfip-sim", "billing-api", "payment-api", "relay", "consumer", "payment-relay",
              "billing-consumer")

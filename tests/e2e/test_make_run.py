@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from services import demo
+from services.common.auth import ROLES
 from services.common.broker import free_port
 
 pytestmark = pytest.mark.kafka
@@ -55,7 +56,7 @@ def start(env: dict[str, str]) -> tuple[Run, dict[str, str]]:
     run.wait_for("Ctrl-C stops everything")
     tokens = dict(
         (m.group(1), m.group(2)) for m in re.finditer(
-            r"^\s+(issuer|reader|auditor|operator)\s+(\S+)$", run.output, re.MULTILINE))
+            rf"^\s+({'|'.join(ROLES)})\s+(\S+)$", run.output, re.MULTILINE))
     return run, tokens
 
 
@@ -144,8 +145,15 @@ def test_make_run_twice(tmp_path: Path, broker: str) -> None:
     ]}
     first, tokens = start(env)
     try:
-        assert set(tokens) == {"issuer", "reader", "auditor", "operator"}
+        assert set(tokens) == set(ROLES)
         assert to_pay(env, tokens["reader"]) == want
+        # The portal's payer token reads to-pay lists; only it pays; billing is not its.
+        assert to_pay(env, tokens["payer"]) == want
+        payments = f"http://127.0.0.1:{env['PAYMENT_PORT']}/payments"
+        assert requests.post(payments, json={}, timeout=5, headers={
+            "Authorization": f"Bearer {tokens['reader']}"}).status_code == 403
+        assert requests.get(f"http://127.0.0.1:{env['BILLING_PORT']}/regies", timeout=5, headers={
+            "Authorization": f"Bearer {tokens['payer']}"}).status_code == 403
         portal = requests.get(f"http://127.0.0.1:{ports['PORTAL_PORT']}/connexion", timeout=5)
         assert portal.status_code == 200 and 'lang="fr"' in portal.text
     finally:
@@ -173,7 +181,7 @@ def test_tokens_without_a_needed_role_are_named_and_nothing_is_left_running(
     done = subprocess.run([sys.executable, "-m", "services.cli", "run"], env=env, text=True,
                           capture_output=True, timeout=120)
     assert done.returncode == 1
-    assert "regie run: REGIE_TOKENS has no token with the role reader" in done.stderr
+    assert "regie run: REGIE_TOKENS has no token with the role payer" in done.stderr
     nothing_left(tmp_path / "var", ports)
 
 

@@ -17,6 +17,7 @@ from kafka import KafkaConsumer
 
 from events import PAYMENT_PAYMENTS, decode
 from tests.e2e.system import (
+    PAYER,
     READER,
     SIM_PARTS,
     TOKENS,
@@ -57,7 +58,7 @@ def payable(s: SimSystem, invoice_id: str, regie: str = "SPORTS") -> bool:
 
 
 def pay(s: SimSystem, invoice_ids: list[str], regie: str = "SPORTS") -> dict[str, Any]:
-    r = requests.post(f"{s.payment}/payments", headers=headers(READER), timeout=30, json={
+    r = requests.post(f"{s.payment}/payments", headers=headers(PAYER), timeout=30, json={
         "family_id": FAMILY, "regie": regie, "invoice_ids": invoice_ids,
         "email": "famille.martin@example.org"})
     assert r.status_code == 201, r.text

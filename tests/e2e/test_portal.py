@@ -363,7 +363,7 @@ def test_a_refused_card_then_a_cancel_on_payfip(system: PortalSystem, page: Page
     steps.shot(page, "retour-non-termine")
 
     # An invoice being paid shows why it cannot be picked, and nothing is selected.
-    r = s.reader("POST", "/payments", json={
+    r = s.payer("POST", "/payments", json={
         "family_id": BERNARD.id, "regie": "SPORTS", "email": BERNARD.email,
         "invoice_ids": [BERNARD.invoices["STG-2025-0007"]]})
     assert r.status_code == 201, r.text
@@ -390,7 +390,7 @@ def test_another_familys_data_is_404(system: PortalSystem, page: Page) -> None:
     s, steps = system, Steps("4-autre-famille")
     # The Durand family has an invoice and a payment under way.
     durand_invoice = DURAND.invoices["VAIC521041698403"]
-    r = s.reader("POST", "/payments", json={
+    r = s.payer("POST", "/payments", json={
         "family_id": DURAND.id, "regie": "SPORTS", "invoice_ids": [durand_invoice],
         "email": DURAND.email})
     assert r.status_code == 201, r.text

@@ -35,6 +35,7 @@ CANTINE = {"code": "CANTINE", "name": "Restauration scolaire", "numcli": "000002
 TODAY = date(2025, 3, 1)
 
 BILLING_ROUTES = {
+    "/health": {"get"},
     "/regies": {"get", "post"},
     "/invoices": {"post"},
     "/invoices/batch": {"post"},
@@ -43,6 +44,7 @@ BILLING_ROUTES = {
     "/invoices/{invoice_id}/transfer": {"post"},
 }
 PAYMENT_ROUTES = {
+    "/health": {"get"},
     "/families/{family_id}/to-pay": {"get"},
     "/families/{family_id}/to-pay/{regie}": {"get"},
     "/payments": {"post"},

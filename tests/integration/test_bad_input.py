@@ -164,8 +164,8 @@ CASES = [
     case("body-a-string", "/invoices", "F-1", 422, *J("_schema")),
     case("body-not-json", "/invoices", None, 400, "json", raw="regie=SPORTS&number=F-1"),
     case("body-truncated-json", "/invoices", None, 400, "json", raw='{"regie": "SPORTS", '),
-    # A form post is not read as JSON: every required field is then missing.
-    case("body-a-form", "/invoices", None, 422, *J("amount_cents"),
+    # A body of another type is refused as such, not read as no body at all.
+    case("body-a-form", "/invoices", None, 415, "headers", "Content-Type",
          raw="regie=SPORTS&number=F-1", content_type="application/x-www-form-urlencoded"),
     # --- an invoice number issued before with other content
     case("invoice-conflict", "/invoices", invoice_payload(EXISTING, unit=2600), 409,

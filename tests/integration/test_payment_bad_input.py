@@ -27,8 +27,10 @@ from tests.conftest import drop_schemas, make_settings
 from tests.factories import deliver, issued, terms, wire_messages
 from tests.http import J, answered
 
-TOKENS = {"tok-reader": "reader", "tok-auditor": "auditor", "tok-issuer": "issuer"}
+TOKENS = {"tok-reader": "reader", "tok-auditor": "auditor", "tok-issuer": "issuer",
+          "tok-payer": "payer"}
 READER = {"Authorization": "Bearer tok-reader"}
+PAYER = {"Authorization": "Bearer tok-payer"}
 NOW = datetime(2025, 6, 2, 10, 0, tzinfo=UTC)
 URLS = ReturnUrls("http://pay.test/payfip/notification", "http://pay.test/payfip/return")
 NOBODY = "00000000-0000-4000-8000-000000000000"  # a well-formed id that names nothing
@@ -52,7 +54,7 @@ class Bad:
     body: Any  # JSON to send, or a callable making it from those names
     status: int
     where: tuple[str, ...] | None  # keys into "errors" down to the reasons; None: no field
-    headers: dict[str, str] = field(default_factory=lambda: dict(READER))
+    headers: dict[str, str] = field(default_factory=lambda: dict(PAYER))
     raw: str | None = None  # sent as is instead of ``body``
     content_type: str = "application/json"
     payfip: GatewayError | None = None  # what the fake PayFiP answers creerPaiementSecurise
@@ -172,7 +174,7 @@ CASES = [
     case("body-empty", "/payments", None, 422, *J("invoice_ids"), raw=""),
     case("body-not-json", "/payments", None, 400, "json", raw="family_id=fam-1&regie=SPORTS"),
     case("body-truncated-json", "/payments", None, 400, "json", raw='{"family_id": "fam-1", '),
-    case("body-a-form", "/payments", None, 422, *J("invoice_ids"),
+    case("body-a-form", "/payments", None, 415, "headers", "Content-Type",
          raw="family_id=fam-1&regie=SPORTS", content_type="application/x-www-form-urlencoded"),
     # --- PayFiP refuses: recorded as a failed attempt, the invoices payable again
     case("payfip-refuses-the-email", "/payments", pay(email="parent@example.invalid"), 422,
@@ -189,6 +191,11 @@ CASES = [
          headers={"Authorization": "Bearer tok-nobody"}),
     case("issuer-token", "/payments", pay(), 403, "headers", "Authorization",
          headers={"Authorization": "Bearer tok-issuer"}),
+    # Reading tokens are handed to other systems: they must not reserve invoices nor
+    # send receipts to an address of their choosing.
+    case("reader-token", "/payments", pay(), 403, "headers", "Authorization", headers=READER),
+    case("auditor-token", "/payments", pay(), 403, "headers", "Authorization",
+         headers={"Authorization": "Bearer tok-auditor"}),
     # --- reading a payment
     case("get-unknown-payment", f"/payments/{NOBODY}", None, 404, *J("id"), method="GET"),
     case("get-an-invoice-as-payment", f"/payments/{iid('S-1')}", None, 404, *J("id"),

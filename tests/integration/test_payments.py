@@ -344,7 +344,7 @@ def test_paid_after_the_invoice_was_cancelled_needs_a_refund(any_store_settings:
 def test_twenty_concurrent_requests_for_one_invoice(store_settings: Settings) -> None:
     _, payment = setup(store_settings)
     gateway = FakeGateway()
-    app = create_app(payment=payment, tokens={"r": "reader"}, gateway=gateway, urls=URLS)
+    app = create_app(payment=payment, tokens={"r": "payer"}, gateway=gateway, urls=URLS)
     barrier = threading.Barrier(20)
     codes: list[int] = []
 

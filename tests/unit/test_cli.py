@@ -105,6 +105,28 @@ def test_settings_say_where_each_value_comes_from(
     assert "hidden" in lines["REGIE_CHAIN_KEY"]
 
 
+def test_settings_hide_every_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Secrets are known by their names, so one added later is hidden without a list to edit.
+    more = {"SMTP_PASSWORD": ("", "x"), "REGIE_CHAIN_KEY": ("", "x"),
+            "SOME_SECRET_FILE": ("", "x"), "A_TOKEN_FILE": ("", "x")}
+    monkeypatch.setattr(cli, "SETTINGS", {**SETTINGS, **more})
+    monkeypatch.setenv("REGIE_VAR_DIR", str(tmp_path))
+    secrets = ("REGIE_TOKENS", "BILLING_TOKENS", "PAYMENT_TOKENS", "PORTAL_PAYMENT_TOKEN",
+               "POSTGRES_PASSWORD", "PORTAL_SECRET_KEY", *more)
+    for name in secrets:
+        monkeypatch.setenv(name, f"s3cr3t-{name}")
+    monkeypatch.setenv("BILLING_PORT", "9001")
+    assert cli.main(["settings"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split("=", 1)[0]: line for line in out.splitlines() if "=" in line}
+    assert "s3cr3t" not in out
+    for name in secrets:
+        assert lines[name].startswith(f"{name}='(set, hidden)'"), lines[name]
+    assert "9001" in lines["BILLING_PORT"]
+
+
 def test_reconcile_once_says_what_its_single_pass_did(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,

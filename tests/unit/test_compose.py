@@ -2,8 +2,9 @@
 
 No engine runs where the tests run, so nothing here starts a container. What can rot
 unnoticed is checked instead: each Régie container's command must be one the project really
-has (parsed by the `regie` parser or gunicorn's own, the app factory importable), and each
-variable it is given must be a declared setting, since an unknown name is silently ignored.
+has (parsed by the `regie` parser or gunicorn's own, the app factory importable), each
+variable it is given must be a declared setting, since an unknown name is silently ignored,
+and it is given the secrets it uses and no other.
 Each check is a function returning the problems it found, so the tests can feed it wrong
 input and see it complain.
 """
@@ -22,14 +23,16 @@ import yaml
 from gunicorn.config import Config as GunicornConfig
 
 from services.cli import build_parser
-from services.common.settings import SETTINGS
+from services.common.settings import SETTINGS, is_secret
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 
 FACTORY = re.compile(r"^(?P<module>[A-Za-z_][\w.]*):(?P<attr>[A-Za-z_]\w*)\(\)$")
-REQUIRED_TOKENS = re.compile(r"^\$\{REGIE_TOKENS:\?[^}]+\}$")
+# A secret is required from the operator's environment, ${NAME:?why}, or falls back on
+# another that is: ${NAME:-${OTHER:?why}}. Never a default or a literal, which would ship.
+REQUIRED_SECRET = re.compile(r"^\$\{(?P<name>\w+)(?P<nested>:-\$\{\w+)?:\?[^{}$]+\}(?(nested)\})$")
 ALL_INTERFACES = ("0.0.0.0:", "[::]:")
 REGIE_ENV = {
     "PERSISTENCE_MODULE": "eventsourcing.postgres",
@@ -38,6 +41,19 @@ REGIE_ENV = {
 POSTGRES_ENV = (
     "POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_DBNAME", "POSTGRES_USER", "POSTGRES_PASSWORD",
 )
+# Each container's secrets, and no other: the portal and the simulator keep no events.
+STORE_PART_SECRETS = frozenset({"POSTGRES_PASSWORD"})
+SECRETS_OF: dict[str, frozenset[str]] = {
+    "billing-api": STORE_PART_SECRETS | {"BILLING_TOKENS"},
+    "payment-api": STORE_PART_SECRETS | {"PAYMENT_TOKENS"},
+    "billing-relay": STORE_PART_SECRETS,
+    "payment-consumer": STORE_PART_SECRETS,
+    "payment-relay": STORE_PART_SECRETS,
+    "billing-consumer": STORE_PART_SECRETS,
+    "reconciler": STORE_PART_SECRETS,
+    "portal": frozenset({"PORTAL_PAYMENT_TOKEN", "PORTAL_SECRET_KEY"}),
+    "payfip-sim": frozenset(),
+}
 
 
 def load_compose(path: Path = COMPOSE) -> dict[str, Any]:
@@ -130,15 +146,21 @@ def command_problems(argv: list[str]) -> list[str]:
     return [f"{argv[0]!r} is not an entry point of the project (regie or gunicorn)"]
 
 
-def env_problems(env: dict[str, str | None]) -> list[str]:
+def env_problems(env: dict[str, str | None],
+                 secrets: frozenset[str] = STORE_PART_SECRETS) -> list[str]:
     problems = [f"{name} is not a Régie setting" for name in env if name not in SETTINGS]
-    for name, want in REGIE_ENV.items():
-        if env.get(name) != want:
-            problems.append(f"{name} must be {want!r}, not {env.get(name)!r}")
-    problems += [f"{name} is not set" for name in POSTGRES_ENV if not env.get(name)]
-    # A default or a literal here would ship known tokens: the operator must choose them.
-    if not REQUIRED_TOKENS.match(env.get("REGIE_TOKENS") or ""):
-        problems.append("REGIE_TOKENS must come from ${REGIE_TOKENS:?...}")
+    if "POSTGRES_PASSWORD" in secrets:  # a part that keeps events
+        for name, want in REGIE_ENV.items():
+            if env.get(name) != want:
+                problems.append(f"{name} must be {want!r}, not {env.get(name)!r}")
+        problems += [f"{name} is not set" for name in POSTGRES_ENV if not env.get(name)]
+    given = {name for name in env if is_secret(name)}
+    problems += [f"{name} is given but not used here" for name in sorted(given - secrets)]
+    problems += [f"{name} is not set" for name in sorted(secrets - given)]
+    for name in sorted(given & secrets):
+        match = REQUIRED_SECRET.match(env.get(name) or "")
+        if match is None or match["name"] != name:
+            problems.append(f"{name} must come from ${{{name}:?...}}")
     return problems
 
 
@@ -224,8 +246,10 @@ def test_every_part_of_the_flow_has_its_container(compose: dict[str, Any]) -> No
 
 
 def test_project_containers_get_only_declared_settings(compose: dict[str, Any]) -> None:
+    assert set(project_services(compose)) == set(SECRETS_OF)
     problems = {
-        name: env_problems(environment(s)) for name, s in project_services(compose).items()
+        name: env_problems(environment(s), SECRETS_OF[name])
+        for name, s in project_services(compose).items()
     }
     assert {name: p for name, p in problems.items() if p} == {}
 
@@ -259,6 +283,8 @@ def test_postgres_holds_the_regie_database(compose: dict[str, Any]) -> None:
     assert env.get("POSTGRES_DB") == "regie"
     assert "healthcheck" in postgres
     for name, service in project_services(compose).items():
+        if "POSTGRES_PASSWORD" not in SECRETS_OF[name]:
+            continue
         assert environment(service).get("POSTGRES_DBNAME") == env["POSTGRES_DB"], name
         assert environment(service).get("POSTGRES_USER") == env["POSTGRES_USER"], name
 
@@ -326,15 +352,31 @@ def test_a_wrong_environment_is_reported() -> None:
         "POSTGRES_HOST": "postgres",
         "REGIE_TOKEN": "${REGIE_TOKENS:?set it}",
         "DATABASE_URL": "postgresql://x",
-        "REGIE_TOKENS": "abc:issuer",
+        "BILLING_TOKENS": "abc:issuer",
+        "PORTAL_SECRET_KEY": "${PORTAL_SECRET_KEY:?set it}",
     }
-    problems = "\n".join(env_problems(env))
+    problems = "\n".join(env_problems(env, frozenset({"POSTGRES_PASSWORD", "BILLING_TOKENS"})))
     for expected in (
         "REGIE_TOKEN is not a Régie setting", "DATABASE_URL is not a Régie setting",
         "PERSISTENCE_MODULE must be", "KAFKA_BOOTSTRAP_SERVERS must be",
-        "POSTGRES_PASSWORD is not set", "REGIE_TOKENS must come from",
+        "POSTGRES_PASSWORD is not set", "BILLING_TOKENS must come from",
+        "PORTAL_SECRET_KEY is given but not used here",
     ):
         assert expected in problems
+
+
+@pytest.mark.parametrize("value", [
+    "${PAYMENT_TOKENS:-${REGIE_TOKENS:?set one}}", "${PAYMENT_TOKENS:?set it}"])
+def test_a_secret_the_operator_must_give_is_accepted(value: str) -> None:
+    assert env_problems({"PAYMENT_TOKENS": value}, frozenset({"PAYMENT_TOKENS"})) == []
+
+
+@pytest.mark.parametrize("value", [
+    "${PAYMENT_TOKENS:-dev:operator}", "${PAYMENT_TOKENS}", "${REGIE_TOKENS:?set it}",
+    "${PAYMENT_TOKENS:-${REGIE_TOKENS:?set one}"])
+def test_a_secret_with_a_default_is_reported(value: str) -> None:
+    assert env_problems({"PAYMENT_TOKENS": value}, frozenset({"PAYMENT_TOKENS"})) == [
+        "PAYMENT_TOKENS must come from ${PAYMENT_TOKENS:?...}"]
 
 
 def test_environment_lists_are_read_like_mappings() -> None:
