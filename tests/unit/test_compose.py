@@ -43,6 +43,9 @@ POSTGRES_ENV = (
 )
 # Each container's secrets, and no other: the portal and the simulator keep no events.
 STORE_PART_SECRETS = frozenset({"POSTGRES_PASSWORD"})
+# Secrets a part may be given, from the operator's environment only, but may run without:
+# without a chain key the event hash chain is plain SHA-256.
+OPTIONAL_SECRETS = frozenset({"REGIE_CHAIN_KEY"})
 SECRETS_OF: dict[str, frozenset[str]] = {
     "billing-api": STORE_PART_SECRETS | {"BILLING_TOKENS"},
     "payment-api": STORE_PART_SECRETS | {"PAYMENT_TOKENS"},
@@ -155,7 +158,12 @@ def env_problems(env: dict[str, str | None],
                 problems.append(f"{name} must be {want!r}, not {env.get(name)!r}")
         problems += [f"{name} is not set" for name in POSTGRES_ENV if not env.get(name)]
     given = {name for name in env if is_secret(name)}
-    problems += [f"{name} is given but not used here" for name in sorted(given - secrets)]
+    optional = OPTIONAL_SECRETS if "POSTGRES_PASSWORD" in secrets else frozenset()
+    problems += [f"{name} is given but not used here"
+                 for name in sorted(given - secrets - optional)]
+    for name in sorted(given & optional):
+        if not re.fullmatch(rf"\$\{{{name}:-[^}}]*\}}", env.get(name) or ""):
+            problems.append(f"{name} must come from ${{{name}:-...}}")
     problems += [f"{name} is not set" for name in sorted(secrets - given)]
     for name in sorted(given & secrets):
         match = REQUIRED_SECRET.match(env.get(name) or "")
