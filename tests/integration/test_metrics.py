@@ -35,7 +35,7 @@ from tests.integration.test_kafka import wait_for
 from tests.integration.test_payments import decided, iid, request, setup
 from tests.threads import Threads
 
-TOKENS = {"reader-token": "reader"}
+TOKENS = {"reader-token": "reader", "payer-token": "payer"}
 
 
 def metrics_text(app: Flask) -> str:
@@ -147,7 +147,7 @@ def test_payfip_calls_are_timed_and_their_errors_counted_by_code(
     gateway = FakeGateway()
     app = api(payment, gateway)
     client = app.test_client()
-    auth = {"Authorization": "Bearer reader-token"}
+    auth = {"Authorization": "Bearer payer-token"}
     body = {"family_id": "fam-1", "regie": "SPORTS", "email": "parent@example.org",
             "invoice_ids": [iid("S-1")]}
     gateway.fail_create = GatewayError("T2", "Le numéro de client est inconnu de PayFiP.")
