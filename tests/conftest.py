@@ -4,6 +4,7 @@ A missing PostgreSQL or a broker that will not start fails the run loudly: nothi
 skipped for want of a service.
 """
 
+import gc
 import os
 import shutil
 import subprocess
@@ -30,6 +31,9 @@ def pg_connect() -> psycopg.Connection[Any]:
 
 
 def drop_schemas(prefix: str) -> None:
+    # A test's applications hold pooled connections until they are collected; without
+    # this, a run keeps a hundred of them open at once and PostgreSQL refuses the next.
+    gc.collect()
     with pg_connect() as conn:
         rows = conn.execute(
             "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (prefix + "%",)
