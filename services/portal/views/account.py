@@ -1,0 +1,63 @@
+"""Log-in, log-out, and the one-time link that sets a password."""
+
+from typing import Any
+
+from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+
+from services.portal.accounts import PASSWORD_MIN, AccountError
+from services.portal.context import portal
+from services.portal.sessions import safe_next, session_mark
+
+bp = Blueprint("account", __name__)
+
+
+@bp.route("/connexion", methods=["GET", "POST"])
+def login() -> Any:
+    next_url = safe_next(request.args.get("suivant"))
+    email, error = "", None
+    if request.method == "POST":
+        email = request.form.get("email", "").strip()
+        account = portal().accounts.authenticate(email, request.form.get("password", ""))
+        if account is not None:
+            session.clear()  # a new session at each login
+            session.permanent = True
+            session["email"] = account.email
+            session["mark"] = session_mark(account)
+            return redirect(next_url or url_for("invoices.home"), 303)
+        error = "Adresse électronique ou mot de passe incorrect."
+    return render_template("login.html", email=email, error=error, next_url=next_url,
+                           crumbs=None), (401 if error else 200)
+
+
+@bp.post("/deconnexion")
+def logout() -> Any:
+    session.clear()
+    flash("Vous êtes déconnecté.", "info")
+    return redirect(url_for("account.login"), 303)
+
+
+@bp.route("/compte/activer/<token>", methods=["GET", "POST"])
+def activate(token: str) -> Any:
+    users = portal().accounts
+    account = users.for_link(token)
+    if account is None:
+        return render_template(
+            "error.html", heading="Lien expiré ou déjà utilisé",
+            message="Ce lien pour choisir votre mot de passe n'est plus valable. "
+                    "Demandez-en un nouveau au service famille de votre commune."), 404
+    error = None
+    if request.method == "POST":
+        password = request.form.get("password", "")
+        if password != request.form.get("confirmation", ""):
+            error = "Les deux mots de passe ne sont pas identiques."
+        else:
+            try:
+                users.set_password_with_link(token, password)
+            except AccountError as e:
+                error = str(e).capitalize() + "."
+            else:
+                session.clear()
+                flash("Votre mot de passe est enregistré : connectez-vous.", "info")
+                return redirect(url_for("account.login"), 303)
+    return render_template("activate.html", email=account.email, error=error,
+                           minimum=PASSWORD_MIN, crumbs=None), (422 if error else 200)
