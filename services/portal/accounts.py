@@ -59,6 +59,10 @@ class AccountStore(Protocol):
     def save(self, account: Account) -> None:
         """Replace the stored account of the same e-mail address."""
 
+    def use_setup_token(self, token_hash: str, password_hash: str, now: str) -> Account | None:
+        """Set the password of the account whose link is still valid at ``now`` and end
+        the link, in one step: of two uses of one link at once, only one gets an account."""
+
 
 class MemoryAccounts:
     def __init__(self) -> None:
@@ -80,6 +84,16 @@ class MemoryAccounts:
     def save(self, account: Account) -> None:
         with self._lock:
             self._rows[account.email] = account
+
+    def use_setup_token(self, token_hash: str, password_hash: str, now: str) -> Account | None:
+        with self._lock:
+            account = self.by_setup_token(token_hash)
+            if account is None or not _valid_at(account.setup_expires_at, now):
+                return None
+            used = replace(account, password_hash=password_hash, setup_token_hash=None,
+                           setup_expires_at=None)
+            self._rows[used.email] = used
+            return used
 
 
 SCHEMA = """
@@ -144,6 +158,29 @@ class SqliteAccounts:
                 (account.family_id, account.created_at, account.password_hash,
                  account.setup_token_hash, account.setup_expires_at, account.email),
             )
+
+    def use_setup_token(self, token_hash: str, password_hash: str, now: str) -> Account | None:
+        # BEGIN IMMEDIATE takes the database's write lock before reading the link: a second
+        # use waits for the first to commit, then finds the link gone.
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            row = db.execute(
+                f"SELECT {', '.join(COLUMNS)} FROM accounts WHERE setup_token_hash = ?",
+                (token_hash,),
+            ).fetchone()
+            account = None if row is None else Account(**dict(zip(COLUMNS, row, strict=True)))
+            if account is None or not _valid_at(account.setup_expires_at, now):
+                return None
+            db.execute(
+                "UPDATE accounts SET password_hash = ?, setup_token_hash = NULL, "
+                "setup_expires_at = NULL WHERE email = ?", (password_hash, account.email))
+        return replace(account, password_hash=password_hash, setup_token_hash=None,
+                       setup_expires_at=None)
+
+
+def _valid_at(expires_at: str | None, now: str) -> bool:
+    return expires_at is not None and datetime.fromisoformat(expires_at) > \
+        datetime.fromisoformat(now)
 
 
 def normalise_email(email: str) -> str:
@@ -211,14 +248,13 @@ class Accounts:
 
     def set_password_with_link(self, token: str, password: str,
                                now: datetime | None = None) -> Account | None:
-        account = self.for_link(token, now)
-        if account is None:
+        """The password set, and the link ended; None if the link was not (or no longer)
+        valid, for example used by another request meanwhile."""
+        if self.for_link(token, now) is None:
             return None
-        check_password(password)
-        updated = replace(account, password_hash=self.hasher.hash(password),
-                          setup_token_hash=None, setup_expires_at=None)
-        self.store.save(updated)
-        return updated
+        check_password(password)  # a refused password leaves the link as it was
+        return self.store.use_setup_token(_token_hash(token), self.hasher.hash(password),
+                                          (now or utc_now()).isoformat())
 
     def set_password(self, email: str, password: str) -> Account:
         """For operators and development: no link needed."""

@@ -36,15 +36,19 @@ def logout() -> Any:
     return redirect(url_for("account.login"), 303)
 
 
+def link_gone() -> Any:
+    return render_template(
+        "error.html", heading="Lien expiré ou déjà utilisé",
+        message="Ce lien pour choisir votre mot de passe n'est plus valable. "
+                "Demandez-en un nouveau au service famille de votre commune."), 404
+
+
 @bp.route("/compte/activer/<token>", methods=["GET", "POST"])
 def activate(token: str) -> Any:
     users = portal().accounts
     account = users.for_link(token)
     if account is None:
-        return render_template(
-            "error.html", heading="Lien expiré ou déjà utilisé",
-            message="Ce lien pour choisir votre mot de passe n'est plus valable. "
-                    "Demandez-en un nouveau au service famille de votre commune."), 404
+        return link_gone()
     error = None
     if request.method == "POST":
         password = request.form.get("password", "")
@@ -52,10 +56,12 @@ def activate(token: str) -> Any:
             error = "Les deux mots de passe ne sont pas identiques."
         else:
             try:
-                users.set_password_with_link(token, password)
+                done = users.set_password_with_link(token, password)
             except AccountError as e:
                 error = str(e).capitalize() + "."
             else:
+                if done is None:  # used meanwhile, by another request
+                    return link_gone()
                 session.clear()
                 flash("Votre mot de passe est enregistré : connectez-vous.", "info")
                 return redirect(url_for("account.login"), 303)
