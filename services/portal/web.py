@@ -14,7 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, g, render_template, session
+from flask import Flask, Response, g, render_template
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
@@ -22,7 +22,7 @@ from services.common.settings import max_body_bytes
 from services.portal.accounts import Accounts, SqliteAccounts
 from services.portal.context import Portal
 from services.portal.payments import NotFound, PaymentApi, Payments, Unavailable
-from services.portal.sessions import session_mark
+from services.portal.sessions import logged_in
 from services.portal.settings import PortalSettings
 from services.portal.views import account, invoices
 from services.portal.views import payments as paying
@@ -81,7 +81,8 @@ def create_app(
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=cfg.secure_cookies,
         PREFERRED_URL_SCHEME="https" if cfg.secure_cookies else "http",
-        PERMANENT_SESSION_LIFETIME=timedelta(hours=2),
+        # The cookie lasts as long as an idle session; the database decides whether it lives.
+        PERMANENT_SESSION_LIFETIME=timedelta(minutes=cfg.session_idle_minutes),
         WTF_CSRF_TIME_LIMIT=2 * 3600,
         MAX_CONTENT_LENGTH=max_body_bytes(),
         SEND_FILE_MAX_AGE_DEFAULT=3600,
@@ -92,14 +93,7 @@ def create_app(
 
     @app.before_request
     def load_account() -> None:
-        g.account = None
-        email = session.get("email")
-        if email:
-            found = users.get(email)
-            if found is None or session.get("mark") != session_mark(found):
-                session.clear()
-            else:
-                g.account = found
+        g.account = logged_in()
 
     @app.context_processor
     def page_context() -> dict[str, Any]:

@@ -1,9 +1,14 @@
 """The portal's sessions, log-in limits and one-time links, in-process."""
 
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from flask import Flask
+from flask.testing import FlaskClient
+
 from services.portal.accounts import Accounts, MemoryAccounts, SqliteAccounts
+from tests.portal_fake import EMAIL, FakePayments, family_accounts, logged_in, portal
 
 
 def test_a_set_password_link_works_once_even_used_twice_at_the_same_time(
@@ -33,3 +38,90 @@ def test_a_set_password_link_works_once_even_used_twice_at_the_same_time(
         [lost] = set(results) - set(won)
         assert accounts.authenticate("parent@example.org", won[0]) is not None
         assert accounts.authenticate("parent@example.org", lost) is None
+
+
+def cookie(client: FlaskClient) -> str:
+    found = client.get_cookie("portail")
+    assert found is not None
+    return found.value
+
+
+def with_cookie(app: Flask, value: str) -> FlaskClient:
+    """Another browser holding a copy of a session cookie."""
+    client = app.test_client()
+    client.set_cookie("portail", value)
+    return client
+
+
+def test_logging_out_ends_the_session_even_for_a_copied_cookie(tmp_path: Path) -> None:
+    app = portal(FakePayments(), tmp_path)
+    client = logged_in(app)
+    copied = with_cookie(app, cookie(client))
+    assert copied.get("/").status_code == 200  # the copy works while the session lives
+
+    assert client.post("/deconnexion").status_code == 303
+    for browser in (client, copied):
+        answer = browser.get("/factures")
+        assert answer.status_code == 302 and answer.location.startswith("/connexion")
+
+
+def test_a_new_password_ends_every_session_of_the_account(tmp_path: Path) -> None:
+    accounts = family_accounts()
+    app = portal(FakePayments(), tmp_path, accounts)
+    phone, computer = logged_in(app), logged_in(app)
+    accounts.set_password(EMAIL, "un tout nouveau mot de passe")
+    for browser in (phone, computer):
+        assert browser.get("/").status_code == 302
+
+    # Through a one-time link as well.
+    laptop = logged_in(app, "un tout nouveau mot de passe")
+    token = accounts.new_link(EMAIL)
+    assert accounts.set_password_with_link(token, "encore un autre mot de passe")
+    assert laptop.get("/").status_code == 302
+
+
+def test_a_session_ends_after_its_idle_time(tmp_path: Path) -> None:
+    now = [datetime(2025, 3, 1, 10, 0, tzinfo=UTC)]
+    app = portal(FakePayments(), tmp_path, family_accounts(lambda: now[0]))
+    idle = timedelta(minutes=app.extensions["portal"].settings.session_idle_minutes)
+    client = logged_in(app)
+    copied = with_cookie(app, cookie(client))
+
+    now[0] += idle - timedelta(seconds=1)
+    assert client.get("/").status_code == 200  # each request starts the idle time again
+    now[0] += idle - timedelta(seconds=1)
+    assert client.get("/").status_code == 200
+    now[0] += idle + timedelta(seconds=1)
+    for browser in (client, copied):
+        answer = browser.get("/")
+        assert answer.status_code == 302 and answer.location.startswith("/connexion")
+
+
+def test_both_account_stores_keep_sessions_alike(tmp_path: Path) -> None:
+    """What the portal's tests see on MemoryAccounts is what SQLite does."""
+    idle = timedelta(minutes=30)
+    for store in (MemoryAccounts(), SqliteAccounts(tmp_path / "accounts.db")):
+        now = [datetime(2025, 3, 1, 10, 0, tzinfo=UTC)]
+
+        def clock(now: list[datetime] = now) -> datetime:
+            return now[0]
+
+        accounts = Accounts(store, clock=clock)
+        accounts.create("fam-1", EMAIL)
+        account = accounts.set_password(EMAIL, "un mot de passe long")
+        first, second = (accounts.open_session(account, idle) for _ in range(2))
+        assert first != second
+        assert accounts.session_account(first, idle) == account
+        assert accounts.session_account("made-up", idle) is None
+
+        now[0] += idle - timedelta(seconds=1)
+        assert accounts.session_account(first, idle) == account
+        now[0] += idle - timedelta(seconds=1)
+        assert accounts.session_account(first, idle) == account  # used: still alive
+        assert accounts.session_account(second, idle) is None  # idle too long
+
+        accounts.close_session(first)
+        assert accounts.session_account(first, idle) is None
+        third = accounts.open_session(account, idle)
+        accounts.set_password_with_link(accounts.new_link(EMAIL), "un nouveau mot de passe")
+        assert accounts.session_account(third, idle) is None

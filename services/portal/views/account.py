@@ -2,11 +2,11 @@
 
 from typing import Any
 
-from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 
 from services.portal.accounts import PASSWORD_MIN, AccountError
 from services.portal.context import portal
-from services.portal.sessions import safe_next, session_mark
+from services.portal.sessions import log_in, log_out, safe_next
 
 bp = Blueprint("account", __name__)
 
@@ -19,10 +19,7 @@ def login() -> Any:
         email = request.form.get("email", "").strip()
         account = portal().accounts.authenticate(email, request.form.get("password", ""))
         if account is not None:
-            session.clear()  # a new session at each login
-            session.permanent = True
-            session["email"] = account.email
-            session["mark"] = session_mark(account)
+            log_in(account)
             return redirect(next_url or url_for("invoices.home"), 303)
         error = "Adresse électronique ou mot de passe incorrect."
     return render_template("login.html", email=email, error=error, next_url=next_url,
@@ -31,7 +28,7 @@ def login() -> Any:
 
 @bp.post("/deconnexion")
 def logout() -> Any:
-    session.clear()
+    log_out()
     flash("Vous êtes déconnecté.", "info")
     return redirect(url_for("account.login"), 303)
 
@@ -62,7 +59,7 @@ def activate(token: str) -> Any:
             else:
                 if done is None:  # used meanwhile, by another request
                     return link_gone()
-                session.clear()
+                log_out()
                 flash("Votre mot de passe est enregistré : connectez-vous.", "info")
                 return redirect(url_for("account.login"), 303)
     return render_template("activate.html", email=account.email, error=error,
