@@ -90,6 +90,7 @@ def create_app(
     CSRFProtect(app)
     for blueprint in (account.bp, invoices.bp, paying.bp):
         app.register_blueprint(blueprint)
+    account.limit_failed_log_ins(app)
 
     @app.before_request
     def load_account() -> None:

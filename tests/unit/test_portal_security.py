@@ -1,14 +1,24 @@
 """The portal's sessions, log-in limits and one-time links, in-process."""
 
+import re
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from services.portal.accounts import Accounts, MemoryAccounts, SqliteAccounts
-from tests.portal_fake import EMAIL, FakePayments, family_accounts, logged_in, portal
+from tests.portal_fake import (
+    EMAIL,
+    PASSWORD,
+    FakePayments,
+    family_accounts,
+    logged_in,
+    portal,
+    texts,
+)
 
 
 def test_a_set_password_link_works_once_even_used_twice_at_the_same_time(
@@ -125,3 +135,44 @@ def test_both_account_stores_keep_sessions_alike(tmp_path: Path) -> None:
         third = accounts.open_session(account, idle)
         accounts.set_password_with_link(accounts.new_link(EMAIL), "un nouveau mot de passe")
         assert accounts.session_account(third, idle) is None
+
+
+def log_in_from(app: Flask, address: str, email: str, password: str) -> TestResponse:
+    return app.test_client().post("/connexion", data={"email": email, "password": password},
+                                  environ_base={"REMOTE_ADDR": address})
+
+
+def refused_for_now(answer: TestResponse) -> None:
+    """429, saying in French until when, with the form still there."""
+    assert answer.status_code == 429, answer.status_code
+    [message] = texts(answer, "message-erreur")
+    assert message.startswith("Trop de tentatives de connexion"), message
+    assert re.search(r"Réessayez après \d\d/\d\d/\d{4} à \d\d:\d\d", message), message
+    assert 0 < int(answer.headers["Retry-After"]) <= 15 * 60
+
+
+def test_failed_log_ins_are_limited_per_account(tmp_path: Path) -> None:
+    """Five wrong passwords for one address in 15 minutes, from anywhere, lock it for now."""
+    app = portal(FakePayments(), tmp_path)
+    for n in range(5):
+        assert log_in_from(app, f"192.0.2.{n}", EMAIL, "pas le bon mot de passe").status_code \
+            == 401
+    refused_for_now(log_in_from(app, "192.0.2.99", EMAIL.upper(), PASSWORD))
+    # Other accounts log in as before.
+    other = log_in_from(app, "192.0.2.99", "personne@example.org", PASSWORD)
+    assert other.status_code == 401
+
+
+def test_failed_log_ins_are_limited_per_client_address(tmp_path: Path) -> None:
+    app = portal(FakePayments(), tmp_path)
+    for n in range(5):
+        assert log_in_from(app, "198.51.100.7", f"essai{n}@example.org", "x" * 12).status_code \
+            == 401
+    refused_for_now(log_in_from(app, "198.51.100.7", EMAIL, PASSWORD))
+    assert log_in_from(app, "198.51.100.8", EMAIL, PASSWORD).status_code == 303
+
+
+def test_successful_log_ins_are_not_limited(tmp_path: Path) -> None:
+    app = portal(FakePayments(), tmp_path)
+    for _ in range(8):
+        assert log_in_from(app, "203.0.113.5", EMAIL, PASSWORD).status_code == 303
