@@ -27,6 +27,8 @@ def login() -> Any:
 
 
 def render_login(error: str | None = None, status: int | None = None) -> Any:
+    """A POST tries the address and password, unless already refused (``error``, as the
+    log-in limit does): a redirect in, or the form again with why."""
     next_url = safe_next(request.args.get("suivant"))
     email = request.form.get("email", "").strip()
     if request.method == "POST" and error is None:
