@@ -5,6 +5,7 @@ the test put in it, in the payment API's field names, and records the payments a
 """
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -85,10 +86,16 @@ class FakePayments:
         raise NotFound("no such idop")
 
 
-def portal(api: FakePayments, tmp: Any) -> Flask:
-    accounts = Accounts(MemoryAccounts())
+def family_accounts(clock: Callable[[], datetime] | None = None) -> Accounts:
+    """The Martin family's account, in memory; ``clock`` to move the sessions' time."""
+    accounts = Accounts(MemoryAccounts(), clock=clock) if clock else Accounts(MemoryAccounts())
     accounts.create(FAMILY, EMAIL)
     accounts.set_password(EMAIL, PASSWORD)
+    return accounts
+
+
+def portal(api: FakePayments, tmp: Any, accounts: Accounts | None = None) -> Flask:
+    accounts = accounts or family_accounts()
     settings = PortalSettings(secret_key="k" * 32, payment_url="http://127.0.0.1:9",
                               payment_token="t", accounts_db=str(tmp / "accounts.db"),
                               public_url="http://127.0.0.1:8000")
@@ -97,9 +104,9 @@ def portal(api: FakePayments, tmp: Any) -> Flask:
     return app
 
 
-def logged_in(app: Flask) -> FlaskClient:
+def logged_in(app: Flask, password: str = PASSWORD) -> FlaskClient:
     client = app.test_client()
-    answer = client.post("/connexion", data={"email": EMAIL, "password": PASSWORD})
+    answer = client.post("/connexion", data={"email": EMAIL, "password": password})
     assert answer.status_code == 303, answer.text
     return client
 

@@ -93,6 +93,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "http://127.0.0.1:8000",
         "the portal as browsers reach it (links in e-mails; https makes cookies Secure)",
     ),
+    "PORTAL_SESSION_IDLE_MINUTES": ("30", "minutes without a request that end a portal session"),
     "PORTAL_RETURN_URL": (
         "",
         "when set, the payment API sends PayFiP's browser return on to this portal page",

@@ -1,7 +1,9 @@
 """Families' accounts: one e-mail address, one family id, an argon2 password hash.
 
 An operator creates the account; the family sets its password once through a one-time link
-(only a SHA-256 of the link's token is stored). ``AccountStore`` is the port: ``MemoryAccounts``
+(only a SHA-256 of the link's token is stored). Log-in sessions are kept beside the accounts
+(again only a SHA-256 of each session's id), so that logging out, a new password or idle time
+ends them whatever copy of the cookie is left. ``AccountStore`` is the port: ``MemoryAccounts``
 for tests, ``SqliteAccounts`` (stdlib sqlite3) for real use.
 """
 
@@ -10,7 +12,7 @@ import re
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -59,10 +61,27 @@ class AccountStore(Protocol):
     def save(self, account: Account) -> None:
         """Replace the stored account of the same e-mail address."""
 
+    def use_setup_token(self, token_hash: str, password_hash: str, now: str) -> Account | None:
+        """Set the password of the account whose link is still valid at ``now`` and end
+        the link, in one step: of two uses of one link at once, only one gets an account."""
+
+    def open_session(self, session_hash: str, email: str, now: str, idle_since: str) -> None:
+        """Keep a new session; forget those nobody used since ``idle_since``."""
+
+    def touch_session(self, session_hash: str, now: str, idle_since: str) -> str | None:
+        """The e-mail address of a session used since ``idle_since``, now used again at
+        ``now``; None for a session ended, idle too long, or never opened."""
+
+    def close_session(self, session_hash: str) -> None: ...
+
+    def close_sessions(self, email: str) -> None:
+        """End every session of the account."""
+
 
 class MemoryAccounts:
     def __init__(self) -> None:
         self._rows: dict[str, Account] = {}
+        self._sessions: dict[str, tuple[str, str]] = {}  # hash -> (email, last used)
         self._lock = threading.Lock()
 
     def add(self, account: Account) -> None:
@@ -81,6 +100,39 @@ class MemoryAccounts:
         with self._lock:
             self._rows[account.email] = account
 
+    def use_setup_token(self, token_hash: str, password_hash: str, now: str) -> Account | None:
+        with self._lock:
+            account = self.by_setup_token(token_hash)
+            if account is None or not _valid_at(account.setup_expires_at, now):
+                return None
+            used = replace(account, password_hash=password_hash, setup_token_hash=None,
+                           setup_expires_at=None)
+            self._rows[used.email] = used
+            self._sessions = {h: v for h, v in self._sessions.items() if v[0] != used.email}
+            return used
+
+    def open_session(self, session_hash: str, email: str, now: str, idle_since: str) -> None:
+        with self._lock:
+            self._sessions = {h: v for h, v in self._sessions.items() if v[1] > idle_since}
+            self._sessions[session_hash] = (email, now)
+
+    def touch_session(self, session_hash: str, now: str, idle_since: str) -> str | None:
+        with self._lock:
+            email, used = self._sessions.get(session_hash, ("", ""))
+            if not email or used <= idle_since:
+                self._sessions.pop(session_hash, None)
+                return None
+            self._sessions[session_hash] = (email, now)
+            return email
+
+    def close_session(self, session_hash: str) -> None:
+        with self._lock:
+            self._sessions.pop(session_hash, None)
+
+    def close_sessions(self, email: str) -> None:
+        with self._lock:
+            self._sessions = {h: v for h, v in self._sessions.items() if v[0] != email}
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -90,6 +142,14 @@ CREATE TABLE IF NOT EXISTS accounts (
     password_hash TEXT,
     setup_token_hash TEXT UNIQUE,
     setup_expires_at TEXT
+)
+"""
+SESSIONS = """
+CREATE TABLE IF NOT EXISTS sessions (
+    session_hash TEXT PRIMARY KEY,
+    email TEXT NOT NULL REFERENCES accounts (email),
+    created_at TEXT NOT NULL,
+    last_used_at TEXT NOT NULL
 )
 """
 COLUMNS = ("email", "family_id", "created_at", "password_hash", "setup_token_hash",
@@ -103,6 +163,7 @@ class SqliteAccounts:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(SCHEMA)
+            db.execute(SESSIONS)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -145,6 +206,52 @@ class SqliteAccounts:
                  account.setup_token_hash, account.setup_expires_at, account.email),
             )
 
+    def use_setup_token(self, token_hash: str, password_hash: str, now: str) -> Account | None:
+        # BEGIN IMMEDIATE takes the database's write lock before reading the link: a second
+        # use waits for the first to commit, then finds the link gone.
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            row = db.execute(
+                f"SELECT {', '.join(COLUMNS)} FROM accounts WHERE setup_token_hash = ?",
+                (token_hash,),
+            ).fetchone()
+            account = None if row is None else Account(**dict(zip(COLUMNS, row, strict=True)))
+            if account is None or not _valid_at(account.setup_expires_at, now):
+                return None
+            db.execute(
+                "UPDATE accounts SET password_hash = ?, setup_token_hash = NULL, "
+                "setup_expires_at = NULL WHERE email = ?", (password_hash, account.email))
+            db.execute("DELETE FROM sessions WHERE email = ?", (account.email,))
+        return replace(account, password_hash=password_hash, setup_token_hash=None,
+                       setup_expires_at=None)
+
+    def open_session(self, session_hash: str, email: str, now: str, idle_since: str) -> None:
+        with self._connect() as db:
+            db.execute("DELETE FROM sessions WHERE last_used_at <= ?", (idle_since,))
+            db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?)",
+                       (session_hash, email, now, now))
+
+    def touch_session(self, session_hash: str, now: str, idle_since: str) -> str | None:
+        with self._connect() as db:
+            row = db.execute(
+                "UPDATE sessions SET last_used_at = ? WHERE session_hash = ? "
+                "AND last_used_at > ? RETURNING email", (now, session_hash, idle_since),
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def close_session(self, session_hash: str) -> None:
+        with self._connect() as db:
+            db.execute("DELETE FROM sessions WHERE session_hash = ?", (session_hash,))
+
+    def close_sessions(self, email: str) -> None:
+        with self._connect() as db:
+            db.execute("DELETE FROM sessions WHERE email = ?", (email,))
+
+
+def _valid_at(expires_at: str | None, now: str) -> bool:
+    return expires_at is not None and datetime.fromisoformat(expires_at) > \
+        datetime.fromisoformat(now)
+
 
 def normalise_email(email: str) -> str:
     return email.strip().lower()
@@ -152,6 +259,11 @@ def normalise_email(email: str) -> str:
 
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _stamp(moment: datetime) -> str:
+    """The stores compare session times as text: one zone and one format, always."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def utc_now() -> datetime:
@@ -167,9 +279,11 @@ def check_password(password: str) -> None:
 class Accounts:
     """What the portal and the operators' command do with accounts."""
 
-    def __init__(self, store: AccountStore, hasher: PasswordHasher | None = None) -> None:
+    def __init__(self, store: AccountStore, hasher: PasswordHasher | None = None,
+                 clock: Callable[[], datetime] = utc_now) -> None:
         self.store = store
         self.hasher = hasher or PasswordHasher()
+        self.clock = clock
         # Verified when the address is unknown, so that both answers take as long.
         self._dummy = self.hasher.hash(secrets.token_urlsafe(16))
 
@@ -211,14 +325,13 @@ class Accounts:
 
     def set_password_with_link(self, token: str, password: str,
                                now: datetime | None = None) -> Account | None:
-        account = self.for_link(token, now)
-        if account is None:
+        """The password set, and the link ended; None if the link was not (or no longer)
+        valid, for example used by another request meanwhile."""
+        if self.for_link(token, now) is None:
             return None
-        check_password(password)
-        updated = replace(account, password_hash=self.hasher.hash(password),
-                          setup_token_hash=None, setup_expires_at=None)
-        self.store.save(updated)
-        return updated
+        check_password(password)  # a refused password leaves the link as it was
+        return self.store.use_setup_token(_token_hash(token), self.hasher.hash(password),
+                                          (now or utc_now()).isoformat())
 
     def set_password(self, email: str, password: str) -> Account:
         """For operators and development: no link needed."""
@@ -229,6 +342,7 @@ class Accounts:
         updated = replace(account, password_hash=self.hasher.hash(password),
                           setup_token_hash=None, setup_expires_at=None)
         self.store.save(updated)
+        self.store.close_sessions(updated.email)
         return updated
 
     def authenticate(self, email: str, password: str) -> Account | None:
@@ -247,3 +361,23 @@ class Accounts:
 
     def get(self, email: str) -> Account | None:
         return self.store.get(normalise_email(email))
+
+    # --- sessions: the cookie carries a random id, the store its SHA-256 ------------------
+
+    def open_session(self, account: Account, idle: timedelta) -> str:
+        """A new session of the account; its id, for the cookie."""
+        session_id = secrets.token_urlsafe(32)
+        now = self.clock()
+        self.store.open_session(_token_hash(session_id), account.email, _stamp(now),
+                                _stamp(now - idle))
+        return session_id
+
+    def session_account(self, session_id: str, idle: timedelta) -> Account | None:
+        """The account of a live session, whose idle time starts again; None otherwise."""
+        now = self.clock()
+        email = self.store.touch_session(_token_hash(session_id), _stamp(now),
+                                         _stamp(now - idle))
+        return None if email is None else self.store.get(email)
+
+    def close_session(self, session_id: str) -> None:
+        self.store.close_session(_token_hash(session_id))

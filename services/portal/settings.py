@@ -24,6 +24,8 @@ class PortalSettings:
     payment_token: str = field(default_factory=lambda: get("PORTAL_PAYMENT_TOKEN"))
     accounts_db: str = field(default_factory=lambda: get("PORTAL_ACCOUNTS_DB"))
     public_url: str = field(default_factory=lambda: get("PORTAL_PUBLIC_URL").rstrip("/"))
+    session_idle_minutes: float = field(
+        default_factory=lambda: float(get("PORTAL_SESSION_IDLE_MINUTES")))
     # The payment API's own setting, read here too: its answers give when a reservation
     # ends, not when the payment began, and PayFiP's page lives 15 minutes from then.
     reservation_minutes: float = field(

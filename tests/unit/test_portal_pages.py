@@ -1,11 +1,14 @@
 """What a family reads on the portal's pages, over the in-memory payment API."""
 
+import tomllib
 from datetime import datetime, timedelta
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import services.portal
 from services.portal.formatting import moment
 from tests.portal_fake import (
     PAYFIP_PAGE,
@@ -192,3 +195,26 @@ def test_a_payment_left_on_payfip_says_the_invoices_are_free_again(
     waiting = api.add_payment("SPORTS", "requested", reserved_until=utc_in(19))
     page = client.get(f"/paiement/retour?payment={waiting['id']}")
     assert texts(page, "etat") == ["État du paiement : en cours de traitement"]
+
+
+def test_the_style_sheet_and_the_script_are_served_from_their_files(
+        api: FakePayments, tmp_path: Path) -> None:
+    client = portal(api, tmp_path).test_client()
+    static = Path(services.portal.__file__).parent / "static"
+    for name, mimetype in (("portal.css", "text/css"), ("portal.js", "text/javascript")):
+        answer = client.get(f"/assets/{name}")
+        assert answer.status_code == 200 and answer.mimetype == mimetype
+        assert answer.data == (static / name).read_bytes()
+        assert answer.cache_control.max_age == 3600 and answer.cache_control.public
+    assert client.get("/assets/missing.css").status_code == 404
+
+
+def test_every_template_and_asset_is_package_data() -> None:
+    """A non-editable install ships only what pyproject.toml names."""
+    root = Path(services.portal.__file__).parent
+    config = tomllib.loads((root.parents[1] / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["services.portal"]
+    files = [p.relative_to(root) for p in (*root.glob("templates/*"), *root.glob("static/*"))]
+    assert len(files) >= 13
+    unshipped = [f for f in files if not any(fnmatch(str(f), p) for p in patterns)]
+    assert unshipped == []

@@ -1,0 +1,1 @@
+"""The portal's pages, one blueprint a job: log-in and account, invoices, payments."""
