@@ -57,7 +57,7 @@ typecheck: $(STAMP) ## mypy, strict, on every package
 	$(VENV)/bin/mypy events services tests benchmarks examples
 
 bench: $(STAMP) ## throughput and latency figures against raw baselines
-	$(PY) benchmarks/backbone.py
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 clean: ## remove local data (var/)
 	rm -rf var
