@@ -288,7 +288,7 @@ def spawn(
     return child
 
 
-# --- parts 2 and 3: through Kafka -------------------------------------------------------
+# --- through Kafka: the delay and the drain ----------------------------------------------
 @dataclass
 class Kafka:
     bootstrap: str
