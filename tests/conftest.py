@@ -19,6 +19,10 @@ from psycopg import sql
 
 from services.common import broker
 from services.common.settings import Settings
+from tests.isolation import (  # noqa: F401  (a hook and an autouse fixture for every test)
+    pytest_runtest_setup,
+    unit_tests_stay_off_the_network,
+)
 
 PG = {"dbname": "test", "host": "127.0.0.1", "port": "5432", "user": "postgres"}
 

@@ -9,13 +9,11 @@ import pytest
 
 from services.bootstrap import billing_app, payment_app
 from services.common.chain import (
-    GENESIS,
     ChainKeyMissing,
     Head,
     check_heads,
     head,
     keyed_from,
-    link,
     verify,
 )
 from services.common.history import import_into, records
@@ -23,6 +21,7 @@ from services.common.persistence import SqlStore
 from services.common.settings import Settings
 from tests.conftest import drop_schemas, make_settings
 from tests.factories import open_regies, terms
+from tests.helpers import events_table, recompute, rewrite_an_amount, tamper
 
 
 def history(settings: Settings) -> Any:
@@ -32,19 +31,6 @@ def history(settings: Settings) -> Any:
     for i in range(5):
         billing.issue_invoice(terms(f"S-{i}"))
     return billing
-
-
-def events_table(store: SqlStore) -> str:
-    return "{schema}billing_events" if store.postgres else "stored_events"
-
-
-def tamper(billing: Any, statement: str, *params: Any) -> None:
-    store = SqlStore(billing)
-    # SQLite numbers its events by rowid, PostgreSQL by a notification_id column.
-    statement = statement.replace("{events}", events_table(store))
-    statement = statement.replace("{nid}", "notification_id" if store.postgres else "rowid")
-    with store.transaction() as c:
-        c.execute(statement, params)
 
 
 def test_an_untouched_history_verifies(store_settings: Settings) -> None:
@@ -143,18 +129,6 @@ def anchored_history(settings: Settings) -> tuple[Any, list[Head]]:
     return billing, heads
 
 
-def recompute(billing: Any) -> None:
-    """What someone who can write the tables but has no key does after changing events."""
-    store = SqlStore(billing)
-    previous = GENESIS
-    with store.transaction() as c:
-        for n in billing.recorder.select_notifications(1, 10_000):
-            previous = link(previous, n.id, n.originator_id, n.originator_version, n.topic,
-                            n.state)
-            c.execute("UPDATE {schema}event_chain SET hash = ? WHERE notification_id = ?",
-                      (previous, n.id))
-
-
 def test_a_history_that_kept_its_heads_reaches_them(store_settings: Settings) -> None:
     billing, heads = anchored_history(store_settings)
     assert check_heads(billing, heads + heads[:1]) == (3, None)  # repeats count once
@@ -171,13 +145,6 @@ def test_a_truncated_tail_is_caught_against_heads(store_settings: Settings) -> N
     assert unreached.head == heads[1] and unreached.stored is None
     assert f"event {heads[1].notification_id}" in str(unreached)
     assert f"ends at event {cut}" in str(unreached)
-
-
-def rewrite_an_amount(billing: Any, position: int) -> None:
-    state = billing.recorder.select_notifications(position, 1)[0].state
-    assert b"2500" in state
-    tamper(billing, "UPDATE {events} SET state = ? WHERE {nid} = ?",
-           state.replace(b"2500", b"2400"), position)
 
 
 def test_a_rewritten_and_recomputed_history_is_caught_against_heads(

@@ -16,7 +16,6 @@ from services.billing.application import BillingApp
 from services.billing.domain import Invoice
 from services.bootstrap import billing_app, payment_app
 from services.common.consumer import TrackedConsumer, handle_record
-from services.common.deadletters import DeadLetter
 from services.common.outbox import Outgoing
 from services.common.persistence import SqlStore
 from services.common.positions import SqlPositions
@@ -24,7 +23,7 @@ from services.common.relay import KafkaPublisher
 from services.common.settings import Settings
 from services.payment.application import PaymentApp
 from tests.factories import open_regies, terms, wire_messages
-from tests.integration.test_kafka import wait_for
+from tests.helpers import letter, wait_for
 from tests.threads import Threads
 
 GARBAGE = b"{not an event"
@@ -40,12 +39,6 @@ def as_version(value: bytes, version: int) -> bytes:
     name = message["type"].rsplit(".", 1)[0]
     message["type"] = f"{name}.v{version}"
     return json.dumps(message).encode()
-
-
-def letter(offset: int, subject: str | None = None, nid: int | None = None,
-           partition: int = 0, topic: str = "billing.invoices") -> DeadLetter:
-    return DeadLetter(topic, partition, offset, b"fam-\xff", b"\x00raw\xff" + bytes([offset]),
-                      f"error {offset}", subject=subject, notification_id=nid)
 
 
 def test_the_dead_letter_store(any_store_settings: Settings) -> None:

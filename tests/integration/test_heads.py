@@ -17,7 +17,7 @@ from services.common.relay import Heads, KafkaPublisher, MemoryPublisher, Publis
 from services.common.settings import Settings
 from tests.conftest import make_settings
 from tests.factories import open_regies, terms
-from tests.integration.test_chain import tamper
+from tests.helpers import recompute, rewrite_an_amount, tamper
 
 TOPIC = "billing.invoices"
 
@@ -144,8 +144,6 @@ def test_heads_go_to_the_topic_and_verify_reads_them_back(
     assert cli.main(["verify", "billing", "--heads", "kafka"]) == 0
     assert "chain intact, all 3 heads reached" in capsys.readouterr().out
     # An amount changed by hand and the chain recomputed: only the heads show it.
-    from tests.integration.test_chain import recompute, rewrite_an_amount
-
     rewrite_an_amount(app, 17)
     recompute(app)
     assert cli.main(["verify", "billing", "--heads", "kafka"]) == 1

@@ -20,7 +20,7 @@ from services.payment.gateway import FakeGateway
 from services.payment.projections import MemoryToPayStore, catch_up
 from tests.conftest import make_settings
 from tests.factories import deliver, open_regies, terms, wire_messages
-from tests.integration.test_payments import URLS
+from tests.helpers import URLS
 
 
 def moment() -> datetime:

@@ -2,7 +2,7 @@
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,18 +24,10 @@ from services.common.settings import Settings
 from services.payment.application import PaymentApp
 from tests.conftest import Broker, make_settings
 from tests.factories import open_regies, terms
+from tests.helpers import kafka_settings, wait_for
 from tests.threads import Threads
 
 pytestmark = pytest.mark.kafka
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
 
 
 class Pipeline(Threads):
@@ -106,13 +98,6 @@ def pipeline(settings: Settings) -> Iterator[Pipeline]:
         yield p
     finally:
         p.stop_all()
-
-
-def kafka_settings(tmp_path: Path, bootstrap: str, kind: str, backend: str = "sqlite") -> Settings:
-    import uuid
-
-    return make_settings(backend, tmp_path, kafka_bootstrap=bootstrap, kafka_broker=kind,
-                         topic_prefix=f"t{uuid.uuid4().hex[:8]}.", kafka_partitions=6)
 
 
 def issue(billing: BillingApp, numbers: range, families: int = 10) -> list[str]:

@@ -30,9 +30,7 @@ from services.payment.gateway import FakeGateway, GatewayError, MeasuredGateway
 from services.payment.web import create_app as payment_api
 from tests.conftest import make_settings
 from tests.factories import open_regies, terms
-from tests.integration.test_dead_letters import letter
-from tests.integration.test_kafka import wait_for
-from tests.integration.test_payments import decided, iid, request, setup
+from tests.helpers import decided, iid, letter, request, setup, wait_for
 from tests.threads import Threads
 
 TOKENS = {"reader-token": "reader", "payer-token": "payer"}

@@ -8,56 +8,16 @@ from uuid import UUID
 
 import pytest
 
-from services.billing.application import BillingApp
-from services.billing.domain import Invoice
 from services.bootstrap import payment_app
 from services.common.errors import Conflict, DomainError, NotFound, Unavailable
 from services.common.settings import Settings
 from services.payment import domain
-from services.payment.application import PaymentApp, ReturnUrls
+from services.payment.application import PaymentApp
 from services.payment.gateway import FakeGateway, GatewayError
 from services.payment.integration import make_to_wire
 from services.payment.web import create_app
-from tests.factories import decoded, deliver, issued, relay_messages, terms, wire_messages
-
-NOW = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
-URLS = ReturnUrls("http://pay.test/payfip/notification", "http://pay.test/payfip/return")
-
-
-def iid(number: str, regie: str = "SPORTS") -> str:
-    return str(Invoice.create_id(regie, number))
-
-
-def setup(settings: Settings) -> tuple[BillingApp, PaymentApp]:
-    billing, payment = issued(
-        settings,
-        terms("S-1", family="fam-1", unit=2500),
-        terms("S-2", family="fam-1", unit=1250),
-        terms("S-3", family="fam-2", unit=4000),
-        terms("S-4", family="fam-1", unit=50),
-        terms("S-5", family="fam-1", unit=700),
-        terms("C-1", family="fam-1", regie="CANTINE", unit=1000),
-    )
-    billing.cancel_invoice(Invoice.create_id("SPORTS", "S-5"), "doublon")
-    deliver(payment, wire_messages(billing))
-    return billing, payment
-
-
-def request(payment: PaymentApp, gateway: FakeGateway, *numbers: str, family: str = "fam-1",
-            regie: str = "SPORTS", now: datetime = NOW) -> domain.Payment:
-    return payment.request_payment(
-        family_id=family, regie=regie, invoice_ids=[iid(n, regie) for n in numbers],
-        email="parent@example.org", gateway=gateway, urls=URLS, now=now,
-    )
-
-
-def decided(payment: PaymentApp, gateway: FakeGateway, resultrans: str, *numbers: str,
-            regie: str = "SPORTS") -> domain.Payment:
-    """A payment requested, decided ``resultrans`` on PayFiP, and PayFiP's answer read."""
-    p = request(payment, gateway, *numbers, regie=regie)
-    gateway.decide(p.idop, resultrans)  # type: ignore[arg-type]
-    payment.settle_from_payfip(p.idop, gateway, NOW)  # type: ignore[arg-type]
-    return p
+from tests.factories import decoded, deliver, relay_messages, wire_messages
+from tests.helpers import NOW, URLS, decided, iid, request, setup
 
 
 def reasons(payment: PaymentApp, family: str = "fam-1") -> dict[str, Any]:

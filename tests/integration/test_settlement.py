@@ -29,6 +29,7 @@ from services.payment.application import PaymentApp, ReturnUrls
 from services.payment.gateway import FakeGateway
 from services.payment.integration import make_to_wire
 from tests.factories import deliver, issued, relay_messages, terms, wire_messages
+from tests.helpers import kafka_settings, wait_for
 from tests.threads import Threads
 
 PAYMENTS = PAYMENT_PAYMENTS.name
@@ -273,8 +274,6 @@ class Parts(Threads):
 
 @pytest.fixture
 def parts(tmp_path: Path, kafka: Any) -> Iterator[Parts]:
-    from tests.integration.test_kafka import kafka_settings
-
     p = Parts(kafka_settings(tmp_path, kafka.bootstrap, kafka.kind))
     try:
         yield p
@@ -284,8 +283,6 @@ def parts(tmp_path: Path, kafka: Any) -> Iterator[Parts]:
 
 @pytest.mark.kafka
 def test_payments_settle_invoices_through_the_broker(parts: Parts) -> None:
-    from tests.integration.test_kafka import wait_for
-
     families = [f"fam-{i}" for i in range(8)]
     billing, payment = issued(parts.settings, *(terms(f"B-{i}", family=family, unit=1000 + i)
                                                 for i, family in enumerate(families)))

@@ -1,0 +1,98 @@
+"""Throughput and latency of the Régie backbone, each against a raw baseline of the same run.
+
+    .venv/bin/python -m benchmarks [BENCHMARK...] [--invoices N]      (or `make bench`)
+
+Runs the benchmarks named (all of them by default, in this order): batch-issue
+(benchmarks/batch_issue.py), delay (benchmarks/delay.py) and drain (benchmarks/drain.py);
+each prints its details, and the run ends with one table: figure, baseline, ratio.
+
+Everything lives in a temporary folder, a broker on a free port of 127.0.0.1 and throwaway
+PostgreSQL schemas; all of it is removed at the end, also on error or Ctrl-C. The relay and
+the consumers run as child processes (``--role``, benchmarks/roles.py); each stops on SIGTERM,
+when the run goes away, or after a time limit.
+"""
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from benchmarks import batch_issue, delay, drain
+from benchmarks.harness import Figure, Run, say, table
+from benchmarks.roles import ROLES
+
+BENCHMARKS: dict[str, Callable[[Run], list[Figure]]] = {
+    "batch-issue": batch_issue.run,
+    "delay": delay.run,
+    "drain": drain.run,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.split("\n\n")[0] if __doc__ else "")
+    parser.add_argument("benchmarks", nargs="*", metavar="BENCHMARK",
+                        help=f"which to run, of {', '.join(BENCHMARKS)} (default: all)")
+    parser.add_argument("--invoices", type=int, default=20000,
+                        help="invoices for the batch and backlog figures (default 20000)")
+    parser.add_argument("--latency-count", type=int, default=200,
+                        help="invoices for the delay figure (default 200)")
+    parser.add_argument("--pace-ms", type=float, default=5.0,
+                        help="milliseconds between two invoices for the delay figure")
+    parser.add_argument("--no-http", dest="http", action="store_false",
+                        help="skip the HTTP batch figure")
+    parser.add_argument("--no-postgres", dest="postgres", action="store_false",
+                        help="skip the PostgreSQL batch figure")
+    parser.add_argument("--role", choices=sorted(ROLES), help=argparse.SUPPRESS)
+    parser.add_argument("--spec", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.role:
+        logging.basicConfig(level=logging.WARNING,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return ROLES[args.role](json.loads(args.spec))
+    if args.invoices < 1 or args.latency_count < 1:
+        parser.error("counts must be positive")
+    unknown = [name for name in args.benchmarks if name not in BENCHMARKS]
+    if unknown:
+        parser.error(f"no benchmark {', '.join(unknown)}: choose among {', '.join(BENCHMARKS)}")
+    chosen = [name for name in BENCHMARKS if name in args.benchmarks] or list(BENCHMARKS)
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise SystemExit(143)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+    started = time.monotonic()
+    root = Path(tempfile.mkdtemp(prefix="regie-bench-"))
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    say(f"Régie backbone benchmark: {args.invoices} invoices, {os.cpu_count()} CPUs, "
+        f"load average {load}")
+    figures: list[Figure] = []
+    try:
+        with contextlib.ExitStack() as cleanup:
+            cleanup.callback(shutil.rmtree, root, ignore_errors=True)
+            bench = Run(args, root, cleanup)
+            for name in chosen:
+                say()
+                figures += BENCHMARKS[name](bench)
+    except KeyboardInterrupt:
+        say("interrupted; cleaned up")
+        return 130
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    say()
+    say(table(figures))
+    say()
+    say(f"done in {time.monotonic() - started:.0f}s, load average {load}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

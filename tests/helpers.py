@@ -1,0 +1,116 @@
+"""Helpers shared by several test modules, so that no test module imports another."""
+
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from services.billing.application import BillingApp
+from services.billing.domain import Invoice
+from services.common.chain import GENESIS, link
+from services.common.deadletters import DeadLetter
+from services.common.persistence import SqlStore
+from services.common.settings import Settings
+from services.payment import domain
+from services.payment.application import PaymentApp, ReturnUrls
+from services.payment.gateway import FakeGateway
+from tests.conftest import make_settings
+from tests.factories import deliver, issued, terms, wire_messages
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
+
+
+# --- through a broker ---------------------------------------------------------------------
+def kafka_settings(tmp_path: Path, bootstrap: str, kind: str, backend: str = "sqlite") -> Settings:
+    return make_settings(backend, tmp_path, kafka_bootstrap=bootstrap, kafka_broker=kind,
+                         topic_prefix=f"t{uuid.uuid4().hex[:8]}.", kafka_partitions=6)
+
+
+# --- payments on the fake gateway ---------------------------------------------------------
+NOW = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
+URLS = ReturnUrls("http://pay.test/payfip/notification", "http://pay.test/payfip/return")
+
+
+def iid(number: str, regie: str = "SPORTS") -> str:
+    return str(Invoice.create_id(regie, number))
+
+
+def setup(settings: Settings) -> tuple[BillingApp, PaymentApp]:
+    billing, payment = issued(
+        settings,
+        terms("S-1", family="fam-1", unit=2500),
+        terms("S-2", family="fam-1", unit=1250),
+        terms("S-3", family="fam-2", unit=4000),
+        terms("S-4", family="fam-1", unit=50),
+        terms("S-5", family="fam-1", unit=700),
+        terms("C-1", family="fam-1", regie="CANTINE", unit=1000),
+    )
+    billing.cancel_invoice(Invoice.create_id("SPORTS", "S-5"), "doublon")
+    deliver(payment, wire_messages(billing))
+    return billing, payment
+
+
+def request(payment: PaymentApp, gateway: FakeGateway, *numbers: str, family: str = "fam-1",
+            regie: str = "SPORTS", now: datetime = NOW) -> domain.Payment:
+    return payment.request_payment(
+        family_id=family, regie=regie, invoice_ids=[iid(n, regie) for n in numbers],
+        email="parent@example.org", gateway=gateway, urls=URLS, now=now,
+    )
+
+
+def decided(payment: PaymentApp, gateway: FakeGateway, resultrans: str, *numbers: str,
+            regie: str = "SPORTS") -> domain.Payment:
+    """A payment requested, decided ``resultrans`` on PayFiP, and PayFiP's answer read."""
+    p = request(payment, gateway, *numbers, regie=regie)
+    gateway.decide(p.idop, resultrans)  # type: ignore[arg-type]
+    payment.settle_from_payfip(p.idop, gateway, NOW)  # type: ignore[arg-type]
+    return p
+
+
+# --- parked messages ----------------------------------------------------------------------
+def letter(offset: int, subject: str | None = None, nid: int | None = None,
+           partition: int = 0, topic: str = "billing.invoices") -> DeadLetter:
+    return DeadLetter(topic, partition, offset, b"fam-\xff", b"\x00raw\xff" + bytes([offset]),
+                      f"error {offset}", subject=subject, notification_id=nid)
+
+
+# --- a stored history changed by hand -----------------------------------------------------
+def events_table(store: SqlStore) -> str:
+    return "{schema}billing_events" if store.postgres else "stored_events"
+
+
+def tamper(billing: Any, statement: str, *params: Any) -> None:
+    store = SqlStore(billing)
+    # SQLite numbers its events by rowid, PostgreSQL by a notification_id column.
+    statement = statement.replace("{events}", events_table(store))
+    statement = statement.replace("{nid}", "notification_id" if store.postgres else "rowid")
+    with store.transaction() as c:
+        c.execute(statement, params)
+
+
+def recompute(billing: Any) -> None:
+    """What someone who can write the tables but has no key does after changing events."""
+    store = SqlStore(billing)
+    previous = GENESIS
+    with store.transaction() as c:
+        for n in billing.recorder.select_notifications(1, 10_000):
+            previous = link(previous, n.id, n.originator_id, n.originator_version, n.topic,
+                            n.state)
+            c.execute("UPDATE {schema}event_chain SET hash = ? WHERE notification_id = ?",
+                      (previous, n.id))
+
+
+def rewrite_an_amount(billing: Any, position: int) -> None:
+    state = billing.recorder.select_notifications(position, 1)[0].state
+    assert b"2500" in state
+    tamper(billing, "UPDATE {events} SET state = ? WHERE {nid} = ?",
+           state.replace(b"2500", b"2400"), position)
