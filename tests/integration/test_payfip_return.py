@@ -7,7 +7,7 @@ import pytest
 from services.payment.gateway import FakeGateway
 from services.payment.web import create_app
 from tests.conftest import make_settings
-from tests.integration.test_payments import NOW, URLS, request, setup
+from tests.helpers import NOW, URLS, request, setup
 
 
 def test_an_idop_alone_reads_only_the_status(tmp_path: Path,
