@@ -19,6 +19,10 @@ from psycopg import sql
 from services.common import broker
 from services.common.settings import Settings
 
+# The PayFiP simulator starts only when told to: the tests serve it, here and in the parts
+# they start.
+os.environ.setdefault("PAYFIP_SIM_ENABLED", "1")
+
 PG = {"dbname": "test", "host": "127.0.0.1", "port": "5432", "user": "postgres"}
 
 

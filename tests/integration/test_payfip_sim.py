@@ -5,7 +5,10 @@ the simulator speaks PayFiP's SOAP; the payment page is driven with plain HTTP r
 a browser without JavaScript would.
 """
 
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -24,6 +27,7 @@ import pytest
 import requests
 from eopayment.payfip_ws import PayFiP, PayFiPError
 
+from services.payfip_sim.app import create_app as create_sim
 from services.payfip_sim.model import SimSettings
 from services.payment.payfip import aim
 from tests.payfip import PAGE_PATH, SERVICE_PATH, served_sim
@@ -842,3 +846,53 @@ def test_redirect_keeps_existing_query(payfip, sim_url):
     parts = urlsplit(location)
     assert parse_qs(parts.query) == {"a": ["1"], "b": ["x y"], "idop": [idop]}
     assert (parts.netloc, parts.path, parts.fragment) == ("portal.example", "/r", "top")
+
+
+# -- guards: never started by accident, its controls never reachable from afar ---------
+
+
+@pytest.mark.parametrize("value", [None, "", "0", "yes"])
+def test_the_simulator_refuses_to_start_unless_enabled(monkeypatch, value):
+    if value is None:
+        monkeypatch.delenv("PAYFIP_SIM_ENABLED", raising=False)
+    else:
+        monkeypatch.setenv("PAYFIP_SIM_ENABLED", value)
+    with pytest.raises(RuntimeError, match="PAYFIP_SIM_ENABLED=1"):
+        create_sim()
+    monkeypatch.setenv("PAYFIP_SIM_ENABLED", "1")
+    assert create_sim().test_client().get("/health").json == {"status": "ok"}
+
+
+def test_python_m_refuses_to_start_unless_enabled():
+    env = {k: v for k, v in os.environ.items() if k != "PAYFIP_SIM_ENABLED"}
+    done = subprocess.run([sys.executable, "-m", "services.payfip_sim", "--port", "0"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "PAYFIP_SIM_ENABLED=1" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("peer", ["172.18.0.1", "10.0.0.5", "192.168.1.20", "2001:db8::1"])
+def test_the_control_api_answers_this_machine_only(peer):
+    client = create_sim(SimSettings(enabled=True)).test_client()
+    far = {"REMOTE_ADDR": peer}
+    for path in ("/_sim/payments", "/_sim/config", "/_sim/notifications"):
+        refused = client.get(path, environ_base=far)
+        assert refused.status_code == 403
+        assert "this machine" in refused.get_json()["errors"]["request"]["client"][0]
+    for path in ("/_sim/reset", "/_sim/config", "/_sim/clock", "/_sim/purge",
+                 "/_sim/payments/x/outcome"):
+        refused = client.post(path, json={"advance_seconds": 1}, environ_base=far)
+        assert refused.status_code == 403
+    # Nothing was changed: the clock is where it was, seen from this machine.
+    near = {"REMOTE_ADDR": "127.0.0.1"}
+    assert client.get("/_sim/payments", environ_base=near).status_code == 200
+    assert client.post("/_sim/clock", json={"advance_seconds": 0},
+                       environ_base=near).get_json()["offset_seconds"] == 0
+    # What PayFiP itself serves is reachable from anywhere.
+    assert client.get("/health", environ_base=far).status_code == 200
+    assert client.get(PAGE_PATH + "?idop=unknown", environ_base=far).status_code == 404
+    assert client.get(SERVICE_PATH + "?wsdl", environ_base=far).status_code == 200
+    for peer_here in ("127.0.0.1", "127.3.4.5", "::1"):
+        here = client.get("/_sim/config", environ_base={"REMOTE_ADDR": peer_here})
+        assert here.status_code == 200
