@@ -7,17 +7,20 @@ a browser without JavaScript would.
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
+import zipfile
 from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
 from html.parser import HTMLParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
 from zoneinfo import ZoneInfo
@@ -896,3 +899,40 @@ def test_the_control_api_answers_this_machine_only(peer):
     for peer_here in ("127.0.0.1", "127.3.4.5", "::1"):
         here = client.get("/_sim/config", environ_base={"REMOTE_ADDR": peer_here})
         assert here.status_code == 200
+
+
+# -- packaging -------------------------------------------------------------------------
+
+
+def test_a_non_editable_install_ships_the_pages(tmp_path):
+    """The templates and the style are files beside the code: a wheel must carry them."""
+    root = Path(__file__).resolve().parents[2]
+    source = tmp_path / "src"
+    source.mkdir()
+    shutil.copy(root / "pyproject.toml", source)
+    for package in ("events", "services"):
+        shutil.copytree(root / package, source / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps",
+         "-q", "-w", str(tmp_path / "dist"), str(source)],
+        capture_output=True, text=True, timeout=240)
+    assert built.returncode == 0, built.stderr
+    [wheel] = (tmp_path / "dist").glob("regie-*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    sim = root / "services" / "payfip_sim"
+    files = [p for folder in ("templates", "static") for p in (sim / folder).rglob("*")
+             if p.is_file()]
+    assert any(p.suffix == ".html" for p in files) and any(p.suffix == ".css" for p in files)
+    missing = {str(p.relative_to(root)) for p in files} - shipped
+    assert missing == set()
+
+
+def test_the_pages_style_is_served(payfip, sim_url):
+    idop = payfip.get_idop(**creation())
+    page = requests.get(f"{sim_url}{PAGE_PATH}", params={"idop": idop}, timeout=5)
+    [href] = re.findall(r'<link rel="stylesheet" href="([^"]+)">', page.text)
+    style = requests.get(urljoin(page.url, href), timeout=5)
+    assert style.status_code == 200
+    assert style.headers["Content-Type"].startswith("text/css")
+    assert ".lien-evitement:focus" in style.text
