@@ -215,6 +215,7 @@ def run(load_demo: bool = True) -> int:
     tokens = ensure_dev_tokens(settings)
     # Checked before anything starts: a start that fails half-way has more to undo.
     given = part_tokens(tokens, os.environ)
+    given["payfip-sim"] = {"PAYFIP_SIM_ENABLED": "1"}  # it starts only when told to
     issuer = _token(tokens, "issuer", "the demo data is issued with it") if load_demo else ""
     start_timeout = float(get("REGIE_START_TIMEOUT"))
     # The payment API and the reconciler add up their PayFiP call metrics here; counts of

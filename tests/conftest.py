@@ -24,6 +24,10 @@ from tests.isolation import (  # noqa: F401  (a hook and an autouse fixture for 
     unit_tests_stay_off_the_network,
 )
 
+# The PayFiP simulator starts only when told to: the tests serve it, here and in the parts
+# they start.
+os.environ.setdefault("PAYFIP_SIM_ENABLED", "1")
+
 PG = {"dbname": "test", "host": "127.0.0.1", "port": "5432", "user": "postgres"}
 
 

@@ -62,6 +62,9 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "",
         "where PayFiP posts its notification, when not PAYMENT_PUBLIC_URL/payfip/notification",
     ),
+    "PAYFIP_SIM_ENABLED": (
+        "", "1 lets the PayFiP simulator start (make run, the tests, compose's dev profile)"
+    ),
     "PAYFIP_SIM_PORT": ("8003", "PayFiP simulator port"),
     "PAYFIP_SIM_UNKNOWN_NUMCLI": ("999999", "comma-separated numcli the simulator says T2 to"),
     "PAYFIP_SIM_NOTIFY_TIMEOUT": ("5", "seconds the simulator waits for urlnotif to answer"),

@@ -5,10 +5,11 @@ gunicorn is what ``make run`` and docker-compose use; this needs nothing but wer
 
 import argparse
 import logging
+import sys
 
 from werkzeug.serving import make_server
 
-from services.payfip_sim.app import create_app
+from services.payfip_sim.app import NotEnabled, create_app
 from services.payfip_sim.model import setting
 
 
@@ -19,7 +20,11 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    server = make_server(args.host, args.port, create_app(), threaded=True)
+    try:
+        app = create_app()
+    except NotEnabled as e:
+        sys.exit(f"payfip_sim: {e}")
+    server = make_server(args.host, args.port, app, threaded=True)
     print(f"PayFiP simulator on http://{args.host}:{server.server_port}/", flush=True)
     try:
         server.serve_forever()

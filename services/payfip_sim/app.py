@@ -4,6 +4,7 @@ Run it with ``gunicorn --workers 1 --threads 8 'services.payfip_sim.app:create_a
 its state is in memory, so a second worker would be a second, separate PayFiP.
 """
 
+import ipaddress
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -254,6 +255,27 @@ def _json_body() -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
+def _from_this_machine() -> bool:
+    try:
+        peer = ipaddress.ip_address(request.remote_addr or "")
+    except ValueError:
+        return False
+    mapped = getattr(peer, "ipv4_mapped", None)
+    return bool(peer.is_loopback or (mapped is not None and mapped.is_loopback))
+
+
+@bp.before_request
+def control_api_for_this_machine_only() -> tuple[Response, int] | None:
+    # The controls decide payments and move the clock: they answer only a client on this
+    # machine (the tests, make run's), never one through a published port or a network,
+    # which reaches the simulator from another address. The peer's address, not a header.
+    if request.path.startswith("/_sim/") and not _from_this_machine():
+        body = error_body(403, "Forbidden", "client",
+                          "the control API answers this machine only", "request")
+        return jsonify(body), 403
+    return None
+
+
 @bp.post("/_sim/payments/<idop>/outcome")
 def control_outcome(idop: str) -> Any:
     body = _json_body()
@@ -346,8 +368,19 @@ def health() -> Any:
     return {"status": "ok"}
 
 
+class NotEnabled(RuntimeError):
+    """The simulator was started without PAYFIP_SIM_ENABLED=1."""
+
+
 def create_app(settings: SimSettings | None = None) -> Flask:
     settings = settings if settings is not None else SimSettings()
+    if not settings.enabled:
+        # It confirms any payment it is asked: started in production by mistake (a wrong
+        # command, a compose file without its profile), it must not answer at all.
+        raise NotEnabled(
+            "the PayFiP simulator takes no real payment and starts only with "
+            "PAYFIP_SIM_ENABLED=1 (make run, the tests and compose's dev profile set it)"
+        )
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes()
     app.json.sort_keys = False  # type: ignore[attr-defined]

@@ -72,6 +72,7 @@ class SimSettings:
         default_factory=lambda: float(setting("PAYFIP_SIM_NOTIFY_TIMEOUT"))
     )
     public_url: str = field(default_factory=lambda: setting("PAYFIP_SIM_PUBLIC_URL"))
+    enabled: bool = field(default_factory=lambda: setting("PAYFIP_SIM_ENABLED") == "1")
 
 
 class Fault(Exception):

@@ -20,6 +20,7 @@ from services.common.metrics import ProcessMeters
 from services.common.persistence import SqlStore
 from services.payment import domain
 from services.payment.gateway import Gateway, GatewayError, PaymentOrder
+from services.payment.guards import NOT_PAYFIP
 from services.payment.projections import MemoryToPayStore, SqlToPayStore, ToPayStore, catch_up
 
 
@@ -261,6 +262,12 @@ class PaymentApp(ServiceApplication):
     def regie_exists(self, code: str) -> bool:
         return self._get(domain.Regie.create_id(code)) is not None
 
+    def regie_saisies(self) -> dict[str, str]:
+        """Each known régie's PayFiP mode (T test, X activation, W production)."""
+        self.refresh()
+        return {code: self._get(domain.Regie.create_id(code)).saisie
+                for code in self.to_pay.regie_names()}
+
     # --- payments -----------------------------------------------------------------
     def request_payment(
         self,
@@ -319,6 +326,8 @@ class PaymentApp(ServiceApplication):
             log.warning("PayFiP refused payment %s: %s", payment_id, e)
             if e.code == "A2":
                 raise DomainError("email", "PayFiP refuses this email address") from None
+            if e.code == NOT_PAYFIP:  # never sent: the guard says why
+                raise Unavailable(e.message) from None
             raise Unavailable(f"PayFiP did not accept the payment ({e.code})") from None
         payment.requested(idop=idop, answer=answer)
         self.save(payment, domain.IdopIndex(idop=idop, payment_id=payment_id))

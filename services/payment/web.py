@@ -20,6 +20,7 @@ from services.common.web import PUBLIC, Blueprint, create_flask
 from services.payment import domain
 from services.payment.application import PaymentApp, ReturnUrls
 from services.payment.gateway import Gateway, MeasuredGateway
+from services.payment.guards import guarded
 from services.payment.journal import to_csv
 from services.payment.schemas import (
     History,
@@ -91,8 +92,10 @@ def create_app(
     settings = settings or Settings()
     service = payment if payment is not None else payment_app(settings)
     # Every PayFiP call of this process is timed, and its failures counted by code.
-    payfip: Gateway = MeasuredGateway(
-        gateway if gateway is not None else payfip_gateway(settings), service.meters)
+    # Production régies are refused a PayFiP that is not PayFiP: at start, and per request.
+    payfip: Gateway = guarded(MeasuredGateway(
+        gateway if gateway is not None else payfip_gateway(settings), service.meters),
+        settings.payfip_service_url, service.regie_saisies())
     back = urls if urls is not None else return_urls(settings)
     auth = Auth(tokens if tokens is not None else load_tokens("payment", settings))
     state = StoredState(service, settings.topic(PAYMENT_PAYMENTS.name),

@@ -5,16 +5,22 @@ the simulator speaks PayFiP's SOAP; the payment page is driven with plain HTTP r
 a browser without JavaScript would.
 """
 
+import os
 import re
+import shutil
+import subprocess
+import sys
 import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
+import zipfile
 from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
 from html.parser import HTMLParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
 from zoneinfo import ZoneInfo
@@ -24,6 +30,7 @@ import pytest
 import requests
 from eopayment.payfip_ws import PayFiP, PayFiPError
 
+from services.payfip_sim.app import create_app as create_sim
 from services.payfip_sim.model import SimSettings
 from services.payment.payfip import aim
 from tests.payfip import PAGE_PATH, SERVICE_PATH, served_sim
@@ -842,3 +849,90 @@ def test_redirect_keeps_existing_query(payfip, sim_url):
     parts = urlsplit(location)
     assert parse_qs(parts.query) == {"a": ["1"], "b": ["x y"], "idop": [idop]}
     assert (parts.netloc, parts.path, parts.fragment) == ("portal.example", "/r", "top")
+
+
+# -- guards: never started by accident, its controls never reachable from afar ---------
+
+
+@pytest.mark.parametrize("value", [None, "", "0", "yes"])
+def test_the_simulator_refuses_to_start_unless_enabled(monkeypatch, value):
+    if value is None:
+        monkeypatch.delenv("PAYFIP_SIM_ENABLED", raising=False)
+    else:
+        monkeypatch.setenv("PAYFIP_SIM_ENABLED", value)
+    with pytest.raises(RuntimeError, match="PAYFIP_SIM_ENABLED=1"):
+        create_sim()
+    monkeypatch.setenv("PAYFIP_SIM_ENABLED", "1")
+    assert create_sim().test_client().get("/health").json == {"status": "ok"}
+
+
+def test_python_m_refuses_to_start_unless_enabled():
+    env = {k: v for k, v in os.environ.items() if k != "PAYFIP_SIM_ENABLED"}
+    done = subprocess.run([sys.executable, "-m", "services.payfip_sim", "--port", "0"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "PAYFIP_SIM_ENABLED=1" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("peer", ["172.18.0.1", "10.0.0.5", "192.168.1.20", "2001:db8::1"])
+def test_the_control_api_answers_this_machine_only(peer):
+    client = create_sim(SimSettings(enabled=True)).test_client()
+    far = {"REMOTE_ADDR": peer}
+    for path in ("/_sim/payments", "/_sim/config", "/_sim/notifications"):
+        refused = client.get(path, environ_base=far)
+        assert refused.status_code == 403
+        assert "this machine" in refused.get_json()["errors"]["request"]["client"][0]
+    for path in ("/_sim/reset", "/_sim/config", "/_sim/clock", "/_sim/purge",
+                 "/_sim/payments/x/outcome"):
+        refused = client.post(path, json={"advance_seconds": 1}, environ_base=far)
+        assert refused.status_code == 403
+    # Nothing was changed: the clock is where it was, seen from this machine.
+    near = {"REMOTE_ADDR": "127.0.0.1"}
+    assert client.get("/_sim/payments", environ_base=near).status_code == 200
+    assert client.post("/_sim/clock", json={"advance_seconds": 0},
+                       environ_base=near).get_json()["offset_seconds"] == 0
+    # What PayFiP itself serves is reachable from anywhere.
+    assert client.get("/health", environ_base=far).status_code == 200
+    assert client.get(PAGE_PATH + "?idop=unknown", environ_base=far).status_code == 404
+    assert client.get(SERVICE_PATH + "?wsdl", environ_base=far).status_code == 200
+    for peer_here in ("127.0.0.1", "127.3.4.5", "::1"):
+        here = client.get("/_sim/config", environ_base={"REMOTE_ADDR": peer_here})
+        assert here.status_code == 200
+
+
+# -- packaging -------------------------------------------------------------------------
+
+
+def test_a_non_editable_install_ships_the_pages(tmp_path):
+    """The templates and the style are files beside the code: a wheel must carry them."""
+    root = Path(__file__).resolve().parents[2]
+    source = tmp_path / "src"
+    source.mkdir()
+    shutil.copy(root / "pyproject.toml", source)
+    for package in ("events", "services"):
+        shutil.copytree(root / package, source / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps",
+         "-q", "-w", str(tmp_path / "dist"), str(source)],
+        capture_output=True, text=True, timeout=240)
+    assert built.returncode == 0, built.stderr
+    [wheel] = (tmp_path / "dist").glob("regie-*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    sim = root / "services" / "payfip_sim"
+    files = [p for folder in ("templates", "static") for p in (sim / folder).rglob("*")
+             if p.is_file()]
+    assert any(p.suffix == ".html" for p in files) and any(p.suffix == ".css" for p in files)
+    missing = {str(p.relative_to(root)) for p in files} - shipped
+    assert missing == set()
+
+
+def test_the_pages_style_is_served(payfip, sim_url):
+    idop = payfip.get_idop(**creation())
+    page = requests.get(f"{sim_url}{PAGE_PATH}", params={"idop": idop}, timeout=5)
+    [href] = re.findall(r'<link rel="stylesheet" href="([^"]+)">', page.text)
+    style = requests.get(urljoin(page.url, href), timeout=5)
+    assert style.status_code == 200
+    assert style.headers["Content-Type"].startswith("text/css")
+    assert ".lien-evitement:focus" in style.text

@@ -419,3 +419,13 @@ def test_the_chain_key_reaches_every_container_that_writes_or_verifies_events(
     for name in ("billing-api", "payment-api", "billing-relay", "payment-consumer"):
         env = environment(compose["services"][name])
         assert "${REGIE_CHAIN_KEY" in str(env.get("REGIE_CHAIN_KEY")), name
+
+
+def test_the_simulator_runs_only_in_the_dev_profile(compose: dict[str, Any]) -> None:
+    # `docker compose up` alone never starts it; `--profile dev` does, and tells it it may.
+    sim = compose["services"]["payfip-sim"]
+    assert sim.get("profiles") == ["dev"]
+    assert environment(sim).get("PAYFIP_SIM_ENABLED") == "1"
+    others = {name for name, service in compose["services"].items() if name != "payfip-sim"
+              and ("PAYFIP_SIM_ENABLED" in environment(service) or service.get("profiles"))}
+    assert others == set()
