@@ -88,6 +88,7 @@ REGISTRY = Registry(
         EventType("PaymentAbandoned", PAYMENT, {1: schemas.PaymentAbandonedV1}),
         EventType("PaymentExpired", PAYMENT, {1: schemas.PaymentExpiredV1}),
         EventType("RefundNeeded", PAYMENT, {1: schemas.RefundNeededV1}),
+        EventType("CounterPaymentReceived", PAYMENT, {1: schemas.CounterPaymentReceivedV1}),
         EventType("ChainHead", AUDIT, {1: schemas.ChainHeadV1}),
     ]
 )

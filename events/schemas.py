@@ -267,6 +267,37 @@ class RefundNeededV1(Strict):
     refunds = fields.List(fields.Nested(RefundV1), required=True, validate=validate.Length(min=1))
 
 
+COUNTER_MEANS = ["cash", "cheque", "cesu", "ancv", "transfer"]
+
+
+class CounterPaymentReceivedV1(Strict):
+    """A cashier took money for a family in a régie (cash, cheque, CESU or ANCV vouchers, a
+    transfer): it pays the allocated invoices, in full or in part, and what is left over is
+    the family's credit in the régie."""
+
+    payment_id = fields.String(required=True)
+    family_id = fields.String(required=True, metadata={"description": "Also the Kafka key."})
+    regie = fields.String(required=True, validate=CODE)
+    means = fields.String(required=True, validate=validate.OneOf(COUNTER_MEANS))
+    reference = fields.String(required=True, allow_none=True, metadata={
+        "description": "Cheque number, CESU or ANCV voucher numbers, transfer label; null for "
+                       "cash taken without one."})
+    amount_cents = fields.Integer(required=True, strict=True, metadata={
+        "description": "What was received, in cents: the allocations plus unallocated_cents."})
+    received_on = fields.Date(required=True, metadata={
+        "description": "The day the money was received (Paris)."})
+    recorded_at = fields.AwareDateTime(required=True, metadata={
+        "description": "When Régie recorded it."})
+    allocations = fields.List(fields.Nested(AllocationV1), required=True, metadata={
+        "description": "The invoices it pays and how much of each: an amount under what the "
+                       "invoice owed pays it in part."})
+    unallocated_cents = fields.Integer(required=True, strict=True, metadata={
+        "description": "Money beyond what was due: the family's credit in the régie."})
+    by = fields.String(required=True, metadata={
+        "description": "Who recorded it: the role of the acting token (cashier, operator), "
+                       "or a staff id."})
+
+
 # --- audit.chain-heads --------------------------------------------------------------
 
 

@@ -38,6 +38,7 @@ PAYMENT_PAYMENTS = Topic(
         "PaymentAbandoned",
         "PaymentExpired",
         "RefundNeeded",
+        "CounterPaymentReceived",
     ),
 )
 

@@ -125,6 +125,10 @@ class PaymentApp(ServiceApplication):
             )
         if message.name == "InvoiceCancelled":
             invoice.cancel(reason=data["reason"], sequence=message.sequence)
+        elif message.name == "InvoiceSettled" and invoice.status == domain.OPEN:
+            # A part payment billing heard of from us: what remains is still to pay here.
+            invoice.settlement_acknowledged(payment_id=data["payment_id"],
+                                            sequence=message.sequence)
         elif message.name == "InvoiceSettled":
             invoice.settled_upstream(payment_id=data["payment_id"], sequence=message.sequence)
         elif message.name == "InvoiceTransferred":
@@ -156,7 +160,8 @@ class PaymentApp(ServiceApplication):
     def history(self, family_id: str) -> list[dict[str, Any]]:
         names = self.to_pay.regie_names()
         return [{**row, "regie_name": names.get(row["regie"], row["regie"]),
-                 "paid_by": domain.MEANS.get(row["paid_by"] or "")}
+                 # PayFiP's resultrans online, the means itself at the counter.
+                 "paid_by": domain.MEANS.get(row["paid_by"] or "", row["paid_by"])}
                 for row in self.to_pay.history(family_id)]
 
     def journal(self, regie: str, day: date) -> dict[str, Any]:
@@ -164,7 +169,7 @@ class PaymentApp(ServiceApplication):
         rows = self.to_pay.payments(regie, day)
         paid = [r for r in rows if r["status"] == domain.CONFIRMED]
         for r in paid:
-            r["means"] = domain.MEANS.get(r["resultrans"] or "")
+            r["means"] = r["means"] or domain.MEANS.get(r["resultrans"] or "")
         totals: dict[str, int] = {}
         for r in paid:
             totals[r["means"]] = totals.get(r["means"], 0) + r["amount_cents"]
@@ -479,4 +484,66 @@ class PaymentApp(ServiceApplication):
             # A notification and the browser return raced: the other one recorded it.
             return self.get_payment(payment.id)
         self.refresh()
+        return payment
+
+    # --- the counter --------------------------------------------------------------
+    def receive_at_counter(self, terms: domain.CounterTerms, by: str
+                           ) -> tuple[domain.CounterPayment, bool]:
+        """Record money a cashier took; True if this call recorded it, False for the same
+        reference entered again with the same terms."""
+        for _ in range(RECORD_ATTEMPTS):
+            if (terms.reference or "").strip():
+                existing = self._get(domain.CounterPayment.create_id(
+                    terms.regie, terms.means, terms.reference))
+                if isinstance(existing, domain.CounterPayment):
+                    if not existing.same_terms(terms):
+                        raise Conflict("reference", f"{terms.means} {terms.reference} is "
+                                       "already recorded in this régie with other terms")
+                    return existing, False
+            if not self.regie_exists(terms.regie):
+                raise DomainError("regie", f"unknown régie {terms.regie!r}")
+            payment, changed = self._counter_payment(terms, by)
+            try:
+                self.save(payment, *changed)
+            except IntegrityError:
+                # The same reference entered at the same moment, or an invoice or the credit
+                # changed meanwhile: look again.
+                continue
+            self.refresh()
+            return payment, True
+        raise Conflict("invoice_ids", "the family's invoices kept changing; try again")
+
+    def _counter_payment(self, terms: domain.CounterTerms, by: str
+                         ) -> tuple[domain.CounterPayment, list[Any]]:
+        """The payment and the aggregates it changes, none saved yet."""
+        self.refresh()
+        invoices: dict[str, domain.Invoice] = {
+            line.id: self.repository.get(UUID(line.id))
+            for line in self.to_pay.open_lines(terms.family_id, terms.regie)}
+
+        def find_invoice(invoice_id: str) -> domain.Invoice | None:
+            # One object per invoice, so that what the payment changes is what is saved.
+            if invoice_id not in invoices:
+                found = self._get(UUID(invoice_id))
+                if not isinstance(found, domain.Invoice):
+                    return None
+                invoices[invoice_id] = found
+            return invoices[invoice_id]
+
+        payment = domain.CounterPayment.receive(
+            terms, by=by, open_invoices=list(invoices.values()), find_invoice=find_invoice)
+        changed: list[Any] = [invoices[a["invoice_id"]] for a in payment.allocations]
+        if payment.unallocated_cents:
+            credit = self._get(domain.FamilyCredit.create_id(terms.regie, terms.family_id))
+            if not isinstance(credit, domain.FamilyCredit):
+                credit = domain.FamilyCredit(regie=terms.regie, family_id=terms.family_id)
+            credit.credit(amount_cents=payment.unallocated_cents, source="counter_payment",
+                          source_id=str(payment.id), by=by)
+            changed.append(credit)
+        return payment, changed
+
+    def get_counter_payment(self, payment_id: UUID) -> domain.CounterPayment:
+        payment = self._get(payment_id)
+        if not isinstance(payment, domain.CounterPayment):
+            raise NotFound("id", "no such counter payment")
         return payment

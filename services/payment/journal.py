@@ -10,7 +10,9 @@ from services.common.spreadsheet import safe_row
 CSV_COLUMNS = ("paid_at", "means", "amount_cents", "refdet", "idop", "numauto", "invoices",
                "family_id", "id")
 CSV_NUMBERS = frozenset({"amount_cents"})
-MEANS = {"card": "Carte bancaire", "direct_debit": "Prélèvement"}
+MEANS = {"card": "Carte bancaire", "direct_debit": "Prélèvement", "cash": "Espèces",
+         "cheque": "Chèques", "cesu": "CESU", "ancv": "Chèques-vacances ANCV",
+         "transfer": "Virements"}
 STATUS = {"refused": "refusé", "abandoned": "abandonné", "expired": "expiré",
           "failed": "échec", "requested": "en cours", "started": "en cours"}
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")

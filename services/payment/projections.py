@@ -18,7 +18,7 @@ from services.payment import domain
 NAME = "to-pay"
 # Raised whenever the tables change shape: a store built by an older version is then
 # dropped and rebuilt from the history, which is what event sourcing is for.
-VERSION = 5
+VERSION = 6
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,21 @@ class PaymentRow:
     refdet: str
     invoices: str
     started_at: str
+    # Taken at the counter: cash, cheque, cesu, ancv, transfer. Online payments have
+    # PayFiP's resultrans instead.
+    means: str | None = None
+    paid_at: str | None = None
+    day: str | None = None
+
+
+@dataclass(frozen=True)
+class CreditRow:
+    """What a régie owes a family."""
+
+    id: str
+    family_id: str
+    regie: str
+    balance_cents: int = 0
 
 
 @dataclass(frozen=True)
@@ -75,13 +90,13 @@ class AnomalyRow:
     payment_id: str
 
 
-Change = RegieRow | InvoiceRow | PaymentRow | AnomalyRow | RowChange
+Change = RegieRow | InvoiceRow | PaymentRow | AnomalyRow | CreditRow | RowChange
 
 INVOICE_COLUMNS = tuple(InvoiceRow.__dataclass_fields__)
-PAYMENT_COLUMNS = (*PaymentRow.__dataclass_fields__, "idop", "resultrans", "numauto", "paid_at",
-                   "day", "closed_at", "late", "refunds", "refund_cents")
+PAYMENT_COLUMNS = (*PaymentRow.__dataclass_fields__, "idop", "resultrans", "numauto",
+                   "closed_at", "late", "refunds", "refund_cents")
 NEW_ROW_TABLES = {InvoiceRow: "view_invoices", PaymentRow: "view_payments",
-                  AnomalyRow: "view_anomalies"}
+                  AnomalyRow: "view_anomalies", CreditRow: "view_credits"}
 
 
 def _paris_day(moment: datetime | str) -> str:
@@ -114,6 +129,9 @@ def changes_for(event: Any) -> list[Change]:
         D.Invoice.SettledUpstream: lambda e: {
             "status": D.PAID, "amount_due_cents": 0, "payment_id": None,
             "paid_by_payment_id": e.payment_id},
+        D.Invoice.PaidAtCounter: lambda e: {"amount_due_cents": e.amount_due_cents} | (
+            {"status": D.PAID, "paid_at": e.received_on.isoformat(), "paid_by": e.means,
+             "paid_by_payment_id": e.payment_id} if e.amount_due_cents == 0 else {}),
     }
     for cls, values in invoice_changes.items():
         if isinstance(event, cls):
@@ -125,6 +143,19 @@ def changes_for(event: Any) -> list[Change]:
             invoices=" ".join(a["number"] for a in event.allocations),
             started_at=event.timestamp.isoformat(),
         )]
+    if isinstance(event, D.CounterPayment.Received):
+        terms = event.terms
+        return [PaymentRow(
+            id=oid, family_id=terms["family_id"], regie=terms["regie"], status=D.CONFIRMED,
+            amount_cents=terms["amount_cents"], refdet=terms["reference"] or "",
+            invoices=" ".join(a["number"] for a in event.allocations),
+            started_at=event.timestamp.isoformat(), means=terms["means"],
+            paid_at=event.timestamp.isoformat(), day=terms["received_on"],
+        )]
+    if isinstance(event, D.FamilyCredit.Opened):
+        return [CreditRow(id=oid, family_id=event.family_id, regie=event.regie)]
+    if isinstance(event, D.FamilyCredit.Credited):
+        return [RowChange("view_credits", oid, {"balance_cents": event.balance_cents})]
     closed = {"closed_at": event.timestamp.isoformat(), "day": _paris_day(event.timestamp)}
     payment_changes: dict[type, Callable[[Any], dict[str, Any]]] = {
         D.Payment.Requested: lambda e: {"status": D.REQUESTED, "idop": e.idop},
@@ -175,6 +206,9 @@ class ToPayStore(Protocol):
 
     def reset(self) -> None:
         """Forget everything, position included."""
+
+    def credits(self, family_id: str) -> list[dict[str, Any]]:
+        """The régies that owe the family something, and how much."""
 
     def snapshot(self) -> dict[str, Any]:
         """Every table as plain data, for comparing a rebuild with the live one."""
@@ -235,8 +269,11 @@ class SqlToPayStore:
                 "invoices TEXT NOT NULL, started_at TEXT NOT NULL, idop TEXT, "
                 "resultrans TEXT, numauto TEXT, paid_at TEXT, day TEXT, closed_at TEXT, "
                 "late INTEGER NOT NULL DEFAULT 0, refunds INTEGER NOT NULL DEFAULT 0, "
-                "refund_cents BIGINT NOT NULL DEFAULT 0)"
+                "refund_cents BIGINT NOT NULL DEFAULT 0, means TEXT)"
             )
+            c.execute("CREATE TABLE IF NOT EXISTS {schema}view_credits ("
+                      "id TEXT PRIMARY KEY, family_id TEXT NOT NULL, regie TEXT NOT NULL, "
+                      "balance_cents BIGINT NOT NULL)")
             c.execute("CREATE TABLE IF NOT EXISTS {schema}view_anomalies "
                       "(id TEXT PRIMARY KEY, payment_id TEXT NOT NULL)")
             c.execute("CREATE INDEX IF NOT EXISTS view_payments_day "
@@ -252,7 +289,7 @@ class SqlToPayStore:
     def reset(self) -> None:
         with self.store.transaction() as c:
             for table in ("view_regies", "view_invoices", "view_payments", "view_anomalies",
-                          "view_positions"):
+                          "view_credits", "view_positions"):
                 c.execute(f"DROP TABLE IF EXISTS {{schema}}{table}")
         self.create()
 
@@ -277,7 +314,7 @@ class SqlToPayStore:
                         "ON CONFLICT (code) DO UPDATE SET name = excluded.name",
                         (change.code, change.name),
                     )
-                elif isinstance(change, InvoiceRow | PaymentRow | AnomalyRow):
+                elif isinstance(change, InvoiceRow | PaymentRow | AnomalyRow | CreditRow):
                     table = NEW_ROW_TABLES[type(change)]
                     row = {k: v.isoformat() if isinstance(v, date) else v
                            for k, v in asdict(change).items()}
@@ -350,7 +387,14 @@ class SqlToPayStore:
             "invoices": table("view_invoices"),
             "payments": table("view_payments"),
             "anomalies": table("view_anomalies"),
+            "credits": table("view_credits"),
         }
+
+    def credits(self, family_id: str) -> list[dict[str, Any]]:
+        rows = self.store.fetchall(
+            "SELECT regie, balance_cents FROM {schema}view_credits WHERE family_id = ? "
+            "AND balance_cents <> 0 ORDER BY regie", (family_id,))
+        return [_plain(r) for r in rows]
 
 
 class MemoryToPayStore(SqlToPayStore):

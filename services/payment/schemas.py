@@ -149,3 +149,46 @@ class Journal(Schema):
     chain_head = fields.Nested(ChainHead, allow_none=True, metadata={
         "description": "the same as a chain head (service, position, hash, day): a line of "
                        "a JSONL file that regie verify --heads takes"})
+
+
+class CounterPaymentIn(Schema):
+    regie = fields.String(required=True, validate=CODE)
+    family_id = fields.String(required=True, validate=FAMILY)
+    means = fields.String(required=True, validate=validate.OneOf(
+        ["cash", "cheque", "cesu", "ancv", "transfer"]))
+    amount_cents = fields.Integer(required=True, strict=True,
+                                  validate=validate.Range(min=1, max=10_000_000_000))
+    reference = fields.String(load_default=None, allow_none=True,
+                              validate=validate.Length(min=1, max=200), metadata={
+        "description": "cheque number, CESU or ANCV voucher numbers, transfer label; "
+                       "required except for cash. The same reference again is the same "
+                       "payment"})
+    received_on = fields.Date(required=True)
+    invoice_ids = fields.List(
+        fields.UUID(), load_default=None,
+        validate=validate.Length(min=1, max=50, error="1 to 50 invoices of one régie"),
+        metadata={"description": "the invoices it pays, in this order; without it, the "
+                                 "family's open invoices of the régie, oldest due first"})
+
+
+class CounterAllocation(Schema):
+    invoice_id = fields.String()
+    number = fields.String()
+    amount_cents = fields.Integer()
+
+
+class CounterPaymentOut(Schema):
+    id = fields.String()
+    regie = fields.String()
+    family_id = fields.String()
+    means = fields.String()
+    amount_cents = fields.Integer()
+    reference = fields.String(allow_none=True)
+    received_on = fields.String()
+    invoice_ids = fields.List(fields.String(), allow_none=True)
+    allocations = fields.List(fields.Nested(CounterAllocation))
+    unallocated_cents = fields.Integer(metadata={
+        "description": "beyond what was due: now the family's credit in the régie"})
+    by = fields.String(metadata={"description": "the role of the token that recorded it"})
+    recorded_at = fields.AwareDateTime()
+    receipt_url = fields.String(metadata={"description": "where its receipt is served"})

@@ -5,7 +5,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID
 
-from flask import Flask, Response, redirect, request
+from flask import Flask, Response, redirect, request, url_for
 from flask.views import MethodView
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -22,6 +22,8 @@ from services.payment.application import PaymentApp, ReturnUrls
 from services.payment.gateway import Gateway, MeasuredGateway
 from services.payment.journal import to_csv
 from services.payment.schemas import (
+    CounterPaymentIn,
+    CounterPaymentOut,
     History,
     Journal,
     JournalQuery,
@@ -197,4 +199,43 @@ def create_app(
             return payment_out(p)
 
     api.register_blueprint(blp)
+    api.register_blueprint(counter_blueprint(service, auth))
     return app
+
+
+def counter_blueprint(service: PaymentApp, auth: Auth) -> Blueprint:
+    """The régisseur's counter: money taken in hand (cashier)."""
+    blp = Blueprint("counter", __name__, description="The régisseur's counter")
+
+    def counter_out(p: domain.CounterPayment) -> dict[str, Any]:
+        return {**p.terms, "id": str(p.id), "allocations": p.allocations,
+                "unallocated_cents": p.unallocated_cents, "by": p.by,
+                "recorded_at": p.created_on,
+                "receipt_url": url_for("counter.CounterPaymentById", payment_id=p.id,
+                                       _external=True)}
+
+    @blp.route("/counter-payments")
+    class CounterPayments(MethodView):
+        @auth.requires("cashier")
+        @blp.arguments(CounterPaymentIn)
+        @blp.response(201, CounterPaymentOut)
+        @blp.alt_response(200, schema=CounterPaymentOut,
+                          description="the same reference entered again, same terms")
+        def post(self, data: dict[str, Any]) -> Any:
+            ids = data["invoice_ids"]
+            terms = domain.CounterTerms(
+                regie=data["regie"], family_id=data["family_id"], means=data["means"],
+                amount_cents=data["amount_cents"], reference=data["reference"],
+                received_on=data["received_on"],
+                invoice_ids=None if ids is None else tuple(str(i) for i in ids))
+            p, created = service.receive_at_counter(terms, by=auth.role())
+            return counter_out(p), 201 if created else 200
+
+    @blp.route("/counter-payments/<uuid:payment_id>")
+    class CounterPaymentById(MethodView):
+        @auth.requires("cashier")
+        @blp.response(200, CounterPaymentOut)
+        def get(self, payment_id: UUID) -> Any:
+            return counter_out(service.get_counter_payment(payment_id))
+
+    return blp

@@ -52,6 +52,8 @@ PAYMENT: dict[tuple[str, str], tuple[str, ...] | str] = {
     ("POST", "/payfip/notification"): PUBLIC,
     ("GET", "/payfip/return"): PUBLIC,
     ("GET", "/regies/<regie>/journal"): ("auditor", "operator"),
+    ("POST", "/counter-payments"): ("cashier", "operator"),
+    ("GET", "/counter-payments/<uuid:payment_id>"): ("cashier", "operator"),
 }
 TABLES = {"billing": BILLING, "payment": PAYMENT}
 SAMPLE = {"invoice_id": "4b1d5c1e-0000-4000-8000-000000000001",
