@@ -137,6 +137,27 @@ class InvoiceSettledV1(Strict):
     paid_at = fields.AwareDateTime(required=True)
 
 
+class InvoiceCreditedV1(Strict):
+    """A credit note (avoir) on an invoice: it lowered what is due, or, on an invoice paid
+    already, gave the family credit in the régie."""
+
+    invoice_id = fields.String(required=True)
+    regie = fields.String(required=True, validate=CODE)
+    number = fields.String(required=True)
+    family_id = fields.String(required=True)
+    credit_note_id = fields.String(required=True)
+    amount_cents = fields.Integer(required=True, strict=True, metadata={
+        "description": "The credit note's amount, in cents: applied_cents plus credit_cents."})
+    reason = fields.String(required=True)
+    applied_cents = fields.Integer(required=True, strict=True, metadata={
+        "description": "What it took off the invoice's amount due."})
+    credit_cents = fields.Integer(required=True, strict=True, metadata={
+        "description": "What it gave back of an amount already paid: the family's credit in "
+                       "the régie, applied to its next invoices or refunded."})
+    by = fields.String(required=True, metadata={
+        "description": "Who issued it: the role of the acting token, or a staff id."})
+
+
 # --- payment.payments ---------------------------------------------------------------
 # Amounts carry no range check on purpose: the payment service has already enforced
 # PayFiP's limits, and a relay that cannot encode a stored event would stall its topic.
@@ -158,7 +179,8 @@ class RefundV1(AllocationV1):
     reason = fields.String(required=True, metadata={
         "description": "The invoice's status when the payment was confirmed: cancelled, "
                        "transferred, or paid (by another payment, the confirmation being "
-                       "late)."})
+                       "late); or credited: a credit note lowered what it owed while it was "
+                       "being paid, and this is the difference."})
 
 
 class PaymentRequestedV1(Strict):
@@ -296,6 +318,24 @@ class CounterPaymentReceivedV1(Strict):
     by = fields.String(required=True, metadata={
         "description": "Who recorded it: the role of the acting token (cashier, operator), "
                        "or a staff id."})
+
+
+class CreditAppliedV1(Strict):
+    """The family's credit in the régie (money paid beyond what was due, credit notes on
+    paid invoices) paid a new invoice of the family there, in full or in part."""
+
+    payment_id = fields.String(required=True, metadata={
+        "description": "This application's id: what billing records as the settlement's "
+                       "payment."})
+    credit_id = fields.String(required=True)
+    family_id = fields.String(required=True, metadata={"description": "Also the Kafka key."})
+    regie = fields.String(required=True, validate=CODE)
+    applied_at = fields.AwareDateTime(required=True)
+    allocations = fields.List(fields.Nested(AllocationV1), required=True)
+    balance_cents = fields.Integer(required=True, strict=True, metadata={
+        "description": "What the régie still owes the family after it."})
+    by = fields.String(required=True, metadata={
+        "description": "Who did it: automatic, the credit applying itself."})
 
 
 # --- audit.chain-heads --------------------------------------------------------------

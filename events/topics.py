@@ -23,6 +23,7 @@ BILLING_INVOICES = Topic(
         "InvoiceCancelled",
         "InvoiceTransferred",
         "InvoiceSettled",
+        "InvoiceCredited",
     ),
 )
 
@@ -39,6 +40,7 @@ PAYMENT_PAYMENTS = Topic(
         "PaymentExpired",
         "RefundNeeded",
         "CounterPaymentReceived",
+        "CreditApplied",
     ),
 )
 

@@ -76,8 +76,7 @@ class PaymentApp(ServiceApplication):
             if self.already_applied(tracking):
                 return False
             processing = ProcessingEvent[UUID](tracking=tracking)
-            aggregate = self._billing_change(message)
-            if aggregate is not None:
+            for aggregate in self._billing_change(message):
                 processing.collect_events(aggregate)
             try:
                 self._record(processing)
@@ -95,29 +94,36 @@ class PaymentApp(ServiceApplication):
         except AggregateNotFoundError:
             return None
 
-    def _billing_change(self, message: Envelope) -> Any:
+    def _billing_change(self, message: Envelope) -> list[Any]:
+        """The aggregates a billing event changes here, with their new events."""
         data = message.data
         if message.name == "RegieOpened":
             if self._get(domain.Regie.create_id(data["code"])) is not None:
-                return None
-            return domain.Regie(
+                return []
+            return [domain.Regie(
                 code=data["code"], name=data["name"], numcli=data["numcli"],
                 saisie=data["saisie"], sequence=message.sequence,
-            )
+            )]
         invoice_id = UUID(data["invoice_id"])
         invoice: domain.Invoice | None = self._get(invoice_id)
         if message.name == "InvoiceIssued":
             if invoice is not None:
-                return None
-            return domain.Invoice(
+                return []
+            invoice = domain.Invoice(
                 invoice_id=data["invoice_id"], regie=data["regie"], number=data["number"],
                 family_id=data["family_id"],
                 label=data["label"], issued_on=data["issued_on"],
                 payable_until=data["payable_until"], due_on=data["due_on"],
                 amount_cents=data["amount_cents"], sequence=message.sequence,
             )
+            # What the régie owes the family pays its next invoice by itself.
+            credit = self._get(domain.FamilyCredit.create_id(invoice.regie, invoice.family_id))
+            if isinstance(credit, domain.FamilyCredit) and credit.balance_cents > 0:
+                credit.apply_to(invoice)
+                return [invoice, credit]
+            return [invoice]
         if invoice is not None and not invoice.is_new(message.sequence):
-            return None
+            return []
         if invoice is None or message.sequence != invoice.sequence + 1:
             raise OutOfOrder(
                 f"{message.name} #{message.sequence} of invoice {invoice_id} follows "
@@ -133,9 +139,24 @@ class PaymentApp(ServiceApplication):
             invoice.settled_upstream(payment_id=data["payment_id"], sequence=message.sequence)
         elif message.name == "InvoiceTransferred":
             invoice.transfer(reference=data["reference"], sequence=message.sequence)
+        elif message.name == "InvoiceCredited":
+            beyond = invoice.credit(credit_note_id=data["credit_note_id"],
+                                    applied_cents=data["applied_cents"],
+                                    sequence=message.sequence)
+            # Given back of an amount paid, or paid here before billing heard of it.
+            owed = data["credit_cents"] + beyond
+            if owed:
+                credit = self._get(domain.FamilyCredit.create_id(invoice.regie,
+                                                                 invoice.family_id))
+                if not isinstance(credit, domain.FamilyCredit):
+                    credit = domain.FamilyCredit(regie=invoice.regie,
+                                                 family_id=invoice.family_id)
+                credit.credit(amount_cents=owed, source="credit_note",
+                              source_id=data["credit_note_id"], by=data["by"])
+                return [invoice, credit]
         else:
-            return None
-        return invoice
+            return []
+        return [invoice]
 
     # --- queries ------------------------------------------------------------------
     def refresh(self) -> int:
@@ -446,10 +467,16 @@ class PaymentApp(ServiceApplication):
                 UUID(allocation["invoice_id"]))
             if invoice.status == domain.OPEN:
                 # Ours, or freed since, or even reserved by a newer attempt: the money
-                # PayFiP took pays it; the newer attempt will find it paid.
-                invoice.pay(payment_id=str(payment.id), amount_cents=allocation["amount_cents"],
+                # PayFiP took pays it; the newer attempt will find it paid. A credit note
+                # may have lowered what it owes meanwhile: the rest goes back.
+                share = min(allocation["amount_cents"], invoice.amount_due_cents)
+                invoice.pay(payment_id=str(payment.id), amount_cents=share,
                             paid_at=paid_at, resultrans=resultrans)
-                paid.append(allocation)
+                paid.append({**allocation, "amount_cents": share})
+                if share < allocation["amount_cents"]:
+                    refunds.append({**allocation,
+                                    "amount_cents": allocation["amount_cents"] - share,
+                                    "reason": "credited"})
                 if str(invoice.id) not in by_id:
                     touched.append(invoice)
             else:

@@ -117,6 +117,21 @@ class Invoice(Aggregate):
         received_on: date
         amount_due_cents: int
 
+    class Credited(Aggregate.Event):
+        """A credit note of billing's: ``amount_cents`` came off what is due here."""
+
+        credit_note_id: str
+        amount_cents: int
+        amount_due_cents: int
+        sequence: int
+
+    class PaidFromCredit(Aggregate.Event):
+        """The family's credit in the régie paid it, in full or in part."""
+
+        credit_id: str
+        amount_cents: int
+        amount_due_cents: int
+
     class SettlementAcknowledged(Aggregate.Event):
         """Billing recorded a part payment of ours: the invoice stays open here."""
 
@@ -205,6 +220,29 @@ class Invoice(Aggregate):
     @event(PaidAtCounter)
     def _paid_at_counter(self, payment_id: str, amount_cents: int, means: str,
                          received_on: date, amount_due_cents: int) -> None:
+        self.amount_due_cents = amount_due_cents
+        if amount_due_cents == 0:
+            self.status = PAID
+
+    def credit(self, credit_note_id: str, applied_cents: int, sequence: int) -> int:
+        """Take a credit note off what is due; return what it could not take off (paid
+        here already, billing not knowing yet): that is the family's credit."""
+        here = min(applied_cents, self.amount_due_cents) if self.status == OPEN else 0
+        self._credited(credit_note_id=credit_note_id, amount_cents=here,
+                       amount_due_cents=self.amount_due_cents - here, sequence=sequence)
+        return applied_cents - here
+
+    @event(Credited)
+    def _credited(self, credit_note_id: str, amount_cents: int, amount_due_cents: int,
+                  sequence: int) -> None:
+        self.amount_due_cents = amount_due_cents
+        self.sequence = sequence
+        if self.status == OPEN and amount_due_cents == 0:
+            self.status = PAID
+
+    @event(PaidFromCredit)
+    def paid_from_credit(self, credit_id: str, amount_cents: int, amount_due_cents: int
+                         ) -> None:
         self.amount_due_cents = amount_due_cents
         if amount_due_cents == 0:
             self.status = PAID
@@ -796,4 +834,25 @@ class FamilyCredit(Aggregate):
     @event(Credited)
     def _credited(self, amount_cents: int, source: str, source_id: str, by: str,
                   balance_cents: int) -> None:
+        self.balance_cents = balance_cents
+
+    class Applied(Aggregate.Event):
+        invoice_id: str
+        number: str
+        amount_cents: int
+        balance_cents: int
+
+    def apply_to(self, invoice: Invoice) -> None:
+        """Pay what it can of a new invoice of the family in the régie."""
+        amount = min(self.balance_cents, invoice.amount_due_cents)
+        if amount <= 0 or invoice.status != OPEN:
+            return
+        self._applied(invoice_id=str(invoice.id), number=invoice.number, amount_cents=amount,
+                      balance_cents=self.balance_cents - amount)
+        invoice.paid_from_credit(credit_id=str(self.id), amount_cents=amount,
+                                 amount_due_cents=invoice.amount_due_cents - amount)
+
+    @event(Applied)
+    def _applied(self, invoice_id: str, number: str, amount_cents: int,
+                 balance_cents: int) -> None:
         self.balance_cents = balance_cents

@@ -13,7 +13,7 @@ from typing import Any
 import events
 from services.common.outbox import Outgoing, ToWire
 from services.payment.application import PaymentApp
-from services.payment.domain import CounterPayment, Payment
+from services.payment.domain import CounterPayment, FamilyCredit, Payment
 
 SOURCE = "/regie/payment"
 
@@ -45,10 +45,33 @@ def _counter_payment(event: CounterPayment.Received, notification_id: int,
     return Outgoing(topic, terms["family_id"], value)
 
 
+def _credit_applied(event: FamilyCredit.Applied, credit: FamilyCredit, notification_id: int,
+                    topic: str) -> Outgoing:
+    credit_id = str(event.originator_id)
+    # One id per application: billing settles an invoice once per payment id.
+    payment_id = f"{credit_id}/{event.originator_version}"
+    value = events.encode(
+        "CreditApplied",
+        {"payment_id": payment_id, "credit_id": credit_id, "family_id": credit.family_id,
+         "regie": credit.regie, "applied_at": event.timestamp,
+         "allocations": [{"invoice_id": event.invoice_id, "number": event.number,
+                          "amount_cents": event.amount_cents}],
+         "balance_cents": event.balance_cents, "by": "automatic"},
+        id=f"{SOURCE}/{payment_id}", source=SOURCE, time=event.timestamp,
+        subject=credit_id, key=credit.family_id, notification_id=notification_id,
+        sequence=event.originator_version,
+    )
+    return Outgoing(topic, credit.family_id, value)
+
+
 def make_to_wire(app: PaymentApp, topic: str) -> ToWire:
     def to_wire(event: Any, notification_id: int) -> list[Outgoing]:
         if isinstance(event, CounterPayment.Received):
             return [_counter_payment(event, notification_id, topic)]
+        if isinstance(event, FamilyCredit.Applied):
+            credit: FamilyCredit = app.repository.get(event.originator_id,
+                                                      version=event.originator_version)
+            return [_credit_applied(event, credit, notification_id, topic)]
         if not isinstance(
             event,
             Payment.Requested

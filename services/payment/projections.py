@@ -132,6 +132,11 @@ def changes_for(event: Any) -> list[Change]:
         D.Invoice.PaidAtCounter: lambda e: {"amount_due_cents": e.amount_due_cents} | (
             {"status": D.PAID, "paid_at": e.received_on.isoformat(), "paid_by": e.means,
              "paid_by_payment_id": e.payment_id} if e.amount_due_cents == 0 else {}),
+        D.Invoice.Credited: lambda e: {"amount_due_cents": e.amount_due_cents} | (
+            {"status": D.PAID} if e.amount_cents and e.amount_due_cents == 0 else {}),
+        D.Invoice.PaidFromCredit: lambda e: {"amount_due_cents": e.amount_due_cents} | (
+            {"status": D.PAID, "paid_at": e.timestamp.isoformat(), "paid_by": "credit",
+             "paid_by_payment_id": e.credit_id} if e.amount_due_cents == 0 else {}),
     }
     for cls, values in invoice_changes.items():
         if isinstance(event, cls):
@@ -154,7 +159,7 @@ def changes_for(event: Any) -> list[Change]:
         )]
     if isinstance(event, D.FamilyCredit.Opened):
         return [CreditRow(id=oid, family_id=event.family_id, regie=event.regie)]
-    if isinstance(event, D.FamilyCredit.Credited):
+    if isinstance(event, D.FamilyCredit.Credited | D.FamilyCredit.Applied):
         return [RowChange("view_credits", oid, {"balance_cents": event.balance_cents})]
     closed = {"closed_at": event.timestamp.isoformat(), "day": _paris_day(event.timestamp)}
     payment_changes: dict[type, Callable[[Any], dict[str, Any]]] = {

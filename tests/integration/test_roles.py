@@ -38,6 +38,7 @@ BILLING: dict[tuple[str, str], tuple[str, ...] | str] = {
     ("GET", "/invoices/<uuid:invoice_id>"): ANY,
     ("POST", "/invoices/<uuid:invoice_id>/cancel"): ("issuer", "operator"),
     ("POST", "/invoices/<uuid:invoice_id>/transfer"): ("issuer", "operator"),
+    ("POST", "/invoices/<uuid:invoice_id>/credit-notes"): ("issuer", "operator"),
 }
 PAYMENT: dict[tuple[str, str], tuple[str, ...] | str] = {
     ("GET", "/health"): PUBLIC,
