@@ -91,6 +91,7 @@ REGISTRY = Registry(
         EventType("RefundNeeded", PAYMENT, {1: schemas.RefundNeededV1}),
         EventType("CounterPaymentReceived", PAYMENT, {1: schemas.CounterPaymentReceivedV1}),
         EventType("CreditApplied", PAYMENT, {1: schemas.CreditAppliedV1}),
+        EventType("RefundPaid", PAYMENT, {1: schemas.RefundPaidV1}),
         EventType("ChainHead", AUDIT, {1: schemas.ChainHeadV1}),
     ]
 )

@@ -338,6 +338,27 @@ class CreditAppliedV1(Strict):
         "description": "Who did it: automatic, the credit applying itself."})
 
 
+class RefundPaidV1(Strict):
+    """The régisseur paid money back to a family: what a confirmed payment took for invoices
+    closed meanwhile (RefundNeeded), or the family's credit it asked back."""
+
+    refund_id = fields.String(required=True)
+    family_id = fields.String(required=True, metadata={"description": "Also the Kafka key."})
+    regie = fields.String(required=True, validate=CODE)
+    amount_cents = fields.Integer(required=True, strict=True, metadata={
+        "description": "What was paid back, in cents (positive)."})
+    source = fields.String(required=True, validate=validate.OneOf(["online_payment", "credit"]),
+                           metadata={"description": "online_payment: the payment_id of a "
+                                     "RefundNeeded is source_id; credit: the family's credit."})
+    source_id = fields.String(required=True)
+    means = fields.String(required=True, validate=validate.OneOf(["cash", "cheque", "transfer"]))
+    reference = fields.String(required=True, allow_none=True, metadata={
+        "description": "The cheque's number or the transfer's label; null for cash."})
+    paid_on = fields.Date(required=True)
+    by = fields.String(required=True, metadata={
+        "description": "Who recorded it: the role of the acting token, or a staff id."})
+
+
 # --- audit.chain-heads --------------------------------------------------------------
 
 

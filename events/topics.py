@@ -41,6 +41,7 @@ PAYMENT_PAYMENTS = Topic(
         "RefundNeeded",
         "CounterPaymentReceived",
         "CreditApplied",
+        "RefundPaid",
     ),
 )
 

@@ -574,3 +574,42 @@ class PaymentApp(ServiceApplication):
         if not isinstance(payment, domain.CounterPayment):
             raise NotFound("id", "no such counter payment")
         return payment
+
+    # --- refunds ------------------------------------------------------------------
+    def ask_credit_refund(self, family_id: str, regie: str, amount_cents: int | None,
+                          by: str) -> dict[str, Any]:
+        """Take the family's credit in the régie (all of it, or ``amount_cents``) to be
+        paid back; return the refund due."""
+        credit = self._get(domain.FamilyCredit.create_id(regie, family_id))
+        if not isinstance(credit, domain.FamilyCredit):
+            raise NotFound("regie", "the régie owes this family nothing")
+        refund_id = credit.ask_refund(amount_cents, by=by)
+        try:
+            self.save(credit)
+        except IntegrityError:
+            raise Conflict("amount_cents", "the credit changed meanwhile; try again") from None
+        return self.get_refund(UUID(refund_id))
+
+    def refunds(self, status: str | None, regie: str | None) -> list[dict[str, Any]]:
+        self.refresh()
+        return self.to_pay.refunds(status, regie)
+
+    def get_refund(self, refund_id: UUID) -> dict[str, Any]:
+        self.refresh()
+        for row in self.to_pay.refunds(refund_id=str(refund_id)):
+            return row
+        raise NotFound("id", "no such refund")
+
+    def pay_refund(self, refund_id: UUID, means: str, reference: str | None, paid_on: date,
+                   by: str) -> dict[str, Any]:
+        """Record that the régisseur paid a refund back; once."""
+        due = self.get_refund(refund_id)
+        if due["status"] != "due":
+            raise Conflict("id", f"this refund was paid on {due['paid_on']}")
+        refund = domain.Refund.pay(due, means=means, reference=reference, paid_on=paid_on,
+                                   by=by)
+        try:
+            self.save(refund)
+        except IntegrityError:
+            raise Conflict("id", "this refund was paid meanwhile") from None
+        return self.get_refund(refund_id)

@@ -856,3 +856,79 @@ class FamilyCredit(Aggregate):
     def _applied(self, invoice_id: str, number: str, amount_cents: int,
                  balance_cents: int) -> None:
         self.balance_cents = balance_cents
+
+    class RefundAsked(Aggregate.Event):
+        refund_id: str
+        amount_cents: int
+        by: str
+        balance_cents: int
+
+    def ask_refund(self, amount_cents: int | None, by: str) -> str:
+        """Take money off the credit to be paid back to the family; return the refund's id."""
+        amount = self.balance_cents if amount_cents is None else amount_cents
+        if self.balance_cents <= 0:
+            raise Conflict("amount_cents", "the régie owes this family nothing")
+        if not 0 < amount <= self.balance_cents:
+            raise DomainError("amount_cents", f"must be from 1 to {self.balance_cents}")
+        refund_id = str(Refund.create_id("credit", f"{self.id}/{self.version + 1}"))
+        self._refund_asked(refund_id=refund_id, amount_cents=amount, by=by,
+                           balance_cents=self.balance_cents - amount)
+        return refund_id
+
+    @event(RefundAsked)
+    def _refund_asked(self, refund_id: str, amount_cents: int, by: str,
+                      balance_cents: int) -> None:
+        self.balance_cents = balance_cents
+
+
+# Where a refund comes from: a PayFiP confirmation for invoices closed meanwhile
+# (RefundNeeded), or a family's credit it asked back.
+ONLINE_PAYMENT = "online_payment"
+CREDIT = "credit"
+REFUND_MEANS = ("cash", "cheque", "transfer")
+
+
+class Refund(Aggregate):
+    """Money paid back to a family: recorded once, when the régisseur pays it."""
+
+    @staticmethod
+    def create_id(source: str, source_id: str) -> UUID:
+        return uuid5(NAMESPACE, f"refund/{source}/{source_id}")
+
+    class Paid(Aggregate.Created):
+        regie: str
+        family_id: str
+        amount_cents: int
+        source: str
+        source_id: str
+        means: str
+        reference: str | None
+        paid_on: date
+        by: str
+
+    @event(Paid)
+    def __init__(self, regie: str, family_id: str, amount_cents: int, source: str,
+                 source_id: str, means: str, reference: str | None, paid_on: date,
+                 by: str) -> None:
+        self.regie = regie
+        self.family_id = family_id
+        self.amount_cents = amount_cents
+        self.source = source
+        self.source_id = source_id
+        self.means = means
+        self.reference = reference
+        self.paid_on = paid_on
+        self.by = by
+
+    @classmethod
+    def pay(cls, due: dict[str, Any], means: str, reference: str | None, paid_on: date,
+            by: str) -> "Refund":
+        """Record that a refund due (a row of the refunds list) was paid."""
+        if means not in REFUND_MEANS:
+            raise DomainError("means", f"one of {', '.join(REFUND_MEANS)}")
+        if not (reference or "").strip() and means != "cash":
+            raise DomainError("reference", f"required for {means}")
+        return cls(regie=due["regie"], family_id=due["family_id"],
+                   amount_cents=due["amount_cents"], source=due["source"],
+                   source_id=due["source_id"], means=means, reference=reference,
+                   paid_on=paid_on, by=by)

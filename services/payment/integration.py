@@ -13,7 +13,7 @@ from typing import Any
 import events
 from services.common.outbox import Outgoing, ToWire
 from services.payment.application import PaymentApp
-from services.payment.domain import CounterPayment, FamilyCredit, Payment
+from services.payment.domain import CounterPayment, FamilyCredit, Payment, Refund
 
 SOURCE = "/regie/payment"
 
@@ -68,6 +68,18 @@ def make_to_wire(app: PaymentApp, topic: str) -> ToWire:
     def to_wire(event: Any, notification_id: int) -> list[Outgoing]:
         if isinstance(event, CounterPayment.Received):
             return [_counter_payment(event, notification_id, topic)]
+        if isinstance(event, Refund.Paid):
+            refund_id = str(event.originator_id)
+            value = events.encode(
+                "RefundPaid",
+                {"refund_id": refund_id, **{k: getattr(event, k) for k in (
+                    "family_id", "regie", "amount_cents", "source", "source_id", "means",
+                    "reference", "paid_on", "by")}},
+                id=f"{SOURCE}/{refund_id}/{event.originator_version}", source=SOURCE,
+                time=event.timestamp, subject=refund_id, key=event.family_id,
+                notification_id=notification_id, sequence=event.originator_version,
+            )
+            return [Outgoing(topic, event.family_id, value)]
         if isinstance(event, FamilyCredit.Applied):
             credit: FamilyCredit = app.repository.get(event.originator_id,
                                                       version=event.originator_version)

@@ -12,7 +12,7 @@ CSV_COLUMNS = ("paid_at", "means", "amount_cents", "refdet", "idop", "numauto", 
 CSV_NUMBERS = frozenset({"amount_cents"})
 MEANS = {"card": "Carte bancaire", "direct_debit": "Prélèvement", "cash": "Espèces",
          "cheque": "Chèques", "cesu": "CESU", "ancv": "Chèques-vacances ANCV",
-         "transfer": "Virements"}
+         "transfer": "Virements", "credit": "Avoirs", "refund": "Remboursements"}
 STATUS = {"refused": "refusé", "abandoned": "abandonné", "expired": "expiré",
           "failed": "échec", "requested": "en cours", "started": "en cours"}
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")

@@ -18,7 +18,7 @@ from services.payment import domain
 NAME = "to-pay"
 # Raised whenever the tables change shape: a store built by an older version is then
 # dropped and rebuilt from the history, which is what event sourcing is for.
-VERSION = 6
+VERSION = 7
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,21 @@ class AnomalyRow:
     payment_id: str
 
 
-Change = RegieRow | InvoiceRow | PaymentRow | AnomalyRow | CreditRow | RowChange
+@dataclass(frozen=True)
+class NewRefund:
+    """A refund due, for the family and régie of ``owner_id``'s row in ``owner_table`` (the
+    event asking it does not name them)."""
+
+    id: str
+    source: str
+    source_id: str
+    amount_cents: int
+    asked_at: str
+    owner_table: str
+    owner_id: str
+
+
+Change = RegieRow | InvoiceRow | PaymentRow | AnomalyRow | CreditRow | NewRefund | RowChange
 
 INVOICE_COLUMNS = tuple(InvoiceRow.__dataclass_fields__)
 PAYMENT_COLUMNS = (*PaymentRow.__dataclass_fields__, "idop", "resultrans", "numauto",
@@ -161,6 +175,26 @@ def changes_for(event: Any) -> list[Change]:
         return [CreditRow(id=oid, family_id=event.family_id, regie=event.regie)]
     if isinstance(event, D.FamilyCredit.Credited | D.FamilyCredit.Applied):
         return [RowChange("view_credits", oid, {"balance_cents": event.balance_cents})]
+    if isinstance(event, D.FamilyCredit.RefundAsked):
+        return [RowChange("view_credits", oid, {"balance_cents": event.balance_cents}),
+                NewRefund(id=event.refund_id, source=D.CREDIT,
+                          source_id=f"{oid}/{event.originator_version}",
+                          amount_cents=event.amount_cents,
+                          asked_at=event.timestamp.isoformat(), owner_table="view_credits",
+                          owner_id=oid)]
+    if isinstance(event, D.Refund.Paid):
+        return [
+            RowChange("view_refunds", oid, {
+                "status": "paid", "paid_on": event.paid_on.isoformat(), "means": event.means,
+                "reference": event.reference, "paid_by": event.by}),
+            # In the day's journal, as money going out.
+            PaymentRow(
+                id=oid, family_id=event.family_id, regie=event.regie, status=D.CONFIRMED,
+                amount_cents=-event.amount_cents,
+                refdet=f"{event.means} {event.reference or ''}".strip(), invoices="",
+                started_at=event.timestamp.isoformat(), means="refund",
+                paid_at=event.timestamp.isoformat(), day=event.paid_on.isoformat()),
+        ]
     closed = {"closed_at": event.timestamp.isoformat(), "day": _paris_day(event.timestamp)}
     payment_changes: dict[type, Callable[[Any], dict[str, Any]]] = {
         D.Payment.Requested: lambda e: {"status": D.REQUESTED, "idop": e.idop},
@@ -181,7 +215,14 @@ def changes_for(event: Any) -> list[Change]:
     }
     for cls, values in payment_changes.items():
         if isinstance(event, cls):
-            return [RowChange("view_payments", oid, values(event))]
+            changes: list[Change] = [RowChange("view_payments", oid, values(event))]
+            if isinstance(event, D.Payment.Confirmed) and event.refunds:
+                changes.append(NewRefund(
+                    id=str(D.Refund.create_id(D.ONLINE_PAYMENT, oid)), source=D.ONLINE_PAYMENT,
+                    source_id=oid, amount_cents=sum(r["amount_cents"] for r in event.refunds),
+                    asked_at=event.timestamp.isoformat(), owner_table="view_payments",
+                    owner_id=oid))
+            return changes
     if isinstance(event, D.Payment.AnswerMismatched):
         return [AnomalyRow(id=f"{oid}#{event.originator_version}", payment_id=oid)]
     return []
@@ -214,6 +255,10 @@ class ToPayStore(Protocol):
 
     def credits(self, family_id: str) -> list[dict[str, Any]]:
         """The régies that owe the family something, and how much."""
+
+    def refunds(self, status: str | None = None, regie: str | None = None,
+                refund_id: str | None = None) -> list[dict[str, Any]]:
+        """Refunds due or paid, oldest asked first."""
 
     def snapshot(self) -> dict[str, Any]:
         """Every table as plain data, for comparing a rebuild with the live one."""
@@ -276,6 +321,11 @@ class SqlToPayStore:
                 "late INTEGER NOT NULL DEFAULT 0, refunds INTEGER NOT NULL DEFAULT 0, "
                 "refund_cents BIGINT NOT NULL DEFAULT 0, means TEXT)"
             )
+            c.execute("CREATE TABLE IF NOT EXISTS {schema}view_refunds ("
+                      "id TEXT PRIMARY KEY, family_id TEXT NOT NULL, regie TEXT NOT NULL, "
+                      "amount_cents BIGINT NOT NULL, source TEXT NOT NULL, "
+                      "source_id TEXT NOT NULL, status TEXT NOT NULL, asked_at TEXT NOT NULL, "
+                      "paid_on TEXT, means TEXT, reference TEXT, paid_by TEXT)")
             c.execute("CREATE TABLE IF NOT EXISTS {schema}view_credits ("
                       "id TEXT PRIMARY KEY, family_id TEXT NOT NULL, regie TEXT NOT NULL, "
                       "balance_cents BIGINT NOT NULL)")
@@ -294,7 +344,7 @@ class SqlToPayStore:
     def reset(self) -> None:
         with self.store.transaction() as c:
             for table in ("view_regies", "view_invoices", "view_payments", "view_anomalies",
-                          "view_credits", "view_positions"):
+                          "view_credits", "view_refunds", "view_positions"):
                 c.execute(f"DROP TABLE IF EXISTS {{schema}}{table}")
         self.create()
 
@@ -327,6 +377,15 @@ class SqlToPayStore:
                         f"INSERT INTO {{schema}}{table} ({', '.join(row)}) "
                         f"VALUES ({', '.join('?' for _ in row)}) ON CONFLICT (id) DO NOTHING",
                         tuple(row.values()),
+                    )
+                elif isinstance(change, NewRefund):
+                    c.execute(
+                        "INSERT INTO {schema}view_refunds (id, family_id, regie, amount_cents, "
+                        "source, source_id, status, asked_at) SELECT ?, family_id, regie, ?, ?, "
+                        f"?, 'due', ? FROM {{schema}}{change.owner_table} WHERE id = ? "
+                        "ON CONFLICT (id) DO NOTHING",
+                        (change.id, change.amount_cents, change.source, change.source_id,
+                         change.asked_at, change.owner_id),
                     )
                 elif change.values:
                     assignments = ", ".join(f"{k} = ?" for k in change.values)
@@ -377,6 +436,8 @@ class SqlToPayStore:
             "SUM(COALESCE(a.n, 0)) AS anomalies FROM {schema}view_payments p "
             "LEFT JOIN (SELECT payment_id, COUNT(*) AS n FROM {schema}view_anomalies "
             "GROUP BY payment_id) a ON a.payment_id = p.id "
+            # Refunds paid sit in the table for the journal: they are not payments.
+            "WHERE COALESCE(p.means, '') <> 'refund' "
             "GROUP BY p.regie, p.status ORDER BY p.regie, p.status"
         )
         return [{k: v if k in ("regie", "status") else int(v or 0) for k, v in r.items()}
@@ -393,7 +454,19 @@ class SqlToPayStore:
             "payments": table("view_payments"),
             "anomalies": table("view_anomalies"),
             "credits": table("view_credits"),
+            "refunds": table("view_refunds"),
         }
+
+    def refunds(self, status: str | None = None, regie: str | None = None,
+                refund_id: str | None = None) -> list[dict[str, Any]]:
+        query = "SELECT * FROM {schema}view_refunds WHERE 1 = 1"
+        params: tuple[Any, ...] = ()
+        for column, value in (("status", status), ("regie", regie), ("id", refund_id)):
+            if value is not None:
+                query += f" AND {column} = ?"
+                params += (value,)
+        return [_plain(r) for r in self.store.fetchall(query + " ORDER BY asked_at, id",
+                                                        params)]
 
     def credits(self, family_id: str) -> list[dict[str, Any]]:
         rows = self.store.fetchall(

@@ -192,3 +192,46 @@ class CounterPaymentOut(Schema):
     by = fields.String(metadata={"description": "the role of the token that recorded it"})
     recorded_at = fields.AwareDateTime()
     receipt_url = fields.String(metadata={"description": "where its receipt is served"})
+
+
+class CreditRefundIn(Schema):
+    amount_cents = fields.Integer(load_default=None, allow_none=True, strict=True,
+                                  validate=validate.Range(min=1), metadata={
+        "description": "what to pay back; the whole credit without it"})
+
+
+class RefundsQuery(Schema):
+    status = fields.String(load_default=None, validate=validate.OneOf(["due", "paid"]))
+    regie = fields.String(load_default=None, validate=CODE)
+
+
+class RefundPaidIn(Schema):
+    means = fields.String(required=True, validate=validate.OneOf(["cash", "cheque",
+                                                                  "transfer"]))
+    reference = fields.String(load_default=None, allow_none=True,
+                              validate=validate.Length(min=1, max=200), metadata={
+        "description": "the cheque's number or the transfer's label; required except for "
+                       "cash"})
+    paid_on = fields.Date(required=True)
+
+
+class RefundOut(Schema):
+    id = fields.String()
+    family_id = fields.String()
+    regie = fields.String()
+    amount_cents = fields.Integer()
+    source = fields.String(metadata={
+        "description": "online_payment (PayFiP took money for invoices closed meanwhile: "
+                       "RefundNeeded) or credit (the family's credit asked back)"})
+    source_id = fields.String(metadata={"description": "the payment, or the credit's event"})
+    status = fields.String(metadata={"description": "due or paid"})
+    asked_at = fields.String()
+    paid_on = fields.String(allow_none=True)
+    means = fields.String(allow_none=True)
+    reference = fields.String(allow_none=True)
+    paid_by = fields.String(allow_none=True, metadata={
+        "description": "who recorded the payment: the role of the acting token"})
+
+
+class RefundList(Schema):
+    refunds = fields.List(fields.Nested(RefundOut))

@@ -24,12 +24,17 @@ from services.payment.journal import to_csv
 from services.payment.schemas import (
     CounterPaymentIn,
     CounterPaymentOut,
+    CreditRefundIn,
     History,
     Journal,
     JournalQuery,
     NotificationIn,
     PaymentIn,
     PaymentOut,
+    RefundList,
+    RefundOut,
+    RefundPaidIn,
+    RefundsQuery,
     ToPay,
     ToPayInvoices,
 )
@@ -200,6 +205,7 @@ def create_app(
 
     api.register_blueprint(blp)
     api.register_blueprint(counter_blueprint(service, auth))
+    api.register_blueprint(refunds_blueprint(service, auth))
     return app
 
 
@@ -237,5 +243,38 @@ def counter_blueprint(service: PaymentApp, auth: Auth) -> Blueprint:
         @blp.response(200, CounterPaymentOut)
         def get(self, payment_id: UUID) -> Any:
             return counter_out(service.get_counter_payment(payment_id))
+
+    return blp
+
+
+def refunds_blueprint(service: PaymentApp, auth: Auth) -> Blueprint:
+    """What the régie pays back to families (cashier)."""
+    blp = Blueprint("refunds", __name__, description="Refunds and the families' credit")
+
+    @blp.route("/families/<family_id>/credits/<regie>/refund")
+    class CreditRefund(MethodView):
+        @auth.requires("cashier")
+        @blp.arguments(CreditRefundIn)
+        @blp.response(201, RefundOut)
+        def post(self, data: dict[str, Any], family_id: str, regie: str) -> Any:
+            return service.ask_credit_refund(family_id, regie, data["amount_cents"],
+                                             by=auth.role())
+
+    @blp.route("/refunds")
+    class Refunds(MethodView):
+        @auth.requires("cashier")
+        @blp.arguments(RefundsQuery, location="query")
+        @blp.response(200, RefundList)
+        def get(self, query: dict[str, Any]) -> Any:
+            return {"refunds": service.refunds(query["status"], query["regie"])}
+
+    @blp.route("/refunds/<uuid:refund_id>/paid")
+    class RefundPaid(MethodView):
+        @auth.requires("cashier")
+        @blp.arguments(RefundPaidIn)
+        @blp.response(200, RefundOut)
+        def post(self, data: dict[str, Any], refund_id: UUID) -> Any:
+            return service.pay_refund(refund_id, data["means"], data["reference"],
+                                      data["paid_on"], by=auth.role())
 
     return blp

@@ -56,6 +56,9 @@ PAYMENT_ROUTES = {
     "/regies/{regie}/journal": {"get"},
     "/counter-payments": {"post"},
     "/counter-payments/{payment_id}": {"get"},
+    "/families/{family_id}/credits/{regie}/refund": {"post"},
+    "/refunds": {"get"},
+    "/refunds/{refund_id}/paid": {"post"},
 }
 
 
