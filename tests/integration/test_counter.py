@@ -1,14 +1,19 @@
 """The counter through HTTP, on SQLite and PostgreSQL: counter payments, part payments, the
 family's credit; billing learning of them from payment.payments."""
 
-from datetime import date
+import json
+import time
+from datetime import UTC, date, datetime
 from typing import Any
 
+import pytest
 from flask.testing import FlaskClient
 
 from events import PAYMENT_PAYMENTS
+from services import bootstrap, cli
 from services.billing.application import BillingApp
 from services.billing.domain import PAID, Invoice
+from services.bootstrap import payment_app
 from services.common.consumer import handle_record
 from services.common.settings import Settings
 from services.payment.application import PaymentApp
@@ -173,3 +178,20 @@ def test_the_read_models_rebuild_to_the_same(store_settings: Settings) -> None:
     assert [(p["means"], p["amount_cents"]) for p in journal["payments"]] == [
         ("cheque", 5000), ("cash", 300)]
     assert (journal["totals"]["cheque_cents"], journal["totals"]["cash_cents"]) == (5000, 300)
+
+
+def test_as_of_shows_what_was_still_due_before_and_after_a_part_payment(
+        store_settings: Settings, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    _, _, client = setup(store_settings)
+    monkeypatch.setattr(bootstrap, "payment_app", lambda: payment_app(store_settings))
+    before = datetime.now(UTC)
+    time.sleep(0.01)  # the payment's events are recorded after that instant
+    client.post("/counter-payments", json=cheque(2000), headers=CASHIER)
+
+    def due_as_of(moment: str) -> int:
+        assert cli.main(["as-of", moment, "--family", "fam-1"]) == 0
+        return int(json.loads(capsys.readouterr().out)["regies"]["SPORTS"]["total_cents"])
+
+    assert due_as_of(before.isoformat()) == 4000
+    assert due_as_of("now") == 2000
