@@ -131,6 +131,12 @@ class PaymentApp(ServiceApplication):
             )
         if message.name == "InvoiceCancelled":
             invoice.cancel(reason=data["reason"], sequence=message.sequence)
+            if invoice.paid_here_cents:
+                # Paid, in part or in full, at the counter or from credit before billing
+                # heard of it: that money is the family's again.
+                return [invoice, self._credited(invoice, invoice.paid_here_cents,
+                                                "cancelled_invoice", str(invoice.id),
+                                                "billing")]
         elif message.name == "InvoiceSettled" and invoice.status == domain.OPEN:
             # A part payment billing heard of from us: what remains is still to pay here.
             invoice.settlement_acknowledged(payment_id=data["payment_id"],
@@ -146,17 +152,20 @@ class PaymentApp(ServiceApplication):
             # Given back of an amount paid, or paid here before billing heard of it.
             owed = data["credit_cents"] + beyond
             if owed:
-                credit = self._get(domain.FamilyCredit.create_id(invoice.regie,
-                                                                 invoice.family_id))
-                if not isinstance(credit, domain.FamilyCredit):
-                    credit = domain.FamilyCredit(regie=invoice.regie,
-                                                 family_id=invoice.family_id)
-                credit.credit(amount_cents=owed, source="credit_note",
-                              source_id=data["credit_note_id"], by=data["by"])
-                return [invoice, credit]
+                return [invoice, self._credited(invoice, owed, "credit_note",
+                                                data["credit_note_id"], data["by"])]
         else:
             return []
         return [invoice]
+
+    def _credited(self, invoice: domain.Invoice, amount_cents: int, source: str,
+                  source_id: str, by: str) -> domain.FamilyCredit:
+        """The family's credit in the invoice's régie, ``amount_cents`` more."""
+        credit = self._get(domain.FamilyCredit.create_id(invoice.regie, invoice.family_id))
+        if not isinstance(credit, domain.FamilyCredit):
+            credit = domain.FamilyCredit(regie=invoice.regie, family_id=invoice.family_id)
+        credit.credit(amount_cents=amount_cents, source=source, source_id=source_id, by=by)
+        return credit
 
     # --- queries ------------------------------------------------------------------
     def refresh(self) -> int:

@@ -165,6 +165,11 @@ class Invoice(Aggregate):
         self.sequence = sequence
         self.payment_id: str | None = None
 
+    # Paid without PayFiP (at the counter, from the family's credit), which comes back as
+    # credit if billing cancels the invoice. Set on the first such payment only, so that
+    # the state of other invoices stays what earlier versions read from the same history.
+    paid_here_cents = 0
+
     def is_new(self, sequence: int) -> bool:
         return sequence > self.sequence
 
@@ -220,6 +225,7 @@ class Invoice(Aggregate):
     @event(PaidAtCounter)
     def _paid_at_counter(self, payment_id: str, amount_cents: int, means: str,
                          received_on: date, amount_due_cents: int) -> None:
+        self.paid_here_cents += amount_cents
         self.amount_due_cents = amount_due_cents
         if amount_due_cents == 0:
             self.status = PAID
@@ -243,6 +249,7 @@ class Invoice(Aggregate):
     @event(PaidFromCredit)
     def paid_from_credit(self, credit_id: str, amount_cents: int, amount_due_cents: int
                          ) -> None:
+        self.paid_here_cents += amount_cents
         self.amount_due_cents = amount_due_cents
         if amount_due_cents == 0:
             self.status = PAID
@@ -814,7 +821,7 @@ class FamilyCredit(Aggregate):
 
     class Credited(Aggregate.Event):
         amount_cents: int
-        source: str  # counter_payment, credit_note
+        source: str  # counter_payment, credit_note, cancelled_invoice
         source_id: str
         by: str
         balance_cents: int

@@ -100,7 +100,9 @@ class HistoryLine(Schema):
     status = fields.String(metadata={"description": "open, paid, cancelled or transferred"})
     paid_at = fields.String(allow_none=True, metadata={"description": "Europe/Paris time"})
     paid_by = fields.String(allow_none=True, metadata={
-        "description": "how it was paid: card or direct_debit"})
+        "description": "how it was paid: card or direct_debit online; cash, cheque, cesu, "
+                       "ancv or transfer at the counter (what paid the last part of it); "
+                       "credit, the family's credit in the régie"})
     paid_by_payment_id = fields.String(allow_none=True, metadata={
         "description": "the payment that paid it (GET /payments/{id}); null unless paid"})
     payment_id = fields.String(allow_none=True, metadata={

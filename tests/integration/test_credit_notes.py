@@ -97,3 +97,15 @@ def test_bad_credit_notes_say_which_field_and_change_nothing(store_settings: Set
         errors = answer.json["errors"]  # type: ignore[index]
         assert field in errors.get("json", errors), (field, errors)
     assert billing.recorder.max_notification_id() == before
+
+
+def test_what_was_paid_at_the_counter_on_an_invoice_billing_cancels_is_credit(
+        store_settings: Settings) -> None:
+    billing, payment = issued(store_settings, terms("S-1", unit=2500))
+    deliver(payment, wire_messages(billing))
+    pays = payment_web(payment, tokens=TOKENS, gateway=FakeGateway(), urls=URLS).test_client()
+    pays.post("/counter-payments", json=cheque(1000), headers=CASHIER)
+    billing.cancel_invoice(Invoice.create_id("SPORTS", "S-1"), "doublon")
+    deliver(payment, wire_messages(billing))
+    assert payment.to_pay.credits("fam-1") == [{"regie": "SPORTS", "balance_cents": 1000}]
+    assert to_pay(pays) == []
