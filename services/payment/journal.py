@@ -29,7 +29,9 @@ def to_csv(journal: dict[str, Any]) -> str:
 
 
 def euros(cents: int) -> str:
-    return f"{cents // 100:,}".replace(",", " ") + f",{cents % 100:02d} €"
+    # Refunds are negative: the sign goes before the whole amount.
+    sign, cents = ("-", -cents) if cents < 0 else ("", cents)
+    return sign + f"{cents // 100:,}".replace(",", " ") + f",{cents % 100:02d} €"
 
 
 def to_pdf(journal: dict[str, Any], regie_name: str) -> bytes:

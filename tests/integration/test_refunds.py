@@ -11,6 +11,7 @@ from services.common.settings import Settings
 from services.payment.application import PaymentApp
 from services.payment.gateway import FakeGateway
 from services.payment.integration import make_to_wire
+from services.payment.journal import euros, to_csv, to_pdf
 from services.payment.projections import MemoryToPayStore, catch_up
 from services.payment.web import create_app
 from tests.factories import decoded, deliver, issued, relay_messages, terms, wire_messages
@@ -69,6 +70,9 @@ def test_a_refund_needed_is_listed_then_paid_once_and_shown_in_the_journal(
     assert [(p["means"], p["amount_cents"]) for p in journal["payments"]] == [
         ("refund", -1250)]
     assert journal["totals"]["refund_cents"] == -1250
+    assert "refund,-1250,transfer REMB S-2" in to_csv(journal)
+    assert b"%PDF" in to_pdf(journal, "Direction des sports")[:8]
+    assert euros(-1250) == "-12,50 €"
 
 
 def test_a_familys_credit_asked_back_is_a_refund_due(store_settings: Settings) -> None:
