@@ -180,7 +180,7 @@ def test_the_read_models_rebuild_to_the_same(store_settings: Settings) -> None:
     assert (journal["totals"]["cheque_cents"], journal["totals"]["cash_cents"]) == (5000, 300)
 
 
-def test_as_of_shows_what_was_still_due_before_and_after_a_part_payment(
+def test_as_of_shows_what_was_due_and_what_the_regie_owed_the_family(
         store_settings: Settings, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     _, _, client = setup(store_settings)
@@ -189,9 +189,21 @@ def test_as_of_shows_what_was_still_due_before_and_after_a_part_payment(
     time.sleep(0.01)  # the payment's events are recorded after that instant
     client.post("/counter-payments", json=cheque(2000), headers=CASHIER)
 
-    def due_as_of(moment: str) -> int:
+    def as_of(moment: str) -> dict[str, Any]:
         assert cli.main(["as-of", moment, "--family", "fam-1"]) == 0
-        return int(json.loads(capsys.readouterr().out)["regies"]["SPORTS"]["total_cents"])
+        state: dict[str, Any] = json.loads(capsys.readouterr().out)
+        return state
 
-    assert due_as_of(before.isoformat()) == 4000
-    assert due_as_of("now") == 2000
+    assert as_of(before.isoformat())["regies"]["SPORTS"]["total_cents"] == 4000
+    assert as_of("now")["regies"]["SPORTS"]["total_cents"] == 2000
+    # Paid beyond what is due, then asked back: the credit, then the refund due.
+    client.post("/counter-payments", json=cheque(2500, reference="7654321"), headers=CASHIER)
+    credited = datetime.now(UTC)
+    time.sleep(0.01)
+    client.post("/families/fam-1/credits/SPORTS/refund", json={}, headers=CASHIER)
+    then = as_of(credited.isoformat())
+    assert (then["credits"], then["refunds_due"]) == (
+        {"fam-1": [{"regie": "SPORTS", "balance_cents": 500}]}, [])
+    now = as_of("now")
+    assert now["credits"] == {}
+    assert [(r["source"], r["amount_cents"]) for r in now["refunds_due"]] == [("credit", 500)]
