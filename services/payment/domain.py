@@ -676,8 +676,7 @@ class IdopIndex(Aggregate):
 
 # --- the counter: money the régisseur takes in hand ---------------------------------------
 
-# The means of payment a régisseur takes at the counter, and the online ones, as the journal
-# names them.
+# The means of payment a régisseur takes at the counter, as the journal names them.
 COUNTER_MEANS = ("cash", "cheque", "cesu", "ancv", "transfer")
 # A reference (cheque number, CESU or ANCV voucher numbers, transfer label) is what makes
 # a counter payment recognisable when it is entered twice; cash may come without one.
