@@ -3,7 +3,9 @@ family's credit; billing learning of them from payment.payments."""
 
 import json
 import time
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,12 +19,14 @@ from services.bootstrap import payment_app
 from services.common.consumer import handle_record
 from services.common.settings import Settings
 from services.payment.application import PaymentApp
+from services.payment.domain import CounterTerms
 from services.payment.gateway import FakeGateway
 from services.payment.integration import make_to_wire
 from services.payment.projections import MemoryToPayStore, catch_up
 from services.payment.web import create_app
 from tests.factories import decoded, deliver, issued, relay_messages, terms, wire_messages
 from tests.integration.test_payments import NOW, URLS
+from tests.integration.test_settlement import Parts
 
 TOKENS = {"c": "cashier", "o": "operator", "r": "reader"}
 CASHIER = {"Authorization": "Bearer c"}
@@ -207,3 +211,36 @@ def test_as_of_shows_what_was_due_and_what_the_regie_owed_the_family(
     now = as_of("now")
     assert now["credits"] == {}
     assert [(r["source"], r["amount_cents"]) for r in now["refunds_due"]] == [("credit", 500)]
+
+
+@pytest.fixture
+def broker_parts(tmp_path: Path, kafka: Any) -> Iterator[Parts]:
+    from tests.integration.test_kafka import kafka_settings
+
+    started = Parts(kafka_settings(tmp_path, kafka.bootstrap, kafka.kind))
+    try:
+        yield started
+    finally:
+        started.stop_all()
+
+
+@pytest.mark.kafka
+def test_billing_learns_of_counter_payments_through_the_broker(broker_parts: Parts) -> None:
+    from tests.integration.test_kafka import wait_for
+
+    parts = broker_parts
+    billing, payment = issued(parts.settings, terms("K-1", unit=2500), terms("K-2", unit=1500))
+    deliver(payment, wire_messages(billing))
+    cheque_terms = CounterTerms(regie="SPORTS", family_id="fam-1", means="cheque",
+                                amount_cents=3000, reference="42", received_on=date(2025, 3, 3),
+                                invoice_ids=None)
+    payment.receive_at_counter(cheque_terms, by="cashier")
+
+    def due() -> list[int]:
+        return [billing.get_invoice(Invoice.create_id("SPORTS", n)).amount_due_cents
+                for n in ("K-1", "K-2")]
+
+    parts.start("relay")
+    parts.start("consumer")
+    wait_for(lambda: due() == [0, 1000], what="billing to apply the counter payment")
+    assert billing.get_invoice(Invoice.create_id("SPORTS", "K-1")).status == PAID
