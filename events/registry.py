@@ -77,6 +77,7 @@ REGISTRY = Registry(
         EventType("InvoiceCancelled", BILLING, {1: schemas.InvoiceCancelledV1}),
         EventType("InvoiceTransferred", BILLING, {1: schemas.InvoiceTransferredV1}),
         EventType("InvoiceSettled", BILLING, {1: schemas.InvoiceSettledV1}),
+        EventType("InvoiceCredited", BILLING, {1: schemas.InvoiceCreditedV1}),
         EventType("PaymentRequested", PAYMENT, {1: schemas.PaymentRequestedV1}),
         EventType(
             "PaymentConfirmed",
@@ -88,6 +89,9 @@ REGISTRY = Registry(
         EventType("PaymentAbandoned", PAYMENT, {1: schemas.PaymentAbandonedV1}),
         EventType("PaymentExpired", PAYMENT, {1: schemas.PaymentExpiredV1}),
         EventType("RefundNeeded", PAYMENT, {1: schemas.RefundNeededV1}),
+        EventType("CounterPaymentReceived", PAYMENT, {1: schemas.CounterPaymentReceivedV1}),
+        EventType("CreditApplied", PAYMENT, {1: schemas.CreditAppliedV1}),
+        EventType("RefundPaid", PAYMENT, {1: schemas.RefundPaidV1}),
         EventType("ChainHead", AUDIT, {1: schemas.ChainHeadV1}),
     ]
 )

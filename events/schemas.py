@@ -137,6 +137,27 @@ class InvoiceSettledV1(Strict):
     paid_at = fields.AwareDateTime(required=True)
 
 
+class InvoiceCreditedV1(Strict):
+    """A credit note (avoir) on an invoice: it lowered what is due, or, on an invoice paid
+    already, gave the family credit in the régie."""
+
+    invoice_id = fields.String(required=True)
+    regie = fields.String(required=True, validate=CODE)
+    number = fields.String(required=True)
+    family_id = fields.String(required=True)
+    credit_note_id = fields.String(required=True)
+    amount_cents = fields.Integer(required=True, strict=True, metadata={
+        "description": "The credit note's amount, in cents: applied_cents plus credit_cents."})
+    reason = fields.String(required=True)
+    applied_cents = fields.Integer(required=True, strict=True, metadata={
+        "description": "What it took off the invoice's amount due."})
+    credit_cents = fields.Integer(required=True, strict=True, metadata={
+        "description": "What it gave back of an amount already paid: the family's credit in "
+                       "the régie, applied to its next invoices or refunded."})
+    by = fields.String(required=True, metadata={
+        "description": "Who issued it: the role of the acting token, or a staff id."})
+
+
 # --- payment.payments ---------------------------------------------------------------
 # Amounts carry no range check on purpose: the payment service has already enforced
 # PayFiP's limits, and a relay that cannot encode a stored event would stall its topic.
@@ -158,7 +179,8 @@ class RefundV1(AllocationV1):
     reason = fields.String(required=True, metadata={
         "description": "The invoice's status when the payment was confirmed: cancelled, "
                        "transferred, or paid (by another payment, the confirmation being "
-                       "late)."})
+                       "late); or credited: a credit note lowered what it owed while it was "
+                       "being paid, and this is the difference."})
 
 
 class PaymentRequestedV1(Strict):
@@ -265,6 +287,76 @@ class RefundNeededV1(Strict):
     regie = fields.String(required=True, validate=CODE)
     idop = fields.String(required=True)
     refunds = fields.List(fields.Nested(RefundV1), required=True, validate=validate.Length(min=1))
+
+
+COUNTER_MEANS = ["cash", "cheque", "cesu", "ancv", "transfer"]
+
+
+class CounterPaymentReceivedV1(Strict):
+    """A cashier took money for a family in a régie (cash, cheque, CESU or ANCV vouchers, a
+    transfer): it pays the allocated invoices, in full or in part, and what is left over is
+    the family's credit in the régie."""
+
+    payment_id = fields.String(required=True)
+    family_id = fields.String(required=True, metadata={"description": "Also the Kafka key."})
+    regie = fields.String(required=True, validate=CODE)
+    means = fields.String(required=True, validate=validate.OneOf(COUNTER_MEANS))
+    reference = fields.String(required=True, allow_none=True, metadata={
+        "description": "Cheque number, CESU or ANCV voucher numbers, transfer label; null for "
+                       "cash taken without one."})
+    amount_cents = fields.Integer(required=True, strict=True, metadata={
+        "description": "What was received, in cents: the allocations plus unallocated_cents."})
+    received_on = fields.Date(required=True, metadata={
+        "description": "The day the money was received (Paris)."})
+    recorded_at = fields.AwareDateTime(required=True, metadata={
+        "description": "When Régie recorded it."})
+    allocations = fields.List(fields.Nested(AllocationV1), required=True, metadata={
+        "description": "The invoices it pays and how much of each: an amount under what the "
+                       "invoice owed pays it in part."})
+    unallocated_cents = fields.Integer(required=True, strict=True, metadata={
+        "description": "Money beyond what was due: the family's credit in the régie."})
+    by = fields.String(required=True, metadata={
+        "description": "Who recorded it: the role of the acting token (cashier, operator), "
+                       "or a staff id."})
+
+
+class CreditAppliedV1(Strict):
+    """The family's credit in the régie (money paid beyond what was due, credit notes on
+    paid invoices) paid a new invoice of the family there, in full or in part."""
+
+    payment_id = fields.String(required=True, metadata={
+        "description": "This application's id: what billing records as the settlement's "
+                       "payment."})
+    credit_id = fields.String(required=True)
+    family_id = fields.String(required=True, metadata={"description": "Also the Kafka key."})
+    regie = fields.String(required=True, validate=CODE)
+    applied_at = fields.AwareDateTime(required=True)
+    allocations = fields.List(fields.Nested(AllocationV1), required=True)
+    balance_cents = fields.Integer(required=True, strict=True, metadata={
+        "description": "What the régie still owes the family after it."})
+    by = fields.String(required=True, metadata={
+        "description": "Who did it: automatic, the credit applying itself."})
+
+
+class RefundPaidV1(Strict):
+    """The régisseur paid money back to a family: what a confirmed payment took for invoices
+    closed meanwhile (RefundNeeded), or the family's credit it asked back."""
+
+    refund_id = fields.String(required=True)
+    family_id = fields.String(required=True, metadata={"description": "Also the Kafka key."})
+    regie = fields.String(required=True, validate=CODE)
+    amount_cents = fields.Integer(required=True, strict=True, metadata={
+        "description": "What was paid back, in cents (positive)."})
+    source = fields.String(required=True, validate=validate.OneOf(["online_payment", "credit"]),
+                           metadata={"description": "online_payment: the payment_id of a "
+                                     "RefundNeeded is source_id; credit: the family's credit."})
+    source_id = fields.String(required=True)
+    means = fields.String(required=True, validate=validate.OneOf(["cash", "cheque", "transfer"]))
+    reference = fields.String(required=True, allow_none=True, metadata={
+        "description": "The cheque's number or the transfer's label; null for cash."})
+    paid_on = fields.Date(required=True)
+    by = fields.String(required=True, metadata={
+        "description": "Who recorded it: the role of the acting token, or a staff id."})
 
 
 # --- audit.chain-heads --------------------------------------------------------------

@@ -23,6 +23,7 @@ BILLING_INVOICES = Topic(
         "InvoiceCancelled",
         "InvoiceTransferred",
         "InvoiceSettled",
+        "InvoiceCredited",
     ),
 )
 
@@ -38,6 +39,9 @@ PAYMENT_PAYMENTS = Topic(
         "PaymentAbandoned",
         "PaymentExpired",
         "RefundNeeded",
+        "CounterPaymentReceived",
+        "CreditApplied",
+        "RefundPaid",
     ),
 )
 

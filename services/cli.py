@@ -366,8 +366,14 @@ def cmd_as_of(args: argparse.Namespace) -> int:
             t = totals.setdefault(e["code"], {"name": e["name"], "count": 0, "total_cents": 0})
             t["count"] += e["count"]
             t["total_cents"] += e["total_cents"]
-    print(json.dumps({"as_of": args.moment.isoformat(), "regies": totals, "families": lists},
-                     ensure_ascii=False, indent=2))
+    # What the régies owed families then: their credit, and the refunds not yet paid.
+    credits = {f: past.credits(f) for f in sorted(
+        {row["family_id"] for row in past.snapshot()["credits"].values()})
+        if not args.family or f == args.family}
+    refunds = [r for r in past.refunds("due") if not args.family or r["family_id"] == args.family]
+    print(json.dumps({"as_of": args.moment.isoformat(), "regies": totals, "families": lists,
+                      "credits": {f: c for f, c in credits.items() if c},
+                      "refunds_due": refunds}, ensure_ascii=False, indent=2))
     return 0
 
 

@@ -7,17 +7,26 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from flask.testing import FlaskClient
+
+from events import PAYMENT_PAYMENTS
 from services.billing.application import BillingApp
 from services.billing.domain import Invoice
+from services.bootstrap import billing_app, payment_app
 from services.common.chain import GENESIS, link
+from services.common.consumer import TrackedConsumer, handle_record
 from services.common.deadletters import DeadLetter
 from services.common.persistence import SqlStore
+from services.common.positions import SqlPositions
+from services.common.relay import KafkaPublisher, Relay
 from services.common.settings import Settings
 from services.payment import domain
 from services.payment.application import PaymentApp, ReturnUrls
 from services.payment.gateway import FakeGateway
+from services.payment.integration import make_to_wire
 from tests.conftest import make_settings
-from tests.factories import deliver, issued, terms, wire_messages
+from tests.factories import deliver, issued, relay_messages, terms, wire_messages
+from tests.threads import Threads
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
@@ -114,3 +123,52 @@ def rewrite_an_amount(billing: Any, position: int) -> None:
     assert b"2500" in state
     tamper(billing, "UPDATE {events} SET state = ? WHERE {nid} = ?",
            state.replace(b"2500", b"2400"), position)
+
+
+# --- the counter: a cashier's token, a cheque, billing learning of payments --------------
+
+TOKENS = {"c": "cashier", "o": "operator", "r": "reader"}
+CASHIER = {"Authorization": "Bearer c"}
+
+
+def cheque(amount_cents: int, reference: str | None = "1234567", **more: Any) -> dict[str, Any]:
+    return {"regie": "SPORTS", "family_id": "fam-1", "means": "cheque",
+            "amount_cents": amount_cents, "reference": reference, "received_on": "2025-03-03",
+            **more}
+
+
+def to_billing(billing: BillingApp, payment: PaymentApp) -> None:
+    messages = relay_messages(payment, make_to_wire(payment, PAYMENT_PAYMENTS.name))
+    for offset, (partition, value) in enumerate(messages):
+        handle_record(PAYMENT_PAYMENTS.name, partition, value, billing.apply_payment_event,
+                      billing.dead_letters, offset)
+
+
+def to_pay(client: FlaskClient) -> list[tuple[str, int]]:
+    body = client.get("/families/fam-1/to-pay/SPORTS", headers={"Authorization": "Bearer r"})
+    return [(i["number"], i["amount_due_cents"]) for i in body.json["invoices"]]  # type: ignore[index]
+
+
+# --- through the broker --------------------------------------------------------------
+
+
+class Parts(Threads):
+    """The payment relay and the billing consumer, each in a thread, each its own app."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self.settings = settings
+        self.topic = settings.topic(PAYMENT_PAYMENTS.name)
+
+    def start(self, name: str) -> None:
+        if name == "relay":
+            app: Any = payment_app(self.settings)
+            self.run(name, Relay(app, make_to_wire(app, self.topic),
+                                 KafkaPublisher(self.settings, self.topic),
+                                 SqlPositions(SqlStore(app)), name=self.topic).run_forever,
+                     self.settings.poll_interval)
+        else:
+            app = billing_app(self.settings)
+            self.run(name, TrackedConsumer(self.settings, self.topic, app.apply_payment_event,
+                                           SqlPositions(SqlStore(app)),
+                                           dead_letters=app.dead_letters).run_forever)

@@ -44,15 +44,16 @@ class BillingApp(ServiceApplication):
     def apply_payment_event(self, message: Envelope, tracking: Tracking) -> bool:
         """Record what a payment event means here; False if it was already applied.
 
-        Only a confirmed payment changes invoices. The others are tracked all the same,
-        so that the consumer's position per payment moves on. Order between one payment's
-        events does not matter here: a confirmation carries all it settles.
+        Only a confirmed payment, money taken at the counter or the family's credit
+        changes invoices. The others are tracked all the same, so that the consumer's
+        position per payment moves on. Order between one payment's events does not matter
+        here: a confirmation carries all it settles.
         """
         for _ in range(RECORD_ATTEMPTS):
             if self.already_applied(tracking):
                 return False
             processing = ProcessingEvent[UUID](tracking=tracking)
-            if message.name == "PaymentConfirmed":
+            if message.name in ("PaymentConfirmed", "CounterPaymentReceived", "CreditApplied"):
                 for invoice in self._settlements(message):
                     processing.collect_events(invoice)
             try:
@@ -74,7 +75,10 @@ class BillingApp(ServiceApplication):
                 invoice = touched.get(invoice_id) or self.get_invoice(invoice_id)
                 invoice.settle(
                     payment_id=data["payment_id"], amount_cents=allocation["amount_cents"],
-                    paid_at=data["paid_at"],
+                    # At the counter, when it was recorded: the day it was received is
+                    # on the payment.
+                    paid_at=data.get("paid_at") or data.get("recorded_at") or data[
+                        "applied_at"],
                 )
             except DomainError as e:
                 # Not an invoice of ours, or a nonsensical amount: retrying cannot fix it
@@ -223,6 +227,13 @@ class BillingApp(ServiceApplication):
         invoice.transfer(reference)
         self._save_command(invoice)
         return invoice
+
+    def credit_invoice(self, invoice_id: UUID, amount_cents: int, reason: str, by: str
+                       ) -> tuple[Invoice, dict[str, Any]]:
+        invoice = self.get_invoice(invoice_id)
+        note = invoice.credit(amount_cents, reason, by)
+        self._save_command(invoice)
+        return invoice, note
 
     def _save_command(self, aggregate: Any) -> None:
         try:

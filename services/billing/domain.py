@@ -4,7 +4,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
-from uuid import UUID, uuid5
+from uuid import UUID, uuid4, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
@@ -156,6 +156,22 @@ class Invoice(Aggregate):
         payment_id: str
         amount_cents: int
 
+    class Credited(Aggregate.Event):
+        """A credit note (avoir): ``applied_cents`` lowered what was due, ``credit_cents``
+        is the family's credit in the régie (the invoice was paid already)."""
+
+        credit_note_id: str
+        amount_cents: int
+        reason: str
+        applied_cents: int
+        credit_cents: int
+        by: str
+
+    # Set on an invoice's first credit note only, so that the state of invoices without
+    # one stays what earlier versions read from the same history.
+    credited_cents = 0
+    credit_notes: tuple[dict[str, Any], ...] = ()
+
     @event(Issued)
     def __init__(
         self,
@@ -278,3 +294,33 @@ class Invoice(Aggregate):
     def _paid_after_close(self, payment_id: str, amount_cents: int) -> None:
         self.refund_due_cents += amount_cents
         self.payment_ids.append(payment_id)
+
+    def credit(self, amount_cents: int, reason: str, by: str) -> dict[str, Any]:
+        """Issue a credit note on this invoice; return it.
+
+        On an invoice still to pay it lowers what is due; what it gives back of an amount
+        already paid is the family's credit in the régie.
+        """
+        if not reason.strip():
+            raise DomainError("reason", "must not be blank")
+        if self.status in (CANCELLED, TRANSFERRED):
+            raise Conflict("status", f"cannot credit an invoice that is {self.status}")
+        left = self.amount_cents - self.credited_cents
+        if not 0 < amount_cents <= left:
+            raise DomainError("amount_cents", f"must be from 1 to {left}: the invoice's "
+                              "amount less its credit notes")
+        applied = min(amount_cents, self.amount_due_cents) if self.status == ISSUED else 0
+        self._credited(credit_note_id=str(uuid4()), amount_cents=amount_cents, reason=reason,
+                       applied_cents=applied, credit_cents=amount_cents - applied, by=by)
+        return self.credit_notes[-1]
+
+    @event(Credited)
+    def _credited(self, credit_note_id: str, amount_cents: int, reason: str,
+                  applied_cents: int, credit_cents: int, by: str) -> None:
+        self.amount_due_cents -= applied_cents
+        self.credited_cents += amount_cents
+        self.credit_notes = (*self.credit_notes, {
+            "id": credit_note_id, "amount_cents": amount_cents, "reason": reason,
+            "applied_cents": applied_cents, "credit_cents": credit_cents, "by": by})
+        if self.status == ISSUED and self.amount_due_cents == 0:
+            self.status = PAID

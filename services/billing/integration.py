@@ -88,6 +88,21 @@ def make_to_wire(app: BillingApp, topic: str) -> ToWire:
                 **common,
             )
             return [Outgoing(topic, invoice.family_id, value)]
+        if isinstance(event, Invoice.Credited):
+            invoice = app.repository.get(event.originator_id, version=event.originator_version)
+            data = {
+                "invoice_id": str(invoice.id),
+                "regie": invoice.regie,
+                "number": invoice.number,
+                "family_id": invoice.family_id,
+                **{k: getattr(event, k) for k in ("credit_note_id", "amount_cents", "reason",
+                                                  "applied_cents", "credit_cents", "by")},
+            }
+            value = events.encode(
+                "InvoiceCredited", data, subject=data["invoice_id"], key=invoice.family_id,
+                **common,
+            )
+            return [Outgoing(topic, invoice.family_id, value)]
         # PaidAfterClose stays private: operators see it as refund_due_cents on the invoice;
         # publishing it would be a new event type in the contract.
         return []

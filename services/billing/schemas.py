@@ -92,6 +92,9 @@ class InvoiceOut(Schema):
     status = fields.String()
     cancel_reason = fields.String(allow_none=True)
     transfer_reference = fields.String(allow_none=True)
+    credit_notes = fields.List(fields.Nested(lambda: CreditNoteOut()), dump_default=list,
+                               metadata={
+        "description": "its credit notes (avoirs), oldest first"})
 
 
 class BatchIn(Schema):
@@ -122,3 +125,25 @@ class CancelIn(Schema):
 
 class TransferIn(Schema):
     reference = fields.String(load_default=None, validate=validate.Length(min=1, max=100))
+
+
+class CreditNoteIn(Schema):
+    amount_cents = fields.Integer(required=True, strict=True,
+                                  validate=validate.Range(1, MAX_AMOUNT_CENTS))
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=500))
+
+
+class CreditNoteOut(Schema):
+    id = fields.String()
+    amount_cents = fields.Integer()
+    reason = fields.String()
+    applied_cents = fields.Integer(metadata={"description": "what it took off the amount due"})
+    credit_cents = fields.Integer(metadata={
+        "description": "what it gave back of an amount already paid: the family's credit in "
+                       "the régie"})
+    by = fields.String(metadata={"description": "the role of the token that issued it"})
+
+
+class CreditedOut(Schema):
+    credit_note = fields.Nested(CreditNoteOut)
+    invoice = fields.Nested(InvoiceOut)

@@ -14,6 +14,8 @@ from services.billing.schemas import (
     BatchIn,
     BatchOut,
     CancelIn,
+    CreditedOut,
+    CreditNoteIn,
     InvoiceIn,
     InvoiceOut,
     RegieIn,
@@ -118,4 +120,21 @@ def create_app(billing: BillingApp | None = None, tokens: dict[str, str] | None 
             return invoice_out(service.transfer_invoice(invoice_id, data["reference"]))
 
     api.register_blueprint(blp)
+    api.register_blueprint(credit_notes_blueprint(service, auth))
     return app
+
+
+def credit_notes_blueprint(service: BillingApp, auth: Auth) -> Blueprint:
+    blp = Blueprint("credit-notes", __name__, description="Credit notes (avoirs)")
+
+    @blp.route("/invoices/<uuid:invoice_id>/credit-notes")
+    class CreditNotes(MethodView):
+        @auth.requires("issuer")
+        @blp.arguments(CreditNoteIn)
+        @blp.response(201, CreditedOut)
+        def post(self, data: dict[str, Any], invoice_id: UUID) -> Any:
+            invoice, note = service.credit_invoice(invoice_id, data["amount_cents"],
+                                                   data["reason"], by=auth.role())
+            return {"credit_note": note, "invoice": invoice_out(invoice)}
+
+    return blp

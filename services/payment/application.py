@@ -77,8 +77,7 @@ class PaymentApp(ServiceApplication):
             if self.already_applied(tracking):
                 return False
             processing = ProcessingEvent[UUID](tracking=tracking)
-            aggregate = self._billing_change(message)
-            if aggregate is not None:
+            for aggregate in self._billing_change(message):
                 processing.collect_events(aggregate)
             try:
                 self._record(processing)
@@ -96,29 +95,36 @@ class PaymentApp(ServiceApplication):
         except AggregateNotFoundError:
             return None
 
-    def _billing_change(self, message: Envelope) -> Any:
+    def _billing_change(self, message: Envelope) -> list[Any]:
+        """The aggregates a billing event changes here, with their new events."""
         data = message.data
         if message.name == "RegieOpened":
             if self._get(domain.Regie.create_id(data["code"])) is not None:
-                return None
-            return domain.Regie(
+                return []
+            return [domain.Regie(
                 code=data["code"], name=data["name"], numcli=data["numcli"],
                 saisie=data["saisie"], sequence=message.sequence,
-            )
+            )]
         invoice_id = UUID(data["invoice_id"])
         invoice: domain.Invoice | None = self._get(invoice_id)
         if message.name == "InvoiceIssued":
             if invoice is not None:
-                return None
-            return domain.Invoice(
+                return []
+            invoice = domain.Invoice(
                 invoice_id=data["invoice_id"], regie=data["regie"], number=data["number"],
                 family_id=data["family_id"],
                 label=data["label"], issued_on=data["issued_on"],
                 payable_until=data["payable_until"], due_on=data["due_on"],
                 amount_cents=data["amount_cents"], sequence=message.sequence,
             )
+            # What the régie owes the family pays its next invoice by itself.
+            credit = self._get(domain.FamilyCredit.create_id(invoice.regie, invoice.family_id))
+            if isinstance(credit, domain.FamilyCredit) and credit.balance_cents > 0:
+                credit.apply_to(invoice)
+                return [invoice, credit]
+            return [invoice]
         if invoice is not None and not invoice.is_new(message.sequence):
-            return None
+            return []
         if invoice is None or message.sequence != invoice.sequence + 1:
             raise OutOfOrder(
                 f"{message.name} #{message.sequence} of invoice {invoice_id} follows "
@@ -126,13 +132,41 @@ class PaymentApp(ServiceApplication):
             )
         if message.name == "InvoiceCancelled":
             invoice.cancel(reason=data["reason"], sequence=message.sequence)
+            if invoice.paid_here_cents:
+                # Paid, in part or in full, at the counter or from credit before billing
+                # heard of it: that money is the family's again.
+                return [invoice, self._credited(invoice, invoice.paid_here_cents,
+                                                "cancelled_invoice", str(invoice.id),
+                                                "billing")]
+        elif message.name == "InvoiceSettled" and invoice.status == domain.OPEN:
+            # A part payment billing heard of from us: what remains is still to pay here.
+            invoice.settlement_acknowledged(payment_id=data["payment_id"],
+                                            sequence=message.sequence)
         elif message.name == "InvoiceSettled":
             invoice.settled_upstream(payment_id=data["payment_id"], sequence=message.sequence)
         elif message.name == "InvoiceTransferred":
             invoice.transfer(reference=data["reference"], sequence=message.sequence)
+        elif message.name == "InvoiceCredited":
+            beyond = invoice.credit(credit_note_id=data["credit_note_id"],
+                                    applied_cents=data["applied_cents"],
+                                    sequence=message.sequence)
+            # Given back of an amount paid, or paid here before billing heard of it.
+            owed = data["credit_cents"] + beyond
+            if owed:
+                return [invoice, self._credited(invoice, owed, "credit_note",
+                                                data["credit_note_id"], data["by"])]
         else:
-            return None
-        return invoice
+            return []
+        return [invoice]
+
+    def _credited(self, invoice: domain.Invoice, amount_cents: int, source: str,
+                  source_id: str, by: str) -> domain.FamilyCredit:
+        """The family's credit in the invoice's régie, ``amount_cents`` more."""
+        credit = self._get(domain.FamilyCredit.create_id(invoice.regie, invoice.family_id))
+        if not isinstance(credit, domain.FamilyCredit):
+            credit = domain.FamilyCredit(regie=invoice.regie, family_id=invoice.family_id)
+        credit.credit(amount_cents=amount_cents, source=source, source_id=source_id, by=by)
+        return credit
 
     # --- queries ------------------------------------------------------------------
     def refresh(self) -> int:
@@ -157,7 +191,8 @@ class PaymentApp(ServiceApplication):
     def history(self, family_id: str) -> list[dict[str, Any]]:
         names = self.to_pay.regie_names()
         return [{**row, "regie_name": names.get(row["regie"], row["regie"]),
-                 "paid_by": domain.MEANS.get(row["paid_by"] or "")}
+                 # PayFiP's resultrans online, the means itself at the counter.
+                 "paid_by": domain.MEANS.get(row["paid_by"] or "", row["paid_by"])}
                 for row in self.to_pay.history(family_id)]
 
     def journal(self, regie: str, day: date) -> dict[str, Any]:
@@ -165,7 +200,7 @@ class PaymentApp(ServiceApplication):
         rows = self.to_pay.payments(regie, day)
         paid = [r for r in rows if r["status"] == domain.CONFIRMED]
         for r in paid:
-            r["means"] = domain.MEANS.get(r["resultrans"] or "")
+            r["means"] = r["means"] or domain.MEANS.get(r["resultrans"] or "")
         totals: dict[str, int] = {}
         for r in paid:
             totals[r["means"]] = totals.get(r["means"], 0) + r["amount_cents"]
@@ -450,10 +485,16 @@ class PaymentApp(ServiceApplication):
                 UUID(allocation["invoice_id"]))
             if invoice.status == domain.OPEN:
                 # Ours, or freed since, or even reserved by a newer attempt: the money
-                # PayFiP took pays it; the newer attempt will find it paid.
-                invoice.pay(payment_id=str(payment.id), amount_cents=allocation["amount_cents"],
+                # PayFiP took pays it; the newer attempt will find it paid. A credit note
+                # may have lowered what it owes meanwhile: the rest goes back.
+                share = min(allocation["amount_cents"], invoice.amount_due_cents)
+                invoice.pay(payment_id=str(payment.id), amount_cents=share,
                             paid_at=paid_at, resultrans=resultrans)
-                paid.append(allocation)
+                paid.append({**allocation, "amount_cents": share})
+                if share < allocation["amount_cents"]:
+                    refunds.append({**allocation,
+                                    "amount_cents": allocation["amount_cents"] - share,
+                                    "reason": "credited"})
                 if str(invoice.id) not in by_id:
                     touched.append(invoice)
             else:
@@ -489,3 +530,104 @@ class PaymentApp(ServiceApplication):
             return self.get_payment(payment.id)
         self.refresh()
         return payment
+
+    # --- the counter --------------------------------------------------------------
+    def receive_at_counter(self, terms: domain.CounterTerms, by: str
+                           ) -> tuple[domain.CounterPayment, bool]:
+        """Record money a cashier took; True if this call recorded it, False for the same
+        reference entered again with the same terms."""
+        for _ in range(RECORD_ATTEMPTS):
+            if (terms.reference or "").strip():
+                existing = self._get(domain.CounterPayment.create_id(
+                    terms.regie, terms.means, terms.reference))
+                if isinstance(existing, domain.CounterPayment):
+                    if not existing.same_terms(terms):
+                        raise Conflict("reference", f"{terms.means} {terms.reference} is "
+                                       "already recorded in this régie with other terms")
+                    return existing, False
+            if not self.regie_exists(terms.regie):
+                raise DomainError("regie", f"unknown régie {terms.regie!r}")
+            payment, changed = self._counter_payment(terms, by)
+            try:
+                self.save(payment, *changed)
+            except IntegrityError:
+                # The same reference entered at the same moment, or an invoice or the credit
+                # changed meanwhile: look again.
+                continue
+            self.refresh()
+            return payment, True
+        raise Conflict("invoice_ids", "the family's invoices kept changing; try again")
+
+    def _counter_payment(self, terms: domain.CounterTerms, by: str
+                         ) -> tuple[domain.CounterPayment, list[Any]]:
+        """The payment and the aggregates it changes, none saved yet."""
+        self.refresh()
+        invoices: dict[str, domain.Invoice] = {
+            line.id: self.repository.get(UUID(line.id))
+            for line in self.to_pay.open_lines(terms.family_id, terms.regie)}
+
+        def find_invoice(invoice_id: str) -> domain.Invoice | None:
+            # One object per invoice, so that what the payment changes is what is saved.
+            if invoice_id not in invoices:
+                found = self._get(UUID(invoice_id))
+                if not isinstance(found, domain.Invoice):
+                    return None
+                invoices[invoice_id] = found
+            return invoices[invoice_id]
+
+        payment = domain.CounterPayment.receive(
+            terms, by=by, open_invoices=list(invoices.values()), find_invoice=find_invoice)
+        changed: list[Any] = [invoices[a["invoice_id"]] for a in payment.allocations]
+        if payment.unallocated_cents:
+            credit = self._get(domain.FamilyCredit.create_id(terms.regie, terms.family_id))
+            if not isinstance(credit, domain.FamilyCredit):
+                credit = domain.FamilyCredit(regie=terms.regie, family_id=terms.family_id)
+            credit.credit(amount_cents=payment.unallocated_cents, source="counter_payment",
+                          source_id=str(payment.id), by=by)
+            changed.append(credit)
+        return payment, changed
+
+    def get_counter_payment(self, payment_id: UUID) -> domain.CounterPayment:
+        payment = self._get(payment_id)
+        if not isinstance(payment, domain.CounterPayment):
+            raise NotFound("id", "no such counter payment")
+        return payment
+
+    # --- refunds ------------------------------------------------------------------
+    def ask_credit_refund(self, family_id: str, regie: str, amount_cents: int | None,
+                          by: str) -> dict[str, Any]:
+        """Take the family's credit in the régie (all of it, or ``amount_cents``) to be
+        paid back; return the refund due."""
+        credit = self._get(domain.FamilyCredit.create_id(regie, family_id))
+        if not isinstance(credit, domain.FamilyCredit):
+            raise NotFound("regie", "the régie owes this family nothing")
+        refund_id = credit.ask_refund(amount_cents, by=by)
+        try:
+            self.save(credit)
+        except IntegrityError:
+            raise Conflict("amount_cents", "the credit changed meanwhile; try again") from None
+        return self.get_refund(UUID(refund_id))
+
+    def refunds(self, status: str | None, regie: str | None) -> list[dict[str, Any]]:
+        self.refresh()
+        return self.to_pay.refunds(status, regie)
+
+    def get_refund(self, refund_id: UUID) -> dict[str, Any]:
+        self.refresh()
+        for row in self.to_pay.refunds(refund_id=str(refund_id)):
+            return row
+        raise NotFound("id", "no such refund")
+
+    def pay_refund(self, refund_id: UUID, means: str, reference: str | None, paid_on: date,
+                   by: str) -> dict[str, Any]:
+        """Record that the régisseur paid a refund back; once."""
+        due = self.get_refund(refund_id)
+        if due["status"] != "due":
+            raise Conflict("id", f"this refund was paid on {due['paid_on']}")
+        refund = domain.Refund.pay(due, means=means, reference=reference, paid_on=paid_on,
+                                   by=by)
+        try:
+            self.save(refund)
+        except IntegrityError:
+            raise Conflict("id", "this refund was paid meanwhile") from None
+        return self.get_refund(refund_id)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
-from uuid import UUID, uuid5
+from uuid import UUID, uuid4, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
@@ -109,6 +109,35 @@ class Invoice(Aggregate):
         reference: str | None
         sequence: int
 
+    class PaidAtCounter(Aggregate.Event):
+        # What is still due after it: a counter payment may pay part of an invoice.
+        payment_id: str
+        amount_cents: int
+        means: str
+        received_on: date
+        amount_due_cents: int
+
+    class Credited(Aggregate.Event):
+        """A credit note of billing's: ``amount_cents`` came off what is due here."""
+
+        credit_note_id: str
+        amount_cents: int
+        amount_due_cents: int
+        sequence: int
+
+    class PaidFromCredit(Aggregate.Event):
+        """The family's credit in the régie paid it, in full or in part."""
+
+        credit_id: str
+        amount_cents: int
+        amount_due_cents: int
+
+    class SettlementAcknowledged(Aggregate.Event):
+        """Billing recorded a part payment of ours: the invoice stays open here."""
+
+        payment_id: str
+        sequence: int
+
     @event(Registered)
     def __init__(
         self,
@@ -135,6 +164,11 @@ class Invoice(Aggregate):
         self.status = OPEN
         self.sequence = sequence
         self.payment_id: str | None = None
+
+    # Paid without PayFiP (at the counter, from the family's credit), which comes back as
+    # credit if billing cancels the invoice. Set on the first such payment only, so that
+    # the state of other invoices stays what earlier versions read from the same history.
+    paid_here_cents = 0
 
     def is_new(self, sequence: int) -> bool:
         return sequence > self.sequence
@@ -172,6 +206,57 @@ class Invoice(Aggregate):
         self.payment_id = None
         if self.amount_due_cents <= 0:
             self.status = PAID
+
+    def pay_at_counter(self, payment_id: str, amount_cents: int, means: str,
+                       received_on: date) -> None:
+        """Money taken at the counter for this invoice: at most what it still owes."""
+        if self.status != OPEN:
+            raise Conflict("invoice_ids", f"invoice {self.number} is {self.status}")
+        if self.payment_id is not None:
+            # PayFiP may yet confirm the whole amount: paying it here too would take it twice.
+            raise Conflict("invoice_ids", f"invoice {self.number} is being paid online")
+        if not 0 < amount_cents <= self.amount_due_cents:
+            raise DomainError("amount_cents", f"invoice {self.number} owes "
+                              f"{self.amount_due_cents}, not {amount_cents}")
+        self._paid_at_counter(payment_id=payment_id, amount_cents=amount_cents, means=means,
+                              received_on=received_on,
+                              amount_due_cents=self.amount_due_cents - amount_cents)
+
+    @event(PaidAtCounter)
+    def _paid_at_counter(self, payment_id: str, amount_cents: int, means: str,
+                         received_on: date, amount_due_cents: int) -> None:
+        self.paid_here_cents += amount_cents
+        self.amount_due_cents = amount_due_cents
+        if amount_due_cents == 0:
+            self.status = PAID
+
+    def credit(self, credit_note_id: str, applied_cents: int, sequence: int) -> int:
+        """Take a credit note off what is due; return what it could not take off (paid
+        here already, billing not knowing yet): that is the family's credit."""
+        here = min(applied_cents, self.amount_due_cents) if self.status == OPEN else 0
+        self._credited(credit_note_id=credit_note_id, amount_cents=here,
+                       amount_due_cents=self.amount_due_cents - here, sequence=sequence)
+        return applied_cents - here
+
+    @event(Credited)
+    def _credited(self, credit_note_id: str, amount_cents: int, amount_due_cents: int,
+                  sequence: int) -> None:
+        self.amount_due_cents = amount_due_cents
+        self.sequence = sequence
+        if self.status == OPEN and amount_due_cents == 0:
+            self.status = PAID
+
+    @event(PaidFromCredit)
+    def paid_from_credit(self, credit_id: str, amount_cents: int, amount_due_cents: int
+                         ) -> None:
+        self.paid_here_cents += amount_cents
+        self.amount_due_cents = amount_due_cents
+        if amount_due_cents == 0:
+            self.status = PAID
+
+    @event(SettlementAcknowledged)
+    def settlement_acknowledged(self, payment_id: str, sequence: int) -> None:
+        self.sequence = sequence
 
     @event(SettledUpstream)
     def settled_upstream(self, payment_id: str, sequence: int) -> None:
@@ -587,3 +672,269 @@ class IdopIndex(Aggregate):
     @event(Indexed)
     def __init__(self, idop: str, payment_id: str) -> None:
         self.payment_id = payment_id
+
+
+# --- the counter: money the régisseur takes in hand ---------------------------------------
+
+# The means of payment a régisseur takes at the counter, as the journal names them.
+COUNTER_MEANS = ("cash", "cheque", "cesu", "ancv", "transfer")
+# A reference (cheque number, CESU or ANCV voucher numbers, transfer label) is what makes
+# a counter payment recognisable when it is entered twice; cash may come without one.
+REFERENCE_OPTIONAL = frozenset({"cash"})
+
+
+@dataclass(frozen=True)
+class CounterTerms:
+    """What the cashier entered; the same terms again are the same payment."""
+
+    regie: str
+    family_id: str
+    means: str
+    amount_cents: int
+    reference: str | None
+    received_on: date
+    invoice_ids: tuple[str, ...] | None
+
+    def check(self) -> None:
+        if self.means not in COUNTER_MEANS:
+            raise DomainError("means", f"one of {', '.join(COUNTER_MEANS)}")
+        if self.amount_cents <= 0:
+            raise DomainError("amount_cents", "must be positive")
+        if not (self.reference or "").strip() and self.means not in REFERENCE_OPTIONAL:
+            raise DomainError("reference", f"required for {self.means}")
+        if self.invoice_ids is not None and len(set(self.invoice_ids)) != len(self.invoice_ids):
+            raise DomainError("invoice_ids", "an invoice is listed twice")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"regie": self.regie, "family_id": self.family_id, "means": self.means,
+                "amount_cents": self.amount_cents, "reference": self.reference,
+                "received_on": self.received_on.isoformat(),
+                "invoice_ids": None if self.invoice_ids is None else list(self.invoice_ids)}
+
+
+def allocate(amount_cents: int, invoices: Sequence[Invoice]) -> tuple[list[dict[str, Any]], int]:
+    """Spread an amount over invoices in the order given, each up to what it owes; return
+    the allocations and what is left over."""
+    allocations = []
+    left = amount_cents
+    for invoice in invoices:
+        if left == 0:
+            break
+        share = min(left, invoice.amount_due_cents)
+        if share > 0:
+            allocations.append({"invoice_id": str(invoice.id), "number": invoice.number,
+                                "amount_cents": share})
+            left -= share
+    return allocations, left
+
+
+def oldest_due_first(invoices: Sequence[Invoice]) -> list[Invoice]:
+    return sorted(invoices, key=lambda i: (i.due_on, i.issued_on, i.number))
+
+
+class CounterPayment(Aggregate):
+    """Money a cashier received for a family in one régie: cash, cheque, vouchers, transfer.
+
+    Recorded once per reference: the same reference entered again is the same payment.
+    """
+
+    @staticmethod
+    def create_id(regie: str, means: str, reference: str | None) -> UUID:
+        return uuid5(NAMESPACE, f"counter/{regie}/{means}/{reference}")
+
+    class Received(Aggregate.Created):
+        terms: dict[str, Any]
+        allocations: list[dict[str, Any]]
+        unallocated_cents: int
+        by: str
+
+    @event(Received)
+    def __init__(self, terms: dict[str, Any], allocations: list[dict[str, Any]],
+                 unallocated_cents: int, by: str) -> None:
+        self.terms = terms
+        self.allocations = allocations
+        self.unallocated_cents = unallocated_cents
+        self.by = by
+
+    @classmethod
+    def receive(cls, terms: CounterTerms, by: str, open_invoices: Sequence[Invoice],
+                find_invoice: Callable[[str], Invoice | None]) -> "CounterPayment":
+        """The payment, with the invoices it pays paid: those named, or the family's open
+        ones of the régie, oldest due date first; money left over is the family's credit."""
+        terms.check()
+        if terms.invoice_ids is None:
+            # Invoices being paid online are passed over: PayFiP may yet take their amount.
+            targets = oldest_due_first([i for i in open_invoices if i.payment_id is None])
+        else:
+            targets = []
+            for invoice_id in terms.invoice_ids:
+                invoice = find_invoice(invoice_id)
+                if invoice is None or invoice.family_id != terms.family_id:
+                    raise NotFound("invoice_ids", f"no invoice {invoice_id} for this family")
+                if invoice.regie != terms.regie:
+                    raise DomainError("invoice_ids",
+                                      f"invoice {invoice.number} belongs to régie "
+                                      f"{invoice.regie}")
+                if invoice.status != OPEN:
+                    raise Conflict("invoice_ids", f"invoice {invoice.number} is {invoice.status}")
+                if invoice.payment_id is not None:
+                    raise Conflict("invoice_ids", f"invoice {invoice.number} is being paid online")
+                targets.append(invoice)
+        allocations, left = allocate(terms.amount_cents, targets)
+        reference = terms.reference if (terms.reference or "").strip() else None
+        payment = cls._create(
+            cls.Received,
+            id=cls.create_id(terms.regie, terms.means, reference) if reference else uuid4(),
+            terms=terms.as_dict(), allocations=allocations, unallocated_cents=left, by=by,
+        )
+        by_id = {str(i.id): i for i in targets}
+        for allocation in allocations:
+            by_id[allocation["invoice_id"]].pay_at_counter(
+                payment_id=str(payment.id), amount_cents=allocation["amount_cents"],
+                means=terms.means, received_on=terms.received_on)
+        return payment
+
+    @property
+    def regie(self) -> str:
+        return str(self.terms["regie"])
+
+    @property
+    def family_id(self) -> str:
+        return str(self.terms["family_id"])
+
+    def same_terms(self, terms: CounterTerms) -> bool:
+        return bool(self.terms == terms.as_dict())
+
+
+class FamilyCredit(Aggregate):
+    """What a régie owes a family: money paid beyond what was due, credit notes on paid
+    invoices. Its ``balance_cents`` is after each event, so a read model needs no sums."""
+
+    @staticmethod
+    def create_id(regie: str, family_id: str) -> UUID:
+        return uuid5(NAMESPACE, f"credit/{regie}/{family_id}")
+
+    class Opened(Aggregate.Created):
+        regie: str
+        family_id: str
+
+    class Credited(Aggregate.Event):
+        amount_cents: int
+        source: str  # counter_payment, credit_note, cancelled_invoice
+        source_id: str
+        by: str
+        balance_cents: int
+
+    @event(Opened)
+    def __init__(self, regie: str, family_id: str) -> None:
+        self.regie = regie
+        self.family_id = family_id
+        self.balance_cents = 0
+
+    def credit(self, amount_cents: int, source: str, source_id: str, by: str) -> None:
+        if amount_cents <= 0:
+            raise DomainError("amount_cents", "must be positive")
+        self._credited(amount_cents=amount_cents, source=source, source_id=source_id, by=by,
+                       balance_cents=self.balance_cents + amount_cents)
+
+    @event(Credited)
+    def _credited(self, amount_cents: int, source: str, source_id: str, by: str,
+                  balance_cents: int) -> None:
+        self.balance_cents = balance_cents
+
+    class Applied(Aggregate.Event):
+        invoice_id: str
+        number: str
+        amount_cents: int
+        balance_cents: int
+
+    def apply_to(self, invoice: Invoice) -> None:
+        """Pay what it can of a new invoice of the family in the régie."""
+        amount = min(self.balance_cents, invoice.amount_due_cents)
+        if amount <= 0 or invoice.status != OPEN:
+            return
+        self._applied(invoice_id=str(invoice.id), number=invoice.number, amount_cents=amount,
+                      balance_cents=self.balance_cents - amount)
+        invoice.paid_from_credit(credit_id=str(self.id), amount_cents=amount,
+                                 amount_due_cents=invoice.amount_due_cents - amount)
+
+    @event(Applied)
+    def _applied(self, invoice_id: str, number: str, amount_cents: int,
+                 balance_cents: int) -> None:
+        self.balance_cents = balance_cents
+
+    class RefundAsked(Aggregate.Event):
+        refund_id: str
+        amount_cents: int
+        by: str
+        balance_cents: int
+
+    def ask_refund(self, amount_cents: int | None, by: str) -> str:
+        """Take money off the credit to be paid back to the family; return the refund's id."""
+        amount = self.balance_cents if amount_cents is None else amount_cents
+        if self.balance_cents <= 0:
+            raise Conflict("amount_cents", "the régie owes this family nothing")
+        if not 0 < amount <= self.balance_cents:
+            raise DomainError("amount_cents", f"must be from 1 to {self.balance_cents}")
+        refund_id = str(Refund.create_id("credit", f"{self.id}/{self.version + 1}"))
+        self._refund_asked(refund_id=refund_id, amount_cents=amount, by=by,
+                           balance_cents=self.balance_cents - amount)
+        return refund_id
+
+    @event(RefundAsked)
+    def _refund_asked(self, refund_id: str, amount_cents: int, by: str,
+                      balance_cents: int) -> None:
+        self.balance_cents = balance_cents
+
+
+# Where a refund comes from: a PayFiP confirmation for invoices closed meanwhile
+# (RefundNeeded), or a family's credit it asked back.
+ONLINE_PAYMENT = "online_payment"
+CREDIT = "credit"
+REFUND_MEANS = ("cash", "cheque", "transfer")
+
+
+class Refund(Aggregate):
+    """Money paid back to a family: recorded once, when the régisseur pays it."""
+
+    @staticmethod
+    def create_id(source: str, source_id: str) -> UUID:
+        return uuid5(NAMESPACE, f"refund/{source}/{source_id}")
+
+    class Paid(Aggregate.Created):
+        regie: str
+        family_id: str
+        amount_cents: int
+        source: str
+        source_id: str
+        means: str
+        reference: str | None
+        paid_on: date
+        by: str
+
+    @event(Paid)
+    def __init__(self, regie: str, family_id: str, amount_cents: int, source: str,
+                 source_id: str, means: str, reference: str | None, paid_on: date,
+                 by: str) -> None:
+        self.regie = regie
+        self.family_id = family_id
+        self.amount_cents = amount_cents
+        self.source = source
+        self.source_id = source_id
+        self.means = means
+        self.reference = reference
+        self.paid_on = paid_on
+        self.by = by
+
+    @classmethod
+    def pay(cls, due: dict[str, Any], means: str, reference: str | None, paid_on: date,
+            by: str) -> "Refund":
+        """Record that a refund due (a row of the refunds list) was paid."""
+        if means not in REFUND_MEANS:
+            raise DomainError("means", f"one of {', '.join(REFUND_MEANS)}")
+        if not (reference or "").strip() and means != "cash":
+            raise DomainError("reference", f"required for {means}")
+        return cls(regie=due["regie"], family_id=due["family_id"],
+                   amount_cents=due["amount_cents"], source=due["source"],
+                   source_id=due["source_id"], means=means, reference=reference,
+                   paid_on=paid_on, by=by)

@@ -1,17 +1,19 @@
 """The payment service's stored events as public messages on ``payment.payments``.
 
-Only a payment's PayFiP life is public: its request and its outcome. The service's copies
-of billing's régies and invoices, a payment's start (nothing asked of PayFiP yet), a
-request PayFiP refused (no idop, nothing to pay) and the idop index stay private.
+Public are a payment's PayFiP life (its request and its outcome) and money taken at the
+counter, from which billing settles its invoices as it does from online payments. The
+service's copies of billing's régies and invoices, a payment's start (nothing asked of
+PayFiP yet), a request PayFiP refused (no idop, nothing to pay), the idop index and the
+families' credit stay private.
 """
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import events
 from services.common.outbox import Outgoing, ToWire
 from services.payment.application import PaymentApp
-from services.payment.domain import Payment
+from services.payment.domain import CounterPayment, FamilyCredit, Payment, Refund
 
 SOURCE = "/regie/payment"
 
@@ -24,8 +26,64 @@ def _allocations(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def _counter_payment(event: CounterPayment.Received, notification_id: int,
+                     topic: str) -> Outgoing:
+    terms = event.terms
+    payment_id = str(event.originator_id)
+    value = events.encode(
+        "CounterPaymentReceived",
+        {"payment_id": payment_id, "family_id": terms["family_id"], "regie": terms["regie"],
+         "means": terms["means"], "reference": terms["reference"],
+         "amount_cents": terms["amount_cents"],
+         "received_on": date.fromisoformat(terms["received_on"]),
+         "recorded_at": event.timestamp, "allocations": _allocations(event.allocations),
+         "unallocated_cents": event.unallocated_cents, "by": event.by},
+        id=f"{SOURCE}/{payment_id}/{event.originator_version}", source=SOURCE,
+        time=event.timestamp, subject=payment_id, key=terms["family_id"],
+        notification_id=notification_id, sequence=event.originator_version,
+    )
+    return Outgoing(topic, terms["family_id"], value)
+
+
+def _credit_applied(event: FamilyCredit.Applied, credit: FamilyCredit, notification_id: int,
+                    topic: str) -> Outgoing:
+    credit_id = str(event.originator_id)
+    # One id per application: billing settles an invoice once per payment id.
+    payment_id = f"{credit_id}/{event.originator_version}"
+    value = events.encode(
+        "CreditApplied",
+        {"payment_id": payment_id, "credit_id": credit_id, "family_id": credit.family_id,
+         "regie": credit.regie, "applied_at": event.timestamp,
+         "allocations": [{"invoice_id": event.invoice_id, "number": event.number,
+                          "amount_cents": event.amount_cents}],
+         "balance_cents": event.balance_cents, "by": "automatic"},
+        id=f"{SOURCE}/{payment_id}", source=SOURCE, time=event.timestamp,
+        subject=credit_id, key=credit.family_id, notification_id=notification_id,
+        sequence=event.originator_version,
+    )
+    return Outgoing(topic, credit.family_id, value)
+
+
 def make_to_wire(app: PaymentApp, topic: str) -> ToWire:
     def to_wire(event: Any, notification_id: int) -> list[Outgoing]:
+        if isinstance(event, CounterPayment.Received):
+            return [_counter_payment(event, notification_id, topic)]
+        if isinstance(event, Refund.Paid):
+            refund_id = str(event.originator_id)
+            value = events.encode(
+                "RefundPaid",
+                {"refund_id": refund_id, **{k: getattr(event, k) for k in (
+                    "family_id", "regie", "amount_cents", "source", "source_id", "means",
+                    "reference", "paid_on", "by")}},
+                id=f"{SOURCE}/{refund_id}/{event.originator_version}", source=SOURCE,
+                time=event.timestamp, subject=refund_id, key=event.family_id,
+                notification_id=notification_id, sequence=event.originator_version,
+            )
+            return [Outgoing(topic, event.family_id, value)]
+        if isinstance(event, FamilyCredit.Applied):
+            credit: FamilyCredit = app.repository.get(event.originator_id,
+                                                      version=event.originator_version)
+            return [_credit_applied(event, credit, notification_id, topic)]
         if not isinstance(
             event,
             Payment.Requested

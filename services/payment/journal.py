@@ -10,7 +10,9 @@ from services.common.spreadsheet import safe_row
 CSV_COLUMNS = ("paid_at", "means", "amount_cents", "refdet", "idop", "numauto", "invoices",
                "family_id", "id")
 CSV_NUMBERS = frozenset({"amount_cents"})
-MEANS = {"card": "Carte bancaire", "direct_debit": "Prélèvement"}
+MEANS = {"card": "Carte bancaire", "direct_debit": "Prélèvement", "cash": "Espèces",
+         "cheque": "Chèques", "cesu": "CESU", "ancv": "Chèques-vacances ANCV",
+         "transfer": "Virements", "credit": "Avoirs", "refund": "Remboursements"}
 STATUS = {"refused": "refusé", "abandoned": "abandonné", "expired": "expiré",
           "failed": "échec", "requested": "en cours", "started": "en cours"}
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
@@ -27,7 +29,9 @@ def to_csv(journal: dict[str, Any]) -> str:
 
 
 def euros(cents: int) -> str:
-    return f"{cents // 100:,}".replace(",", " ") + f",{cents % 100:02d} €"
+    # Refunds are negative: the sign goes before the whole amount.
+    sign, cents = ("-", -cents) if cents < 0 else ("", cents)
+    return sign + f"{cents // 100:,}".replace(",", " ") + f",{cents % 100:02d} €"
 
 
 def to_pdf(journal: dict[str, Any], regie_name: str) -> bytes:

@@ -18,7 +18,7 @@ from services.payment import domain
 NAME = "to-pay"
 # Raised whenever the tables change shape: a store built by an older version is then
 # dropped and rebuilt from the history, which is what event sourcing is for.
-VERSION = 5
+VERSION = 7
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,21 @@ class PaymentRow:
     refdet: str
     invoices: str
     started_at: str
+    # Taken at the counter: cash, cheque, cesu, ancv, transfer. Online payments have
+    # PayFiP's resultrans instead.
+    means: str | None = None
+    paid_at: str | None = None
+    day: str | None = None
+
+
+@dataclass(frozen=True)
+class CreditRow:
+    """What a régie owes a family."""
+
+    id: str
+    family_id: str
+    regie: str
+    balance_cents: int = 0
 
 
 @dataclass(frozen=True)
@@ -75,13 +90,27 @@ class AnomalyRow:
     payment_id: str
 
 
-Change = RegieRow | InvoiceRow | PaymentRow | AnomalyRow | RowChange
+@dataclass(frozen=True)
+class NewRefund:
+    """A refund due, for the family and régie of ``owner_id``'s row in ``owner_table`` (the
+    event asking it does not name them)."""
+
+    id: str
+    source: str
+    source_id: str
+    amount_cents: int
+    asked_at: str
+    owner_table: str
+    owner_id: str
+
+
+Change = RegieRow | InvoiceRow | PaymentRow | AnomalyRow | CreditRow | NewRefund | RowChange
 
 INVOICE_COLUMNS = tuple(InvoiceRow.__dataclass_fields__)
-PAYMENT_COLUMNS = (*PaymentRow.__dataclass_fields__, "idop", "resultrans", "numauto", "paid_at",
-                   "day", "closed_at", "late", "refunds", "refund_cents")
+PAYMENT_COLUMNS = (*PaymentRow.__dataclass_fields__, "idop", "resultrans", "numauto",
+                   "closed_at", "late", "refunds", "refund_cents")
 NEW_ROW_TABLES = {InvoiceRow: "view_invoices", PaymentRow: "view_payments",
-                  AnomalyRow: "view_anomalies"}
+                  AnomalyRow: "view_anomalies", CreditRow: "view_credits"}
 
 
 def _paris_day(moment: datetime | str) -> str:
@@ -114,6 +143,14 @@ def changes_for(event: Any) -> list[Change]:
         D.Invoice.SettledUpstream: lambda e: {
             "status": D.PAID, "amount_due_cents": 0, "payment_id": None,
             "paid_by_payment_id": e.payment_id},
+        D.Invoice.PaidAtCounter: lambda e: {"amount_due_cents": e.amount_due_cents} | (
+            {"status": D.PAID, "paid_at": e.received_on.isoformat(), "paid_by": e.means,
+             "paid_by_payment_id": e.payment_id} if e.amount_due_cents == 0 else {}),
+        D.Invoice.Credited: lambda e: {"amount_due_cents": e.amount_due_cents} | (
+            {"status": D.PAID} if e.amount_cents and e.amount_due_cents == 0 else {}),
+        D.Invoice.PaidFromCredit: lambda e: {"amount_due_cents": e.amount_due_cents} | (
+            {"status": D.PAID, "paid_at": e.timestamp.isoformat(), "paid_by": "credit",
+             "paid_by_payment_id": e.credit_id} if e.amount_due_cents == 0 else {}),
     }
     for cls, values in invoice_changes.items():
         if isinstance(event, cls):
@@ -125,6 +162,39 @@ def changes_for(event: Any) -> list[Change]:
             invoices=" ".join(a["number"] for a in event.allocations),
             started_at=event.timestamp.isoformat(),
         )]
+    if isinstance(event, D.CounterPayment.Received):
+        terms = event.terms
+        return [PaymentRow(
+            id=oid, family_id=terms["family_id"], regie=terms["regie"], status=D.CONFIRMED,
+            amount_cents=terms["amount_cents"], refdet=terms["reference"] or "",
+            invoices=" ".join(a["number"] for a in event.allocations),
+            started_at=event.timestamp.isoformat(), means=terms["means"],
+            paid_at=event.timestamp.isoformat(), day=terms["received_on"],
+        )]
+    if isinstance(event, D.FamilyCredit.Opened):
+        return [CreditRow(id=oid, family_id=event.family_id, regie=event.regie)]
+    if isinstance(event, D.FamilyCredit.Credited | D.FamilyCredit.Applied):
+        return [RowChange("view_credits", oid, {"balance_cents": event.balance_cents})]
+    if isinstance(event, D.FamilyCredit.RefundAsked):
+        return [RowChange("view_credits", oid, {"balance_cents": event.balance_cents}),
+                NewRefund(id=event.refund_id, source=D.CREDIT,
+                          source_id=f"{oid}/{event.originator_version}",
+                          amount_cents=event.amount_cents,
+                          asked_at=event.timestamp.isoformat(), owner_table="view_credits",
+                          owner_id=oid)]
+    if isinstance(event, D.Refund.Paid):
+        return [
+            RowChange("view_refunds", oid, {
+                "status": "paid", "paid_on": event.paid_on.isoformat(), "means": event.means,
+                "reference": event.reference, "paid_by": event.by}),
+            # In the day's journal, as money going out.
+            PaymentRow(
+                id=oid, family_id=event.family_id, regie=event.regie, status=D.CONFIRMED,
+                amount_cents=-event.amount_cents,
+                refdet=f"{event.means} {event.reference or ''}".strip(), invoices="",
+                started_at=event.timestamp.isoformat(), means="refund",
+                paid_at=event.timestamp.isoformat(), day=event.paid_on.isoformat()),
+        ]
     closed = {"closed_at": event.timestamp.isoformat(), "day": _paris_day(event.timestamp)}
     payment_changes: dict[type, Callable[[Any], dict[str, Any]]] = {
         D.Payment.Requested: lambda e: {"status": D.REQUESTED, "idop": e.idop},
@@ -145,7 +215,14 @@ def changes_for(event: Any) -> list[Change]:
     }
     for cls, values in payment_changes.items():
         if isinstance(event, cls):
-            return [RowChange("view_payments", oid, values(event))]
+            changes: list[Change] = [RowChange("view_payments", oid, values(event))]
+            if isinstance(event, D.Payment.Confirmed) and event.refunds:
+                changes.append(NewRefund(
+                    id=str(D.Refund.create_id(D.ONLINE_PAYMENT, oid)), source=D.ONLINE_PAYMENT,
+                    source_id=oid, amount_cents=sum(r["amount_cents"] for r in event.refunds),
+                    asked_at=event.timestamp.isoformat(), owner_table="view_payments",
+                    owner_id=oid))
+            return changes
     if isinstance(event, D.Payment.AnswerMismatched):
         return [AnomalyRow(id=f"{oid}#{event.originator_version}", payment_id=oid)]
     return []
@@ -175,6 +252,13 @@ class ToPayStore(Protocol):
 
     def reset(self) -> None:
         """Forget everything, position included."""
+
+    def credits(self, family_id: str) -> list[dict[str, Any]]:
+        """The régies that owe the family something, and how much."""
+
+    def refunds(self, status: str | None = None, regie: str | None = None,
+                refund_id: str | None = None) -> list[dict[str, Any]]:
+        """Refunds due or paid, oldest asked first."""
 
     def snapshot(self) -> dict[str, Any]:
         """Every table as plain data, for comparing a rebuild with the live one."""
@@ -235,8 +319,16 @@ class SqlToPayStore:
                 "invoices TEXT NOT NULL, started_at TEXT NOT NULL, idop TEXT, "
                 "resultrans TEXT, numauto TEXT, paid_at TEXT, day TEXT, closed_at TEXT, "
                 "late INTEGER NOT NULL DEFAULT 0, refunds INTEGER NOT NULL DEFAULT 0, "
-                "refund_cents BIGINT NOT NULL DEFAULT 0)"
+                "refund_cents BIGINT NOT NULL DEFAULT 0, means TEXT)"
             )
+            c.execute("CREATE TABLE IF NOT EXISTS {schema}view_refunds ("
+                      "id TEXT PRIMARY KEY, family_id TEXT NOT NULL, regie TEXT NOT NULL, "
+                      "amount_cents BIGINT NOT NULL, source TEXT NOT NULL, "
+                      "source_id TEXT NOT NULL, status TEXT NOT NULL, asked_at TEXT NOT NULL, "
+                      "paid_on TEXT, means TEXT, reference TEXT, paid_by TEXT)")
+            c.execute("CREATE TABLE IF NOT EXISTS {schema}view_credits ("
+                      "id TEXT PRIMARY KEY, family_id TEXT NOT NULL, regie TEXT NOT NULL, "
+                      "balance_cents BIGINT NOT NULL)")
             c.execute("CREATE TABLE IF NOT EXISTS {schema}view_anomalies "
                       "(id TEXT PRIMARY KEY, payment_id TEXT NOT NULL)")
             c.execute("CREATE INDEX IF NOT EXISTS view_payments_day "
@@ -252,7 +344,7 @@ class SqlToPayStore:
     def reset(self) -> None:
         with self.store.transaction() as c:
             for table in ("view_regies", "view_invoices", "view_payments", "view_anomalies",
-                          "view_positions"):
+                          "view_credits", "view_refunds", "view_positions"):
                 c.execute(f"DROP TABLE IF EXISTS {{schema}}{table}")
         self.create()
 
@@ -277,7 +369,7 @@ class SqlToPayStore:
                         "ON CONFLICT (code) DO UPDATE SET name = excluded.name",
                         (change.code, change.name),
                     )
-                elif isinstance(change, InvoiceRow | PaymentRow | AnomalyRow):
+                elif isinstance(change, InvoiceRow | PaymentRow | AnomalyRow | CreditRow):
                     table = NEW_ROW_TABLES[type(change)]
                     row = {k: v.isoformat() if isinstance(v, date) else v
                            for k, v in asdict(change).items()}
@@ -285,6 +377,15 @@ class SqlToPayStore:
                         f"INSERT INTO {{schema}}{table} ({', '.join(row)}) "
                         f"VALUES ({', '.join('?' for _ in row)}) ON CONFLICT (id) DO NOTHING",
                         tuple(row.values()),
+                    )
+                elif isinstance(change, NewRefund):
+                    c.execute(
+                        "INSERT INTO {schema}view_refunds (id, family_id, regie, amount_cents, "
+                        "source, source_id, status, asked_at) SELECT ?, family_id, regie, ?, ?, "
+                        f"?, 'due', ? FROM {{schema}}{change.owner_table} WHERE id = ? "
+                        "ON CONFLICT (id) DO NOTHING",
+                        (change.id, change.amount_cents, change.source, change.source_id,
+                         change.asked_at, change.owner_id),
                     )
                 elif change.values:
                     assignments = ", ".join(f"{k} = ?" for k in change.values)
@@ -335,6 +436,8 @@ class SqlToPayStore:
             "SUM(COALESCE(a.n, 0)) AS anomalies FROM {schema}view_payments p "
             "LEFT JOIN (SELECT payment_id, COUNT(*) AS n FROM {schema}view_anomalies "
             "GROUP BY payment_id) a ON a.payment_id = p.id "
+            # Refunds paid sit in the table for the journal: they are not payments.
+            "WHERE COALESCE(p.means, '') <> 'refund' "
             "GROUP BY p.regie, p.status ORDER BY p.regie, p.status"
         )
         return [{k: v if k in ("regie", "status") else int(v or 0) for k, v in r.items()}
@@ -350,7 +453,26 @@ class SqlToPayStore:
             "invoices": table("view_invoices"),
             "payments": table("view_payments"),
             "anomalies": table("view_anomalies"),
+            "credits": table("view_credits"),
+            "refunds": table("view_refunds"),
         }
+
+    def refunds(self, status: str | None = None, regie: str | None = None,
+                refund_id: str | None = None) -> list[dict[str, Any]]:
+        query = "SELECT * FROM {schema}view_refunds WHERE 1 = 1"
+        params: tuple[Any, ...] = ()
+        for column, value in (("status", status), ("regie", regie), ("id", refund_id)):
+            if value is not None:
+                query += f" AND {column} = ?"
+                params += (value,)
+        return [_plain(r) for r in self.store.fetchall(query + " ORDER BY asked_at, id",
+                                                        params)]
+
+    def credits(self, family_id: str) -> list[dict[str, Any]]:
+        rows = self.store.fetchall(
+            "SELECT regie, balance_cents FROM {schema}view_credits WHERE family_id = ? "
+            "AND balance_cents <> 0 ORDER BY regie", (family_id,))
+        return [_plain(r) for r in rows]
 
 
 class MemoryToPayStore(SqlToPayStore):

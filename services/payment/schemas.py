@@ -100,7 +100,9 @@ class HistoryLine(Schema):
     status = fields.String(metadata={"description": "open, paid, cancelled or transferred"})
     paid_at = fields.String(allow_none=True, metadata={"description": "Europe/Paris time"})
     paid_by = fields.String(allow_none=True, metadata={
-        "description": "how it was paid: card or direct_debit"})
+        "description": "how it was paid: card or direct_debit online; cash, cheque, cesu, "
+                       "ancv or transfer at the counter (what paid the last part of it); "
+                       "credit, the family's credit in the régie"})
     paid_by_payment_id = fields.String(allow_none=True, metadata={
         "description": "the payment that paid it (GET /payments/{id}); null unless paid"})
     payment_id = fields.String(allow_none=True, metadata={
@@ -149,3 +151,89 @@ class Journal(Schema):
     chain_head = fields.Nested(ChainHead, allow_none=True, metadata={
         "description": "the same as a chain head (service, position, hash, day): a line of "
                        "a JSONL file that regie verify --heads takes"})
+
+
+class CounterPaymentIn(Schema):
+    regie = fields.String(required=True, validate=CODE)
+    family_id = fields.String(required=True, validate=FAMILY)
+    means = fields.String(required=True, validate=validate.OneOf(
+        ["cash", "cheque", "cesu", "ancv", "transfer"]))
+    amount_cents = fields.Integer(required=True, strict=True,
+                                  validate=validate.Range(min=1, max=10_000_000_000))
+    reference = fields.String(load_default=None, allow_none=True,
+                              validate=validate.Length(min=1, max=200), metadata={
+        "description": "cheque number, CESU or ANCV voucher numbers, transfer label; "
+                       "required except for cash. The same reference again is the same "
+                       "payment"})
+    received_on = fields.Date(required=True)
+    invoice_ids = fields.List(
+        fields.UUID(), load_default=None,
+        validate=validate.Length(min=1, max=50, error="1 to 50 invoices of one régie"),
+        metadata={"description": "the invoices it pays, in this order; without it, the "
+                                 "family's open invoices of the régie, oldest due first"})
+
+
+class CounterAllocation(Schema):
+    invoice_id = fields.String()
+    number = fields.String()
+    amount_cents = fields.Integer()
+
+
+class CounterPaymentOut(Schema):
+    id = fields.String()
+    regie = fields.String()
+    family_id = fields.String()
+    means = fields.String()
+    amount_cents = fields.Integer()
+    reference = fields.String(allow_none=True)
+    received_on = fields.String()
+    invoice_ids = fields.List(fields.String(), allow_none=True)
+    allocations = fields.List(fields.Nested(CounterAllocation))
+    unallocated_cents = fields.Integer(metadata={
+        "description": "beyond what was due: now the family's credit in the régie"})
+    by = fields.String(metadata={"description": "the role of the token that recorded it"})
+    recorded_at = fields.AwareDateTime()
+    receipt_url = fields.String(metadata={"description": "where its receipt is served"})
+
+
+class CreditRefundIn(Schema):
+    amount_cents = fields.Integer(load_default=None, allow_none=True, strict=True,
+                                  validate=validate.Range(min=1), metadata={
+        "description": "what to pay back; the whole credit without it"})
+
+
+class RefundsQuery(Schema):
+    status = fields.String(load_default=None, validate=validate.OneOf(["due", "paid"]))
+    regie = fields.String(load_default=None, validate=CODE)
+
+
+class RefundPaidIn(Schema):
+    means = fields.String(required=True, validate=validate.OneOf(["cash", "cheque",
+                                                                  "transfer"]))
+    reference = fields.String(load_default=None, allow_none=True,
+                              validate=validate.Length(min=1, max=200), metadata={
+        "description": "the cheque's number or the transfer's label; required except for "
+                       "cash"})
+    paid_on = fields.Date(required=True)
+
+
+class RefundOut(Schema):
+    id = fields.String()
+    family_id = fields.String()
+    regie = fields.String()
+    amount_cents = fields.Integer()
+    source = fields.String(metadata={
+        "description": "online_payment (PayFiP took money for invoices closed meanwhile: "
+                       "RefundNeeded) or credit (the family's credit asked back)"})
+    source_id = fields.String(metadata={"description": "the payment, or the credit's event"})
+    status = fields.String(metadata={"description": "due or paid"})
+    asked_at = fields.String()
+    paid_on = fields.String(allow_none=True)
+    means = fields.String(allow_none=True)
+    reference = fields.String(allow_none=True)
+    paid_by = fields.String(allow_none=True, metadata={
+        "description": "who recorded the payment: the role of the acting token"})
+
+
+class RefundList(Schema):
+    refunds = fields.List(fields.Nested(RefundOut))

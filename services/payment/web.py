@@ -5,7 +5,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID
 
-from flask import Flask, Response, redirect, request
+from flask import Flask, Response, redirect, request, url_for
 from flask.views import MethodView
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -23,12 +23,19 @@ from services.payment.gateway import Gateway, MeasuredGateway
 from services.payment.guards import guarded
 from services.payment.journal import to_csv
 from services.payment.schemas import (
+    CounterPaymentIn,
+    CounterPaymentOut,
+    CreditRefundIn,
     History,
     Journal,
     JournalQuery,
     NotificationIn,
     PaymentIn,
     PaymentOut,
+    RefundList,
+    RefundOut,
+    RefundPaidIn,
+    RefundsQuery,
     ToPay,
     ToPayInvoices,
 )
@@ -204,4 +211,77 @@ def create_app(
             return {"status": p.status}
 
     api.register_blueprint(blp)
+    api.register_blueprint(counter_blueprint(service, auth))
+    api.register_blueprint(refunds_blueprint(service, auth))
     return app
+
+
+def counter_blueprint(service: PaymentApp, auth: Auth) -> Blueprint:
+    """The régisseur's counter: money taken in hand (cashier)."""
+    blp = Blueprint("counter", __name__, description="The régisseur's counter")
+
+    def counter_out(p: domain.CounterPayment) -> dict[str, Any]:
+        return {**p.terms, "id": str(p.id), "allocations": p.allocations,
+                "unallocated_cents": p.unallocated_cents, "by": p.by,
+                "recorded_at": p.created_on,
+                "receipt_url": url_for("counter.CounterPaymentById", payment_id=p.id,
+                                       _external=True)}
+
+    @blp.route("/counter-payments")
+    class CounterPayments(MethodView):
+        @auth.requires("cashier")
+        @blp.arguments(CounterPaymentIn)
+        @blp.response(201, CounterPaymentOut)
+        @blp.alt_response(200, schema=CounterPaymentOut,
+                          description="the same reference entered again, same terms")
+        def post(self, data: dict[str, Any]) -> Any:
+            ids = data["invoice_ids"]
+            terms = domain.CounterTerms(
+                regie=data["regie"], family_id=data["family_id"], means=data["means"],
+                amount_cents=data["amount_cents"], reference=data["reference"],
+                received_on=data["received_on"],
+                invoice_ids=None if ids is None else tuple(str(i) for i in ids))
+            p, created = service.receive_at_counter(terms, by=auth.role())
+            return counter_out(p), 201 if created else 200
+
+    @blp.route("/counter-payments/<uuid:payment_id>")
+    class CounterPaymentById(MethodView):
+        @auth.requires("cashier")
+        @blp.response(200, CounterPaymentOut)
+        def get(self, payment_id: UUID) -> Any:
+            return counter_out(service.get_counter_payment(payment_id))
+
+    return blp
+
+
+def refunds_blueprint(service: PaymentApp, auth: Auth) -> Blueprint:
+    """What the régie pays back to families (cashier)."""
+    blp = Blueprint("refunds", __name__, description="Refunds and the families' credit")
+
+    @blp.route("/families/<family_id>/credits/<regie>/refund")
+    class CreditRefund(MethodView):
+        @auth.requires("cashier")
+        @blp.arguments(CreditRefundIn)
+        @blp.response(201, RefundOut)
+        def post(self, data: dict[str, Any], family_id: str, regie: str) -> Any:
+            return service.ask_credit_refund(family_id, regie, data["amount_cents"],
+                                             by=auth.role())
+
+    @blp.route("/refunds")
+    class Refunds(MethodView):
+        @auth.requires("cashier")
+        @blp.arguments(RefundsQuery, location="query")
+        @blp.response(200, RefundList)
+        def get(self, query: dict[str, Any]) -> Any:
+            return {"refunds": service.refunds(query["status"], query["regie"])}
+
+    @blp.route("/refunds/<uuid:refund_id>/paid")
+    class RefundPaid(MethodView):
+        @auth.requires("cashier")
+        @blp.arguments(RefundPaidIn)
+        @blp.response(200, RefundOut)
+        def post(self, data: dict[str, Any], refund_id: UUID) -> Any:
+            return service.pay_refund(refund_id, data["means"], data["reference"],
+                                      data["paid_on"], by=auth.role())
+
+    return blp

@@ -42,6 +42,7 @@ BILLING_ROUTES = {
     "/invoices/{invoice_id}": {"get"},
     "/invoices/{invoice_id}/cancel": {"post"},
     "/invoices/{invoice_id}/transfer": {"post"},
+    "/invoices/{invoice_id}/credit-notes": {"post"},
 }
 PAYMENT_ROUTES = {
     "/health": {"get"},
@@ -53,6 +54,11 @@ PAYMENT_ROUTES = {
     "/payfip/return": {"get"},
     "/families/{family_id}/history": {"get"},
     "/regies/{regie}/journal": {"get"},
+    "/counter-payments": {"post"},
+    "/counter-payments/{payment_id}": {"get"},
+    "/families/{family_id}/credits/{regie}/refund": {"post"},
+    "/refunds": {"get"},
+    "/refunds/{refund_id}/paid": {"post"},
 }
 
 

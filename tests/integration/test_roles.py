@@ -38,6 +38,7 @@ BILLING: dict[tuple[str, str], tuple[str, ...] | str] = {
     ("GET", "/invoices/<uuid:invoice_id>"): ANY,
     ("POST", "/invoices/<uuid:invoice_id>/cancel"): ("issuer", "operator"),
     ("POST", "/invoices/<uuid:invoice_id>/transfer"): ("issuer", "operator"),
+    ("POST", "/invoices/<uuid:invoice_id>/credit-notes"): ("issuer", "operator"),
 }
 PAYMENT: dict[tuple[str, str], tuple[str, ...] | str] = {
     ("GET", "/health"): PUBLIC,
@@ -52,10 +53,16 @@ PAYMENT: dict[tuple[str, str], tuple[str, ...] | str] = {
     ("POST", "/payfip/notification"): PUBLIC,
     ("GET", "/payfip/return"): PUBLIC,
     ("GET", "/regies/<regie>/journal"): ("auditor", "operator"),
+    ("POST", "/counter-payments"): ("cashier", "operator"),
+    ("GET", "/counter-payments/<uuid:payment_id>"): ("cashier", "operator"),
+    ("POST", "/families/<family_id>/credits/<regie>/refund"): ("cashier", "operator"),
+    ("GET", "/refunds"): ("cashier", "operator"),
+    ("POST", "/refunds/<uuid:refund_id>/paid"): ("cashier", "operator"),
 }
 TABLES = {"billing": BILLING, "payment": PAYMENT}
 SAMPLE = {"invoice_id": "4b1d5c1e-0000-4000-8000-000000000001",
           "payment_id": "4b1d5c1e-0000-4000-8000-000000000002",
+          "refund_id": "4b1d5c1e-0000-4000-8000-000000000003",
           "family_id": "famille-martin", "regie": "SPORTS"}
 
 

@@ -17,20 +17,17 @@ from events import PAYMENT_PAYMENTS, Envelope, decode
 from services.billing.application import BillingApp
 from services.billing.domain import PAID, Invoice
 from services.billing.web import create_app as billing_web
-from services.bootstrap import billing_app, payment_app
 from services.cli import build_parser
-from services.common.consumer import TrackedConsumer, handle_record
+from services.common.consumer import handle_record
 from services.common.persistence import SqlStore
 from services.common.positions import SqlPositions
-from services.common.relay import KafkaPublisher, Relay
 from services.common.settings import Settings
 from services.payment import domain
 from services.payment.application import PaymentApp, ReturnUrls
 from services.payment.gateway import FakeGateway
 from services.payment.integration import make_to_wire
 from tests.factories import deliver, issued, relay_messages, terms, wire_messages
-from tests.helpers import kafka_settings, wait_for
-from tests.threads import Threads
+from tests.helpers import Parts, kafka_settings, wait_for
 
 PAYMENTS = PAYMENT_PAYMENTS.name
 NOW = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
@@ -248,28 +245,6 @@ def test_the_commands_exist() -> None:
 
 
 # --- through the broker --------------------------------------------------------------
-
-
-class Parts(Threads):
-    """The payment relay and the billing consumer, each in a thread, each its own app."""
-
-    def __init__(self, settings: Settings) -> None:
-        super().__init__()
-        self.settings = settings
-        self.topic = settings.topic(PAYMENTS)
-
-    def start(self, name: str) -> None:
-        if name == "relay":
-            app: Any = payment_app(self.settings)
-            self.run(name, Relay(app, make_to_wire(app, self.topic),
-                                 KafkaPublisher(self.settings, self.topic),
-                                 SqlPositions(SqlStore(app)), name=self.topic).run_forever,
-                     self.settings.poll_interval)
-        else:
-            app = billing_app(self.settings)
-            self.run(name, TrackedConsumer(self.settings, self.topic, app.apply_payment_event,
-                                           SqlPositions(SqlStore(app)),
-                                           dead_letters=app.dead_letters).run_forever)
 
 
 @pytest.fixture

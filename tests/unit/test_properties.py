@@ -2,7 +2,7 @@
 as of any past instant equals the state that was live then."""
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -11,16 +11,18 @@ from hypothesis import strategies as st
 from services.billing.domain import Conflict, Invoice
 from services.bootstrap import billing_app, payment_app
 from services.common.errors import DomainError
+from services.payment import domain
 from services.payment.gateway import FakeGateway
 from services.payment.projections import MemoryToPayStore, catch_up
 from tests.conftest import make_settings
 from tests.factories import deliver, open_regies, terms, wire_messages
-from tests.helpers import URLS
+from tests.helpers import URLS, to_billing
 
 NUMBERS = [f"N-{i}" for i in range(6)]
 commands = st.lists(
     st.tuples(
-        st.sampled_from(["issue", "cancel", "transfer", "pay", "refuse", "abandon"]),
+        st.sampled_from(["issue", "cancel", "transfer", "pay", "refuse", "abandon",
+                         "counter", "credit", "refund"]),
         st.sampled_from(NUMBERS),
         st.sampled_from(["fam-a", "fam-b"]),
         st.integers(min_value=50, max_value=5000),
@@ -44,6 +46,18 @@ def run(ops: list[tuple[str, str, str, int]], tmp: Any) -> None:
                 billing.cancel_invoice(invoice_id, "annulée")
             elif op == "transfer":
                 billing.transfer_invoice(invoice_id, "T-1")
+            elif op == "credit":
+                billing.credit_invoice(invoice_id, cents, "avoir", by="issuer")
+            elif op == "counter":
+                # Part payments, overpayments (credit), and billing hearing of them.
+                deliver(payment, wire_messages(billing))
+                payment.receive_at_counter(domain.CounterTerms(
+                    regie="SPORTS", family_id=family, means="cash", amount_cents=cents,
+                    reference=None, received_on=date(2025, 3, 3), invoice_ids=None),
+                    by="cashier")
+                to_billing(billing, payment)
+            elif op == "refund":
+                payment.ask_credit_refund(family, "SPORTS", None, by="cashier")
             else:
                 deliver(payment, wire_messages(billing))
                 owner = payment._get(invoice_id)  # whose invoice it is, if any
