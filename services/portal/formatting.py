@@ -88,7 +88,9 @@ def invoice_status(status: str, payment_in_progress: bool = False,
     return INVOICE_STATUS.get(status, status)
 
 
-MEANS = {"card": "carte bancaire", "direct_debit": "prélèvement"}
+MEANS = {"card": "carte bancaire", "direct_debit": "prélèvement", "cash": "espèces",
+         "cheque": "chèque", "cesu": "CESU", "ancv": "chèques-vacances ANCV",
+         "transfer": "virement", "credit": "avoir"}
 RESULTRANS_MEANS = {"P": "carte bancaire", "V": "prélèvement"}
 
 
