@@ -47,10 +47,10 @@ from services.billing.application import BillingApp, Issued
 from services.billing.domain import Invoice, InvoiceTerms, Line
 from services.billing.integration import make_to_wire
 from services.bootstrap import billing_app, payment_app
-from services.common import broker
-from services.common.outbox import Outgoing
-from services.common.persistence import SqlStore
+from services.common.messaging import broker
+from services.common.messaging.outbox import Outgoing
 from services.common.settings import Settings
+from services.common.storage.persistence import SqlStore
 from services.payment.projections import Change, InvoiceRow, ToPayStore
 
 HOST = "127.0.0.1"
@@ -390,7 +390,7 @@ def exit_with_parent(lifetime: float) -> None:
 def role_relay(spec: dict[str, Any]) -> int:
     """`regie relay billing` itself, noting when the broker acknowledged each message."""
     from services import cli
-    from services.common import relay
+    from services.common.messaging import relay
 
     exit_with_parent(spec["lifetime"])
     publish = relay.KafkaPublisher.publish
@@ -606,7 +606,7 @@ class Kafka:
         topic: a kafka-python 3.0.12 producer that moves on to a second topic spins its
         network thread ("Unknown leaders exist, requesting metadata update").
         """
-        from services.common.kafka import producer as relay_producer
+        from services.common.messaging.kafka import producer as relay_producer
 
         self.create_topic(topic)
         child = spawn("plain-consume", {

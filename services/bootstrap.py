@@ -5,10 +5,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from services.billing.application import BillingApp
-from services.common.auth import ROLES, format_tokens, make_dev_tokens, parse_tokens
-from services.common.persistence import schema_lock
-from services.common.positions import Positions
+from services.common.messaging.positions import Positions
 from services.common.settings import Settings
+from services.common.storage.persistence import schema_lock
+from services.common.web.auth import ROLES, format_tokens, make_dev_tokens, parse_tokens
 from services.payment.application import PaymentApp, ReturnUrls
 from services.payment.domain import Watch
 

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from datetime import date, datetime
 
-    from services.common.chain import Head
-    from services.common.deadletters import DeadLetter
-    from services.common.relay import Heads
+    from services.common.messaging.deadletters import DeadLetter
+    from services.common.messaging.relay import Heads
+    from services.common.storage.chain import Head
 
 from services.common.settings import SETTINGS, Settings, get, is_secret
 
@@ -33,7 +33,7 @@ def _stop_on_signals() -> threading.Event:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from services.common import broker
+    from services.common.messaging import broker
 
     settings = Settings()
     kind = args.kind or settings.kafka_broker
@@ -53,8 +53,8 @@ def cmd_broker(args: argparse.Namespace) -> int:
 def cmd_relay(args: argparse.Namespace) -> int:
     from events import BILLING_INVOICES, PAYMENT_PAYMENTS
     from services.bootstrap import billing_app, payment_app, positions
-    from services.common.outbox import ToWire
-    from services.common.relay import KafkaPublisher, Relay
+    from services.common.messaging.outbox import ToWire
+    from services.common.messaging.relay import KafkaPublisher, Relay
 
     settings = Settings()
     app: Any
@@ -83,7 +83,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
 
 def _relay_heads(settings: Settings, service: str) -> "Heads":
     from events import AUDIT_CHAIN_HEADS
-    from services.common.relay import Heads, KafkaPublisher
+    from services.common.messaging.relay import Heads, KafkaPublisher
 
     topic = settings.topic(AUDIT_CHAIN_HEADS.name)
     return Heads(KafkaPublisher(settings, topic), topic, service, settings.heads_interval)
@@ -92,7 +92,7 @@ def _relay_heads(settings: Settings, service: str) -> "Heads":
 def cmd_consume(args: argparse.Namespace) -> int:
     from events import BILLING_INVOICES, PAYMENT_PAYMENTS
     from services.bootstrap import billing_app, payment_app, positions
-    from services.common.consumer import TrackedConsumer
+    from services.common.messaging.consumer import TrackedConsumer
 
     settings = Settings()
     if args.service == "payment":
@@ -135,7 +135,7 @@ def _place(text: str) -> tuple[str, int, int]:
 
 def cmd_dead_letters(args: argparse.Namespace) -> int:
     from services.bootstrap import billing_app, payment_app
-    from services.common.consumer import retry
+    from services.common.messaging.consumer import retry
 
     if (args.action == "drop") != (args.place is not None):
         raise ValueError("drop needs the place of one message (TOPIC[PARTITION]@OFFSET), "
@@ -234,8 +234,8 @@ def cmd_anomalies(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from services.bootstrap import billing_app, payment_app
-    from services.common.chain import check_heads, keyed_from, verify
-    from services.common.heads import for_service
+    from services.common.messaging.heads import for_service
+    from services.common.storage.chain import check_heads, keyed_from, verify
 
     failed = False
     unknown = set(args.services) - {"billing", "payment"}
@@ -275,7 +275,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def _heads(source: str) -> "list[Head]":
     """Heads kept outside the database: `kafka` (the audit.chain-heads topic) or a file."""
     from events import AUDIT_CHAIN_HEADS
-    from services.common.heads import read_file, read_topic
+    from services.common.messaging.heads import read_file, read_topic
 
     if source == "kafka":
         settings = Settings()
@@ -317,7 +317,7 @@ def _service_app(service: str) -> Any:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from services.common.history import records, write
+    from services.common.storage.history import records, write
 
     out = open(args.output, "w", newline="") if args.output else sys.stdout  # noqa: SIM115
     try:
@@ -334,7 +334,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from services.common.history import import_into, read
+    from services.common.storage.history import import_into, read
 
     app = _service_app(args.service)
     with open(args.input, newline="") as lines:
@@ -440,7 +440,7 @@ def _value_and_source(name: str, default: str) -> tuple[str, str]:
     # Two secrets that the running system keeps in files under var/ when unset.
     if name == "REGIE_TOKENS":
         from services.bootstrap import dev_tokens_file
-        from services.common.auth import parse_tokens
+        from services.common.web.auth import parse_tokens
 
         path = dev_tokens_file(Settings())
         if path.exists():

@@ -17,8 +17,8 @@ import requests
 
 from services import demo
 from services.bootstrap import ensure_dev_tokens
-from services.common.auth import format_tokens
 from services.common.settings import SERVICES, Settings, get
+from services.common.web.auth import format_tokens
 
 TOKEN_SETTINGS = ("REGIE_TOKENS", "BILLING_TOKENS", "PAYMENT_TOKENS", "PORTAL_PAYMENT_TOKEN")
 
@@ -233,7 +233,7 @@ def run(load_demo: bool = True) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        from services.common.broker import wait_ready
+        from services.common.messaging.broker import wait_ready
 
         if settings.kafka_broker != "external":
             sup.start("broker", [python, "-m", "services.cli", "broker"])

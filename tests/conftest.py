@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from services.common import broker
+from services.common.messaging import broker
 from services.common.settings import Settings
 
 PG = {"dbname": "test", "host": "127.0.0.1", "port": "5432", "user": "postgres"}

@@ -8,8 +8,8 @@ from services.billing.application import BillingApp
 from services.billing.domain import InvoiceTerms, Line
 from services.billing.integration import make_to_wire
 from services.bootstrap import billing_app, payment_app
-from services.common.consumer import handle_record
-from services.common.outbox import ToWire
+from services.common.messaging.consumer import handle_record
+from services.common.messaging.outbox import ToWire
 from services.common.settings import Settings
 from services.payment.application import PaymentApp
 

@@ -21,10 +21,10 @@ from services.billing.schemas import (
     RegieOut,
     TransferIn,
 )
-from services.common.auth import Auth
-from services.common.metrics import StoredState, registry
 from services.common.settings import Settings
-from services.common.web import Blueprint, create_flask
+from services.common.web.app import Blueprint, create_flask
+from services.common.web.auth import Auth
+from services.common.web.metrics import StoredState, registry
 
 READERS = ("issuer", "reader", "auditor")
 

@@ -192,7 +192,7 @@ class Settings:
 
     def event_store_env(self, service: str) -> dict[str, str]:
         """The `eventsourcing` environment of one service's store."""
-        from services.common.chain import recorder_topic
+        from services.common.storage.chain import recorder_topic
 
         env = {"PERSISTENCE_MODULE": self.persistence, "REGIE_CHAIN_KEY": self.chain_key}
         topic = recorder_topic(self.persistence)

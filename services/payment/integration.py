@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import events
-from services.common.outbox import Outgoing, ToWire
+from services.common.messaging.outbox import Outgoing, ToWire
 from services.payment.application import PaymentApp
 from services.payment.domain import Payment
 

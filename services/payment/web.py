@@ -11,12 +11,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from events import PAYMENT_PAYMENTS
 from events.formats import PARIS
-from services.common.auth import Auth
 from services.common.errors import NotFound
-from services.common.metrics import StoredState, registry
 from services.common.settings import Settings
 from services.common.settings import get as get_setting
-from services.common.web import PUBLIC, Blueprint, create_flask
+from services.common.web.app import PUBLIC, Blueprint, create_flask
+from services.common.web.auth import Auth
+from services.common.web.metrics import StoredState, registry
 from services.payment import domain
 from services.payment.application import PaymentApp, ReturnUrls
 from services.payment.gateway import Gateway, MeasuredGateway

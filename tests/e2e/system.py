@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import requests
 
-from services.common.broker import free_port
+from services.common.messaging.broker import free_port
 from services.common.settings import Settings
 from tests.conftest import make_settings
 from tests.factories import invoice_payload

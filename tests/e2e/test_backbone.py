@@ -20,7 +20,7 @@ import pytest
 
 from events import BILLING_INVOICES
 from services.bootstrap import billing_app, positions
-from services.common.broker import free_port
+from services.common.messaging.broker import free_port
 from services.payment.application import PaymentApp
 from tests.conftest import Broker, drop_schemas, make_settings
 from tests.e2e.system import ISSUER, READER, System, wait_until

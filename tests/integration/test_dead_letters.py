@@ -15,13 +15,13 @@ from services import bootstrap, cli
 from services.billing.application import BillingApp
 from services.billing.domain import Invoice
 from services.bootstrap import billing_app, payment_app
-from services.common.consumer import TrackedConsumer, handle_record
-from services.common.deadletters import DeadLetter
-from services.common.outbox import Outgoing
-from services.common.persistence import SqlStore
-from services.common.positions import SqlPositions
-from services.common.relay import KafkaPublisher
+from services.common.messaging.consumer import TrackedConsumer, handle_record
+from services.common.messaging.deadletters import DeadLetter
+from services.common.messaging.outbox import Outgoing
+from services.common.messaging.positions import SqlPositions
+from services.common.messaging.relay import KafkaPublisher
 from services.common.settings import Settings
+from services.common.storage.persistence import SqlStore
 from services.payment.application import PaymentApp
 from tests.factories import open_regies, terms, wire_messages
 from tests.integration.test_kafka import wait_for

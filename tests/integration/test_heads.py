@@ -10,11 +10,11 @@ from events import AUDIT_CHAIN_HEADS
 from services import bootstrap, cli
 from services.billing.integration import make_to_wire
 from services.bootstrap import billing_app
-from services.common.chain import head, today
-from services.common.heads import from_record
-from services.common.positions import MemoryPositions
-from services.common.relay import Heads, KafkaPublisher, MemoryPublisher, Publisher, Relay
+from services.common.messaging.heads import from_record
+from services.common.messaging.positions import MemoryPositions
+from services.common.messaging.relay import Heads, KafkaPublisher, MemoryPublisher, Publisher, Relay
 from services.common.settings import Settings
+from services.common.storage.chain import head, today
 from tests.conftest import make_settings
 from tests.factories import open_regies, terms
 from tests.integration.test_chain import tamper

@@ -15,12 +15,12 @@ from services.billing.application import BillingApp
 from services.billing.domain import Invoice
 from services.billing.integration import make_to_wire
 from services.bootstrap import billing_app, payment_app
-from services.common.consumer import TrackedConsumer
-from services.common.kafka import end_offsets
-from services.common.persistence import SqlStore
-from services.common.positions import SqlPositions
-from services.common.relay import KafkaPublisher, Relay
+from services.common.messaging.consumer import TrackedConsumer
+from services.common.messaging.kafka import end_offsets
+from services.common.messaging.positions import SqlPositions
+from services.common.messaging.relay import KafkaPublisher, Relay
 from services.common.settings import Settings
+from services.common.storage.persistence import SqlStore
 from services.payment.application import PaymentApp
 from tests.conftest import Broker, make_settings
 from tests.factories import open_regies, terms

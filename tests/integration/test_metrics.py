@@ -22,8 +22,8 @@ from events import BILLING_INVOICES, Envelope
 from services.billing.integration import make_to_wire as billing_to_wire
 from services.billing.web import create_app as billing_api
 from services.bootstrap import billing_app, payment_app
-from services.common.consumer import TrackedConsumer
-from services.common.relay import KafkaPublisher, Relay
+from services.common.messaging.consumer import TrackedConsumer
+from services.common.messaging.relay import KafkaPublisher, Relay
 from services.common.settings import Settings
 from services.payment.application import PaymentApp
 from services.payment.gateway import FakeGateway, GatewayError, MeasuredGateway
@@ -215,7 +215,7 @@ class Parts(Threads):
 def end_offsets(settings: Settings, topic: str) -> dict[str, float]:
     from kafka import TopicPartition
 
-    from services.common.kafka import consumer
+    from services.common.messaging.kafka import consumer
 
     probe = consumer(settings)
     try:

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from services.common.outbox import Outgoing
-from services.common.relay import KafkaPublisher, MemoryPublisher, Publisher
+from services.common.messaging.outbox import Outgoing
+from services.common.messaging.relay import KafkaPublisher, MemoryPublisher, Publisher
 from tests.conftest import make_settings
 
 PARTITIONS = 4

@@ -19,11 +19,11 @@ from services.billing.domain import PAID, Invoice
 from services.billing.web import create_app as billing_web
 from services.bootstrap import billing_app, payment_app
 from services.cli import build_parser
-from services.common.consumer import TrackedConsumer, handle_record
-from services.common.persistence import SqlStore
-from services.common.positions import SqlPositions
-from services.common.relay import KafkaPublisher, Relay
+from services.common.messaging.consumer import TrackedConsumer, handle_record
+from services.common.messaging.positions import SqlPositions
+from services.common.messaging.relay import KafkaPublisher, Relay
 from services.common.settings import Settings
+from services.common.storage.persistence import SqlStore
 from services.payment import domain
 from services.payment.application import PaymentApp, ReturnUrls
 from services.payment.gateway import FakeGateway

@@ -10,7 +10,7 @@ acknowledged. So the relay also records, with its position, the end offset it re
 each partition; a partition found shorter than that, or a record given an offset below it,
 means the broker lost records, and the whole history is published again.
 
-A relay also publishes its service's chain head (see services/common/chain.py) on the
+A relay also publishes its service's chain head (see services/common/storage/chain.py) on the
 audit.chain-heads topic, through a second Publisher: at least every ``Heads.every``
 seconds, and the last head of each day once that day is over (Paris time), so that the
 history can be checked later against heads kept outside the database.
@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
 
-from services.common.chain import Head, head, today
-from services.common.heads import to_message
-from services.common.outbox import Outgoing, ToWire
-from services.common.positions import Positions
+from services.common.messaging.heads import to_message
+from services.common.messaging.outbox import Outgoing, ToWire
+from services.common.messaging.positions import Positions
+from services.common.storage.chain import Head, head, today
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ class KafkaPublisher:
 
     def _get(self) -> Any:
         if self._producer is None:
-            from services.common.kafka import producer
+            from services.common.messaging.kafka import producer
 
             self._producer = producer(self.settings)
         return self._producer
@@ -248,12 +248,12 @@ class KafkaPublisher:
         return acks
 
     def ensure_topic(self, partitions: int = 0) -> tuple[int, bool]:
-        from services.common.kafka import ensure_topic
+        from services.common.messaging.kafka import ensure_topic
 
         return ensure_topic(self.settings, self.topic, partitions)
 
     def end_offsets(self) -> dict[int, int]:
-        from services.common.kafka import end_offsets
+        from services.common.messaging.kafka import end_offsets
 
         return end_offsets(self.settings, self.topic)
 

@@ -9,7 +9,7 @@ follow the last one applied for its aggregate (``OutOfOrder``) makes the consume
 the topic again from the start rather than apply it.
 
 A message that cannot be read is never skipped: it is parked as a dead letter (see
-``services.common.deadletters``), with every later message of its subject behind it,
+``services.common.messaging.deadletters``), with every later message of its subject behind it,
 until ``retry`` applies them once the code can read them.
 """
 
@@ -26,9 +26,9 @@ from marshmallow import ValidationError
 
 from events import Envelope, EnvelopeError, decode
 from events.envelope import EnvelopeSchema
-from services.common.deadletters import DeadLetter, DeadLetters
 from services.common.errors import OutOfOrder
-from services.common.positions import Positions
+from services.common.messaging.deadletters import DeadLetter, DeadLetters
+from services.common.messaging.positions import Positions
 from services.common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ class TrackedConsumer:
     def _connect(self, from_start: bool) -> tuple[Any, list[Any]] | None:
         from kafka import TopicPartition
 
-        from services.common.kafka import consumer
+        from services.common.messaging.kafka import consumer
 
         client = consumer(self.settings)
         partitions = client.partitions_for_topic(self.topic)
@@ -253,7 +253,7 @@ class TrackedConsumer:
         A broker that lost the topic while we were reading it lets us go on from our old
         offsets in a new, different log: this notices it within ``verify_every``.
         """
-        from services.common.kafka import consumer
+        from services.common.messaging.kafka import consumer
 
         probe = consumer(self.settings)
         try:

@@ -32,7 +32,7 @@ from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteProcessRecorder
 
 from events.formats import PARIS
-from services.common.persistence import SqlStore, write_transaction
+from services.common.storage.persistence import SqlStore, write_transaction
 
 GENESIS = "0" * 64
 TABLE = "event_chain"
@@ -196,8 +196,8 @@ class ChainedPostgresProcessRecorder(Chained, PostgresProcessRecorder):
 
 def recorder_topic(persistence: str) -> str | None:
     return {
-        "eventsourcing.sqlite": "services.common.chain:ChainedSQLiteProcessRecorder",
-        "eventsourcing.postgres": "services.common.chain:ChainedPostgresProcessRecorder",
+        "eventsourcing.sqlite": "services.common.storage.chain:ChainedSQLiteProcessRecorder",
+        "eventsourcing.postgres": "services.common.storage.chain:ChainedPostgresProcessRecorder",
     }.get(persistence)
 
 
