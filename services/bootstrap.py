@@ -7,26 +7,29 @@ from typing import TYPE_CHECKING, Any
 from services.billing.application import BillingApp
 from services.common.messaging.positions import Positions
 from services.common.settings import Settings
+from services.common.storage.chain import store_env
 from services.common.storage.persistence import schema_lock
 from services.common.web.auth import ROLES, format_tokens, make_dev_tokens, parse_tokens
 from services.payment.application import PaymentApp, ReturnUrls
 from services.payment.domain import Watch
 
 if TYPE_CHECKING:
+    from flask import Flask
+
     from services.payment.payfip import PayFiPGateway
 
 
 def billing_app(settings: Settings | None = None) -> BillingApp:
     settings = settings or Settings()
     with schema_lock(settings, "billing"):
-        return BillingApp(env=settings.event_store_env("billing"))
+        return BillingApp(env=store_env(settings, "billing"))
 
 
 def payment_app(settings: Settings | None = None) -> PaymentApp:
     settings = settings or Settings()
     with schema_lock(settings, "payment"):
         return PaymentApp(
-            env=settings.event_store_env("payment"),
+            env=store_env(settings, "payment"),
             watch=Watch.of_minutes(settings.payfip_reservation_minutes,
                                    settings.payfip_pending_minutes),
         )
@@ -83,10 +86,28 @@ def payfip_gateway(settings: Settings | None = None) -> "PayFiPGateway":
 
 def return_urls(settings: Settings | None = None) -> ReturnUrls:
     """The browser comes back on the public address; PayFiP's server may use another."""
-    from services.common.settings import get
-
-    base = (settings or Settings()).payment_public_url.rstrip("/")
+    settings = settings or Settings()
+    base = settings.payment_public_url.rstrip("/")
     return ReturnUrls(
-        notification=get("PAYMENT_NOTIFICATION_URL") or f"{base}/payfip/notification",
+        notification=settings.payment_notification_url or f"{base}/payfip/notification",
         browser_return=f"{base}/payfip/return",
     )
+
+
+def billing_api(settings: Settings | None = None) -> "Flask":
+    """The billing API as gunicorn starts it: `services.bootstrap:billing_api()`."""
+    # Imported here: the relays, consumers and tools that use this module need no Flask.
+    from services.billing.web import create_app
+
+    settings = settings or Settings()
+    return create_app(billing_app(settings), load_tokens("billing", settings), settings)
+
+
+def payment_api(settings: Settings | None = None) -> "Flask":
+    """The payment API as gunicorn starts it: `services.bootstrap:payment_api()`."""
+    from services.payment.web import create_app
+
+    settings = settings or Settings()
+    return create_app(payment_app(settings), load_tokens("payment", settings),
+                      gateway=payfip_gateway(settings), urls=return_urls(settings),
+                      settings=settings)

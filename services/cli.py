@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from services.common.messaging.relay import Heads
     from services.common.storage.chain import Head
 
-from services.common.settings import SETTINGS, Settings, get, is_secret
+from services.common.settings import SETTINGS, Settings, is_secret
 
 
 def _stop_on_signals() -> threading.Event:
@@ -189,7 +189,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     # Timed and counted like the API's calls; with PROMETHEUS_MULTIPROC_DIR shared with the
     # payment API, its /metrics shows them.
     gateway = MeasuredGateway(payfip_gateway(settings), app.meters)
-    every = args.every if args.every is not None else float(get("REGIE_RECONCILE_INTERVAL"))
+    every = args.every if args.every is not None else settings.reconcile_interval
     if args.once:
         app.refresh()
         watched = len(app.to_pay.watched_payments())
@@ -447,7 +447,7 @@ def _value_and_source(name: str, default: str) -> tuple[str, str]:
             roles = ", ".join(parse_tokens(path.read_text().strip()).values())
             return f"(set, hidden: {roles})", f"from {path}, written by regie run"
     if name == "PORTAL_SECRET_KEY":
-        path = Path(get("PORTAL_ACCOUNTS_DB")).parent / "portal-secret.key"
+        path = Path(Settings().portal_accounts_db).parent / "portal-secret.key"
         if path.exists():
             return "(set, hidden)", f"from {path}"
     return default, "default"
@@ -579,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=get("REGIE_LOG_LEVEL"),
+        level=Settings().log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -599,7 +599,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.close(devnull)
         return 128 + signal.SIGPIPE
     except Exception as e:  # a clear message and a non-zero exit, not a traceback
-        if get("REGIE_LOG_LEVEL") == "DEBUG":
+        if Settings().log_level == "DEBUG":
             raise
         print(f"regie {args.command}: {e}", file=sys.stderr)
         return 1

@@ -11,9 +11,11 @@ from services.bootstrap import billing_app, payment_app
 from services.common.messaging.consumer import handle_record
 from services.common.messaging.outbox import ToWire
 from services.common.settings import Settings
-from services.payment.application import PaymentApp
+from services.payment.application import PaymentApp, ReturnUrls
 
 TOPIC = "billing.invoices"
+# Where PayFiP would call the payment API back, in the tests that need no real address.
+URLS = ReturnUrls("http://pay.test/payfip/notification", "http://pay.test/payfip/return")
 
 
 def invoice_payload(number: str = "F-1", family: str = "fam-1", regie: str = "SPORTS",

@@ -42,7 +42,7 @@ class System:
             service = name.removesuffix("-api")
             port = self.env[f"{service.upper()}_PORT"]
             return [*gunicorn, "--bind", f"127.0.0.1:{port}",
-                    f"services.{service}.web:create_app()"]
+                    f"services.bootstrap:{service}_api()"]
         if name == "payfip-sim":
             return [*gunicorn, "--bind", f"127.0.0.1:{self.env['PAYFIP_SIM_PORT']}",
                     "services.payfip_sim.app:create_app()"]

@@ -23,7 +23,8 @@ from services.common.messaging.relay import KafkaPublisher
 from services.common.settings import Settings
 from services.common.storage.persistence import SqlStore
 from services.payment.application import PaymentApp
-from tests.factories import open_regies, terms, wire_messages
+from services.payment.gateway import FakeGateway
+from tests.factories import URLS, open_regies, terms, wire_messages
 from tests.integration.test_kafka import wait_for
 from tests.threads import Threads
 
@@ -206,7 +207,8 @@ def test_unreadable_messages_are_parked_until_a_retry_can_apply_them(
              what="the partition to be read again")
     assert payment.dead_letters.count() == 3
 
-    health: FlaskClient = create_app(payment=payment, tokens={}).test_client()
+    health: FlaskClient = create_app(payment=payment, tokens={}, gateway=FakeGateway(),
+                                           urls=URLS).test_client()
     assert health.get("/health").get_json() == {"status": "ok", "dead_letters": 3}
 
     monkeypatch.setattr(bootstrap, "payment_app", lambda: payment_app(settings))
@@ -289,7 +291,8 @@ def test_each_consuming_service_counts_its_own_dead_letters_in_health(
     billing.dead_letters.park(letter(5, None, None, topic="payment.payments"))
     payment.dead_letters.park(letter(8, None, None))
     for api, count in ((billing_api(billing=billing, tokens={}), 2),
-                       (payment_api(payment=payment, tokens={}), 1)):
+                       (payment_api(payment=payment, tokens={}, gateway=FakeGateway(),
+                                    urls=URLS), 1)):
         response = api.test_client().get("/health")
         assert (response.status_code, response.get_json()) == (
             200, {"status": "ok", "dead_letters": count})

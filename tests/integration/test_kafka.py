@@ -20,6 +20,7 @@ from services.common.messaging.kafka import end_offsets
 from services.common.messaging.positions import SqlPositions
 from services.common.messaging.relay import KafkaPublisher, Relay
 from services.common.settings import Settings
+from services.common.storage.chain import store_env
 from services.common.storage.persistence import SqlStore
 from services.payment.application import PaymentApp
 from tests.conftest import Broker, make_settings
@@ -202,7 +203,7 @@ def test_a_broker_that_lost_its_topics_gets_them_back(tmp_path: Path, own_broker
     # A subscriber arriving now still finds the whole history on the topic.
     fresh = make_settings("sqlite", tmp_path / "fresh", kafka_bootstrap=own_broker.bootstrap,
                           kafka_broker=own_broker.kind, topic_prefix=settings.topic_prefix)
-    late = PaymentApp(env=fresh.event_store_env("payment"))
+    late = PaymentApp(env=store_env(fresh, "payment"))
     stop = threading.Event()
     consumer = TrackedConsumer(fresh, p.topic, late.apply_billing_event,
                                SqlPositions(SqlStore(late)), on_idle=late.refresh,

@@ -29,7 +29,7 @@ from services.payment.application import PaymentApp
 from services.payment.gateway import FakeGateway, GatewayError, MeasuredGateway
 from services.payment.web import create_app as payment_api
 from tests.conftest import make_settings
-from tests.factories import open_regies, terms
+from tests.factories import URLS, open_regies, terms
 from tests.integration.test_dead_letters import letter
 from tests.integration.test_kafka import wait_for
 from tests.integration.test_payments import decided, iid, request, setup
@@ -63,7 +63,7 @@ def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: s
 def api(payment: PaymentApp, gateway: FakeGateway | None = None,
         settings: Settings | None = None) -> Flask:
     return payment_api(payment=payment, tokens=TOKENS, gateway=gateway or FakeGateway(),
-                       settings=settings or Settings(metrics_dir=""))
+                       urls=URLS, settings=settings or Settings(metrics_dir=""))
 
 
 def test_payments_are_counted_by_status(any_store_settings: Settings) -> None:
