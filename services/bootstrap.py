@@ -16,6 +16,8 @@ from services.payment.domain import Watch
 if TYPE_CHECKING:
     from flask import Flask
 
+    from services.common.messaging.consumer import TrackedConsumer
+    from services.common.messaging.relay import Heads, Publisher, Relay
     from services.payment.payfip import PayFiPGateway
 
 
@@ -111,3 +113,62 @@ def payment_api(settings: Settings | None = None) -> "Flask":
     return create_app(payment_app(settings), load_tokens("payment", settings),
                       gateway=payfip_gateway(settings), urls=return_urls(settings),
                       settings=settings)
+
+
+def relay_heads(service: str, settings: Settings | None = None,
+                publisher: "Publisher | None" = None) -> "Heads":
+    """Where a service's relay publishes its chain heads: audit.chain-heads."""
+    from events import AUDIT_CHAIN_HEADS
+    from services.common.messaging.relay import Heads, KafkaPublisher
+
+    settings = settings or Settings()
+    topic = settings.topic(AUDIT_CHAIN_HEADS.name)
+    return Heads(publisher or KafkaPublisher(settings, topic), topic, service,
+                 settings.heads_interval)
+
+
+def relay(service: str, settings: Settings | None = None, *, app: Any = None,
+          publisher: "Publisher | None" = None, heads: "Heads | None" = None) -> "Relay":
+    """`regie relay SERVICE`: billing's events to billing.invoices, payment's to
+    payment.payments. A caller may bring the service's application, the publisher of its
+    events or of its chain heads (a benchmark, a test); the rest comes from the settings."""
+    from events import BILLING_INVOICES, PAYMENT_PAYMENTS
+    from services.billing import integration as billing_integration
+    from services.common.messaging.relay import KafkaPublisher, Relay
+    from services.payment import integration as payment_integration
+
+    settings = settings or Settings()
+    if service == "billing":
+        app = app if app is not None else billing_app(settings)
+        topic = settings.topic(BILLING_INVOICES.name)
+        to_wire = billing_integration.make_to_wire(app, topic)
+    else:
+        app = app if app is not None else payment_app(settings)
+        topic = settings.topic(PAYMENT_PAYMENTS.name)
+        to_wire = payment_integration.make_to_wire(app, topic)
+    return Relay(app, to_wire, publisher or KafkaPublisher(settings, topic),
+                 positions(settings, service, app), name=topic,
+                 heads=heads or relay_heads(service, settings))
+
+
+def consumer(service: str, settings: Settings | None = None, *,
+             app: Any = None) -> "TrackedConsumer":
+    """`regie consume SERVICE`: payment reads billing.invoices, billing reads
+    payment.payments. A caller may bring the application (a benchmark wraps its to-pay
+    store in a clock); the rest comes from the settings."""
+    from events import BILLING_INVOICES, PAYMENT_PAYMENTS
+    from services.common.messaging.consumer import TrackedConsumer
+
+    settings = settings or Settings()
+    if service == "payment":
+        payment = app if app is not None else payment_app(settings)
+        return TrackedConsumer(
+            settings, settings.topic(BILLING_INVOICES.name), payment.apply_billing_event,
+            positions(settings, "payment", payment), on_idle=payment.refresh,
+            dead_letters=payment.dead_letters,
+        )
+    billing = app if app is not None else billing_app(settings)
+    return TrackedConsumer(
+        settings, settings.topic(PAYMENT_PAYMENTS.name), billing.apply_payment_event,
+        positions(settings, "billing", billing), dead_letters=billing.dead_letters,
+    )

@@ -158,7 +158,7 @@ def test_regie_relay_publishes_heads_on_the_prefixed_topic_at_the_set_interval(
     tmp_path: Path,
 ) -> None:
     settings = make_settings("sqlite", tmp_path, topic_prefix="acme.", heads_interval=15.0)
-    heads = cli._relay_heads(settings, "payment")
+    heads = bootstrap.relay_heads("payment", settings)
     assert (heads.topic, heads.service, heads.every) == ("acme.audit.chain-heads", "payment",
                                                          15.0)
     assert isinstance(heads.publisher, KafkaPublisher)
