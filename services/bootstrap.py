@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from services.common.messaging.consumer import TrackedConsumer
-    from services.common.messaging.relay import Heads, Publisher, Relay
+    from services.common.messaging.ports import Publisher
+    from services.common.messaging.relay import Heads, Relay
     from services.payment.payfip import PayFiPGateway
 
 

@@ -11,8 +11,10 @@ from services import bootstrap, cli
 from services.billing.integration import make_to_wire
 from services.bootstrap import billing_app
 from services.common.messaging.heads import from_record
+from services.common.messaging.memory import MemoryPublisher
+from services.common.messaging.ports import Publisher
 from services.common.messaging.positions import MemoryPositions
-from services.common.messaging.relay import Heads, KafkaPublisher, MemoryPublisher, Publisher, Relay
+from services.common.messaging.relay import Heads, KafkaPublisher, Relay
 from services.common.settings import Settings
 from services.common.storage.chain import head, today
 from tests.conftest import make_settings

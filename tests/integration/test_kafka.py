@@ -16,7 +16,7 @@ from services.billing.domain import Invoice
 from services.billing.integration import make_to_wire
 from services.bootstrap import billing_app, payment_app
 from services.common.messaging.consumer import TrackedConsumer
-from services.common.messaging.kafka import end_offsets
+from services.common.messaging.kafka import KafkaSubscriber, end_offsets
 from services.common.messaging.positions import SqlPositions
 from services.common.messaging.relay import KafkaPublisher, Relay
 from services.common.settings import Settings
@@ -321,12 +321,14 @@ def test_garbage_as_the_last_message_does_not_make_the_consumer_reread(
         app_positions = consumer.positions
         # Resuming checks the record before each stored offset: garbage remembered as 0
         # must be recognised as the same garbage, not as a different log to read again.
+        subscriber = KafkaSubscriber(settings, p.topic)
+        consumer.subscribe = lambda: subscriber
         connected = consumer._connect(from_start=False)
         assert connected is not None
-        client, tps = connected
+        _, partitions = connected
         try:
-            starts = {tp.partition: client.position(tp) for tp in tps}
+            reader = subscriber._get()  # where the Kafka client itself now stands
+            starts = {n: reader.position(TopicPartition(p.topic, n)) for n in partitions}
         finally:
-            client.close()
-        assert all(starts[tp.partition] == app_positions.get(f"{p.topic}@{tp.partition}")
-                   for tp in tps)
+            subscriber.close()
+        assert all(starts[n] == app_positions.get(f"{p.topic}@{n}") for n in partitions)

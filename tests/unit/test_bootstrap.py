@@ -5,7 +5,8 @@ import json
 from pathlib import Path
 
 from services import bootstrap
-from services.common.messaging.relay import Heads, MemoryPublisher
+from services.common.messaging.memory import MemoryPublisher
+from services.common.messaging.relay import Heads
 from tests.conftest import make_settings
 from tests.factories import open_regies, terms
 

@@ -19,42 +19,21 @@ history can be checked later against heads kept outside the database.
 import logging
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
 from services.common.messaging.heads import to_message
 from services.common.messaging.outbox import Outgoing, ToWire
+from services.common.messaging.ports import Ack, Publisher
 from services.common.messaging.positions import Positions
 from services.common.storage.chain import Head, head, today
 
+# Ack stays importable from here: what a publisher answers is part of the relay's interface.
+__all__ = ["Ack", "Heads", "KafkaPublisher", "Publisher", "Relay"]
+
 log = logging.getLogger(__name__)
-
-
-class Ack(NamedTuple):
-    """Where the broker says it put a record."""
-
-    partition: int
-    offset: int
-
-
-class Publisher(Protocol):
-    """The broker, as the relay sees it."""
-
-    def publish(self, messages: list[Outgoing]) -> list[Ack]:
-        """Send and wait until every message is acknowledged, or raise; return where each
-        one was put, in the order of ``messages``."""
-
-    def ensure_topic(self, partitions: int = 0) -> tuple[int, bool]:
-        """Create the topic if missing, or re-create it if its partition count is not
-        ``partitions`` (when given); return its count and whether it was (re)created."""
-
-    def end_offsets(self) -> dict[int, int]:
-        """Each partition's end offset now: the offset its next record will get."""
-
-    def close(self) -> None: ...
 
 
 @dataclass
@@ -264,54 +243,3 @@ class KafkaPublisher:
             except Exception:
                 log.exception("closing the producer")
             self._producer = None
-
-
-
-class MemoryPublisher:
-    """A broker in memory, for the relay's tests, that can be made to lose records."""
-
-    def __init__(self, partitions: int = 6) -> None:
-        self.default_partitions = partitions
-        self._log: list[list[Outgoing]] | None = None
-
-    def publish(self, messages: list[Outgoing]) -> list[Ack]:
-        if self._log is None:
-            # As the real producer: topics are only ever made by ensure_topic.
-            raise LookupError("the topic does not exist")
-        acks = []
-        for m in messages:
-            partition = zlib.crc32(m.key.encode("utf-8")) % len(self._log)
-            self._log[partition].append(m)
-            acks.append(Ack(partition, len(self._log[partition]) - 1))
-        return acks
-
-    def ensure_topic(self, partitions: int = 0) -> tuple[int, bool]:
-        if self._log is not None and (not partitions or len(self._log) == partitions):
-            return len(self._log), False
-        self._log = [[] for _ in range(partitions or self.default_partitions)]
-        return len(self._log), True
-
-    def end_offsets(self) -> dict[int, int]:
-        return {p: len(records) for p, records in enumerate(self._log or [])}
-
-    def close(self) -> None:
-        pass
-
-    # What a test makes the broker do, and sees of it.
-
-    def partition_count(self) -> int:
-        return len(self._log or [])
-
-    def records(self, partition: int) -> list[Outgoing]:
-        return list((self._log or [])[partition])
-
-    def lose_tail(self, partition: int, count: int) -> list[Outgoing]:
-        """Forget the partition's last ``count`` records, as a broker killed before they
-        reached its disk; return them."""
-        assert self._log is not None
-        lost = self._log[partition][-count:]
-        del self._log[partition][-count:]
-        return lost
-
-    def delete_topic(self) -> None:
-        self._log = None
