@@ -120,7 +120,8 @@ def relay_heads(service: str, settings: Settings | None = None,
                 publisher: "Publisher | None" = None) -> "Heads":
     """Where a service's relay publishes its chain heads: audit.chain-heads."""
     from events import AUDIT_CHAIN_HEADS
-    from services.common.messaging.relay import Heads, KafkaPublisher
+    from services.common.messaging.kafka import KafkaPublisher
+    from services.common.messaging.relay import Heads
 
     settings = settings or Settings()
     topic = settings.topic(AUDIT_CHAIN_HEADS.name)
@@ -135,7 +136,8 @@ def relay(service: str, settings: Settings | None = None, *, app: Any = None,
     events or of its chain heads (a benchmark, a test); the rest comes from the settings."""
     from events import BILLING_INVOICES, PAYMENT_PAYMENTS
     from services.billing import integration as billing_integration
-    from services.common.messaging.relay import KafkaPublisher, Relay
+    from services.common.messaging.kafka import KafkaPublisher
+    from services.common.messaging.relay import Relay
     from services.payment import integration as payment_integration
 
     settings = settings or Settings()

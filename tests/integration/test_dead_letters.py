@@ -17,9 +17,9 @@ from services.billing.domain import Invoice
 from services.bootstrap import billing_app, payment_app
 from services.common.messaging.consumer import TrackedConsumer, handle_record
 from services.common.messaging.deadletters import DeadLetter
+from services.common.messaging.kafka import KafkaPublisher
 from services.common.messaging.outbox import Outgoing
 from services.common.messaging.positions import SqlPositions
-from services.common.messaging.relay import KafkaPublisher
 from services.common.settings import Settings
 from services.common.storage.persistence import SqlStore
 from services.payment.application import PaymentApp

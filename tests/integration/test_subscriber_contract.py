@@ -14,11 +14,10 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from services.common.messaging.kafka import KafkaSubscriber
+from services.common.messaging.kafka import KafkaPublisher, KafkaSubscriber
 from services.common.messaging.memory import MemoryBroker, MemoryPublisher, MemorySubscriber
 from services.common.messaging.outbox import Outgoing
 from services.common.messaging.ports import Publisher, Record, Subscriber
-from services.common.messaging.relay import KafkaPublisher
 from tests.conftest import make_settings
 
 PARTITIONS = 3

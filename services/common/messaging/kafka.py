@@ -1,4 +1,5 @@
-"""kafka-python clients configured the same way everywhere."""
+"""The Kafka side of the messaging ports (KafkaPublisher, KafkaSubscriber), and the
+kafka-python clients they use, configured the same way everywhere."""
 
 import logging
 import time
@@ -8,7 +9,8 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewPartitions, NewTopic
 from kafka.errors import IncompatibleBrokerVersion, KafkaError, TopicAlreadyExistsError
 
-from services.common.messaging.ports import Record
+from services.common.messaging.outbox import Outgoing
+from services.common.messaging.ports import Ack, Record
 from services.common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -125,6 +127,46 @@ def end_offsets(settings: Settings, topic: str, timeout: float = 10.0) -> dict[i
         return ends
     finally:
         client.close()
+
+
+class KafkaPublisher:
+    """The relay's side of Kafka for one topic: send, and wait for the acknowledgements."""
+
+    def __init__(self, settings: Any, topic: str) -> None:
+        self.settings = settings
+        self.topic = topic
+        self._producer: Any = None
+
+    def _get(self) -> Any:
+        if self._producer is None:
+            self._producer = producer(self.settings)
+        return self._producer
+
+    def publish(self, messages: list[Outgoing]) -> list[Ack]:
+        producer = self._get()
+        futures = [
+            producer.send(m.topic, key=m.key.encode("utf-8"), value=m.value) for m in messages
+        ]
+        producer.flush(timeout=10)
+        acks = []
+        for future in futures:
+            meta = future.get(timeout=1)  # flush returned: each is already settled
+            acks.append(Ack(meta.partition, meta.offset))
+        return acks
+
+    def ensure_topic(self, partitions: int = 0) -> tuple[int, bool]:
+        return ensure_topic(self.settings, self.topic, partitions)
+
+    def end_offsets(self) -> dict[int, int]:
+        return end_offsets(self.settings, self.topic)
+
+    def close(self) -> None:
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=2)
+            except Exception:
+                log.exception("closing the producer")
+            self._producer = None
 
 
 class KafkaSubscriber:

@@ -3,7 +3,7 @@
 ``Publisher`` is the relay's side (send and wait for the acknowledgement; make the topic;
 read each partition's end), ``Subscriber`` the consumer's (every partition of one topic, no
 consumer group, read from offsets the consumer keeps itself). Each has a Kafka adapter
-(``relay.KafkaPublisher``, ``kafka.KafkaSubscriber``) and an in-memory one over one log
+(``kafka.KafkaPublisher``, ``kafka.KafkaSubscriber``) and an in-memory one over one log
 (``memory.MemoryBroker``); tests/integration/test_publisher_contract.py and
 test_subscriber_contract.py hold both sides to the same answers.
 """

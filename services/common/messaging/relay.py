@@ -25,12 +25,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.common.messaging.heads import to_message
+from services.common.messaging.kafka import KafkaPublisher
 from services.common.messaging.outbox import Outgoing, ToWire
 from services.common.messaging.ports import Ack, Publisher
 from services.common.messaging.positions import Positions
 from services.common.storage.chain import Head, head, today
 
-# Ack stays importable from here: what a publisher answers is part of the relay's interface.
+# Ack and KafkaPublisher stay importable from here, where callers of the relay look for them.
 __all__ = ["Ack", "Heads", "KafkaPublisher", "Publisher", "Relay"]
 
 log = logging.getLogger(__name__)
@@ -199,47 +200,3 @@ class Relay:
                     self.heads.publisher.close()
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
-
-
-class KafkaPublisher:
-    def __init__(self, settings: Any, topic: str) -> None:
-        self.settings = settings
-        self.topic = topic
-        self._producer: Any = None
-
-    def _get(self) -> Any:
-        if self._producer is None:
-            from services.common.messaging.kafka import producer
-
-            self._producer = producer(self.settings)
-        return self._producer
-
-    def publish(self, messages: list[Outgoing]) -> list[Ack]:
-        producer = self._get()
-        futures = [
-            producer.send(m.topic, key=m.key.encode("utf-8"), value=m.value) for m in messages
-        ]
-        producer.flush(timeout=10)
-        acks = []
-        for future in futures:
-            meta = future.get(timeout=1)  # flush returned: each is already settled
-            acks.append(Ack(meta.partition, meta.offset))
-        return acks
-
-    def ensure_topic(self, partitions: int = 0) -> tuple[int, bool]:
-        from services.common.messaging.kafka import ensure_topic
-
-        return ensure_topic(self.settings, self.topic, partitions)
-
-    def end_offsets(self) -> dict[int, int]:
-        from services.common.messaging.kafka import end_offsets
-
-        return end_offsets(self.settings, self.topic)
-
-    def close(self) -> None:
-        if self._producer is not None:
-            try:
-                self._producer.close(timeout=2)
-            except Exception:
-                log.exception("closing the producer")
-            self._producer = None
