@@ -14,10 +14,12 @@ from services.payment.application import PaymentApp, ReturnUrls
 from services.payment.domain import Watch
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from flask import Flask
 
     from services.common.messaging.consumer import TrackedConsumer
-    from services.common.messaging.ports import Publisher
+    from services.common.messaging.ports import Publisher, Subscriber
     from services.common.messaging.relay import Heads, Relay
     from services.payment.payfip import PayFiPGateway
 
@@ -154,11 +156,12 @@ def relay(service: str, settings: Settings | None = None, *, app: Any = None,
                  heads=heads or relay_heads(service, settings))
 
 
-def consumer(service: str, settings: Settings | None = None, *,
-             app: Any = None) -> "TrackedConsumer":
+def consumer(service: str, settings: Settings | None = None, *, app: Any = None,
+             subscribe: "Callable[[], Subscriber] | None" = None) -> "TrackedConsumer":
     """`regie consume SERVICE`: payment reads billing.invoices, billing reads
     payment.payments. A caller may bring the application (a benchmark wraps its to-pay
-    store in a clock); the rest comes from the settings."""
+    store in a clock) or what reads the topic (a test's in-memory broker); the rest comes
+    from the settings."""
     from events import BILLING_INVOICES, PAYMENT_PAYMENTS
     from services.common.messaging.consumer import TrackedConsumer
 
@@ -168,10 +171,11 @@ def consumer(service: str, settings: Settings | None = None, *,
         return TrackedConsumer(
             settings, settings.topic(BILLING_INVOICES.name), payment.apply_billing_event,
             positions(settings, "payment", payment), on_idle=payment.refresh,
-            dead_letters=payment.dead_letters,
+            dead_letters=payment.dead_letters, subscribe=subscribe,
         )
     billing = app if app is not None else billing_app(settings)
     return TrackedConsumer(
         settings, settings.topic(PAYMENT_PAYMENTS.name), billing.apply_payment_event,
         positions(settings, "billing", billing), dead_letters=billing.dead_letters,
+        subscribe=subscribe,
     )
