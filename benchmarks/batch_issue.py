@@ -31,7 +31,7 @@ from benchmarks.harness import (
     say,
 )
 from services.bootstrap import billing_app
-from services.common import broker
+from services.common.messaging import broker
 
 SQLITE_TABLE = (
     "CREATE TABLE stored_events (originator_id TEXT, originator_version INTEGER, "

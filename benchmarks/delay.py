@@ -27,7 +27,7 @@ from benchmarks.harness import (
     relay_acks,
     say,
 )
-from services.common.outbox import Outgoing
+from services.common.messaging.outbox import Outgoing
 
 
 @dataclass

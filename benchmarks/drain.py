@@ -25,8 +25,8 @@ from benchmarks.harness import (
     say,
 )
 from services.bootstrap import payment_app
-from services.common.outbox import Outgoing
-from services.common.persistence import SqlStore
+from services.common.messaging.outbox import Outgoing
+from services.common.storage.persistence import SqlStore
 
 
 @dataclass

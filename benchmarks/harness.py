@@ -27,8 +27,8 @@ from services.billing.application import BillingApp, Issued
 from services.billing.domain import Invoice, InvoiceTerms, Line
 from services.billing.integration import make_to_wire
 from services.bootstrap import billing_app
-from services.common import broker
-from services.common.outbox import Outgoing
+from services.common.messaging import broker
+from services.common.messaging.outbox import Outgoing
 from services.common.settings import Settings
 
 HOST = "127.0.0.1"
@@ -316,7 +316,7 @@ class Kafka:
         topic: a kafka-python 3.0.12 producer that moves on to a second topic spins its
         network thread ("Unknown leaders exist, requesting metadata update").
         """
-        from services.common.kafka import producer as relay_producer
+        from services.common.messaging.kafka import producer as relay_producer
 
         self.create_topic(topic)
         child = spawn("plain-consume", {

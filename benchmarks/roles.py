@@ -1,9 +1,9 @@
 """The child processes of a run, each started as ``python -m benchmarks --role NAME``.
 
-The relay and the payment consumer are the `regie` commands themselves, with a timing hook
-each: the relay's ``KafkaPublisher.publish`` is wrapped to note when the broker acknowledged
-a message, and the consumer's payment app gets its to-pay store wrapped in a clock. These
-are the only places where a benchmark reaches into the services.
+The relay and the payment consumer are built by the composition root as `regie relay` and
+`regie consume` build them, with a timing hook injected into each: the relay gets a
+publisher that notes when the broker acknowledged a message, and the consumer a payment app
+whose to-pay store is wrapped in a clock. Nothing of the services is patched.
 """
 
 import json
@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks.harness import child_stop, exit_with_parent
-from services.common.outbox import Outgoing
+from benchmarks.harness import child_stop
+from services.common.messaging.outbox import Outgoing
 from services.common.settings import Settings
 from services.payment.projections import Change, InvoiceRow, ToPayStore
 
@@ -45,46 +45,54 @@ class VisibilityClock:
 
 
 
+class TimedPublisher:
+    """The relay's publisher, noting when the broker acknowledged each message."""
+
+    def __init__(self, inner: Any, out: Any) -> None:
+        self.inner = inner
+        self.out = out
+
+    def publish(self, messages: list[Outgoing]) -> Any:
+        acks = self.inner.publish(messages)  # returns once every message is acknowledged
+        now = time.monotonic()
+        self.out.write("".join(f"{json.loads(m.value)['subject']} {now!r}\n" for m in messages))
+        self.out.flush()
+        return acks
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 def role_relay(spec: dict[str, Any]) -> int:
-    """`regie relay billing` itself, noting when the broker acknowledged each message."""
-    from services import cli
-    from services.common import relay
+    """`regie relay billing` as the composition root builds it, with a timed publisher."""
+    from events import BILLING_INVOICES
+    from services.bootstrap import relay
+    from services.common.messaging.kafka import KafkaPublisher
 
-    exit_with_parent(spec["lifetime"])
-    publish = relay.KafkaPublisher.publish
+    stop = child_stop(spec["lifetime"])
+    settings = Settings()
     with open(spec["out"], "a") as out:
-
-        def timed_publish(self: Any, messages: list[Outgoing]) -> list[relay.Ack]:
-            acks = publish(self, messages)  # returns once every message is acknowledged
-            now = time.monotonic()
-            out.write("".join(f"{json.loads(m.value)['subject']} {now!r}\n" for m in messages))
-            out.flush()
-            return acks
-
-        setattr(relay.KafkaPublisher, "publish", timed_publish)  # noqa: B010
-        return cli.main(["relay", "billing"])
+        publisher = TimedPublisher(
+            KafkaPublisher(settings, settings.topic(BILLING_INVOICES.name)), out)
+        relay("billing", settings, publisher=publisher).run_forever(
+            stop, settings.poll_interval)
+    return 0
 
 
 def role_consume(spec: dict[str, Any]) -> int:
-    """`regie consume payment` itself, its payment app's to-pay store wrapped in a clock."""
-    import services.bootstrap
-    from services import cli
-    from services.payment.application import PaymentApp
+    """`regie consume payment` as the composition root builds it, its payment app's to-pay
+    store wrapped in a clock."""
+    from services.bootstrap import consumer, payment_app
 
-    exit_with_parent(spec["lifetime"])
-    make_app = services.bootstrap.payment_app
+    stop = child_stop(spec["lifetime"])
+    settings = Settings()
     with open(spec["out"], "a") as out:
-
-        def timed_payment_app(settings: Settings | None = None) -> PaymentApp:
-            app = make_app(settings)
-            app.to_pay = VisibilityClock(app.to_pay, out)
-            out.write(f"hooked {time.monotonic()!r}\n")
-            out.flush()
-            return app
-
-        # cmd_consume imports payment_app from services.bootstrap when it runs.
-        services.bootstrap.payment_app = timed_payment_app
-        return cli.main(["consume", "payment"])
+        app = payment_app(settings)
+        app.to_pay = VisibilityClock(app.to_pay, out)
+        out.write(f"hooked {time.monotonic()!r}\n")
+        out.flush()
+        consumer("payment", settings, app=app).run_forever(stop)
+    return 0
 
 
 def role_plain_consume(spec: dict[str, Any]) -> int:

@@ -5,28 +5,36 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from services.billing.application import BillingApp
-from services.common.auth import ROLES, format_tokens, make_dev_tokens, parse_tokens
-from services.common.persistence import schema_lock
-from services.common.positions import Positions
+from services.common.messaging.positions import Positions
 from services.common.settings import Settings
+from services.common.storage.chain import store_env
+from services.common.storage.persistence import schema_lock
+from services.common.web.auth import ROLES, format_tokens, make_dev_tokens, parse_tokens
 from services.payment.application import PaymentApp, ReturnUrls
 from services.payment.domain import Watch
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from flask import Flask
+
+    from services.common.messaging.consumer import TrackedConsumer
+    from services.common.messaging.ports import Publisher, Subscriber
+    from services.common.messaging.relay import Heads, Relay
     from services.payment.payfip import PayFiPGateway
 
 
 def billing_app(settings: Settings | None = None) -> BillingApp:
     settings = settings or Settings()
     with schema_lock(settings, "billing"):
-        return BillingApp(env=settings.event_store_env("billing"))
+        return BillingApp(env=store_env(settings, "billing"))
 
 
 def payment_app(settings: Settings | None = None) -> PaymentApp:
     settings = settings or Settings()
     with schema_lock(settings, "payment"):
         return PaymentApp(
-            env=settings.event_store_env("payment"),
+            env=store_env(settings, "payment"),
             watch=Watch.of_minutes(settings.payfip_reservation_minutes,
                                    settings.payfip_pending_minutes),
         )
@@ -83,10 +91,91 @@ def payfip_gateway(settings: Settings | None = None) -> "PayFiPGateway":
 
 def return_urls(settings: Settings | None = None) -> ReturnUrls:
     """The browser comes back on the public address; PayFiP's server may use another."""
-    from services.common.settings import get
-
-    base = (settings or Settings()).payment_public_url.rstrip("/")
+    settings = settings or Settings()
+    base = settings.payment_public_url.rstrip("/")
     return ReturnUrls(
-        notification=get("PAYMENT_NOTIFICATION_URL") or f"{base}/payfip/notification",
+        notification=settings.payment_notification_url or f"{base}/payfip/notification",
         browser_return=f"{base}/payfip/return",
+    )
+
+
+def billing_api(settings: Settings | None = None) -> "Flask":
+    """The billing API as gunicorn starts it: `services.bootstrap:billing_api()`."""
+    # Imported here: the relays, consumers and tools that use this module need no Flask.
+    from services.billing.web import create_app
+
+    settings = settings or Settings()
+    return create_app(billing_app(settings), load_tokens("billing", settings), settings)
+
+
+def payment_api(settings: Settings | None = None) -> "Flask":
+    """The payment API as gunicorn starts it: `services.bootstrap:payment_api()`."""
+    from services.payment.web import create_app
+
+    settings = settings or Settings()
+    return create_app(payment_app(settings), load_tokens("payment", settings),
+                      gateway=payfip_gateway(settings), urls=return_urls(settings),
+                      settings=settings)
+
+
+def relay_heads(service: str, settings: Settings | None = None,
+                publisher: "Publisher | None" = None) -> "Heads":
+    """Where a service's relay publishes its chain heads: audit.chain-heads."""
+    from events import AUDIT_CHAIN_HEADS
+    from services.common.messaging.kafka import KafkaPublisher
+    from services.common.messaging.relay import Heads
+
+    settings = settings or Settings()
+    topic = settings.topic(AUDIT_CHAIN_HEADS.name)
+    return Heads(publisher or KafkaPublisher(settings, topic), topic, service,
+                 settings.heads_interval)
+
+
+def relay(service: str, settings: Settings | None = None, *, app: Any = None,
+          publisher: "Publisher | None" = None, heads: "Heads | None" = None) -> "Relay":
+    """`regie relay SERVICE`: billing's events to billing.invoices, payment's to
+    payment.payments. A caller may bring the service's application, the publisher of its
+    events or of its chain heads (a benchmark, a test); the rest comes from the settings."""
+    from events import BILLING_INVOICES, PAYMENT_PAYMENTS
+    from services.billing import integration as billing_integration
+    from services.common.messaging.kafka import KafkaPublisher
+    from services.common.messaging.relay import Relay
+    from services.payment import integration as payment_integration
+
+    settings = settings or Settings()
+    if service == "billing":
+        app = app if app is not None else billing_app(settings)
+        topic = settings.topic(BILLING_INVOICES.name)
+        to_wire = billing_integration.make_to_wire(app, topic)
+    else:
+        app = app if app is not None else payment_app(settings)
+        topic = settings.topic(PAYMENT_PAYMENTS.name)
+        to_wire = payment_integration.make_to_wire(app, topic)
+    return Relay(app, to_wire, publisher or KafkaPublisher(settings, topic),
+                 positions(settings, service, app), name=topic,
+                 heads=heads or relay_heads(service, settings))
+
+
+def consumer(service: str, settings: Settings | None = None, *, app: Any = None,
+             subscribe: "Callable[[], Subscriber] | None" = None) -> "TrackedConsumer":
+    """`regie consume SERVICE`: payment reads billing.invoices, billing reads
+    payment.payments. A caller may bring the application (a benchmark wraps its to-pay
+    store in a clock) or what reads the topic (a test's in-memory broker); the rest comes
+    from the settings."""
+    from events import BILLING_INVOICES, PAYMENT_PAYMENTS
+    from services.common.messaging.consumer import TrackedConsumer
+
+    settings = settings or Settings()
+    if service == "payment":
+        payment = app if app is not None else payment_app(settings)
+        return TrackedConsumer(
+            settings, settings.topic(BILLING_INVOICES.name), payment.apply_billing_event,
+            positions(settings, "payment", payment), on_idle=payment.refresh,
+            dead_letters=payment.dead_letters, subscribe=subscribe,
+        )
+    billing = app if app is not None else billing_app(settings)
+    return TrackedConsumer(
+        settings, settings.topic(PAYMENT_PAYMENTS.name), billing.apply_payment_event,
+        positions(settings, "billing", billing), dead_letters=billing.dead_letters,
+        subscribe=subscribe,
     )

@@ -17,8 +17,8 @@ import requests
 
 from services import demo
 from services.bootstrap import ensure_dev_tokens
-from services.common.auth import format_tokens
-from services.common.settings import SERVICES, Settings, get
+from services.common.settings import SERVICES, Settings
+from services.common.web.auth import format_tokens
 
 TOKEN_SETTINGS = ("REGIE_TOKENS", "BILLING_TOKENS", "PAYMENT_TOKENS", "PORTAL_PAYMENT_TOKEN")
 
@@ -217,7 +217,7 @@ def run(load_demo: bool = True) -> int:
     given = part_tokens(tokens, os.environ)
     given["payfip-sim"] = {"PAYFIP_SIM_ENABLED": "1"}  # it starts only when told to
     issuer = _token(tokens, "issuer", "the demo data is issued with it") if load_demo else ""
-    start_timeout = float(get("REGIE_START_TIMEOUT"))
+    start_timeout = settings.start_timeout
     # The payment API and the reconciler add up their PayFiP call metrics here; counts of
     # a previous run would belong to processes long gone.
     metrics_dir = (settings.var_dir / "metrics").resolve()
@@ -229,23 +229,23 @@ def run(load_demo: bool = True) -> int:
                PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
     python = sys.executable
     sup = Supervisor(env, settings.var_dir / "logs")
-    billing_port, payment_port = get("BILLING_PORT"), get("PAYMENT_PORT")
+    billing_port, payment_port = settings.billing_port, settings.payment_port
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        from services.common.broker import wait_ready
+        from services.common.messaging.broker import wait_ready
 
         if settings.kafka_broker != "external":
             sup.start("broker", [python, "-m", "services.cli", "broker"])
         wait_ready(settings.kafka_bootstrap, timeout=start_timeout)
-        sim_port = get("PAYFIP_SIM_PORT")
+        sim_port = settings.payfip_sim_port
         # Unless told otherwise, the parts find each other on the ports chosen here.
         sim = f"http://127.0.0.1:{sim_port}"
         env.setdefault("PAYFIP_SERVICE_URL", f"{sim}/tpa/services/securite")
         env.setdefault("PAYFIP_PAYMENT_URL", f"{sim}/tpa/paiementws.web")
         env.setdefault("PAYMENT_PUBLIC_URL", f"http://127.0.0.1:{payment_port}")
-        portal_port = get("PORTAL_PORT")
+        portal_port = settings.portal_port
         portal_url = f"http://127.0.0.1:{portal_port}"
         env.setdefault("PORTAL_RETURN_URL", f"{portal_url}/paiement/retour")
         env.setdefault("PORTAL_PAYMENT_URL", f"http://127.0.0.1:{payment_port}")
@@ -254,8 +254,8 @@ def run(load_demo: bool = True) -> int:
         health = {}
         for name, port, factory in (
             ("payfip-sim", sim_port, "services.payfip_sim.app:create_app()"),
-            ("billing-api", billing_port, "services.billing.web:create_app()"),
-            ("payment-api", payment_port, "services.payment.web:create_app()"),
+            ("billing-api", billing_port, "services.bootstrap:billing_api()"),
+            ("payment-api", payment_port, "services.bootstrap:payment_api()"),
             ("portal", portal_port, "services.portal.web:create_app()"),
         ):
             # One worker: the embedded SQLite store wants a single writing process.

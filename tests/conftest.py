@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from services.common import broker
+from services.common.messaging import broker
 from services.common.settings import Settings
 from tests.isolation import (  # noqa: F401  (a hook and an autouse fixture for every test)
     pytest_runtest_setup,

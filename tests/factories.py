@@ -8,12 +8,18 @@ from services.billing.application import BillingApp
 from services.billing.domain import InvoiceTerms, Line
 from services.billing.integration import make_to_wire
 from services.bootstrap import billing_app, payment_app
-from services.common.consumer import handle_record
-from services.common.outbox import ToWire
+from services.common.messaging.consumer import handle_record
+from services.common.messaging.memory import MemoryBroker, MemoryPublisher
+from services.common.messaging.outbox import Outgoing, ToWire
+from services.common.messaging.ports import Ack
+from services.common.messaging.positions import MemoryPositions
+from services.common.messaging.relay import Relay
 from services.common.settings import Settings
-from services.payment.application import PaymentApp
+from services.payment.application import PaymentApp, ReturnUrls
 
 TOPIC = "billing.invoices"
+# Where PayFiP would call the payment API back, in the tests that need no real address.
+URLS = ReturnUrls("http://pay.test/payfip/notification", "http://pay.test/payfip/return")
 
 
 def invoice_payload(number: str = "F-1", family: str = "fam-1", regie: str = "SPORTS",
@@ -64,13 +70,28 @@ def issued(settings: Settings, *invoices: InvoiceTerms) -> tuple[BillingApp, Pay
     return billing, payment
 
 
+class NotedPublisher(MemoryPublisher):
+    """The in-memory broker, noting each record in the order the relay published it."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(broker=MemoryBroker(), topic=topic)
+        self.sent: list[tuple[int, bytes]] = []
+
+    def publish(self, messages: list[Outgoing]) -> list[Ack]:
+        acks = super().publish(messages)
+        self.sent += [(ack.partition, m.value) for ack, m in zip(acks, messages, strict=True)]
+        return acks
+
+
 def relay_messages(app: Any, to_wire: ToWire) -> list[tuple[int, bytes]]:
-    """What a relay would publish, as (partition, value), partitioned by key like Kafka."""
-    out = []
-    for n in app.recorder.select_notifications(0, 100_000, inclusive_of_start=False):
-        for message in to_wire(app.mapper.to_domain_event(n), n.id):
-            out.append((hash(message.key) % 6, message.value))
-    return out
+    """What the relay publishes of ``app``'s whole history, in its order, as (partition,
+    value): the real relay, from its first position, over the in-memory broker."""
+    # Each message carries its topic; the relay's name only keys its positions.
+    publisher = NotedPublisher("relayed")
+    relay = Relay(app, to_wire, publisher, MemoryPositions(), name="relayed")
+    while relay.run_once():
+        pass
+    return publisher.sent
 
 
 def wire_messages(billing: BillingApp, topic: str = TOPIC) -> list[tuple[int, bytes]]:

@@ -13,13 +13,13 @@ from events import PAYMENT_PAYMENTS
 from services.billing.application import BillingApp
 from services.billing.domain import Invoice
 from services.bootstrap import billing_app, payment_app
-from services.common.chain import GENESIS, link
-from services.common.consumer import TrackedConsumer, handle_record
-from services.common.deadletters import DeadLetter
-from services.common.persistence import SqlStore
-from services.common.positions import SqlPositions
-from services.common.relay import KafkaPublisher, Relay
+from services.common.messaging.consumer import TrackedConsumer, handle_record
+from services.common.messaging.deadletters import DeadLetter
+from services.common.messaging.positions import SqlPositions
+from services.common.messaging.relay import KafkaPublisher, Relay
 from services.common.settings import Settings
+from services.common.storage.chain import GENESIS, link
+from services.common.storage.persistence import SqlStore
 from services.payment import domain
 from services.payment.application import PaymentApp, ReturnUrls
 from services.payment.gateway import FakeGateway

@@ -5,7 +5,7 @@ from typing import Any
 import events
 from services.billing.application import BillingApp
 from services.billing.domain import Invoice, Regie
-from services.common.outbox import Outgoing, ToWire
+from services.common.messaging.outbox import Outgoing, ToWire
 
 SOURCE = "/regie/billing"
 

@@ -5,7 +5,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from services.billing.domain import DUE_BEFORE_DEADLINE, MAX_AMOUNT_CENTS, InvoiceTerms, Line
-from services.common.validators import CODE, FAMILY, NUMCLI
+from services.common.web.validators import CODE, FAMILY, NUMCLI
 
 # Anchored with \Z, not $: in Python "$" also matches before a trailing newline, which let
 # "F-1\n" through as a second invoice beside "F-1" (and "000001\n" as a numcli).

@@ -23,10 +23,10 @@ from services.billing.schemas import (
     RegieOut,
     TransferIn,
 )
-from services.common.auth import Auth
-from services.common.metrics import StoredState, registry
 from services.common.settings import Settings
-from services.common.web import Blueprint, create_flask
+from services.common.web.app import Blueprint, create_flask
+from services.common.web.auth import Auth
+from services.common.web.metrics import StoredState, registry
 
 READERS = ("issuer", "reader", "auditor")
 
@@ -35,13 +35,13 @@ def invoice_out(invoice: Invoice) -> dict[str, Any]:
     return {**invoice.__dict__, "id": str(invoice.id)}
 
 
-def create_app(billing: BillingApp | None = None, tokens: dict[str, str] | None = None,
+def create_app(billing: BillingApp, tokens: dict[str, str],
                settings: Settings | None = None) -> Flask:
-    from services.bootstrap import billing_app, load_tokens
-
+    """The billing API over an application and the tokens it accepts; gunicorn starts it
+    through the composition root (services.bootstrap:billing_api())."""
     settings = settings or Settings()
-    service = billing if billing is not None else billing_app(settings)
-    auth = Auth(tokens if tokens is not None else load_tokens("billing", settings))
+    service = billing
+    auth = Auth(tokens)
     metrics = registry(StoredState(service, settings.topic(BILLING_INVOICES.name)))
     app, api = create_flask(__name__, "billing API", service.dead_letters.count, metrics)
     blp = Blueprint("billing", __name__, description="Régies and their invoices")

@@ -6,10 +6,10 @@ from uuid import UUID
 from eventsourcing.application import Application
 from eventsourcing.persistence import JSONTranscoder, ProcessRecorder, Tracking
 
-from services.common.chain import Chained
-from services.common.deadletters import DeadLetters, MemoryDeadLetters, SqlDeadLetters
-from services.common.persistence import SqlStore, register_transcodings
-from services.common.positions import MemoryPositions, Positions, SqlPositions
+from services.common.messaging.deadletters import DeadLetters, MemoryDeadLetters, SqlDeadLetters
+from services.common.messaging.positions import MemoryPositions, Positions, SqlPositions
+from services.common.storage.chain import Chained
+from services.common.storage.persistence import SqlStore, register_transcodings
 
 
 class ServiceApplication(Application[UUID]):

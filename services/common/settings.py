@@ -163,6 +163,20 @@ class Settings:
     payfip_payment_url: str = field(default_factory=lambda: get("PAYFIP_PAYMENT_URL"))
     payfip_timeout: float = field(default_factory=lambda: float(get("PAYFIP_TIMEOUT")))
     payment_public_url: str = field(default_factory=lambda: get("PAYMENT_PUBLIC_URL"))
+    payment_notification_url: str = field(
+        default_factory=lambda: get("PAYMENT_NOTIFICATION_URL")
+    )
+    portal_return_url: str = field(default_factory=lambda: get("PORTAL_RETURN_URL"))
+    portal_accounts_db: str = field(default_factory=lambda: get("PORTAL_ACCOUNTS_DB"))
+    reconcile_interval: float = field(
+        default_factory=lambda: float(get("REGIE_RECONCILE_INTERVAL"))
+    )
+    log_level: str = field(default_factory=lambda: get("REGIE_LOG_LEVEL"))
+    start_timeout: float = field(default_factory=lambda: float(get("REGIE_START_TIMEOUT")))
+    billing_port: str = field(default_factory=lambda: get("BILLING_PORT"))
+    payment_port: str = field(default_factory=lambda: get("PAYMENT_PORT"))
+    payfip_sim_port: str = field(default_factory=lambda: get("PAYFIP_SIM_PORT"))
+    portal_port: str = field(default_factory=lambda: get("PORTAL_PORT"))
     payfip_reservation_minutes: float = field(
         default_factory=lambda: float(get("PAYFIP_RESERVATION_MINUTES"))
     )
@@ -193,25 +207,3 @@ class Settings:
 
     def schema(self, service: str) -> str:
         return f"{self.schema_prefix}{service}"
-
-    def event_store_env(self, service: str) -> dict[str, str]:
-        """The `eventsourcing` environment of one service's store."""
-        from services.common.chain import recorder_topic
-
-        env = {"PERSISTENCE_MODULE": self.persistence, "REGIE_CHAIN_KEY": self.chain_key}
-        topic = recorder_topic(self.persistence)
-        if topic:
-            env["PROCESS_RECORDER_TOPIC"] = topic
-        if self.is_postgres():
-            env.update(
-                POSTGRES_DBNAME=self.postgres_dbname,
-                POSTGRES_HOST=self.postgres_host,
-                POSTGRES_PORT=self.postgres_port,
-                POSTGRES_USER=self.postgres_user,
-                POSTGRES_PASSWORD=self.postgres_password,
-                POSTGRES_SCHEMA=self.schema(service),
-            )
-        elif self.persistence == "eventsourcing.sqlite":
-            self.var_dir.mkdir(parents=True, exist_ok=True)
-            env["SQLITE_DBNAME"] = str(self.var_dir / f"{service}.db")
-        return env

@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from flask import Blueprint, Flask, Response, current_app, jsonify, redirect, request
 
 from services.common.settings import max_body_bytes
-from services.common.web import error_body
+from services.common.web.app import error_body
 from services.payfip_sim import pages, soap
 from services.payfip_sim.model import (
     OPERATIONS,

@@ -14,10 +14,10 @@ from eventsourcing.utils import get_topic
 
 from events import Envelope
 from services.common.application import ServiceApplication
-from services.common.chain import day_root, head
 from services.common.errors import Conflict, DomainError, NotFound, OutOfOrder, Unavailable
-from services.common.metrics import ProcessMeters
-from services.common.persistence import SqlStore
+from services.common.storage.chain import day_root, head
+from services.common.storage.persistence import SqlStore
+from services.common.web.metrics import ProcessMeters
 from services.payment import domain
 from services.payment.gateway import Gateway, GatewayError, PaymentOrder
 from services.payment.guards import NOT_PAYFIP

@@ -11,7 +11,7 @@ from datetime import date, datetime
 from typing import Any
 
 import events
-from services.common.outbox import Outgoing, ToWire
+from services.common.messaging.outbox import Outgoing, ToWire
 from services.payment.application import PaymentApp
 from services.payment.domain import CounterPayment, FamilyCredit, Payment, Refund
 

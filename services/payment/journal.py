@@ -5,7 +5,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from services.common.spreadsheet import safe_row
+from services.common.storage.spreadsheet import safe_row
 
 CSV_COLUMNS = ("paid_at", "means", "amount_cents", "refdet", "idop", "numauto", "invoices",
                "family_id", "id")

@@ -12,7 +12,7 @@ from datetime import date, datetime
 from typing import Any, Protocol
 
 from events.formats import PARIS
-from services.common.persistence import SqlStore
+from services.common.storage.persistence import SqlStore
 from services.payment import domain
 
 NAME = "to-pay"

@@ -2,7 +2,7 @@
 
 from marshmallow import Schema, fields, validate
 
-from services.common.validators import CODE, FAMILY
+from services.common.web.validators import CODE, FAMILY
 
 
 class RegieTotal(Schema):

@@ -11,12 +11,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from events import PAYMENT_PAYMENTS
 from events.formats import PARIS
-from services.common.auth import Auth
 from services.common.errors import NotFound
-from services.common.metrics import StoredState, registry
 from services.common.settings import Settings
-from services.common.settings import get as get_setting
-from services.common.web import PUBLIC, Blueprint, create_flask
+from services.common.web.app import PUBLIC, Blueprint, create_flask
+from services.common.web.auth import Auth
+from services.common.web.metrics import StoredState, registry
 from services.payment import domain
 from services.payment.application import PaymentApp, ReturnUrls
 from services.payment.gateway import Gateway, MeasuredGateway
@@ -86,28 +85,29 @@ def payment_figures(service: PaymentApp) -> list[Metric]:
 
 
 def create_app(
-    payment: PaymentApp | None = None,
-    tokens: dict[str, str] | None = None,
+    payment: PaymentApp,
+    tokens: dict[str, str],
+    *,
+    gateway: Gateway,
+    urls: ReturnUrls,
     today: Callable[[], date] = paris_today,
-    gateway: Gateway | None = None,
-    urls: ReturnUrls | None = None,
     clock: Callable[[], datetime] = utc_now,
     settings: Settings | None = None,
 ) -> Flask:
-    from services.bootstrap import load_tokens, payfip_gateway, payment_app, return_urls
-
-    settings = settings or Settings()
-    service = payment if payment is not None else payment_app(settings)
+    """The payment API over an application, the tokens it accepts, PayFiP and the URLs
+    PayFiP calls back; gunicorn starts it through the composition root
+    (services.bootstrap:payment_api())."""
+    config = settings or Settings()
+    service = payment
     # Every PayFiP call of this process is timed, and its failures counted by code.
     # Production régies are refused a PayFiP that is not PayFiP: at start, and per request.
-    payfip: Gateway = guarded(MeasuredGateway(
-        gateway if gateway is not None else payfip_gateway(settings), service.meters),
-        settings.payfip_service_url, service.regie_saisies())
-    back = urls if urls is not None else return_urls(settings)
-    auth = Auth(tokens if tokens is not None else load_tokens("payment", settings))
-    state = StoredState(service, settings.topic(PAYMENT_PAYMENTS.name),
+    payfip: Gateway = guarded(MeasuredGateway(gateway, service.meters),
+                              config.payfip_service_url, service.regie_saisies())
+    back = urls
+    auth = Auth(tokens)
+    state = StoredState(service, config.topic(PAYMENT_PAYMENTS.name),
                         lambda: payment_figures(service))
-    metrics = registry(state, service.meters, settings.metrics_dir)
+    metrics = registry(state, service.meters, config.metrics_dir)
     app, api = create_flask(__name__, "payment API", service.dead_letters.count, metrics)
     blp = Blueprint("payment", __name__, description="What families have to pay, per régie")
 
@@ -201,7 +201,7 @@ def create_app(
             p = service.notified(idop, payfip, clock()) if idop else None
             if p is None:
                 raise NotFound("idop", "no payment with this idop")
-            portal = get_setting("PORTAL_RETURN_URL")
+            portal = config.portal_return_url
             if portal:  # the family's portal shows the outcome in words
                 return redirect(f"{portal}?payment={p.id}", 303)
             # Idops travel in URLs and on Kafka: holding one shows the status, nothing

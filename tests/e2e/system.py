@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import requests
 
-from services.common.broker import free_port
+from services.common.messaging.broker import free_port
 from services.common.settings import Settings
 from tests.conftest import make_settings
 from tests.factories import invoice_payload
@@ -42,7 +42,7 @@ class System:
             service = name.removesuffix("-api")
             port = self.env[f"{service.upper()}_PORT"]
             return [*gunicorn, "--bind", f"127.0.0.1:{port}",
-                    f"services.{service}.web:create_app()"]
+                    f"services.bootstrap:{service}_api()"]
         if name == "payfip-sim":
             return [*gunicorn, "--bind", f"127.0.0.1:{self.env['PAYFIP_SIM_PORT']}",
                     "services.payfip_sim.app:create_app()"]

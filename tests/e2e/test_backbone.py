@@ -20,7 +20,8 @@ import pytest
 
 from events import BILLING_INVOICES
 from services.bootstrap import billing_app, positions
-from services.common.broker import free_port
+from services.common.messaging.broker import free_port
+from services.common.storage.chain import store_env
 from services.payment.application import PaymentApp
 from tests.conftest import Broker, drop_schemas, make_settings
 from tests.e2e.system import ISSUER, READER, System, wait_until
@@ -179,7 +180,7 @@ def test_issue_kill_restart_rebuild(system: System) -> None:
     live = s.all_to_pay(FAMILIES)
 
     # Nothing counted twice: the payment store holds exactly one copy of each invoice.
-    payment = PaymentApp(env=s.settings.event_store_env("payment"))
+    payment = PaymentApp(env=store_env(s.settings, "payment"))
     snapshot = payment.to_pay.snapshot()
     assert len(snapshot["invoices"]) == 1000
     open_ids = {i for i, row in snapshot["invoices"].items() if row["status"] == "open"}
@@ -242,6 +243,6 @@ def test_a_broker_killed_right_after_a_publish_loses_nothing_for_good(
         s.start("relay")
         s.start("consumer")
         wait_until_equal(s, ledger.expected())
-        payment = PaymentApp(env=s.settings.event_store_env("payment"))
+        payment = PaymentApp(env=store_env(s.settings, "payment"))
         assert len(payment.to_pay.snapshot()["invoices"]) == 200
         assert "the broker lost records of partitions" in (s.logs / "relay.log").read_text()

@@ -15,8 +15,8 @@ import pytest
 import requests
 
 from services import demo
-from services.common.auth import ROLES
-from services.common.broker import free_port
+from services.common.messaging.broker import free_port
+from services.common.web.auth import ROLES
 
 pytestmark = pytest.mark.kafka
 

@@ -20,7 +20,7 @@ from services.common.settings import Settings
 from services.payment.application import PaymentApp
 from services.payment.gateway import FakeGateway
 from services.payment.web import create_app as create_payment
-from tests.factories import deliver, invoice_payload, wire_messages
+from tests.factories import URLS, deliver, invoice_payload, wire_messages
 
 TOKENS = {
     "tok-issuer": "issuer",
@@ -108,7 +108,7 @@ def payment_client(payment: PaymentApp) -> PaymentClient:
 
     def make(today: date = TODAY) -> FlaskClient:
         return create_payment(payment=payment, tokens=TOKENS, today=lambda: today,
-                              gateway=FakeGateway()).test_client()
+                              gateway=FakeGateway(), urls=URLS).test_client()
 
     return make
 

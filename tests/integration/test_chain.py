@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from services.bootstrap import billing_app, payment_app
-from services.common.chain import (
+from services.common.settings import Settings
+from services.common.storage.chain import (
     ChainKeyMissing,
     Head,
     check_heads,
@@ -16,9 +17,8 @@ from services.common.chain import (
     keyed_from,
     verify,
 )
-from services.common.history import import_into, records
-from services.common.persistence import SqlStore
-from services.common.settings import Settings
+from services.common.storage.history import import_into, records
+from services.common.storage.persistence import SqlStore
 from tests.conftest import drop_schemas, make_settings
 from tests.factories import open_regies, terms
 from tests.helpers import events_table, recompute, rewrite_an_amount, tamper

@@ -15,14 +15,15 @@ from services import bootstrap, cli
 from services.billing.application import BillingApp
 from services.billing.domain import Invoice
 from services.bootstrap import billing_app, payment_app
-from services.common.consumer import TrackedConsumer, handle_record
-from services.common.outbox import Outgoing
-from services.common.persistence import SqlStore
-from services.common.positions import SqlPositions
-from services.common.relay import KafkaPublisher
+from services.common.messaging.consumer import TrackedConsumer, handle_record
+from services.common.messaging.kafka import KafkaPublisher
+from services.common.messaging.outbox import Outgoing
+from services.common.messaging.positions import SqlPositions
 from services.common.settings import Settings
+from services.common.storage.persistence import SqlStore
 from services.payment.application import PaymentApp
-from tests.factories import open_regies, terms, wire_messages
+from services.payment.gateway import FakeGateway
+from tests.factories import URLS, open_regies, terms, wire_messages
 from tests.helpers import letter, wait_for
 from tests.threads import Threads
 
@@ -199,7 +200,8 @@ def test_unreadable_messages_are_parked_until_a_retry_can_apply_them(
              what="the partition to be read again")
     assert payment.dead_letters.count() == 3
 
-    health: FlaskClient = create_app(payment=payment, tokens={}).test_client()
+    health: FlaskClient = create_app(payment=payment, tokens={}, gateway=FakeGateway(),
+                                           urls=URLS).test_client()
     assert health.get("/health").get_json() == {"status": "ok", "dead_letters": 3}
 
     monkeypatch.setattr(bootstrap, "payment_app", lambda: payment_app(settings))
@@ -282,7 +284,8 @@ def test_each_consuming_service_counts_its_own_dead_letters_in_health(
     billing.dead_letters.park(letter(5, None, None, topic="payment.payments"))
     payment.dead_letters.park(letter(8, None, None))
     for api, count in ((billing_api(billing=billing, tokens={}), 2),
-                       (payment_api(payment=payment, tokens={}), 1)):
+                       (payment_api(payment=payment, tokens={}, gateway=FakeGateway(),
+                                    urls=URLS), 1)):
         response = api.test_client().get("/health")
         assert (response.status_code, response.get_json()) == (
             200, {"status": "ok", "dead_letters": count})

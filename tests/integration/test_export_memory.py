@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from services.bootstrap import billing_app
-from services.common.history import import_into, read
+from services.common.storage.history import import_into, read
 from tests.conftest import make_settings
 from tests.factories import open_regies, terms
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from services.common.broker import free_port
+from services.common.messaging.broker import free_port
 from services.payfip_sim.model import SimSettings
 from services.payment.gateway import (
     UNREACHABLE,

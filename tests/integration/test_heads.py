@@ -10,11 +10,13 @@ from events import AUDIT_CHAIN_HEADS
 from services import bootstrap, cli
 from services.billing.integration import make_to_wire
 from services.bootstrap import billing_app
-from services.common.chain import head, today
-from services.common.heads import from_record
-from services.common.positions import MemoryPositions
-from services.common.relay import Heads, KafkaPublisher, MemoryPublisher, Publisher, Relay
+from services.common.messaging.heads import from_record
+from services.common.messaging.memory import MemoryPublisher
+from services.common.messaging.ports import Publisher
+from services.common.messaging.positions import MemoryPositions
+from services.common.messaging.relay import Heads, KafkaPublisher, Relay
 from services.common.settings import Settings
+from services.common.storage.chain import head, today
 from tests.conftest import make_settings
 from tests.factories import open_regies, terms
 from tests.helpers import recompute, rewrite_an_amount, tamper
@@ -156,7 +158,7 @@ def test_regie_relay_publishes_heads_on_the_prefixed_topic_at_the_set_interval(
     tmp_path: Path,
 ) -> None:
     settings = make_settings("sqlite", tmp_path, topic_prefix="acme.", heads_interval=15.0)
-    heads = cli._relay_heads(settings, "payment")
+    heads = bootstrap.relay_heads("payment", settings)
     assert (heads.topic, heads.service, heads.every) == ("acme.audit.chain-heads", "payment",
                                                          15.0)
     assert isinstance(heads.publisher, KafkaPublisher)

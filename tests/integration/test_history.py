@@ -14,8 +14,8 @@ import pytest
 from services import bootstrap, cli
 from services.billing.domain import Invoice
 from services.bootstrap import billing_app, payment_app
-from services.common.history import import_into, read, records, write
 from services.common.settings import Settings
+from services.common.storage.history import import_into, read, records, write
 from services.payment.gateway import FakeGateway
 from services.payment.projections import MemoryToPayStore, catch_up
 from tests.conftest import make_settings
@@ -175,7 +175,7 @@ def test_every_row_names_its_aggregates_regie_and_family(
     assert [(r["regie"], r["family_id"]) for r in cancelled] == [("SPORTS", "fam-0")]
     # A cache far smaller than the number of aggregates changes nothing but the speed.
     full = list(records(payment, "payment", family="fam-1"))
-    from services.common import history
+    from services.common.storage import history
 
     monkeypatch.setattr(history, "OWNER_CACHE", 2)
     assert list(records(payment, "payment", family="fam-1")) == full

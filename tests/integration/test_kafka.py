@@ -15,12 +15,13 @@ from services.billing.application import BillingApp
 from services.billing.domain import Invoice
 from services.billing.integration import make_to_wire
 from services.bootstrap import billing_app, payment_app
-from services.common.consumer import TrackedConsumer
-from services.common.kafka import end_offsets
-from services.common.persistence import SqlStore
-from services.common.positions import SqlPositions
-from services.common.relay import KafkaPublisher, Relay
+from services.common.messaging.consumer import TrackedConsumer
+from services.common.messaging.kafka import KafkaSubscriber, end_offsets
+from services.common.messaging.positions import SqlPositions
+from services.common.messaging.relay import KafkaPublisher, Relay
 from services.common.settings import Settings
+from services.common.storage.chain import store_env
+from services.common.storage.persistence import SqlStore
 from services.payment.application import PaymentApp
 from tests.conftest import Broker, make_settings
 from tests.factories import open_regies, terms
@@ -187,7 +188,7 @@ def test_a_broker_that_lost_its_topics_gets_them_back(tmp_path: Path, own_broker
     # A subscriber arriving now still finds the whole history on the topic.
     fresh = make_settings("sqlite", tmp_path / "fresh", kafka_bootstrap=own_broker.bootstrap,
                           kafka_broker=own_broker.kind, topic_prefix=settings.topic_prefix)
-    late = PaymentApp(env=fresh.event_store_env("payment"))
+    late = PaymentApp(env=store_env(fresh, "payment"))
     stop = threading.Event()
     consumer = TrackedConsumer(fresh, p.topic, late.apply_billing_event,
                                SqlPositions(SqlStore(late)), on_idle=late.refresh,
@@ -305,12 +306,14 @@ def test_garbage_as_the_last_message_does_not_make_the_consumer_reread(
         app_positions = consumer.positions
         # Resuming checks the record before each stored offset: garbage remembered as 0
         # must be recognised as the same garbage, not as a different log to read again.
+        subscriber = KafkaSubscriber(settings, p.topic)
+        consumer.subscribe = lambda: subscriber
         connected = consumer._connect(from_start=False)
         assert connected is not None
-        client, tps = connected
+        _, partitions = connected
         try:
-            starts = {tp.partition: client.position(tp) for tp in tps}
+            reader = subscriber._get()  # where the Kafka client itself now stands
+            starts = {n: reader.position(TopicPartition(p.topic, n)) for n in partitions}
         finally:
-            client.close()
-        assert all(starts[tp.partition] == app_positions.get(f"{p.topic}@{tp.partition}")
-                   for tp in tps)
+            subscriber.close()
+        assert all(starts[n] == app_positions.get(f"{p.topic}@{n}") for n in partitions)

@@ -22,14 +22,14 @@ from events import BILLING_INVOICES, Envelope
 from services.billing.integration import make_to_wire as billing_to_wire
 from services.billing.web import create_app as billing_api
 from services.bootstrap import billing_app, payment_app
-from services.common.consumer import TrackedConsumer
-from services.common.relay import KafkaPublisher, Relay
+from services.common.messaging.consumer import TrackedConsumer
+from services.common.messaging.relay import KafkaPublisher, Relay
 from services.common.settings import Settings
 from services.payment.application import PaymentApp
 from services.payment.gateway import FakeGateway, GatewayError, MeasuredGateway
 from services.payment.web import create_app as payment_api
 from tests.conftest import make_settings
-from tests.factories import open_regies, terms
+from tests.factories import URLS, open_regies, terms
 from tests.helpers import decided, iid, letter, request, setup, wait_for
 from tests.threads import Threads
 
@@ -61,7 +61,7 @@ def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: s
 def api(payment: PaymentApp, gateway: FakeGateway | None = None,
         settings: Settings | None = None) -> Flask:
     return payment_api(payment=payment, tokens=TOKENS, gateway=gateway or FakeGateway(),
-                       settings=settings or Settings(metrics_dir=""))
+                       urls=URLS, settings=settings or Settings(metrics_dir=""))
 
 
 def test_payments_are_counted_by_status(any_store_settings: Settings) -> None:
@@ -213,7 +213,7 @@ class Parts(Threads):
 def end_offsets(settings: Settings, topic: str) -> dict[str, float]:
     from kafka import TopicPartition
 
-    from services.common.kafka import consumer
+    from services.common.messaging.kafka import consumer
 
     probe = consumer(settings)
     try:

@@ -366,7 +366,7 @@ def test_history_and_journal(any_store_settings: Settings) -> None:
     assert as_json["totals"]["amount_cents"] == 3750
     if any_store_settings.persistence != "eventsourcing.popo":
         # The chain root of the day the events were recorded (today), none before.
-        from services.common.chain import day_root
+        from services.common.storage.chain import day_root
 
         assert payment.journal("SPORTS", datetime.now(UTC).astimezone(domain_paris()).date(
             ))["chain_root"] == day_root(payment, "9999-12-31")
@@ -375,8 +375,8 @@ def test_history_and_journal(any_store_settings: Settings) -> None:
         # The day's head, as verify --heads takes it from a line of a JSONL file.
         import json
 
-        from services.common.chain import head
-        from services.common.heads import from_record
+        from services.common.messaging.heads import from_record
+        from services.common.storage.chain import head
 
         today_journal = payment.journal("SPORTS", datetime.now(UTC).astimezone(
             domain_paris()).date())

@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 
-from services.common.outbox import Outgoing
-from services.common.relay import KafkaPublisher, MemoryPublisher, Publisher
+from services.common.messaging.kafka import KafkaPublisher
+from services.common.messaging.memory import MemoryPublisher
+from services.common.messaging.outbox import Outgoing
+from services.common.messaging.ports import Publisher
 from tests.conftest import make_settings
 
 PARTITIONS = 4

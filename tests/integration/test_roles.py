@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 
 from services.billing.web import create_app as create_billing
 from services.bootstrap import billing_app, payment_app
-from services.common.auth import ROLES
+from services.common.web.auth import ROLES
 from services.payment.application import ReturnUrls
 from services.payment.gateway import FakeGateway
 from services.payment.web import create_app as create_payment

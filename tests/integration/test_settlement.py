@@ -18,10 +18,10 @@ from services.billing.application import BillingApp
 from services.billing.domain import PAID, Invoice
 from services.billing.web import create_app as billing_web
 from services.cli import build_parser
-from services.common.consumer import handle_record
-from services.common.persistence import SqlStore
-from services.common.positions import SqlPositions
+from services.common.messaging.consumer import handle_record
+from services.common.messaging.positions import SqlPositions
 from services.common.settings import Settings
+from services.common.storage.persistence import SqlStore
 from services.payment import domain
 from services.payment.application import PaymentApp, ReturnUrls
 from services.payment.gateway import FakeGateway

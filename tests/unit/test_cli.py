@@ -73,16 +73,16 @@ PARIS = ZoneInfo("Europe/Paris")
     ("2025-03-01T12:00+00:00", datetime(2025, 3, 1, 13, 0, tzinfo=PARIS)),
 ])
 def test_moments_as_an_operator_types_them(text: str, expected: datetime) -> None:
-    assert cli._when(text, now=datetime(2025, 2, 26, 14, 30, tzinfo=PARIS)) == expected
+    assert cli.tools._when(text, now=datetime(2025, 2, 26, 14, 30, tzinfo=PARIS)) == expected
 
 
 def test_days_as_an_operator_types_them() -> None:
     today = date(2025, 2, 26)
-    assert cli._day("today", today) == today
-    assert cli._day("yesterday", today) == date(2025, 2, 25)
-    assert cli._day("2025-03-01", today) == date(2025, 3, 1)
+    assert cli.tools._day("today", today) == today
+    assert cli.tools._day("yesterday", today) == date(2025, 2, 25)
+    assert cli.tools._day("2025-03-01", today) == date(2025, 3, 1)
     with pytest.raises(ValueError):
-        cli._day("tomorrow", today)
+        cli.tools._day("tomorrow", today)
 
 
 def test_settings_say_where_each_value_comes_from(
@@ -111,7 +111,7 @@ def test_settings_hide_every_secret(
     # Secrets are known by their names, so one added later is hidden without a list to edit.
     more = {"SMTP_PASSWORD": ("", "x"), "REGIE_CHAIN_KEY": ("", "x"),
             "SOME_SECRET_FILE": ("", "x"), "A_TOKEN_FILE": ("", "x")}
-    monkeypatch.setattr(cli, "SETTINGS", {**SETTINGS, **more})
+    monkeypatch.setattr(cli.tools, "SETTINGS", {**SETTINGS, **more})
     monkeypatch.setenv("REGIE_VAR_DIR", str(tmp_path))
     secrets = ("REGIE_TOKENS", "BILLING_TOKENS", "PAYMENT_TOKENS", "PORTAL_PAYMENT_TOKEN",
                "POSTGRES_PASSWORD", "PORTAL_SECRET_KEY", *more)

@@ -249,7 +249,7 @@ def test_every_part_of_the_flow_has_its_container(compose: dict[str, Any]) -> No
                     ["regie", "reconcile"]):
         assert command in commands
     apps = {argv[-1] for argv in commands if argv and argv[0] == "gunicorn"}
-    assert apps == {"services.billing.web:create_app()", "services.payment.web:create_app()",
+    assert apps == {"services.bootstrap:billing_api()", "services.bootstrap:payment_api()",
                     "services.payfip_sim.app:create_app()", "services.portal.web:create_app()"}
 
 
@@ -328,17 +328,17 @@ def test_dockerfile_installs_the_project() -> None:
         ("regie", "does not parse"),
         ("celery worker", "not an entry point"),
         ("", "no command"),
-        ("gunicorn --bind 0.0.0.0:8001 --no-control-socket 'services.billing.web:nope()'",
+        ("gunicorn --bind 0.0.0.0:8001 --no-control-socket 'services.bootstrap:nope()'",
          "no callable nope"),
         ("gunicorn --bind 0.0.0.0:8001 --no-control-socket 'services.nowhere:create_app()'",
          "cannot import"),
         ("gunicorn --bind 0.0.0.0:8001 --no-control-socket services.billing.web",
          "module:factory()"),
-        ("gunicorn --bind 0.0.0.0:8001 --no-such-flag 'services.billing.web:create_app()'",
+        ("gunicorn --bind 0.0.0.0:8001 --no-such-flag 'services.bootstrap:billing_api()'",
          "gunicorn refuses"),
-        ("gunicorn --bind 127.0.0.1:8001 --no-control-socket 'services.billing.web:create_app()'",
+        ("gunicorn --bind 127.0.0.1:8001 --no-control-socket 'services.bootstrap:billing_api()'",
          "must bind 0.0.0.0"),
-        ("gunicorn --bind 0.0.0.0:8001 'services.billing.web:create_app()'",
+        ("gunicorn --bind 0.0.0.0:8001 'services.bootstrap:billing_api()'",
          "--no-control-socket"),
     ],
 )
@@ -348,7 +348,7 @@ def test_a_wrong_command_is_reported(command: str, complaint: str) -> None:
 
 
 def test_the_checked_commands_do_parse_when_right() -> None:
-    good = "gunicorn --bind 0.0.0.0:8002 --no-control-socket 'services.payment.web:create_app()'"
+    good = "gunicorn --bind 0.0.0.0:8002 --no-control-socket 'services.bootstrap:payment_api()'"
     assert command_problems(shlex.split(good)) == []
     assert command_problems(["regie", "consume", "payment"]) == []
 

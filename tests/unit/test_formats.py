@@ -5,7 +5,7 @@ from marshmallow import ValidationError, validate
 
 from events import schemas
 from events.formats import REGIE_CODE, published
-from services.common import validators
+from services.common.web import validators
 from services.payment import domain
 from services.payment.gateway import FakeGateway, GatewayError, PaymentOrder
 

@@ -6,9 +6,10 @@ from pathlib import Path
 from services.billing.application import BillingApp
 from services.billing.integration import make_to_wire
 from services.bootstrap import billing_app
-from services.common.outbox import Outgoing
-from services.common.positions import MemoryPositions
-from services.common.relay import MemoryPublisher, Relay
+from services.common.messaging.memory import MemoryPublisher
+from services.common.messaging.outbox import Outgoing
+from services.common.messaging.positions import MemoryPositions
+from services.common.messaging.relay import Relay
 from tests.conftest import make_settings
 from tests.factories import open_regies, terms
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from services.bootstrap import billing_app
-from services.common import history
-from services.common.spreadsheet import text_cell
+from services.common.storage import history
+from services.common.storage.spreadsheet import text_cell
 from services.payment.journal import to_csv
 from tests.conftest import make_settings
 from tests.factories import open_regies, terms

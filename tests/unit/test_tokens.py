@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from services.bootstrap import dev_tokens_file, ensure_dev_tokens, load_tokens
-from services.common.auth import ROLES, TokenError, parse_tokens
+from services.common.web.auth import ROLES, TokenError, parse_tokens
 from services.run import StartError, part_tokens
 from tests.conftest import make_settings
 

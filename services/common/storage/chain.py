@@ -32,7 +32,8 @@ from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteProcessRecorder
 
 from events.formats import PARIS
-from services.common.persistence import SqlStore, write_transaction
+from services.common.settings import Settings
+from services.common.storage.persistence import SqlStore, write_transaction
 
 GENESIS = "0" * 64
 TABLE = "event_chain"
@@ -196,9 +197,30 @@ class ChainedPostgresProcessRecorder(Chained, PostgresProcessRecorder):
 
 def recorder_topic(persistence: str) -> str | None:
     return {
-        "eventsourcing.sqlite": "services.common.chain:ChainedSQLiteProcessRecorder",
-        "eventsourcing.postgres": "services.common.chain:ChainedPostgresProcessRecorder",
+        "eventsourcing.sqlite": "services.common.storage.chain:ChainedSQLiteProcessRecorder",
+        "eventsourcing.postgres": "services.common.storage.chain:ChainedPostgresProcessRecorder",
     }.get(persistence)
+
+
+def store_env(settings: Settings, service: str) -> dict[str, str]:
+    """The `eventsourcing` environment of one service's store: its chained recorder."""
+    env = {"PERSISTENCE_MODULE": settings.persistence, "REGIE_CHAIN_KEY": settings.chain_key}
+    topic = recorder_topic(settings.persistence)
+    if topic:
+        env["PROCESS_RECORDER_TOPIC"] = topic
+    if settings.is_postgres():
+        env.update(
+            POSTGRES_DBNAME=settings.postgres_dbname,
+            POSTGRES_HOST=settings.postgres_host,
+            POSTGRES_PORT=settings.postgres_port,
+            POSTGRES_USER=settings.postgres_user,
+            POSTGRES_PASSWORD=settings.postgres_password,
+            POSTGRES_SCHEMA=settings.schema(service),
+        )
+    elif settings.persistence == "eventsourcing.sqlite":
+        settings.var_dir.mkdir(parents=True, exist_ok=True)
+        env["SQLITE_DBNAME"] = str(settings.var_dir / f"{service}.db")
+    return env
 
 
 @dataclass(frozen=True)

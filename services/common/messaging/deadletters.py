@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
-from services.common.persistence import SqlStore
+from services.common.storage.persistence import SqlStore
 
 
 @dataclass(frozen=True)

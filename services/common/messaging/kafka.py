@@ -1,4 +1,5 @@
-"""kafka-python clients configured the same way everywhere."""
+"""The Kafka side of the messaging ports (KafkaPublisher, KafkaSubscriber), and the
+kafka-python clients they use, configured the same way everywhere."""
 
 import logging
 import time
@@ -8,6 +9,8 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewPartitions, NewTopic
 from kafka.errors import IncompatibleBrokerVersion, KafkaError, TopicAlreadyExistsError
 
+from services.common.messaging.outbox import Outgoing
+from services.common.messaging.ports import Ack, Record
 from services.common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -124,3 +127,111 @@ def end_offsets(settings: Settings, topic: str, timeout: float = 10.0) -> dict[i
         return ends
     finally:
         client.close()
+
+
+class KafkaPublisher:
+    """The relay's side of Kafka for one topic: send, and wait for the acknowledgements."""
+
+    def __init__(self, settings: Any, topic: str) -> None:
+        self.settings = settings
+        self.topic = topic
+        self._producer: Any = None
+
+    def _get(self) -> Any:
+        if self._producer is None:
+            self._producer = producer(self.settings)
+        return self._producer
+
+    def publish(self, messages: list[Outgoing]) -> list[Ack]:
+        producer = self._get()
+        futures = [
+            producer.send(m.topic, key=m.key.encode("utf-8"), value=m.value) for m in messages
+        ]
+        producer.flush(timeout=10)
+        acks = []
+        for future in futures:
+            meta = future.get(timeout=1)  # flush returned: each is already settled
+            acks.append(Ack(meta.partition, meta.offset))
+        return acks
+
+    def ensure_topic(self, partitions: int = 0) -> tuple[int, bool]:
+        return ensure_topic(self.settings, self.topic, partitions)
+
+    def end_offsets(self) -> dict[int, int]:
+        return end_offsets(self.settings, self.topic)
+
+    def close(self) -> None:
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=2)
+            except Exception:
+                log.exception("closing the producer")
+            self._producer = None
+
+
+class KafkaSubscriber:
+    """The consumer's side of Kafka for one topic: every partition assigned, no group."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.settings = settings
+        self.topic = topic
+        self._client: KafkaConsumer | None = None
+
+    def _get(self) -> KafkaConsumer:
+        if self._client is None:
+            self._client = consumer(self.settings)
+        return self._client
+
+    def partitions(self) -> int:
+        return len(self._get().partitions_for_topic(self.topic) or ())
+
+    def seek(self, offsets: dict[int, int]) -> None:
+        from kafka import TopicPartition
+
+        client = self._get()
+        tps = {p: TopicPartition(self.topic, p) for p in sorted(offsets)}
+        client.assign(list(tps.values()))
+        # Past the end is read from the start here, not left to auto_offset_reset: Tansu
+        # answers such a fetch with nothing rather than with OffsetOutOfRange.
+        ends = end_offsets(self.settings, self.topic) if any(offsets.values()) else {}
+        for partition, offset in offsets.items():
+            client.seek(tps[partition], 0 if offset > ends.get(partition, 0) else offset)
+
+    def poll(self) -> dict[int, list[Record]]:
+        # poll(0) rather than a blocking poll: noida-db answers fetches at once instead of
+        # waiting, and kafka-python would spin a core on it; the caller sleeps between.
+        batches = self._get().poll(timeout_ms=0)
+        return {tp.partition: [Record(tp.partition, r.offset, r.key, r.value) for r in records]
+                for tp, records in batches.items()}
+
+    def highwater(self, partition: int) -> int | None:
+        from kafka import TopicPartition
+
+        found: int | None = self._get().highwater(TopicPartition(self.topic, partition))
+        return found
+
+    def record_at(self, partition: int, offset: int) -> Record | None:
+        """Read with a client of its own, so that the assignment being read is not moved."""
+        from kafka import TopicPartition
+
+        tp = TopicPartition(self.topic, partition)
+        probe = consumer(self.settings)
+        try:
+            probe.assign([tp])
+            probe.seek(tp, offset)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                records = probe.poll(timeout_ms=0).get(tp, [])
+                if records:
+                    r = records[0]
+                    return Record(partition, r.offset, r.key, r.value) if r.offset == offset \
+                        else None
+                time.sleep(0.02)
+            return None
+        finally:
+            probe.close()
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None

@@ -3,7 +3,7 @@ consumer resumes reading a topic."""
 
 from typing import Protocol
 
-from services.common.persistence import SqlStore
+from services.common.storage.persistence import SqlStore
 
 
 class Positions(Protocol):

@@ -13,9 +13,9 @@ from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
 
 from events.asyncapi import build as asyncapi_document
-from services.common import metrics as prometheus
 from services.common.errors import Conflict, DomainError, NotFound, Unavailable
 from services.common.settings import max_body_bytes
+from services.common.web import metrics as prometheus
 
 
 def error_body(code: int, status: str, field: str, message: str,

@@ -9,7 +9,7 @@ follow the last one applied for its aggregate (``OutOfOrder``) makes the consume
 the topic again from the start rather than apply it.
 
 A message that cannot be read is never skipped: it is parked as a dead letter (see
-``services.common.deadletters``), with every later message of its subject behind it,
+``services.common.messaging.deadletters``), with every later message of its subject behind it,
 until ``retry`` applies them once the code can read them.
 """
 
@@ -26,9 +26,10 @@ from marshmallow import ValidationError
 
 from events import Envelope, EnvelopeError, decode
 from events.envelope import EnvelopeSchema
-from services.common.deadletters import DeadLetter, DeadLetters
 from services.common.errors import OutOfOrder
-from services.common.positions import Positions
+from services.common.messaging.deadletters import DeadLetter, DeadLetters
+from services.common.messaging.ports import Record, Subscriber
+from services.common.messaging.positions import Positions
 from services.common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -169,6 +170,7 @@ class TrackedConsumer:
         on_idle: Callable[[], Any] | None = None,
         *,
         dead_letters: DeadLetters,
+        subscribe: Callable[[], Subscriber] | None = None,
     ) -> None:
         self.settings = settings
         self.topic = topic
@@ -176,99 +178,88 @@ class TrackedConsumer:
         self.positions = positions
         self.dead_letters = dead_letters
         self.on_idle = on_idle
+        # A new reader of the topic for each connection: Kafka's unless one is given.
+        self.subscribe = subscribe or self._kafka
         self._highwaters: dict[str, int] = {}
+
+    def _kafka(self) -> Subscriber:
+        from services.common.messaging.kafka import KafkaSubscriber
+
+        return KafkaSubscriber(self.settings, self.topic)
 
     def _key(self, partition: int, suffix: str = "") -> str:
         return f"{self.topic}@{partition}{suffix}"
 
-    def _connect(self, from_start: bool) -> tuple[Any, list[Any]] | None:
-        from kafka import TopicPartition
-
-        from services.common.kafka import consumer
-
-        client = consumer(self.settings)
-        partitions = client.partitions_for_topic(self.topic)
-        if not partitions:
-            client.close()
+    def _connect(self, from_start: bool) -> tuple[Subscriber, list[int]] | None:
+        subscriber = self.subscribe()
+        count = subscriber.partitions()
+        if not count:
+            subscriber.close()
             return None
-        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        partitions = list(range(count))
         same_shape = (
-            not from_start and self.positions.get(f"{self.topic}#partitions") == len(tps)
+            not from_start and self.positions.get(f"{self.topic}#partitions") == count
         )
         starts = {}
-        for tp in tps:
-            hint = self.positions.get(self._key(tp.partition)) if same_shape else 0
-            expected = self.positions.get(self._key(tp.partition, "#nid"))
-            if hint and not self._still_there(client, tp, hint - 1, expected):
-                log.warning("%s: the topic is not the one we read; reading it again", tp)
+        for partition in partitions:
+            hint = self.positions.get(self._key(partition)) if same_shape else 0
+            expected = self.positions.get(self._key(partition, "#nid"))
+            if hint and not self._still_there(subscriber, partition, hint - 1, expected):
+                log.warning("%s[%d]: the topic is not the one we read; reading it again",
+                            self.topic, partition)
                 hint = 0
-            starts[tp] = hint
-        client.assign(tps)
-        for tp, offset in starts.items():
-            client.seek(tp, offset)
-        self.positions.set(f"{self.topic}#partitions", len(tps))
-        return client, tps
+            starts[partition] = hint
+        subscriber.seek(starts)
+        self.positions.set(f"{self.topic}#partitions", count)
+        return subscriber, partitions
 
-    def _still_there(self, client: Any, tp: Any, offset: int, notification_id: int) -> bool:
-        client.assign([tp])
-        client.seek(tp, offset)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            records = client.poll(timeout_ms=0).get(tp, [])
-            if records:
-                record = records[0]
-                if record.offset != offset:
-                    return False
-                return _notification_id(record.value) == notification_id
-            time.sleep(0.02)
-        return False
+    @staticmethod
+    def _still_there(subscriber: Subscriber, partition: int, offset: int,
+                     notification_id: int) -> bool:
+        record = subscriber.record_at(partition, offset)
+        return record is not None and _notification_id(record.value) == notification_id
 
-    def _save(self, batches: dict[Any, list[Any]]) -> None:
+    def _save(self, batches: dict[int, list[Record]]) -> None:
         marks: dict[str, int] = {}
-        for tp, records in batches.items():
+        for partition, records in batches.items():
             last = records[-1]
-            marks[self._key(tp.partition)] = last.offset + 1
-            marks[self._key(tp.partition, "#nid")] = _notification_id(last.value)
+            marks[self._key(partition)] = last.offset + 1
+            marks[self._key(partition, "#nid")] = _notification_id(last.value)
         self.positions.set_many(marks)
 
-    def _note_highwaters(self, client: Any, tps: list[Any]) -> None:
+    def _note_highwaters(self, subscriber: Subscriber, partitions: list[int]) -> None:
         """Record each partition's high watermark as the last fetch saw it, beside our
         offsets, so that /metrics reads the lag from the database without asking Kafka.
 
         Before the batch is applied: a consumer stuck on it shows the lag it is stuck with.
         """
         seen = {}
-        for tp in tps:
-            highwater = client.highwater(tp)
-            key = self._key(tp.partition, "#highwater")
+        for partition in partitions:
+            highwater = subscriber.highwater(partition)
+            key = self._key(partition, "#highwater")
             if highwater is not None and self._highwaters.get(key) != highwater:
                 seen[key] = highwater
         if seen:
             self.positions.set_many(seen)
             self._highwaters.update(seen)
 
-    def _reads_still_there(self, tps: list[Any]) -> bool:
+    def _reads_still_there(self, subscriber: Subscriber, partitions: list[int]) -> bool:
         """Is the last record we read in each partition still there, the same?
 
         A broker that lost the topic while we were reading it lets us go on from our old
         offsets in a new, different log: this notices it within ``verify_every``.
         """
-        from services.common.kafka import consumer
-
-        probe = consumer(self.settings)
-        try:
-            for tp in tps:
-                offset = self.positions.get(self._key(tp.partition))
-                expected = self.positions.get(self._key(tp.partition, "#nid"))
-                if offset and not self._still_there(probe, tp, offset - 1, expected):
-                    return False
-            return True
-        finally:
-            probe.close()
+        for partition in partitions:
+            offset = self.positions.get(self._key(partition))
+            expected = self.positions.get(self._key(partition, "#nid"))
+            if offset and not self._still_there(subscriber, partition, offset - 1, expected):
+                return False
+        return True
 
     def run_forever(self, stop: threading.Event, verify_every: float = 10.0) -> None:
         backoff = 0.2
-        client: Any = None
+        client: Subscriber | None = None
+        partitions: list[int] = []
         checked = verified = 0.0
         from_start = False
         while not stop.is_set():
@@ -279,18 +270,16 @@ class TrackedConsumer:
                         # The topic does not exist yet: its relay has not started.
                         stop.wait(1.0)
                         continue
-                    client, tps = connected
+                    client, partitions = connected
                     from_start = False
                     checked = verified = time.monotonic()
-                # poll(0) then sleep, rather than a blocking poll: noida-db answers fetches
-                # at once instead of waiting, and kafka-python would spin a core on it.
-                batches = client.poll(timeout_ms=0)
-                self._note_highwaters(client, tps)
+                batches = client.poll()  # without waiting: the loop sleeps when idle
+                self._note_highwaters(client, partitions)
                 if batches:
                     intake = Intake(self.topic, self.handle, self.dead_letters)
-                    for tp, records in batches.items():
+                    for partition, records in batches.items():
                         for record in records:
-                            intake.record(tp.partition, record.offset, record.key, record.value)
+                            intake.record(partition, record.offset, record.key, record.value)
                     # Parked before the offsets move on, each in its own transaction: a
                     # crash between the two reads the records again, and parking them
                     # again changes nothing (it is idempotent on topic/partition/offset).
@@ -300,11 +289,11 @@ class TrackedConsumer:
                     self.on_idle()
                 if time.monotonic() - checked > 5:
                     checked = time.monotonic()
-                    if len(client.partitions_for_topic(self.topic) or ()) != len(tps):
+                    if client.partitions() != len(partitions):
                         raise OutOfOrder("its partition count changed")
                 if time.monotonic() - verified > verify_every:
                     verified = time.monotonic()
-                    if not self._reads_still_there(tps):
+                    if not self._reads_still_there(client, partitions):
                         raise OutOfOrder("it is no longer the log we read")
                 if not batches:
                     stop.wait(self.settings.poll_interval)

@@ -7,8 +7,8 @@ from datetime import date, datetime
 from typing import IO, Any
 
 from events import EnvelopeError, decode, encode
-from services.common.chain import Head
-from services.common.outbox import Outgoing
+from services.common.messaging.outbox import Outgoing
+from services.common.storage.chain import Head
 
 NAME = "ChainHead"
 
@@ -69,7 +69,7 @@ def read_topic(settings: Any, topic: str, timeout: float = 30.0) -> list[Head]:
 
     from kafka import TopicPartition
 
-    from services.common.kafka import consumer, end_offsets
+    from services.common.messaging.kafka import consumer, end_offsets
 
     ends = end_offsets(settings, topic)
     if not ends:

@@ -10,7 +10,7 @@ acknowledged. So the relay also records, with its position, the end offset it re
 each partition; a partition found shorter than that, or a record given an offset below it,
 means the broker lost records, and the whole history is published again.
 
-A relay also publishes its service's chain head (see services/common/chain.py) on the
+A relay also publishes its service's chain head (see services/common/storage/chain.py) on the
 audit.chain-heads topic, through a second Publisher: at least every ``Heads.every``
 seconds, and the last head of each day once that day is over (Paris time), so that the
 history can be checked later against heads kept outside the database.
@@ -19,42 +19,22 @@ history can be checked later against heads kept outside the database.
 import logging
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
-from services.common.chain import Head, head, today
-from services.common.heads import to_message
-from services.common.outbox import Outgoing, ToWire
-from services.common.positions import Positions
+from services.common.messaging.heads import to_message
+from services.common.messaging.kafka import KafkaPublisher
+from services.common.messaging.outbox import Outgoing, ToWire
+from services.common.messaging.ports import Ack, Publisher
+from services.common.messaging.positions import Positions
+from services.common.storage.chain import Head, head, today
+
+# Ack and KafkaPublisher stay importable from here, where callers of the relay look for them.
+__all__ = ["Ack", "Heads", "KafkaPublisher", "Publisher", "Relay"]
 
 log = logging.getLogger(__name__)
-
-
-class Ack(NamedTuple):
-    """Where the broker says it put a record."""
-
-    partition: int
-    offset: int
-
-
-class Publisher(Protocol):
-    """The broker, as the relay sees it."""
-
-    def publish(self, messages: list[Outgoing]) -> list[Ack]:
-        """Send and wait until every message is acknowledged, or raise; return where each
-        one was put, in the order of ``messages``."""
-
-    def ensure_topic(self, partitions: int = 0) -> tuple[int, bool]:
-        """Create the topic if missing, or re-create it if its partition count is not
-        ``partitions`` (when given); return its count and whether it was (re)created."""
-
-    def end_offsets(self) -> dict[int, int]:
-        """Each partition's end offset now: the offset its next record will get."""
-
-    def close(self) -> None: ...
 
 
 @dataclass
@@ -220,98 +200,3 @@ class Relay:
                     self.heads.publisher.close()
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
-
-
-class KafkaPublisher:
-    def __init__(self, settings: Any, topic: str) -> None:
-        self.settings = settings
-        self.topic = topic
-        self._producer: Any = None
-
-    def _get(self) -> Any:
-        if self._producer is None:
-            from services.common.kafka import producer
-
-            self._producer = producer(self.settings)
-        return self._producer
-
-    def publish(self, messages: list[Outgoing]) -> list[Ack]:
-        producer = self._get()
-        futures = [
-            producer.send(m.topic, key=m.key.encode("utf-8"), value=m.value) for m in messages
-        ]
-        producer.flush(timeout=10)
-        acks = []
-        for future in futures:
-            meta = future.get(timeout=1)  # flush returned: each is already settled
-            acks.append(Ack(meta.partition, meta.offset))
-        return acks
-
-    def ensure_topic(self, partitions: int = 0) -> tuple[int, bool]:
-        from services.common.kafka import ensure_topic
-
-        return ensure_topic(self.settings, self.topic, partitions)
-
-    def end_offsets(self) -> dict[int, int]:
-        from services.common.kafka import end_offsets
-
-        return end_offsets(self.settings, self.topic)
-
-    def close(self) -> None:
-        if self._producer is not None:
-            try:
-                self._producer.close(timeout=2)
-            except Exception:
-                log.exception("closing the producer")
-            self._producer = None
-
-
-
-class MemoryPublisher:
-    """A broker in memory, for the relay's tests, that can be made to lose records."""
-
-    def __init__(self, partitions: int = 6) -> None:
-        self.default_partitions = partitions
-        self._log: list[list[Outgoing]] | None = None
-
-    def publish(self, messages: list[Outgoing]) -> list[Ack]:
-        if self._log is None:
-            # As the real producer: topics are only ever made by ensure_topic.
-            raise LookupError("the topic does not exist")
-        acks = []
-        for m in messages:
-            partition = zlib.crc32(m.key.encode("utf-8")) % len(self._log)
-            self._log[partition].append(m)
-            acks.append(Ack(partition, len(self._log[partition]) - 1))
-        return acks
-
-    def ensure_topic(self, partitions: int = 0) -> tuple[int, bool]:
-        if self._log is not None and (not partitions or len(self._log) == partitions):
-            return len(self._log), False
-        self._log = [[] for _ in range(partitions or self.default_partitions)]
-        return len(self._log), True
-
-    def end_offsets(self) -> dict[int, int]:
-        return {p: len(records) for p, records in enumerate(self._log or [])}
-
-    def close(self) -> None:
-        pass
-
-    # What a test makes the broker do, and sees of it.
-
-    def partition_count(self) -> int:
-        return len(self._log or [])
-
-    def records(self, partition: int) -> list[Outgoing]:
-        return list((self._log or [])[partition])
-
-    def lose_tail(self, partition: int, count: int) -> list[Outgoing]:
-        """Forget the partition's last ``count`` records, as a broker killed before they
-        reached its disk; return them."""
-        assert self._log is not None
-        lost = self._log[partition][-count:]
-        del self._log[partition][-count:]
-        return lost
-
-    def delete_topic(self) -> None:
-        self._log = None

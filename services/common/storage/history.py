@@ -11,7 +11,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 
-from services.common.spreadsheet import safe_row
+from services.common.storage.spreadsheet import safe_row
 
 # Event attributes that are bookkeeping, not content.
 META = ("originator_id", "originator_version", "timestamp", "originator_topic")

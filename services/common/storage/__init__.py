@@ -1,0 +1,1 @@
+"""The event stores: persistence, the hash chain, and the history as export and import."""

@@ -1,0 +1,1 @@
+"""What the HTTP APIs share: the Flask app, tokens and roles, validators, /metrics."""

@@ -1,0 +1,72 @@
+"""The composition root assembles the relays and consumers `regie` runs; a caller (a test, a
+benchmark) can hand it the application and the publishers instead of patching classes."""
+
+import json
+import threading
+import time
+from pathlib import Path
+
+from services import bootstrap
+from services.common.messaging.memory import MemoryBroker, MemoryPublisher, MemorySubscriber
+from services.common.messaging.relay import Heads
+from tests.conftest import make_settings
+from tests.factories import open_regies, terms
+
+
+def test_a_relay_publishes_through_the_publisher_it_is_given(tmp_path: Path) -> None:
+    settings = make_settings("memory", tmp_path, topic_prefix="acme.")
+    billing = bootstrap.billing_app(settings)
+    open_regies(billing)
+    billing.issue_invoice(terms("F-1"))
+    events, heads = MemoryPublisher(), MemoryPublisher()
+    relay = bootstrap.relay("billing", settings, app=billing, publisher=events,
+                            heads=Heads(heads, "acme.audit.chain-heads", "billing"))
+    while relay.run_once():
+        pass
+    assert relay.name == "acme.billing.invoices"
+    published = [m for p in range(events.partition_count()) for m in events.records(p)]
+    assert sorted(json.loads(m.value)["type"] for m in published) == [
+        "fr.regie.InvoiceIssued.v2", "fr.regie.RegieOpened.v1", "fr.regie.RegieOpened.v1"]
+    assert {m.topic for m in published} == {"acme.billing.invoices"}
+    assert relay.heads is not None and relay.heads.publisher is heads
+
+
+def test_a_consumer_applies_to_the_application_it_is_given(tmp_path: Path) -> None:
+    settings = make_settings("memory", tmp_path, topic_prefix="acme.")
+    payment = bootstrap.payment_app(settings)
+    consumer = bootstrap.consumer("payment", settings, app=payment)
+    assert consumer.topic == "acme.billing.invoices"
+    assert consumer.handle == payment.apply_billing_event
+    assert consumer.dead_letters is payment.dead_letters
+    billing = bootstrap.billing_app(settings)
+    assert bootstrap.consumer("billing", settings, app=billing).topic == "acme.payment.payments"
+
+
+def test_relay_and_consumer_wired_over_one_in_memory_broker(tmp_path: Path) -> None:
+    """What `regie relay billing` and `regie consume payment` run, over the in-memory
+    broker instead of Kafka: an invoice issued in billing reaches the family's to-pay list."""
+    settings = make_settings("memory", tmp_path)
+    billing, payment = bootstrap.billing_app(settings), bootstrap.payment_app(settings)
+    open_regies(billing)
+    billing.issue_invoice(terms("F-1", family="fam-7"))
+    broker = MemoryBroker()
+    relay = bootstrap.relay("billing", settings, app=billing,
+                            publisher=MemoryPublisher(broker=broker, topic="billing.invoices"),
+                            heads=Heads(MemoryPublisher(), "audit.chain-heads", "billing"))
+    while relay.run_once():
+        pass
+    consumer = bootstrap.consumer(
+        "payment", settings, app=payment,
+        subscribe=lambda: MemorySubscriber(broker, "billing.invoices"))
+    stop = threading.Event()
+    thread = threading.Thread(target=consumer.run_forever, args=(stop,))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not payment.to_pay_summary("fam-7") and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        thread.join()
+    assert [(r["code"], r["count"], r["total_cents"]) for r in
+            payment.to_pay_summary("fam-7")] == [("SPORTS", 1, 2500)]
