@@ -19,6 +19,7 @@ from services.common.errors import Conflict, DomainError, NotFound, OutOfOrder, 
 from services.common.metrics import ProcessMeters
 from services.common.persistence import SqlStore
 from services.payment import domain
+from services.payment.documents import journal_code
 from services.payment.gateway import Gateway, GatewayError, PaymentOrder
 from services.payment.guards import NOT_PAYFIP
 from services.payment.projections import MemoryToPayStore, SqlToPayStore, ToPayStore, catch_up
@@ -116,6 +117,7 @@ class PaymentApp(ServiceApplication):
                 label=data["label"], issued_on=data["issued_on"],
                 payable_until=data["payable_until"], due_on=data["due_on"],
                 amount_cents=data["amount_cents"], sequence=message.sequence,
+                lines=[dict(line) for line in data["lines"]],
             )
             # What the régie owes the family pays its next invoice by itself.
             credit = self._get(domain.FamilyCredit.create_id(invoice.regie, invoice.family_id))
@@ -204,7 +206,7 @@ class PaymentApp(ServiceApplication):
         totals: dict[str, int] = {}
         for r in paid:
             totals[r["means"]] = totals.get(r["means"], 0) + r["amount_cents"]
-        return {
+        journal = {
             "regie": regie,
             "date": day,
             "payments": paid,
@@ -217,6 +219,9 @@ class PaymentApp(ServiceApplication):
             # The same, as a head `regie verify --heads` takes (a line of a JSONL file).
             "chain_head": _as_dict(head(self, "payment", day.isoformat())),
         }
+        # Printed on the PDF: the portal's /verifier checks it against that head.
+        journal["code"] = journal_code(self, journal)
+        return journal
 
     def reconcile(self, gateway: Gateway, now: datetime) -> int:
         """Ask PayFiP about every payment under watch: notifications get lost, and PayFiP
