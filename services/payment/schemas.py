@@ -151,6 +151,9 @@ class Journal(Schema):
     chain_head = fields.Nested(ChainHead, allow_none=True, metadata={
         "description": "the same as a chain head (service, position, hash, day): a line of "
                        "a JSONL file that regie verify --heads takes"})
+    code = fields.String(allow_none=True, metadata={
+        "description": "the verification code printed on the journal's PDF: it attests "
+                       "chain_head (GET /verifications)"})
 
 
 class CounterPaymentIn(Schema):

@@ -1,10 +1,12 @@
 """The documents through the payment API, on SQLite and PostgreSQL: the invoice, its
 certificate and the counter receipt as PDFs, their verification codes, and who may read them."""
 
+from datetime import datetime
 from typing import Any
 
 from flask.testing import FlaskClient
 
+from events.formats import PARIS
 from services.billing.domain import Invoice
 from services.common.settings import Settings
 from services.payment.gateway import FakeGateway
@@ -13,7 +15,7 @@ from tests.documents import code_in, pdf_text, squeezed
 from tests.factories import deliver, issued, terms, wire_messages
 from tests.helpers import URLS, cheque
 
-TOKENS = {"c": "cashier", "p": "payer"}
+TOKENS = {"a": "auditor", "c": "cashier", "p": "payer"}
 CASHIER = {"Authorization": "Bearer c"}
 PAYER = {"Authorization": "Bearer p"}
 
@@ -141,3 +143,18 @@ def test_the_counter_receipt(store_settings: Settings, tmp_path: Any) -> None:
         "amount_cents": 5000, "date": "2025-03-03", "means": "Espèces",
         "status": "encaissé"}
     assert client.get(body["receipt_url"], headers=PAYER).status_code == 403
+
+
+def test_the_journals_code_attests_the_days_chain_head(store_settings: Settings) -> None:
+    client = setup(store_settings)
+    today = datetime.now(PARIS).date()
+    journal = json_of(client.get(f"/regies/SPORTS/journal?date={today.isoformat()}",
+                                 headers={"Authorization": "Bearer a"}))
+    assert journal["code"].startswith(f"J{journal['chain_head']['notification_id']}-")
+    assert verified(client, journal["code"]) == {
+        "authentic": True, "kind": "journal", "document": "Journal des paiements",
+        "number": f"historique arrêté à l'événement {journal['chain_head']['notification_id']}",
+        "date": today.isoformat(), "status": "arrêté"}
+    # No event that day, no head: nothing to attest.
+    assert json_of(client.get("/regies/SPORTS/journal?date=2001-01-01",
+                              headers={"Authorization": "Bearer a"}))["code"] is None
