@@ -11,9 +11,11 @@ COPY services ./services
 RUN python -m venv /opt/regie && /opt/regie/bin/pip install .
 
 FROM python:3.11-slim
-# psycopg (pure Python, from eventsourcing[postgres]) loads libpq at run time.
+# psycopg (pure Python, from eventsourcing[postgres]) loads libpq at run time; WeasyPrint
+# lays the PDFs out with pango, in DejaVu.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libpq5 \
+    && apt-get install -y --no-install-recommends libpq5 libpango-1.0-0 libpangoft2-1.0-0 \
+       fonts-dejavu-core \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/regie /opt/regie
 ENV PATH=/opt/regie/bin:$PATH \

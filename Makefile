@@ -21,10 +21,12 @@ install: $(STAMP) ## make the virtual environment
 run: $(STAMP) ## the whole system on the embedded defaults, with demo data
 	$(PY) -m services.cli run
 
-system-deps: ## Debian packages the tests drive: chromium (portal tests) and kcat (subscriber guide)
+system-deps: ## Debian packages: chromium (portal tests), kcat (subscriber guide), poppler-utils (PDF tests), pango (PDFs)
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v kcat >/dev/null || missing="$$missing kcat"; \
+	command -v pdftotext >/dev/null || missing="$$missing poppler-utils"; \
+	ldconfig -p | grep -q libpangoft2-1.0 || missing="$$missing libpango-1.0-0 libpangoft2-1.0-0"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing"; \
 		apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \

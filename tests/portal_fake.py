@@ -16,7 +16,7 @@ from lxml import html
 from werkzeug.test import TestResponse
 
 from services.portal.accounts import Accounts, MemoryAccounts
-from services.portal.payments import NotFound
+from services.portal.payments import NotFound, Payments
 from services.portal.settings import PortalSettings
 from services.portal.web import create_app
 
@@ -36,6 +36,9 @@ class FakePayments:
     payments: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> payment
     rows: list[dict[str, Any]] = field(default_factory=list)  # the history
     asked: list[dict[str, Any]] = field(default_factory=list)  # POST /payments bodies
+    # (family, invoice id, kind) -> the PDF; what /verifications answers per code.
+    documents: dict[tuple[str, str, str], bytes] = field(default_factory=dict)
+    verifications: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def invoice(self, regie: str, number: str, cents: int, **extra: Any) -> dict[str, Any]:
         """A to-pay line of this family at the régie, payable unless ``extra`` says not."""
@@ -79,6 +82,14 @@ class FakePayments:
                            "invoice_ids": invoice_ids, "email": email})
         return self.add_payment(regie, "requested", family_id)
 
+    def document(self, family_id: str, invoice_id: str, kind: str) -> bytes:
+        if (family_id, invoice_id, kind) not in self.documents:
+            raise NotFound("no such invoice for this family")
+        return self.documents[family_id, invoice_id, kind]
+
+    def verify(self, code: str) -> dict[str, Any]:
+        return dict(self.verifications.get(code, {"authentic": False}))
+
     def browser_return(self, idop: str) -> str:
         for p in self.payments.values():
             if p["idop"] == idop:
@@ -94,7 +105,7 @@ def family_accounts(clock: Callable[[], datetime] | None = None) -> Accounts:
     return accounts
 
 
-def portal(api: FakePayments, tmp: Any, accounts: Accounts | None = None) -> Flask:
+def portal(api: Payments, tmp: Any, accounts: Accounts | None = None) -> Flask:
     accounts = accounts or family_accounts()
     settings = PortalSettings(secret_key="k" * 32, payment_url="http://127.0.0.1:9",
                               payment_token="t", accounts_db=str(tmp / "accounts.db"),

@@ -259,13 +259,14 @@ def cmd_journal(args: argparse.Namespace) -> int:
     import json
 
     from services.bootstrap import payment_app
+    from services.payment import documents as payment_documents
     from services.payment.journal import to_csv, to_pdf
 
     app = payment_app()
     app.refresh()
     if not app.regie_exists(args.regie):
         raise ValueError(f"unknown régie {args.regie!r}")
-    journal = app.journal(args.regie, args.date)
+    journal = payment_documents.journal(app, args.regie, args.date)
     if args.format == "pdf":
         if not args.output:
             raise ValueError("a PDF needs --output FILE")

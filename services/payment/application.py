@@ -116,6 +116,7 @@ class PaymentApp(ServiceApplication):
                 label=data["label"], issued_on=data["issued_on"],
                 payable_until=data["payable_until"], due_on=data["due_on"],
                 amount_cents=data["amount_cents"], sequence=message.sequence,
+                lines=[dict(line) for line in data["lines"]],
             )
             # What the régie owes the family pays its next invoice by itself.
             credit = self._get(domain.FamilyCredit.create_id(invoice.regie, invoice.family_id))
@@ -204,7 +205,7 @@ class PaymentApp(ServiceApplication):
         totals: dict[str, int] = {}
         for r in paid:
             totals[r["means"]] = totals.get(r["means"], 0) + r["amount_cents"]
-        return {
+        journal = {
             "regie": regie,
             "date": day,
             "payments": paid,
@@ -217,6 +218,7 @@ class PaymentApp(ServiceApplication):
             # The same, as a head `regie verify --heads` takes (a line of a JSONL file).
             "chain_head": _as_dict(head(self, "payment", day.isoformat())),
         }
+        return journal
 
     def reconcile(self, gateway: Gateway, now: datetime) -> int:
         """Ask PayFiP about every payment under watch: notifications get lost, and PayFiP

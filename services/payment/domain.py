@@ -74,6 +74,10 @@ class Invoice(Aggregate):
     # renaming one needs eventsourcing.utils.register_topic for the old name, and a change
     # of fields a class_version and an upcast_vN_vM, so that the history stays readable.
     class Registered(Aggregate.Created):
+        # v2 keeps billing's lines, which the invoice's PDF prints. Invoices registered
+        # before have none here (None): their PDF prints the total alone.
+        class_version = 2
+
         invoice_id: str
         regie: str
         number: str
@@ -84,6 +88,13 @@ class Invoice(Aggregate):
         due_on: date
         amount_cents: int
         sequence: int
+        lines: list[dict[str, Any]] | None = None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            # Nothing to add: the class's None stands for lines not kept, and leaving the
+            # state as stored keeps the export of the old history what it was.
+            pass
 
     class Reserved(Aggregate.Event):
         payment_id: str
@@ -151,8 +162,11 @@ class Invoice(Aggregate):
         due_on: date,
         amount_cents: int,
         sequence: int,
+        lines: list[dict[str, Any]] | None = None,
     ) -> None:
         self.regie = regie
+        if lines is not None:
+            self.lines = lines
         self.number = number
         self.family_id = family_id
         self.label = label
@@ -164,6 +178,10 @@ class Invoice(Aggregate):
         self.status = OPEN
         self.sequence = sequence
         self.payment_id: str | None = None
+
+    # Billing's lines, kept from v2 of Registered on; set only then, so that the state of
+    # invoices registered before stays what earlier versions read from the same history.
+    lines: list[dict[str, Any]] | None = None
 
     # Paid without PayFiP (at the counter, from the family's credit), which comes back as
     # credit if billing cancels the invoice. Set on the first such payment only, so that

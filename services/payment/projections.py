@@ -18,7 +18,7 @@ from services.payment import domain
 NAME = "to-pay"
 # Raised whenever the tables change shape: a store built by an older version is then
 # dropped and rebuilt from the history, which is what event sourcing is for.
-VERSION = 7
+VERSION = 8
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,10 @@ class InvoiceRow:
     paid_at: str | None = None
     paid_by: str | None = None  # the means: PayFiP's resultrans, card or direct debit
     paid_by_payment_id: str | None = None  # the payment that paid it
+    # Where in the history the invoice was registered and was paid in full: the events
+    # its PDF and its certificate attest, which their verification codes name.
+    issued_position: int = 0
+    paid_position: int | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,8 @@ class PaymentRow:
     means: str | None = None
     paid_at: str | None = None
     day: str | None = None
+    # A counter payment's event in the history: what its receipt attests.
+    position: int | None = None
 
 
 @dataclass(frozen=True)
@@ -118,8 +124,9 @@ def _paris_day(moment: datetime | str) -> str:
     return at.astimezone(PARIS).date().isoformat()
 
 
-def changes_for(event: Any) -> list[Change]:
-    """What one payment-side domain event changes in the read models."""
+def changes_for(event: Any, position: int = 0) -> list[Change]:
+    """What one payment-side domain event changes in the read models; ``position`` is the
+    event's place in the history."""
     D = domain
     oid = str(event.originator_id)
     if isinstance(event, D.Regie.Registered):
@@ -129,7 +136,7 @@ def changes_for(event: Any) -> list[Change]:
             id=oid, family_id=event.family_id, regie=event.regie, number=event.number,
             label=event.label, issued_on=event.issued_on, payable_until=event.payable_until,
             due_on=event.due_on, total_cents=event.amount_cents,
-            amount_due_cents=event.amount_cents, status=D.OPEN,
+            amount_due_cents=event.amount_cents, status=D.OPEN, issued_position=position,
         )]
     invoice_changes: dict[type, Callable[[Any], dict[str, Any]]] = {
         D.Invoice.Cancelled: lambda e: {"status": D.CANCELLED},
@@ -154,7 +161,10 @@ def changes_for(event: Any) -> list[Change]:
     }
     for cls, values in invoice_changes.items():
         if isinstance(event, cls):
-            return [RowChange("view_invoices", oid, values(event))]
+            invoice = values(event)
+            if invoice.get("status") == D.PAID:
+                invoice["paid_position"] = position
+            return [RowChange("view_invoices", oid, invoice)]
     if isinstance(event, D.Payment.Started):
         return [PaymentRow(
             id=oid, family_id=event.family_id, regie=event.regie, status=D.STARTED,
@@ -169,7 +179,7 @@ def changes_for(event: Any) -> list[Change]:
             amount_cents=terms["amount_cents"], refdet=terms["reference"] or "",
             invoices=" ".join(a["number"] for a in event.allocations),
             started_at=event.timestamp.isoformat(), means=terms["means"],
-            paid_at=event.timestamp.isoformat(), day=terms["received_on"],
+            paid_at=event.timestamp.isoformat(), day=terms["received_on"], position=position,
         )]
     if isinstance(event, D.FamilyCredit.Opened):
         return [CreditRow(id=oid, family_id=event.family_id, regie=event.regie)]
@@ -263,6 +273,16 @@ class ToPayStore(Protocol):
     def snapshot(self) -> dict[str, Any]:
         """Every table as plain data, for comparing a rebuild with the live one."""
 
+    def invoice(self, invoice_id: str) -> dict[str, Any] | None:
+        """One invoice as the history lists it."""
+
+    def counter_payment(self, payment_id: str) -> dict[str, Any] | None:
+        """One payment taken at the counter, as the journal lists it."""
+
+    def attested(self, kind: str, position: int) -> dict[str, Any] | None:
+        """The invoice (kind ``invoice`` or ``certificate``) or counter payment (``receipt``)
+        whose document attests the event at ``position``."""
+
 
 def _line(r: dict[str, Any]) -> domain.ToPayLine:
     return domain.ToPayLine(
@@ -308,7 +328,8 @@ class SqlToPayStore:
                 "payable_until TEXT NOT NULL, due_on TEXT NOT NULL, "
                 "total_cents BIGINT NOT NULL, amount_due_cents BIGINT NOT NULL, "
                 "status TEXT NOT NULL, payment_id TEXT, paid_at TEXT, paid_by TEXT, "
-                "paid_by_payment_id TEXT)"
+                "paid_by_payment_id TEXT, issued_position BIGINT NOT NULL DEFAULT 0, "
+                "paid_position BIGINT)"
             )
             c.execute("CREATE INDEX IF NOT EXISTS view_invoices_family "
                       "ON {schema}view_invoices (family_id, status)")
@@ -319,7 +340,7 @@ class SqlToPayStore:
                 "invoices TEXT NOT NULL, started_at TEXT NOT NULL, idop TEXT, "
                 "resultrans TEXT, numauto TEXT, paid_at TEXT, day TEXT, closed_at TEXT, "
                 "late INTEGER NOT NULL DEFAULT 0, refunds INTEGER NOT NULL DEFAULT 0, "
-                "refund_cents BIGINT NOT NULL DEFAULT 0, means TEXT)"
+                "refund_cents BIGINT NOT NULL DEFAULT 0, means TEXT, position BIGINT)"
             )
             c.execute("CREATE TABLE IF NOT EXISTS {schema}view_refunds ("
                       "id TEXT PRIMARY KEY, family_id TEXT NOT NULL, regie TEXT NOT NULL, "
@@ -475,6 +496,26 @@ class SqlToPayStore:
         return [_plain(r) for r in rows]
 
 
+    def invoice(self, invoice_id: str) -> dict[str, Any] | None:
+        rows = self.store.fetchall("SELECT * FROM {schema}view_invoices WHERE id = ?",
+                                   (invoice_id,))
+        return _plain(rows[0]) if rows else None
+
+    def counter_payment(self, payment_id: str) -> dict[str, Any] | None:
+        rows = self.store.fetchall(
+            "SELECT * FROM {schema}view_payments WHERE id = ? AND position IS NOT NULL",
+            (payment_id,))
+        return _plain(rows[0]) if rows else None
+
+    def attested(self, kind: str, position: int) -> dict[str, Any] | None:
+        table, column = {"invoice": ("view_invoices", "issued_position"),
+                         "certificate": ("view_invoices", "paid_position"),
+                         "receipt": ("view_payments", "position")}[kind]
+        rows = self.store.fetchall(
+            f"SELECT * FROM {{schema}}{table} WHERE {column} = ?", (position,))
+        return _plain(rows[0]) if rows else None
+
+
 class MemoryToPayStore(SqlToPayStore):
     """The same read models in a private in-memory SQLite database."""
 
@@ -511,7 +552,7 @@ def catch_up(
                 if applied:
                     store.apply(changes, position, last)
                 return done + applied
-            changes.extend(changes_for(event))
+            changes.extend(changes_for(event, n.id))
             last = n.id
         if store.apply(changes, position, notifications[-1].id):
             done += len(notifications)

@@ -151,6 +151,9 @@ class Journal(Schema):
     chain_head = fields.Nested(ChainHead, allow_none=True, metadata={
         "description": "the same as a chain head (service, position, hash, day): a line of "
                        "a JSONL file that regie verify --heads takes"})
+    code = fields.String(allow_none=True, metadata={
+        "description": "the verification code printed on the journal's PDF: it attests "
+                       "chain_head (GET /verifications)"})
 
 
 class CounterPaymentIn(Schema):
@@ -237,3 +240,28 @@ class RefundOut(Schema):
 
 class RefundList(Schema):
     refunds = fields.List(fields.Nested(RefundOut))
+
+
+class VerificationQuery(Schema):
+    code = fields.String(required=True, validate=validate.Length(min=1, max=40), metadata={
+        "description": "a document's verification code, as printed (dashes and spaces "
+                       "optional, any case)"})
+
+
+class Verification(Schema):
+    """What a verification code attests; never who the family is."""
+
+    authentic = fields.Boolean(required=True)
+    kind = fields.String(metadata={"description": "invoice, certificate, receipt or journal"})
+    document = fields.String(metadata={"description": "the document's title, in French"})
+    regie = fields.String()
+    regie_name = fields.String()
+    number = fields.String(metadata={"description": "the invoice's number; for a receipt, "
+                                                    "the invoices it paid"})
+    amount_cents = fields.Integer()
+    date = fields.Date(metadata={"description": "issued on (invoice), paid on "
+                                                "(certificate), received on (receipt), "
+                                                "the day (journal)"})
+    means = fields.String()
+    status = fields.String(metadata={"description": "what the invoice or payment is now, "
+                                                    "in French"})

@@ -16,7 +16,7 @@ from services.common.settings import Settings
 from services.common.web.app import PUBLIC, Blueprint, create_flask
 from services.common.web.auth import Auth
 from services.common.web.metrics import StoredState, registry
-from services.payment import domain
+from services.payment import documents, domain
 from services.payment.application import PaymentApp, ReturnUrls
 from services.payment.gateway import Gateway, MeasuredGateway
 from services.payment.guards import guarded
@@ -37,6 +37,8 @@ from services.payment.schemas import (
     RefundsQuery,
     ToPay,
     ToPayInvoices,
+    Verification,
+    VerificationQuery,
 )
 
 # The portal's payer reads what a family owes and has paid; only it pays (and the operator).
@@ -143,7 +145,7 @@ def create_app(
         def get(self, query: dict[str, Any], regie: str) -> Any:
             if not service.regie_exists(regie):
                 raise NotFound("regie", f"unknown régie {regie!r}")
-            journal = service.journal(regie, query["date"])
+            journal = documents.journal(service, regie, query["date"])
             if request.accept_mimetypes.best_match(["application/json", "text/csv"]) == (
                 "text/csv"
             ):
@@ -213,6 +215,7 @@ def create_app(
     api.register_blueprint(blp)
     api.register_blueprint(counter_blueprint(service, auth))
     api.register_blueprint(refunds_blueprint(service, auth))
+    api.register_blueprint(documents_blueprint(service, auth))
     return app
 
 
@@ -224,7 +227,7 @@ def counter_blueprint(service: PaymentApp, auth: Auth) -> Blueprint:
         return {**p.terms, "id": str(p.id), "allocations": p.allocations,
                 "unallocated_cents": p.unallocated_cents, "by": p.by,
                 "recorded_at": p.created_on,
-                "receipt_url": url_for("counter.CounterPaymentById", payment_id=p.id,
+                "receipt_url": url_for("documents.CounterReceipt", payment_id=p.id,
                                        _external=True)}
 
     @blp.route("/counter-payments")
@@ -283,5 +286,51 @@ def refunds_blueprint(service: PaymentApp, auth: Auth) -> Blueprint:
         def post(self, data: dict[str, Any], refund_id: UUID) -> Any:
             return service.pay_refund(refund_id, data["means"], data["reference"],
                                       data["paid_on"], by=auth.role())
+
+    return blp
+
+
+def pdf(content: bytes, name: str) -> Response:
+    return Response(content, mimetype="application/pdf",
+                    headers={"Content-Disposition": f'inline; filename="{name}"'})
+
+
+def documents_blueprint(service: PaymentApp, auth: Auth) -> Blueprint:
+    """The documents: PDFs for families (through the portal) and cashiers, and the public
+    check of a verification code."""
+    blp = Blueprint("documents", __name__, description="Invoices, certificates, receipts")
+
+    @blp.route("/families/<family_id>/invoices/<uuid:invoice_id>/invoice.pdf")
+    class FamilyInvoicePdf(MethodView):
+        @auth.requires(*READERS)
+        @blp.response(200, content_type="application/pdf", description="the invoice")
+        def get(self, family_id: str, invoice_id: UUID) -> Any:
+            return pdf(documents.invoice_pdf(service, family_id, invoice_id),
+                       f"facture-{invoice_id}.pdf")
+
+    @blp.route("/families/<family_id>/invoices/<uuid:invoice_id>/certificate.pdf")
+    class FamilyCertificatePdf(MethodView):
+        @auth.requires(*READERS)
+        @blp.response(200, content_type="application/pdf",
+                      description="the payment certificate (facture acquittée), once paid")
+        def get(self, family_id: str, invoice_id: UUID) -> Any:
+            return pdf(documents.certificate_pdf(service, family_id, invoice_id),
+                       f"facture-acquittee-{invoice_id}.pdf")
+
+    @blp.route("/counter-payments/<uuid:payment_id>/receipt.pdf")
+    class CounterReceipt(MethodView):
+        @auth.requires("cashier")
+        @blp.response(200, content_type="application/pdf", description="the receipt")
+        def get(self, payment_id: UUID) -> Any:
+            return pdf(documents.receipt_pdf(service, payment_id), f"recu-{payment_id}.pdf")
+
+    @blp.route("/verifications")
+    class Verifications(MethodView):
+        @blp.doc(**PUBLIC)
+        @blp.arguments(VerificationQuery, location="query")
+        @blp.response(200, Verification)
+        def get(self, query: dict[str, Any]) -> Any:
+            """Whether a document's verification code is authentic, and what it attests."""
+            return documents.verify(service, query["code"])
 
     return blp

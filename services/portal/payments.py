@@ -64,6 +64,17 @@ class Payments(Protocol):
 
     def browser_return(self, idop: str) -> str: ...
 
+    def document(self, family_id: str, invoice_id: str, kind: str) -> bytes:
+        """The family's invoice (kind ``invoice``) or its certificate (``certificate``), PDF."""
+        ...
+
+    def verify(self, code: str) -> dict[str, Any]:
+        """What a document's verification code attests (``authentic`` False if nothing)."""
+        ...
+
+
+DOCUMENTS = ("invoice", "certificate")
+
 
 class PaymentApi:
     def __init__(self, base_url: str, token: str, timeout: float = 20.0,
@@ -115,6 +126,20 @@ class PaymentApi:
         except ValueError as e:
             raise NotFound("not a payment id") from e
         return dict(self._call("GET", f"/payments/{payment_id}").json())
+
+    def document(self, family_id: str, invoice_id: str, kind: str) -> bytes:
+        try:
+            UUID(invoice_id)
+        except ValueError as e:
+            raise NotFound("not an invoice id") from e
+        if kind not in DOCUMENTS:
+            raise NotFound("no such document")
+        r = self._call("GET", f"/families/{quote(family_id, safe='')}/invoices/{invoice_id}/"
+                       f"{kind}.pdf")
+        return r.content
+
+    def verify(self, code: str) -> dict[str, Any]:
+        return dict(self._call("GET", "/verifications", params={"code": code}).json())
 
     def browser_return(self, idop: str) -> str:
         """Ask the payment API to read the result back from PayFiP; the payment's id.

@@ -24,7 +24,7 @@ from services.portal.context import Portal
 from services.portal.payments import NotFound, PaymentApi, Payments, Unavailable
 from services.portal.sessions import logged_in
 from services.portal.settings import PortalSettings
-from services.portal.views import account, invoices
+from services.portal.views import account, documents, invoices
 from services.portal.views import payments as paying
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def create_app(
         SEND_FILE_MAX_AGE_DEFAULT=3600,
     )
     CSRFProtect(app)
-    for blueprint in (account.bp, invoices.bp, paying.bp):
+    for blueprint in (account.bp, invoices.bp, paying.bp, documents.bp):
         app.register_blueprint(blueprint)
     account.limit_failed_log_ins(app)
 

@@ -59,6 +59,10 @@ PAYMENT_ROUTES = {
     "/families/{family_id}/credits/{regie}/refund": {"post"},
     "/refunds": {"get"},
     "/refunds/{refund_id}/paid": {"post"},
+    "/families/{family_id}/invoices/{invoice_id}/invoice.pdf": {"get"},
+    "/families/{family_id}/invoices/{invoice_id}/certificate.pdf": {"get"},
+    "/counter-payments/{payment_id}/receipt.pdf": {"get"},
+    "/verifications": {"get"},
 }
 
 

@@ -57,8 +57,10 @@ def test_a_cheque_pays_the_oldest_due_first_and_the_next_in_part(
     assert [(a["number"], a["amount_cents"]) for a in body["allocations"]] == [
         ("S-2", 1500), ("S-1", 500)]
     assert (body["unallocated_cents"], body["by"], body["means"]) == (0, "cashier", "cheque")
-    assert body["receipt_url"] == f"http://localhost/counter-payments/{body['id']}"
-    again = client.get(body["receipt_url"], headers=CASHIER)
+    assert body["receipt_url"] == (
+        f"http://localhost/counter-payments/{body['id']}/receipt.pdf")
+    assert client.get(body["receipt_url"], headers=CASHIER).mimetype == "application/pdf"
+    again = client.get(f"/counter-payments/{body['id']}", headers=CASHIER)
     assert again.status_code == 200 and again.json == body
 
     # S-1 keeps its place in the list with what it still owes, and PayFiP may take the rest.

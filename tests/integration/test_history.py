@@ -11,14 +11,17 @@ from typing import Any
 
 import pytest
 
+from events.formats import PARIS
 from services import bootstrap, cli
 from services.billing.domain import Invoice
 from services.bootstrap import billing_app, payment_app
 from services.common.settings import Settings
 from services.common.storage.history import import_into, read, records, write
+from services.payment.documents import verify
 from services.payment.gateway import FakeGateway
 from services.payment.projections import MemoryToPayStore, catch_up
 from tests.conftest import make_settings
+from tests.documents import code_in, pdf_text, squeezed
 from tests.factories import deliver, open_regies, terms, wire_messages
 from tests.helpers import URLS
 
@@ -160,9 +163,16 @@ def test_regie_journal_as_csv_and_pdf(store_settings: Settings, tmp_path: Path,
     assert cli.main(["journal", "--regie", "SPORTS", "--date", day, "--format", "pdf",
                      "--output", str(pdf)]) == 0
     assert not [r for r in caplog.records if r.name.startswith("fontTools")]
-    body = pdf.read_bytes()
-    assert body.startswith(b"%PDF-")
-    assert body.count(b"/Type /Page") - body.count(b"/Type /Pages") == 1  # one page
+    text = pdf_text(pdf.read_bytes(), tmp_path, "read")
+    assert "Page 1 / 1" in text and "\f" not in text.rstrip("\f")  # one page
+    assert "Sous-total Carte bancaire 10,01 €" in squeezed(text)
+    assert "Code de vérification" not in text  # the history had no event that day
+    # Today's has one: it attests the chain's head at the day's end, as recorded.
+    assert cli.main(["journal", "--regie", "SPORTS", "--date", "today", "--format", "pdf",
+                     "--output", str(pdf)]) == 0
+    attested = verify(payment, code_in(pdf_text(pdf.read_bytes(), tmp_path, "today")))
+    assert (attested["authentic"], attested["kind"], attested["date"]) == (
+        True, "journal", datetime.now(PARIS).date())
     assert cli.main(["journal", "--regie", "PISCINE", "--date", day]) == 1
     assert "unknown régie" in capsys.readouterr().err
 

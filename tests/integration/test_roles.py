@@ -58,6 +58,10 @@ PAYMENT: dict[tuple[str, str], tuple[str, ...] | str] = {
     ("POST", "/families/<family_id>/credits/<regie>/refund"): ("cashier", "operator"),
     ("GET", "/refunds"): ("cashier", "operator"),
     ("POST", "/refunds/<uuid:refund_id>/paid"): ("cashier", "operator"),
+    ("GET", "/families/<family_id>/invoices/<uuid:invoice_id>/invoice.pdf"): FAMILY_READERS,
+    ("GET", "/families/<family_id>/invoices/<uuid:invoice_id>/certificate.pdf"): FAMILY_READERS,
+    ("GET", "/counter-payments/<uuid:payment_id>/receipt.pdf"): ("cashier", "operator"),
+    ("GET", "/verifications"): PUBLIC,
 }
 TABLES = {"billing": BILLING, "payment": PAYMENT}
 SAMPLE = {"invoice_id": "4b1d5c1e-0000-4000-8000-000000000001",

@@ -51,7 +51,7 @@ def history() -> Any:
             **h, "issued": fmt.day(h["issued_on"]), "total": fmt.euros(h["total_cents"]),
             "status": fmt.invoice_status(h["status"], bool(h.get("payment_id")),
                                          h.get("paid_by")),
-            "payment": payment,
+            "payment": payment, "status_code": h["status"],
         })
     return render_template("history.html", section="facturation", rows=rows,
                            crumbs=crumbs(("Historique des factures", None)))
