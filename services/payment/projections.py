@@ -18,7 +18,7 @@ from services.payment import domain
 NAME = "to-pay"
 # Raised whenever the tables change shape: a store built by an older version is then
 # dropped and rebuilt from the history, which is what event sourcing is for.
-VERSION = 7
+VERSION = 8
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,9 @@ class PaymentRow:
     means: str | None = None
     paid_at: str | None = None
     day: str | None = None
+    # Who took the money in or paid it back: the role or the staff member of the event's
+    # ``by``; none for what PayFiP took.
+    acted_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -169,7 +172,7 @@ def changes_for(event: Any) -> list[Change]:
             amount_cents=terms["amount_cents"], refdet=terms["reference"] or "",
             invoices=" ".join(a["number"] for a in event.allocations),
             started_at=event.timestamp.isoformat(), means=terms["means"],
-            paid_at=event.timestamp.isoformat(), day=terms["received_on"],
+            paid_at=event.timestamp.isoformat(), day=terms["received_on"], acted_by=event.by,
         )]
     if isinstance(event, D.FamilyCredit.Opened):
         return [CreditRow(id=oid, family_id=event.family_id, regie=event.regie)]
@@ -193,7 +196,8 @@ def changes_for(event: Any) -> list[Change]:
                 amount_cents=-event.amount_cents,
                 refdet=f"{event.means} {event.reference or ''}".strip(), invoices="",
                 started_at=event.timestamp.isoformat(), means="refund",
-                paid_at=event.timestamp.isoformat(), day=event.paid_on.isoformat()),
+                paid_at=event.timestamp.isoformat(), day=event.paid_on.isoformat(),
+                acted_by=event.by),
         ]
     closed = {"closed_at": event.timestamp.isoformat(), "day": _paris_day(event.timestamp)}
     payment_changes: dict[type, Callable[[Any], dict[str, Any]]] = {
@@ -319,7 +323,7 @@ class SqlToPayStore:
                 "invoices TEXT NOT NULL, started_at TEXT NOT NULL, idop TEXT, "
                 "resultrans TEXT, numauto TEXT, paid_at TEXT, day TEXT, closed_at TEXT, "
                 "late INTEGER NOT NULL DEFAULT 0, refunds INTEGER NOT NULL DEFAULT 0, "
-                "refund_cents BIGINT NOT NULL DEFAULT 0, means TEXT)"
+                "refund_cents BIGINT NOT NULL DEFAULT 0, means TEXT, acted_by TEXT)"
             )
             c.execute("CREATE TABLE IF NOT EXISTS {schema}view_refunds ("
                       "id TEXT PRIMARY KEY, family_id TEXT NOT NULL, regie TEXT NOT NULL, "

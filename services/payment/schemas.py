@@ -131,6 +131,9 @@ class JournalLine(Schema):
     numauto = fields.String(allow_none=True)
     paid_at = fields.String(allow_none=True)
     closed_at = fields.String(allow_none=True)
+    acted_by = fields.String(allow_none=True, data_key="by", metadata={
+        "description": "who took the money at the counter or paid the refund back: the "
+                       "staff member, or the acting token's role; null for PayFiP's"})
 
 
 class ChainHead(Schema):

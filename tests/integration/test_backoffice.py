@@ -2,6 +2,8 @@
 a cashier finds a family, takes a payment and prints its receipt, records a credit note,
 marks a refund paid and downloads the day's journal; each act is recorded under her id."""
 
+import csv
+import io
 from datetime import date
 from pathlib import Path
 
@@ -168,6 +170,12 @@ def test_the_days_journal_downloads_as_csv(desk: Desk) -> None:
     lines = day.get_data(as_text=True).splitlines()
     assert lines[0].startswith("paid_at,means,amount_cents") and len(lines) == 2
     assert ",cheque,1500," in lines[1]
+    # Who took it: the staff member, in the journal as in the event.
+    [row] = csv.DictReader(io.StringIO(day.get_data(as_text=True)))
+    assert row["by"] == EMAIL
+    journal = desk.payment_api.test_client().get(
+        "/regies/SPORTS/journal?date=2025-03-03", headers={"Authorization": "Bearer c"})
+    assert [p["by"] for p in journal.json["payments"]] == [EMAIL]  # type: ignore[index]
     unknown = client.get("/guichet/journal.csv", query_string={"regie": "NOPE",
                                                               "date": "2025-03-03"})
     assert unknown.status_code == 404
