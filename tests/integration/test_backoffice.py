@@ -196,3 +196,23 @@ def test_pages_carry_the_security_headers(desk: Desk) -> None:
     assert answer.headers["X-Frame-Options"] == "DENY"
     assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
     assert answer.headers["Cache-Control"] == "no-store"
+
+
+def test_five_failed_log_ins_then_429(desk: Desk) -> None:
+    client = desk.app.test_client()
+    for _ in range(5):
+        assert client.post("/guichet/connexion", data={
+            "email": EMAIL, "password": "pas le bon mot de passe"}).status_code == 401
+    blocked = client.post("/guichet/connexion", data={"email": EMAIL, "password": "x"})
+    assert blocked.status_code == 429 and int(blocked.headers["Retry-After"]) > 0
+    assert "Trop de tentatives de connexion" in blocked.get_data(as_text=True)
+
+
+def test_a_form_without_its_csrf_token_is_refused_and_sends_nothing(desk: Desk) -> None:
+    client = logged_in(desk.app)
+    desk.app.config["WTF_CSRF_ENABLED"] = True
+    answer = client.post(f"/guichet/familles/{FAMILY}/SPORTS/encaissement", data={
+        "means": "cash", "amount": "10", "reference": "", "received_on": "2025-03-03"})
+    assert answer.status_code == 400 and "Page expirée" in answer.get_data(as_text=True)
+    assert [line["amount_due_cents"] for line in desk.payment.to_pay_lines(
+        FAMILY, "SPORTS", date(2025, 3, 3))] == [2500, 1500]
