@@ -21,7 +21,7 @@ install: $(STAMP) ## make the virtual environment
 run: $(STAMP) ## the whole system on the embedded defaults, with demo data
 	$(PY) -m services.cli run
 
-system-deps: ## Debian packages the tests drive: chromium (portal tests) and kcat (subscriber guide)
+system-deps: ## Debian packages the tests drive: chromium (portal and back-office tests) and kcat (subscriber guide)
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v kcat >/dev/null || missing="$$missing kcat"; \
@@ -43,7 +43,7 @@ test-unit: $(STAMP) ## the unit tests: no database, no broker, no browser
 test-integration: $(STAMP) system-deps ## the parts against PostgreSQL and a broker it starts
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
-test-e2e: $(STAMP) system-deps ## the whole system in processes, and the portal in a browser
+test-e2e: $(STAMP) system-deps ## the whole system in processes, and the portal and the back office in a browser
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 fmt: $(STAMP) ## apply ruff's automatic fixes (import order, modern syntax)
