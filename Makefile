@@ -21,7 +21,7 @@ install: $(STAMP) ## make the virtual environment
 run: $(STAMP) ## the whole system on the embedded defaults, with demo data
 	$(PY) -m services.cli run
 
-system-deps: ## Debian packages: chromium (portal tests), kcat (subscriber guide), poppler-utils (PDF tests), pango (PDFs)
+system-deps: ## Debian packages: chromium (portal and back-office tests), kcat (subscriber guide), poppler-utils (PDF tests), pango (PDFs)
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v kcat >/dev/null || missing="$$missing kcat"; \
@@ -45,7 +45,7 @@ test-unit: $(STAMP) ## the unit tests: no database, no broker, no browser
 test-integration: $(STAMP) system-deps ## the parts against PostgreSQL and a broker it starts
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
-test-e2e: $(STAMP) system-deps ## the whole system in processes, and the portal in a browser
+test-e2e: $(STAMP) system-deps ## the whole system in processes, and the portal and the back office in a browser
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 fmt: $(STAMP) ## apply ruff's automatic fixes (import order, modern syntax)

@@ -20,7 +20,8 @@ from services.bootstrap import ensure_dev_tokens
 from services.common.settings import SERVICES, Settings
 from services.common.web.auth import format_tokens
 
-TOKEN_SETTINGS = ("REGIE_TOKENS", "BILLING_TOKENS", "PAYMENT_TOKENS", "PORTAL_PAYMENT_TOKEN")
+TOKEN_SETTINGS = ("REGIE_TOKENS", "BILLING_TOKENS", "PAYMENT_TOKENS", "PORTAL_PAYMENT_TOKEN",
+                  "BACKOFFICE_TOKEN")
 
 log = logging.getLogger(__name__)
 
@@ -190,18 +191,23 @@ def how_to_run_commands() -> str:
     bin_dir = _venv_bin()
     return f"""{bin_dir / "regie"} --help   (or `. {bin_dir / "activate"}`, then `regie --help`)
   e.g. regie settings, regie as-of now, regie journal --regie SPORTS --date today
-  {bin_dir / "python"} -m services.portal accounts create --family ID --email E"""
+  {bin_dir / "python"} -m services.portal accounts create --family ID --email E
+  {bin_dir / "python"} -m services.backoffice accounts create --email E --name N"""
 
 
 def part_tokens(tokens: dict[str, str], environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
     """The token settings each part is started with; a part not named gets none.
 
     The APIs get the run's tokens (and their own setting when the environment has one);
-    the portal gets one payer token, never a token of another role.
+    the portal gets one payer token, never a token of another role; the back office one
+    cashier token.
     """
     payer = environ.get("PORTAL_PAYMENT_TOKEN") or _token(
         tokens, "payer", "the portal reads and pays through the payment API with it")
-    parts = {"portal": {"PORTAL_PAYMENT_TOKEN": payer}}
+    cashier = environ.get("BACKOFFICE_TOKEN") or _token(
+        tokens, "cashier", "the back office acts on both APIs with it")
+    parts = {"portal": {"PORTAL_PAYMENT_TOKEN": payer},
+             "backoffice": {"BACKOFFICE_TOKEN": cashier}}
     for service in SERVICES:
         own = f"{service.upper()}_TOKENS"
         parts[f"{service}-api"] = {"REGIE_TOKENS": format_tokens(tokens),
@@ -251,12 +257,20 @@ def run(load_demo: bool = True) -> int:
         env.setdefault("PORTAL_PAYMENT_URL", f"http://127.0.0.1:{payment_port}")
         env.setdefault("PORTAL_ACCOUNTS_DB", str((settings.var_dir / "portal.db").resolve()))
         env.setdefault("PORTAL_PUBLIC_URL", portal_url)
+        backoffice_port = settings.backoffice_port
+        backoffice_url = f"http://127.0.0.1:{backoffice_port}"
+        env.setdefault("BACKOFFICE_BILLING_URL", f"http://127.0.0.1:{billing_port}")
+        env.setdefault("BACKOFFICE_PAYMENT_URL", f"http://127.0.0.1:{payment_port}")
+        env.setdefault("BACKOFFICE_ACCOUNTS_DB",
+                       str((settings.var_dir / "backoffice.db").resolve()))
+        env.setdefault("BACKOFFICE_PUBLIC_URL", backoffice_url)
         health = {}
         for name, port, factory in (
             ("payfip-sim", sim_port, "services.payfip_sim.app:create_app()"),
             ("billing-api", billing_port, "services.bootstrap:billing_api()"),
             ("payment-api", payment_port, "services.bootstrap:payment_api()"),
             ("portal", portal_port, "services.portal.web:create_app()"),
+            ("backoffice", backoffice_port, "services.backoffice.web:create_app()"),
         ):
             # One worker: the embedded SQLite store wants a single writing process.
             sup.start(name, [python, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
@@ -275,16 +289,21 @@ def run(load_demo: bool = True) -> int:
         payment_url = f"http://127.0.0.1:{payment_port}"
         if not wait_until_ready(sup, health, start_timeout, stop):
             return 0
-        login = ""
+        login, desk_login = "", ""
         if load_demo:
             from services.portal.demo import ensure_account
 
             demo.load(billing_url, issuer)
             email, password = ensure_account(Path(env["PORTAL_ACCOUNTS_DB"]))
             login = f"  (demo family: {email} / {password})"
+            from services.backoffice.demo import ensure_account as ensure_staff
+
+            email, password = ensure_staff(Path(env["BACKOFFICE_ACCOUNTS_DB"]))
+            desk_login = f"  (demo cashier: {email} / {password})"
         print(f"""
 Régie is running (data under {settings.var_dir}/, logs under {settings.var_dir}/logs/).
   family portal {portal_url}{login}
+  back office   {backoffice_url}/guichet/{desk_login}
   billing API   {billing_url}   (OpenAPI: {billing_url}/openapi.json)
   payment API   {payment_url}   (OpenAPI: {payment_url}/openapi.json)
   PayFiP (simulator)  http://127.0.0.1:{sim_port}/tpa/paiementws.web

@@ -141,7 +141,8 @@ class CreditNoteOut(Schema):
     credit_cents = fields.Integer(metadata={
         "description": "what it gave back of an amount already paid: the family's credit in "
                        "the régie"})
-    by = fields.String(metadata={"description": "the role of the token that issued it"})
+    by = fields.String(metadata={"description": "who issued it: the role of the token, or the "
+                                                "staff member named in X-Regie-Staff"})
 
 
 class CreditedOut(Schema):

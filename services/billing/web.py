@@ -25,7 +25,7 @@ from services.billing.schemas import (
 )
 from services.common.settings import Settings
 from services.common.web.app import Blueprint, create_flask
-from services.common.web.auth import Auth
+from services.common.web.auth import Auth, acting
 from services.common.web.metrics import StoredState, registry
 
 READERS = ("issuer", "reader", "auditor")
@@ -129,12 +129,12 @@ def credit_notes_blueprint(service: BillingApp, auth: Auth) -> Blueprint:
 
     @blp.route("/invoices/<uuid:invoice_id>/credit-notes")
     class CreditNotes(MethodView):
-        @auth.requires("issuer")
+        @auth.requires("issuer", "cashier")
         @blp.arguments(CreditNoteIn)
         @blp.response(201, CreditedOut)
         def post(self, data: dict[str, Any], invoice_id: UUID) -> Any:
             invoice, note = service.credit_invoice(invoice_id, data["amount_cents"],
-                                                   data["reason"], by=auth.role())
+                                                   data["reason"], by=acting(auth))
             return {"credit_note": note, "invoice": invoice_out(invoice)}
 
     return blp

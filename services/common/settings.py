@@ -101,6 +101,30 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "",
         "when set, the payment API sends PayFiP's browser return on to this portal page",
     ),
+    "BACKOFFICE_PORT": ("8004", "the régisseur's back office (the desk) port"),
+    "BACKOFFICE_SECRET_KEY": (
+        "",
+        "signs the back office's session cookies and CSRF tokens; empty: a random key kept "
+        "in backoffice-secret.key beside BACKOFFICE_ACCOUNTS_DB",
+    ),
+    "BACKOFFICE_TOKEN": (
+        "", "a cashier token of both APIs (in REGIE_TOKENS, or in BILLING_TOKENS and "
+            "PAYMENT_TOKENS alike)",
+    ),
+    "BACKOFFICE_BILLING_URL": (
+        "http://127.0.0.1:8001", "billing API base URL, as the back office reaches it"
+    ),
+    "BACKOFFICE_PAYMENT_URL": (
+        "http://127.0.0.1:8002", "payment API base URL, as the back office reaches it"
+    ),
+    "BACKOFFICE_ACCOUNTS_DB": ("var/backoffice.db", "SQLite file of the staff's accounts"),
+    "BACKOFFICE_PUBLIC_URL": (
+        "http://127.0.0.1:8004",
+        "the back office as browsers reach it (one-time links; https makes cookies Secure)",
+    ),
+    "BACKOFFICE_SESSION_IDLE_MINUTES": (
+        "30", "minutes without a request that end a back-office session"
+    ),
     "REGIE_START_TIMEOUT": (
         "60", "seconds `regie run` waits for its parts to answer before it stops them all"
     ),
@@ -177,6 +201,7 @@ class Settings:
     payment_port: str = field(default_factory=lambda: get("PAYMENT_PORT"))
     payfip_sim_port: str = field(default_factory=lambda: get("PAYFIP_SIM_PORT"))
     portal_port: str = field(default_factory=lambda: get("PORTAL_PORT"))
+    backoffice_port: str = field(default_factory=lambda: get("BACKOFFICE_PORT"))
     payfip_reservation_minutes: float = field(
         default_factory=lambda: float(get("PAYFIP_RESERVATION_MINUTES"))
     )

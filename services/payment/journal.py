@@ -11,7 +11,9 @@ from services.documents.render import MEANS, euros
 __all__ = ["CSV_COLUMNS", "MEANS", "euros", "to_csv", "to_pdf"]
 
 CSV_COLUMNS = ("paid_at", "means", "amount_cents", "refdet", "idop", "numauto", "invoices",
-               "family_id", "id")
+               "family_id", "id", "by")
+# The CSV's names for the read model's columns, where they differ.
+CSV_SOURCES = {"by": "acted_by"}
 CSV_NUMBERS = frozenset({"amount_cents"})
 
 
@@ -20,7 +22,8 @@ def to_csv(journal: dict[str, Any]) -> str:
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
     for row in journal["payments"]:
-        cells = safe_row({c: row.get(c) for c in CSV_COLUMNS}, CSV_NUMBERS)
+        cells = safe_row({c: row.get(CSV_SOURCES.get(c, c)) for c in CSV_COLUMNS},
+                         CSV_NUMBERS)
         writer.writerow([cells[c] for c in CSV_COLUMNS])
     return out.getvalue()
 

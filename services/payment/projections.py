@@ -18,7 +18,7 @@ from services.payment import domain
 NAME = "to-pay"
 # Raised whenever the tables change shape: a store built by an older version is then
 # dropped and rebuilt from the history, which is what event sourcing is for.
-VERSION = 8
+VERSION = 9
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,9 @@ class PaymentRow:
     day: str | None = None
     # A counter payment's event in the history: what its receipt attests.
     position: int | None = None
+    # Who took the money in or paid it back: the role or the staff member of the event's
+    # ``by``; none for what PayFiP took.
+    acted_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,7 @@ def changes_for(event: Any, position: int = 0) -> list[Change]:
             invoices=" ".join(a["number"] for a in event.allocations),
             started_at=event.timestamp.isoformat(), means=terms["means"],
             paid_at=event.timestamp.isoformat(), day=terms["received_on"], position=position,
+            acted_by=event.by,
         )]
     if isinstance(event, D.FamilyCredit.Opened):
         return [CreditRow(id=oid, family_id=event.family_id, regie=event.regie)]
@@ -203,7 +207,8 @@ def changes_for(event: Any, position: int = 0) -> list[Change]:
                 amount_cents=-event.amount_cents,
                 refdet=f"{event.means} {event.reference or ''}".strip(), invoices="",
                 started_at=event.timestamp.isoformat(), means="refund",
-                paid_at=event.timestamp.isoformat(), day=event.paid_on.isoformat()),
+                paid_at=event.timestamp.isoformat(), day=event.paid_on.isoformat(),
+                acted_by=event.by),
         ]
     closed = {"closed_at": event.timestamp.isoformat(), "day": _paris_day(event.timestamp)}
     payment_changes: dict[type, Callable[[Any], dict[str, Any]]] = {
@@ -340,7 +345,8 @@ class SqlToPayStore:
                 "invoices TEXT NOT NULL, started_at TEXT NOT NULL, idop TEXT, "
                 "resultrans TEXT, numauto TEXT, paid_at TEXT, day TEXT, closed_at TEXT, "
                 "late INTEGER NOT NULL DEFAULT 0, refunds INTEGER NOT NULL DEFAULT 0, "
-                "refund_cents BIGINT NOT NULL DEFAULT 0, means TEXT, position BIGINT)"
+                "refund_cents BIGINT NOT NULL DEFAULT 0, means TEXT, position BIGINT, "
+                "acted_by TEXT)"
             )
             c.execute("CREATE TABLE IF NOT EXISTS {schema}view_refunds ("
                       "id TEXT PRIMARY KEY, family_id TEXT NOT NULL, regie TEXT NOT NULL, "

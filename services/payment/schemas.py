@@ -131,6 +131,9 @@ class JournalLine(Schema):
     numauto = fields.String(allow_none=True)
     paid_at = fields.String(allow_none=True)
     closed_at = fields.String(allow_none=True)
+    acted_by = fields.String(allow_none=True, data_key="by", metadata={
+        "description": "who took the money at the counter or paid the refund back: the "
+                       "staff member, or the acting token's role; null for PayFiP's"})
 
 
 class ChainHead(Schema):
@@ -194,7 +197,8 @@ class CounterPaymentOut(Schema):
     allocations = fields.List(fields.Nested(CounterAllocation))
     unallocated_cents = fields.Integer(metadata={
         "description": "beyond what was due: now the family's credit in the régie"})
-    by = fields.String(metadata={"description": "the role of the token that recorded it"})
+    by = fields.String(metadata={"description": "who recorded it: the role of the token, or "
+                                                "the staff member named in X-Regie-Staff"})
     recorded_at = fields.AwareDateTime()
     receipt_url = fields.String(metadata={"description": "where its receipt is served"})
 
@@ -235,7 +239,8 @@ class RefundOut(Schema):
     means = fields.String(allow_none=True)
     reference = fields.String(allow_none=True)
     paid_by = fields.String(allow_none=True, metadata={
-        "description": "who recorded the payment: the role of the acting token"})
+        "description": "who recorded the payment: the role of the acting token, or the "
+                       "staff member named in X-Regie-Staff"})
 
 
 class RefundList(Schema):

@@ -14,7 +14,7 @@ from events.formats import PARIS
 from services.common.errors import NotFound
 from services.common.settings import Settings
 from services.common.web.app import PUBLIC, Blueprint, create_flask
-from services.common.web.auth import Auth
+from services.common.web.auth import Auth, acting
 from services.common.web.metrics import StoredState, registry
 from services.payment import documents, domain
 from services.payment.application import PaymentApp, ReturnUrls
@@ -42,6 +42,7 @@ from services.payment.schemas import (
 )
 
 # The portal's payer reads what a family owes and has paid; only it pays (and the operator).
+# The back office's cashier reads what a family owes, at the counter.
 READERS = ("reader", "auditor", "payer")
 
 
@@ -115,14 +116,14 @@ def create_app(
 
     @blp.route("/families/<family_id>/to-pay")
     class FamilyToPay(MethodView):
-        @auth.requires(*READERS)
+        @auth.requires(*READERS, "cashier")
         @blp.response(200, ToPay)
         def get(self, family_id: str) -> Any:
             return {"regies": service.to_pay_summary(family_id)}
 
     @blp.route("/families/<family_id>/to-pay/<regie>")
     class FamilyToPayRegie(MethodView):
-        @auth.requires(*READERS)
+        @auth.requires(*READERS, "cashier")
         @blp.response(200, ToPayInvoices)
         def get(self, family_id: str, regie: str) -> Any:
             if not service.regie_exists(regie):
@@ -138,7 +139,7 @@ def create_app(
 
     @blp.route("/regies/<regie>/journal")
     class RegieJournal(MethodView):
-        @auth.requires("auditor")
+        @auth.requires("auditor", "cashier")
         @blp.arguments(JournalQuery, location="query")
         @blp.response(200, Journal)
         @blp.alt_response(200, content_type="text/csv", description="Accept: text/csv")
@@ -244,7 +245,7 @@ def counter_blueprint(service: PaymentApp, auth: Auth) -> Blueprint:
                 amount_cents=data["amount_cents"], reference=data["reference"],
                 received_on=data["received_on"],
                 invoice_ids=None if ids is None else tuple(str(i) for i in ids))
-            p, created = service.receive_at_counter(terms, by=auth.role())
+            p, created = service.receive_at_counter(terms, by=acting(auth))
             return counter_out(p), 201 if created else 200
 
     @blp.route("/counter-payments/<uuid:payment_id>")
@@ -268,7 +269,7 @@ def refunds_blueprint(service: PaymentApp, auth: Auth) -> Blueprint:
         @blp.response(201, RefundOut)
         def post(self, data: dict[str, Any], family_id: str, regie: str) -> Any:
             return service.ask_credit_refund(family_id, regie, data["amount_cents"],
-                                             by=auth.role())
+                                             by=acting(auth))
 
     @blp.route("/refunds")
     class Refunds(MethodView):
@@ -285,7 +286,7 @@ def refunds_blueprint(service: PaymentApp, auth: Auth) -> Blueprint:
         @blp.response(200, RefundOut)
         def post(self, data: dict[str, Any], refund_id: UUID) -> Any:
             return service.pay_refund(refund_id, data["means"], data["reference"],
-                                      data["paid_on"], by=auth.role())
+                                      data["paid_on"], by=acting(auth))
 
     return blp
 

@@ -87,12 +87,13 @@ def run_env(tmp_path: Path, broker: str = "noida") -> tuple[dict[str, str], dict
     """Its own ports and var dir, so that it collides with nothing else on the machine."""
     ports = {name: free_port()
              for name in ("BILLING_PORT", "PAYMENT_PORT", "PAYFIP_SIM_PORT", "PORTAL_PORT",
-                          "KAFKA")}
+                          "BACKOFFICE_PORT", "KAFKA")}
     env = {k: v for k, v in os.environ.items() if k not in ("REGIE_TOKENS",)}
     env.update(
         REGIE_VAR_DIR=str(tmp_path / "var"), PERSISTENCE_MODULE="eventsourcing.sqlite",
         BILLING_PORT=str(ports["BILLING_PORT"]), PAYMENT_PORT=str(ports["PAYMENT_PORT"]),
         PAYFIP_SIM_PORT=str(ports["PAYFIP_SIM_PORT"]), PORTAL_PORT=str(ports["PORTAL_PORT"]),
+        BACKOFFICE_PORT=str(ports["BACKOFFICE_PORT"]),
         KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{ports['KAFKA']}", KAFKA_BROKER=broker,
     )
     return env, ports
@@ -156,6 +157,9 @@ def test_make_run_twice(tmp_path: Path, broker: str) -> None:
             "Authorization": f"Bearer {tokens['payer']}"}).status_code == 403
         portal = requests.get(f"http://127.0.0.1:{ports['PORTAL_PORT']}/connexion", timeout=5)
         assert portal.status_code == 200 and 'lang="fr"' in portal.text
+        desk = requests.get(f"http://127.0.0.1:{ports['BACKOFFICE_PORT']}/guichet/connexion",
+                            timeout=5)
+        assert desk.status_code == 200 and "Connexion au guichet" in desk.text
     finally:
         stop(first)
     for port in ports.values():

@@ -55,6 +55,7 @@ SECRETS_OF: dict[str, frozenset[str]] = {
     "billing-consumer": STORE_PART_SECRETS,
     "reconciler": STORE_PART_SECRETS,
     "portal": frozenset({"PORTAL_PAYMENT_TOKEN", "PORTAL_SECRET_KEY"}),
+    "backoffice": frozenset({"BACKOFFICE_TOKEN", "BACKOFFICE_SECRET_KEY"}),
     "payfip-sim": frozenset(),
 }
 
@@ -250,7 +251,8 @@ def test_every_part_of_the_flow_has_its_container(compose: dict[str, Any]) -> No
         assert command in commands
     apps = {argv[-1] for argv in commands if argv and argv[0] == "gunicorn"}
     assert apps == {"services.bootstrap:billing_api()", "services.bootstrap:payment_api()",
-                    "services.payfip_sim.app:create_app()", "services.portal.web:create_app()"}
+                    "services.payfip_sim.app:create_app()", "services.portal.web:create_app()",
+                    "services.backoffice.web:create_app()"}
 
 
 def test_project_containers_get_only_declared_settings(compose: dict[str, Any]) -> None:

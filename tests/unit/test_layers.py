@@ -138,7 +138,7 @@ def test_the_checks_see_what_they_are_meant_to_see() -> None:
 
 # The modules that turn the environment into a settings object; everything else takes one.
 SETTINGS_READERS = ("services.common.settings", "services.portal.settings",
-                    "services.payfip_sim.model")
+                    "services.backoffice.settings", "services.payfip_sim.model")
 
 
 def raw_setting_reads() -> list[str]:

@@ -30,14 +30,14 @@ def test_journal_csv_quotes_text_cells_and_keeps_negative_amounts() -> None:
     journal = {"payments": [{
         "paid_at": "2025-03-01T10:00:00+00:00", "means": "card", "amount_cents": -500,
         "refdet": "=cmd|' /C calc'!A0", "idop": "@SUM(A1:A9)", "numauto": "+123",
-        "invoices": "-2-3 \tX", "family_id": "\rfam", "id": "p-1",
+        "invoices": "-2-3 \tX", "family_id": "\rfam", "id": "p-1", "acted_by": "=staff",
     }]}
     rows = list(csv.reader(io.StringIO(to_csv(journal))))
     cells = dict(zip(rows[0], rows[1], strict=True))
     assert cells == {
         "paid_at": "2025-03-01T10:00:00+00:00", "means": "card", "amount_cents": "-500",
         "refdet": "'=cmd|' /C calc'!A0", "idop": "'@SUM(A1:A9)", "numauto": "'+123",
-        "invoices": "'-2-3 \tX", "family_id": "'\rfam", "id": "p-1",
+        "invoices": "'-2-3 \tX", "family_id": "'\rfam", "id": "p-1", "by": "'=staff",
     }
 
 

@@ -41,12 +41,22 @@ def test_development_tokens_gain_the_roles_they_lack(tmp_path: Path) -> None:
 
 
 def test_make_run_gives_the_portal_a_payer_token_and_nothing_else() -> None:
-    tokens = {"i": "issuer", "r": "reader", "p": "payer", "o": "operator"}
+    tokens = {"i": "issuer", "r": "reader", "p": "payer", "o": "operator", "c": "cashier"}
     parts = part_tokens(tokens, {"PAYMENT_TOKENS": "own:payer"})
     assert parts["portal"] == {"PORTAL_PAYMENT_TOKEN": "p"}
-    assert parts["billing-api"] == {"REGIE_TOKENS": "i:issuer,r:reader,p:payer,o:operator"}
+    assert parts["billing-api"] == {
+        "REGIE_TOKENS": "i:issuer,r:reader,p:payer,o:operator,c:cashier"}
     assert parts["payment-api"]["PAYMENT_TOKENS"] == "own:payer"
     # The simulator, relays and consumers read no token: they are given none.
-    assert set(parts) == {"portal", "billing-api", "payment-api"}
+    assert set(parts) == {"portal", "backoffice", "billing-api", "payment-api"}
     with pytest.raises(StartError, match="payer"):
         part_tokens({"r": "reader"}, {})
+
+
+def test_make_run_gives_the_back_office_a_cashier_token_and_nothing_else() -> None:
+    parts = part_tokens({"p": "payer", "o": "operator", "c": "cashier"}, {})
+    assert parts["backoffice"] == {"BACKOFFICE_TOKEN": "c"}
+    given = part_tokens({"p": "payer"}, {"BACKOFFICE_TOKEN": "mine"})
+    assert given["backoffice"] == {"BACKOFFICE_TOKEN": "mine"}
+    with pytest.raises(StartError, match="cashier"):
+        part_tokens({"p": "payer", "o": "operator"}, {})

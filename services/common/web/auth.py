@@ -1,5 +1,6 @@
 """Bearer tokens with roles: BILLING_TOKENS, PAYMENT_TOKENS, or REGIE_TOKENS for both."""
 
+import re
 import secrets
 from collections.abc import Callable
 from functools import wraps
@@ -9,7 +10,7 @@ from flask import request
 from flask_smorest import abort
 
 # payer: the family portal's (a family's to-pay, history and payments, and paying them);
-# cashier: the counter's (counter payments, refunds), which no route serves yet.
+# cashier: the counter's (counter payments, credit notes, refunds, the day's journal).
 ROLES = ("issuer", "reader", "auditor", "operator", "payer", "cashier")
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -66,3 +67,22 @@ class Auth:
             return wrapper  # type: ignore[return-value]
 
         return decorator
+
+
+# The back office's staff id (an e-mail address): what a cashier's acts are recorded under.
+STAFF_HEADER = "X-Regie-Staff"
+STAFF_ID = re.compile(r"^[A-Za-z0-9._@+-]{1,80}\Z")
+
+
+def acting(auth: Auth) -> str:
+    """Who does it, for an event's ``by``: the token's role, or, for a cashier's or an
+    operator's token, the staff member the back office names in X-Regie-Staff. Other roles
+    serve no desk: their header is ignored."""
+    role = auth.role()
+    staff = request.headers.get(STAFF_HEADER)
+    if staff is None or role not in ("cashier", "operator"):
+        return role
+    if not STAFF_ID.match(staff):
+        abort(422, errors={"headers": {STAFF_HEADER: [
+            "a staff id: 1 to 80 letters, digits or . _ @ + -"]}})
+    return staff
