@@ -10,17 +10,20 @@ from services.common.settings import Settings
 from services.common.storage.chain import store_env
 from services.common.storage.persistence import schema_lock
 from services.common.web.auth import ROLES, format_tokens, make_dev_tokens, parse_tokens
-from services.payment.application import PaymentApp, ReturnUrls
+from services.common.web.metrics import ProcessMeters
+from services.payment.application import PayFiP, PaymentApp, ReturnUrls, utc_now
 from services.payment.domain import Watch
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from datetime import datetime
 
     from flask import Flask
 
     from services.common.messaging.consumer import TrackedConsumer
     from services.common.messaging.ports import Publisher, Subscriber
     from services.common.messaging.relay import Heads, Relay
+    from services.payment.gateway import Gateway
     from services.payment.payfip import PayFiPGateway
 
 
@@ -30,13 +33,31 @@ def billing_app(settings: Settings | None = None) -> BillingApp:
         return BillingApp(env=store_env(settings, "billing"))
 
 
-def payment_app(settings: Settings | None = None) -> PaymentApp:
+def payment_app(settings: Settings | None = None, *, gateway: "Gateway | None" = None,
+                urls: ReturnUrls | None = None,
+                clock: "Callable[[], datetime] | None" = None) -> PaymentApp:
+    """The payment application; with a ``gateway`` (the real PayFiP, or a test's fake) it
+    also pays through PayFiP, calling it back at ``urls`` (else the settings') and dating
+    its payments by ``clock`` (else the time now)."""
+    from services.payment.gateway import MeasuredGateway
+    from services.payment.guards import GuardedGateway
+
     settings = settings or Settings()
+    meters = ProcessMeters()
+    payfip = None
+    if gateway is not None:
+        # Every PayFiP call of this process is timed, and its failures counted by code; a
+        # production régie is refused a PayFiP that is not PayFiP (payment_api also
+        # refuses to start then), and that refusal never reaches PayFiP to be counted.
+        payfip = PayFiP(
+            GuardedGateway(MeasuredGateway(gateway, meters), settings.payfip_service_url),
+            urls or return_urls(settings), clock or utc_now)
     with schema_lock(settings, "payment"):
         return PaymentApp(
             env=store_env(settings, "payment"),
             watch=Watch.of_minutes(settings.payfip_reservation_minutes,
                                    settings.payfip_pending_minutes),
+            meters=meters, payfip=payfip,
         )
 
 
@@ -108,14 +129,18 @@ def billing_api(settings: Settings | None = None) -> "Flask":
     return create_app(billing_app(settings), load_tokens("billing", settings), settings)
 
 
-def payment_api(settings: Settings | None = None) -> "Flask":
-    """The payment API as gunicorn starts it: `services.bootstrap:payment_api()`."""
+def payment_api(settings: Settings | None = None, *, app: PaymentApp | None = None
+                ) -> "Flask":
+    """The payment API as gunicorn starts it: `services.bootstrap:payment_api()`. A caller
+    may bring the application (a test's, on the fake PayFiP). It does not start while a
+    known régie in production would be paid through something that is not PayFiP."""
+    from services.payment.guards import check_at_start
     from services.payment.web import create_app
 
     settings = settings or Settings()
-    return create_app(payment_app(settings), load_tokens("payment", settings),
-                      gateway=payfip_gateway(settings), urls=return_urls(settings),
-                      settings=settings)
+    app = app if app is not None else payment_app(settings, gateway=payfip_gateway(settings))
+    check_at_start(app.regie_saisies(), settings.payfip_service_url)
+    return create_app(app, load_tokens("payment", settings), settings=settings)
 
 
 def relay_heads(service: str, settings: Settings | None = None,

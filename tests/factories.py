@@ -1,6 +1,7 @@
 """Builders shared by the tests."""
 
-from datetime import date
+from collections.abc import Callable
+from datetime import date, datetime
 from typing import Any
 
 from events import decode
@@ -16,6 +17,7 @@ from services.common.messaging.positions import MemoryPositions
 from services.common.messaging.relay import Relay
 from services.common.settings import Settings
 from services.payment.application import PaymentApp, ReturnUrls
+from services.payment.gateway import Gateway
 
 TOPIC = "billing.invoices"
 # Where PayFiP would call the payment API back, in the tests that need no real address.
@@ -59,11 +61,12 @@ def open_regies(billing: BillingApp) -> None:
     billing.open_regie("CANTINE", "Restauration scolaire", "000002", "T")
 
 
-def issued(settings: Settings, *invoices: InvoiceTerms) -> tuple[BillingApp, PaymentApp]:
+def issued(settings: Settings, *invoices: InvoiceTerms, gateway: Gateway | None = None,
+           clock: Callable[[], datetime] | None = None) -> tuple[BillingApp, PaymentApp]:
     """Billing, with its régies open and ``invoices`` issued, and a payment service that has
-    not heard of them yet."""
+    not heard of them yet (paying through ``gateway`` at ``clock``'s time, if given)."""
     billing = billing_app(settings)
-    payment = payment_app(settings)
+    payment = payment_app(settings, gateway=gateway, urls=URLS, clock=clock)
     open_regies(billing)
     for invoice in invoices:
         billing.issue_invoice(invoice)

@@ -53,7 +53,20 @@ def iid(number: str, regie: str = "SPORTS") -> str:
     return str(Invoice.create_id(regie, number))
 
 
-def setup(settings: Settings) -> tuple[BillingApp, PaymentApp]:
+class Clock:
+    """PayFiP's clock as a test moves it: NOW until told otherwise."""
+
+    def __init__(self, now: datetime = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def setup(settings: Settings, gateway: FakeGateway | None = None,
+          clock: Callable[[], datetime] | None = None) -> tuple[BillingApp, PaymentApp]:
+    """Billing and payment with the usual invoices; payment pays through ``gateway`` (a
+    fake PayFiP of its own if none is given) at ``clock``'s time (NOW if none is given)."""
     billing, payment = issued(
         settings,
         terms("S-1", family="fam-1", unit=2500),
@@ -62,26 +75,27 @@ def setup(settings: Settings) -> tuple[BillingApp, PaymentApp]:
         terms("S-4", family="fam-1", unit=50),
         terms("S-5", family="fam-1", unit=700),
         terms("C-1", family="fam-1", regie="CANTINE", unit=1000),
+        gateway=gateway if gateway is not None else FakeGateway(), clock=clock or Clock(),
     )
     billing.cancel_invoice(Invoice.create_id("SPORTS", "S-5"), "doublon")
     deliver(payment, wire_messages(billing))
     return billing, payment
 
 
-def request(payment: PaymentApp, gateway: FakeGateway, *numbers: str, family: str = "fam-1",
-            regie: str = "SPORTS", now: datetime = NOW) -> domain.Payment:
+def request(payment: PaymentApp, *numbers: str, family: str = "fam-1",
+            regie: str = "SPORTS") -> domain.Payment:
     return payment.request_payment(
         family_id=family, regie=regie, invoice_ids=[iid(n, regie) for n in numbers],
-        email="parent@example.org", gateway=gateway, urls=URLS, now=now,
+        email="parent@example.org",
     )
 
 
 def decided(payment: PaymentApp, gateway: FakeGateway, resultrans: str, *numbers: str,
             regie: str = "SPORTS") -> domain.Payment:
     """A payment requested, decided ``resultrans`` on PayFiP, and PayFiP's answer read."""
-    p = request(payment, gateway, *numbers, regie=regie)
+    p = request(payment, *numbers, regie=regie)
     gateway.decide(p.idop, resultrans)  # type: ignore[arg-type]
-    payment.settle_from_payfip(p.idop, gateway, NOW)  # type: ignore[arg-type]
+    payment.settle_from_payfip(p.idop)  # type: ignore[arg-type]
     return p
 
 

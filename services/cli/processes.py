@@ -67,21 +67,17 @@ def cmd_consume(args: argparse.Namespace) -> int:
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
     from services.bootstrap import payfip_gateway, payment_app
-    from services.payment.gateway import MeasuredGateway
 
     settings = Settings()
-    app = payment_app(settings)
-    # Timed and counted like the API's calls; with PROMETHEUS_MULTIPROC_DIR shared with the
-    # payment API, its /metrics shows them.
-    gateway = MeasuredGateway(payfip_gateway(settings), app.meters)
+    # Its PayFiP calls are timed and counted like the API's; with PROMETHEUS_MULTIPROC_DIR
+    # shared with the payment API, its /metrics shows them.
+    app = payment_app(settings, gateway=payfip_gateway(settings))
     every = args.every if args.every is not None else settings.reconcile_interval
     if args.once:
         app.refresh()
         watched = len(app.to_pay.watched_payments())
-        settled = app.reconcile(gateway, datetime.now(UTC))
+        settled = app.reconcile()
         print(f"one pass: asked PayFiP about {watched} payment(s) under watch; "
               f"{settled} closed")
         return 0
@@ -91,7 +87,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     while True:
         try:
             app.refresh()
-            settled = app.reconcile(gateway, datetime.now(UTC))
+            settled = app.reconcile()
         except Exception:
             # The database or the read model failed for the whole pass: the next pass
             # tries again; a reconciler that stops would leave payments unwatched.

@@ -3,8 +3,9 @@
 import logging
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -36,6 +37,21 @@ class ReturnUrls:
     browser_return: str
 
 
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class PayFiP:
+    """PayFiP as the payment application meets it, given once by the composition root: the
+    gateway it is asked through, where it calls back, and the clock that dates the payments
+    and tells when their reservations end (a fixed one in the tests)."""
+
+    gateway: Gateway
+    urls: ReturnUrls
+    clock: Callable[[], datetime] = utc_now
+
+
 log = logging.getLogger(__name__)
 RECORD_ATTEMPTS = 5
 # Unauthenticated notifications and returns read PayFiP back at most this often per idop;
@@ -48,8 +64,11 @@ class PaymentApp(ServiceApplication):
 
     def __init__(self, env: dict[str, str] | None = None,
                  watch: domain.Watch | None = None,
-                 meters: ProcessMeters | None = None) -> None:
+                 meters: ProcessMeters | None = None,
+                 payfip: PayFiP | None = None) -> None:
         super().__init__(env)
+        # None for the parts that never ask PayFiP (consumers, relays, tools).
+        self._payfip = payfip
         self.watch = watch if watch is not None else domain.Watch()
         # What this process met: PayFiP calls (through MeasuredGateway) and the reconciler's
         # troubles, exposed at the payment API's /metrics.
@@ -59,6 +78,12 @@ class PaymentApp(ServiceApplication):
         self.to_pay: ToPayStore = (
             MemoryToPayStore() if self.in_memory() else SqlToPayStore(SqlStore(self))
         )
+
+    @property
+    def payfip(self) -> PayFiP:
+        if self._payfip is None:
+            raise RuntimeError("this payment application was built without PayFiP")
+        return self._payfip
 
     @property
     def watch_errors(self) -> int:
@@ -220,7 +245,7 @@ class PaymentApp(ServiceApplication):
         }
         return journal
 
-    def reconcile(self, gateway: Gateway, now: datetime) -> int:
+    def reconcile(self) -> int:
         """Ask PayFiP about every payment under watch: notifications get lost, and PayFiP
         may confirm long after the family left. Return how many closed in this pass.
 
@@ -228,6 +253,7 @@ class PaymentApp(ServiceApplication):
         logged and counted in ``watch_errors``; the pass goes on with the next one.
         """
         settled = 0
+        now = self.payfip.clock()
         for row in self.to_pay.watched_payments():
             try:
                 payment = self.get_payment(UUID(row["id"]))
@@ -237,7 +263,7 @@ class PaymentApp(ServiceApplication):
                     continue
                 if payment.idop is None:
                     continue  # started a moment ago: PayFiP's idop is on its way
-                closed = self.settle_from_payfip(payment.idop, gateway, now)
+                closed = self._settle_from_payfip(payment.idop, now)
                 settled += closed is not None and closed.is_final
             except Exception:
                 self.meters.watch_errors.inc()
@@ -312,11 +338,9 @@ class PaymentApp(ServiceApplication):
         regie: str,
         invoice_ids: list[str],
         email: str,
-        gateway: Gateway,
-        urls: ReturnUrls,
-        now: datetime,
     ) -> domain.Payment:
         """Reserve the invoices, ask PayFiP for an idop, record the outcome."""
+        gateway, urls, now = self.payfip.gateway, self.payfip.urls, self.payfip.clock()
         found: dict[str, domain.Invoice] = {}
 
         def find_invoice(invoice_id: str) -> domain.Invoice | None:
@@ -382,12 +406,13 @@ class PaymentApp(ServiceApplication):
         index = self._get(domain.IdopIndex.create_id(idop))
         return None if index is None else self.get_payment(UUID(index.payment_id))
 
-    def notified(self, idop: str, gateway: Gateway, now: datetime) -> domain.Payment | None:
+    def notified(self, idop: str) -> domain.Payment | None:
         """A notification or a browser return: anyone can send them, as often as they like.
 
         PayFiP is read back at most once per READBACK_INTERVAL per idop; a call in between
         waits for the read in flight, if any, and answers from what is recorded.
         """
+        now = self.payfip.clock()
         with self._readbacks_lock:
             last = self._readbacks.get(idop)
             if last is not None and now - last[0] < READBACK_INTERVAL:
@@ -404,13 +429,11 @@ class PaymentApp(ServiceApplication):
             with recent:
                 return self.find_by_idop(idop)
         try:
-            return self.settle_from_payfip(idop, gateway, now)
+            return self._settle_from_payfip(idop, now)
         finally:
             lock.release()
 
-    def settle_from_payfip(
-        self, idop: str, gateway: Gateway, now: datetime
-    ) -> domain.Payment | None:
+    def settle_from_payfip(self, idop: str) -> domain.Payment | None:
         """Read the result back from PayFiP and record it, once.
 
         Called for a notification, a browser return and by the reconciler; PayFiP's
@@ -418,6 +441,11 @@ class PaymentApp(ServiceApplication):
         is recorded whenever it comes, even after the invoices were freed or the payment
         was called expired or abandoned; an answer like the last one recorded adds nothing.
         """
+        return self._settle_from_payfip(idop, self.payfip.clock())
+
+    def _settle_from_payfip(self, idop: str, now: datetime) -> domain.Payment | None:
+        # ``now`` read once by the caller: a reconciliation pass judges every payment
+        # at the same moment.
         payment = self.find_by_idop(idop)
         if payment is None:
             log.warning("PayFiP result for unknown idop %r ignored", idop[:64])
@@ -429,7 +457,7 @@ class PaymentApp(ServiceApplication):
             payment.reservation_ended(reason="reservation time over")
             touched = self._release(payment)
         try:
-            result = gateway.result(idop)
+            result = self.payfip.gateway.result(idop)
         except GatewayError as e:
             answer = {"code": e.code, "message": e.message}
             if payment.is_final:

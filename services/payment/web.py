@@ -1,7 +1,7 @@
 """Payment HTTP API: load, call the application, dump."""
 
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
@@ -17,9 +17,7 @@ from services.common.web.app import PUBLIC, Blueprint, create_flask
 from services.common.web.auth import Auth, acting
 from services.common.web.metrics import StoredState, registry
 from services.payment import documents, domain
-from services.payment.application import PaymentApp, ReturnUrls
-from services.payment.gateway import Gateway, MeasuredGateway
-from services.payment.guards import guarded
+from services.payment.application import PaymentApp
 from services.payment.journal import to_csv
 from services.payment.schemas import (
     CounterPaymentIn,
@@ -48,10 +46,6 @@ READERS = ("reader", "auditor", "payer")
 
 def paris_today() -> date:
     return datetime.now(PARIS).date()
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def payment_figures(service: PaymentApp) -> list[Metric]:
@@ -91,22 +85,14 @@ def create_app(
     payment: PaymentApp,
     tokens: dict[str, str],
     *,
-    gateway: Gateway,
-    urls: ReturnUrls,
     today: Callable[[], date] = paris_today,
-    clock: Callable[[], datetime] = utc_now,
     settings: Settings | None = None,
 ) -> Flask:
-    """The payment API over an application, the tokens it accepts, PayFiP and the URLs
-    PayFiP calls back; gunicorn starts it through the composition root
+    """The payment API over an application (which holds its PayFiP) and the tokens it
+    accepts; gunicorn starts it through the composition root
     (services.bootstrap:payment_api())."""
     config = settings or Settings()
     service = payment
-    # Every PayFiP call of this process is timed, and its failures counted by code.
-    # Production régies are refused a PayFiP that is not PayFiP: at start, and per request.
-    payfip: Gateway = guarded(MeasuredGateway(gateway, service.meters),
-                              config.payfip_service_url, service.regie_saisies())
-    back = urls
     auth = Auth(tokens)
     state = StoredState(service, config.topic(PAYMENT_PAYMENTS.name),
                         lambda: payment_figures(service))
@@ -155,7 +141,7 @@ def create_app(
 
     def payment_out(p: domain.Payment) -> dict[str, Any]:
         return {**p.__dict__, "id": str(p.id),
-                "redirect_url": payfip.payment_url(p.idop) if p.idop else None,
+                "redirect_url": service.payfip.gateway.payment_url(p.idop) if p.idop else None,
                 "reserved_until": p.reserved_until(service.watch)}
 
     @blp.route("/payments")
@@ -170,7 +156,6 @@ def create_app(
             p = service.request_payment(
                 family_id=data["family_id"], regie=data["regie"],
                 invoice_ids=[str(i) for i in data["invoice_ids"]], email=data["email"],
-                gateway=payfip, urls=back, now=clock(),
             )
             return payment_out(p)
 
@@ -190,7 +175,7 @@ def create_app(
             """PayFiP's server-to-server call: only an idop, so the result is read back."""
             idop = data["idop"] or data["idOp"]
             if idop:
-                service.notified(idop, payfip, clock())
+                service.notified(idop)
             return {"received": True}
 
     @blp.route("/payfip/return")
@@ -201,7 +186,7 @@ def create_app(
         def get(self, data: dict[str, Any]) -> Any:
             """Where PayFiP sends the family's browser back."""
             idop = data["idop"] or data["idOp"]
-            p = service.notified(idop, payfip, clock()) if idop else None
+            p = service.notified(idop) if idop else None
             if p is None:
                 raise NotFound("idop", "no payment with this idop")
             portal = config.portal_return_url

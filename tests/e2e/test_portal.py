@@ -11,22 +11,11 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from services.portal.accounts import (
-    AccountError,
-    AccountExists,
-    Accounts,
-    MemoryAccounts,
-    SqliteAccounts,
-)
-from services.portal.demo import ensure_account
-from services.portal.settings import PortalSettings
-from services.portal.web import create_app
 from tests.e2e.portal_system import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -444,31 +433,6 @@ def test_another_familys_data_is_404(system: PortalSystem, page: Page) -> None:
         (durand_invoice, "payment_in_progress")]
 
 
-def test_accounts_behind_their_port(tmp_path: Path) -> None:
-    """The in-memory fake and SQLite behave alike: one link, once; argon2id; no leaks."""
-    for store in (MemoryAccounts(), SqliteAccounts(tmp_path / "accounts.db")):
-        accounts = Accounts(store)
-        token = accounts.create("fam-1", " Parent@Example.org ")
-        assert accounts.authenticate("parent@example.org", "x" * 12) is None  # no password yet
-        with pytest.raises(AccountExists):
-            accounts.create("fam-2", "parent@example.org")
-        with pytest.raises(AccountError):
-            accounts.set_password_with_link(token, "court")
-        assert accounts.set_password_with_link(token, "un mot de passe long") is not None
-        assert accounts.set_password_with_link(token, "un autre mot de passe") is None  # once
-        account = accounts.authenticate("PARENT@example.org", "un mot de passe long")
-        assert account is not None and account.family_id == "fam-1"
-        assert account.password_hash and account.password_hash.startswith("$argon2id$")
-        assert accounts.authenticate("parent@example.org", "un autre mot de passe") is None
-        assert accounts.authenticate("personne@example.org", "un mot de passe long") is None
-        with pytest.raises(AccountError):
-            accounts.create("pas un identifiant", "autre@example.org")
-    # make run's demo account: made once, its password given once.
-    for _ in range(2):
-        email, password = ensure_account(tmp_path / "demo.db")
-    assert Accounts(SqliteAccounts(tmp_path / "demo.db")).authenticate(email, password)
-
-
 def test_the_accounts_command_refuses_bad_input(system: PortalSystem) -> None:
     out = system.portal_cli("accounts", "link", "--email", BERNARD.email)
     assert f"{system.portal}/compte/activer/" in out
@@ -479,23 +443,3 @@ def test_the_accounts_command_refuses_bad_input(system: PortalSystem) -> None:
                               env=system.env, capture_output=True, text=True, timeout=60,
                               check=False)
         assert done.returncode == 1 and done.stderr.startswith("error: "), args
-
-
-def test_https_cookies_are_secure(tmp_path: Path) -> None:
-    accounts = Accounts(MemoryAccounts())
-    accounts.create("fam-1", "parent@example.org")
-    accounts.set_password("parent@example.org", "un mot de passe long")
-    settings = PortalSettings(secret_key="k" * 32, payment_url="http://127.0.0.1:9",
-                              payment_token="t", accounts_db=str(tmp_path / "a.db"),
-                              public_url="https://portail.example.org")
-    app = create_app(settings, accounts)
-    app.config["WTF_CSRF_ENABLED"] = False
-    answer = app.test_client().post("/connexion", base_url="https://portail.example.org",
-                                    data={"email": "parent@example.org",
-                                          "password": "un mot de passe long"})
-    assert answer.status_code == 303
-    cookie = answer.headers["Set-Cookie"]
-    assert cookie.startswith("__Host-portail=")
-    for flag in ("Secure", "HttpOnly", "SameSite=Lax", "Path=/"):
-        assert flag in cookie, cookie
-    assert "Domain" not in cookie

@@ -18,9 +18,8 @@ from services.billing.web import create_app as create_billing
 from services.bootstrap import billing_app, payment_app
 from services.common.settings import Settings
 from services.payment.application import PaymentApp
-from services.payment.gateway import FakeGateway
 from services.payment.web import create_app as create_payment
-from tests.factories import URLS, deliver, invoice_payload, wire_messages
+from tests.factories import deliver, invoice_payload, wire_messages
 
 TOKENS = {
     "tok-issuer": "issuer",
@@ -111,8 +110,7 @@ def payment_client(payment: PaymentApp) -> PaymentClient:
     """A payment API client whose idea of today is the one given."""
 
     def make(today: date = TODAY) -> FlaskClient:
-        return create_payment(payment=payment, tokens=TOKENS, today=lambda: today,
-                              gateway=FakeGateway(), urls=URLS).test_client()
+        return create_payment(payment=payment, tokens=TOKENS, today=lambda: today).test_client()
 
     return make
 

@@ -12,12 +12,10 @@ from flask import Flask
 
 from services.billing.domain import Invoice
 from services.billing.web import create_app as billing_web
-from services.payment.gateway import FakeGateway
 from services.payment.web import create_app as payment_web
 from tests.backoffice_desk import EMAIL, NAME, backoffice, details, logged_in, texts
 from tests.conftest import make_settings
 from tests.factories import deliver, issued, terms, wire_messages
-from tests.helpers import URLS
 
 FAMILY = "famille-martin"
 TOKENS = {"c": "cashier", "r": "reader"}
@@ -33,8 +31,7 @@ class Desk:
                   due_on=date(2030, 3, 31)))
         deliver(self.payment, wire_messages(self.billing))
         self.billing_api = billing_web(billing=self.billing, tokens=TOKENS)
-        self.payment_api = payment_web(self.payment, tokens=TOKENS, gateway=FakeGateway(),
-                                       urls=URLS)
+        self.payment_api = payment_web(self.payment, tokens=TOKENS)
         self.app: Flask = backoffice(self.billing_api, self.payment_api, token, tmp_path)
 
     def to_payment(self) -> None:

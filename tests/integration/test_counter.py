@@ -24,23 +24,25 @@ from services.payment.integration import make_to_wire
 from services.payment.projections import MemoryToPayStore, catch_up
 from services.payment.web import create_app
 from tests.factories import decoded, deliver, issued, relay_messages, terms, wire_messages
-from tests.helpers import CASHIER, NOW, TOKENS, URLS, Parts, cheque, to_billing, to_pay
+from tests.helpers import CASHIER, NOW, TOKENS, Parts, cheque, to_billing, to_pay
 
 
 def iid(number: str) -> str:
     return str(Invoice.create_id("SPORTS", number))
 
 
-def setup(settings: Settings) -> tuple[BillingApp, PaymentApp, FlaskClient]:
+def setup(settings: Settings, gateway: FakeGateway | None = None
+          ) -> tuple[BillingApp, PaymentApp, FlaskClient]:
     # S-2 falls due before S-1: it is paid first.
     billing, payment = issued(
         settings,
         terms("S-1", unit=2500, payable_until=date(2030, 6, 30), due_on=date(2030, 6, 30)),
         terms("S-2", unit=1500, payable_until=date(2030, 3, 31), due_on=date(2030, 3, 31)),
         terms("S-3", family="fam-2", unit=4000),
+        gateway=gateway or FakeGateway(), clock=lambda: NOW,
     )
     deliver(payment, wire_messages(billing))
-    client = create_app(payment, tokens=TOKENS, gateway=FakeGateway(), urls=URLS).test_client()
+    client = create_app(payment, tokens=TOKENS).test_client()
     return billing, payment, client
 
 
@@ -49,7 +51,8 @@ def setup(settings: Settings) -> tuple[BillingApp, PaymentApp, FlaskClient]:
 
 def test_a_cheque_pays_the_oldest_due_first_and_the_next_in_part(
         store_settings: Settings) -> None:
-    billing, payment, client = setup(store_settings)
+    gateway = FakeGateway()
+    billing, payment, client = setup(store_settings, gateway)
     answer = client.post("/counter-payments", json=cheque(2000), headers=CASHIER)
     assert answer.status_code == 201, answer.json
     body = answer.json
@@ -65,12 +68,10 @@ def test_a_cheque_pays_the_oldest_due_first_and_the_next_in_part(
 
     # S-1 keeps its place in the list with what it still owes, and PayFiP may take the rest.
     assert to_pay(client) == [("S-1", 2000)]
-    gateway = FakeGateway()
-    online = payment.request_payment("fam-1", "SPORTS", [iid("S-1")], "parent@example.org",
-                                     gateway, URLS, NOW)
+    online = payment.request_payment("fam-1", "SPORTS", [iid("S-1")], "parent@example.org")
     assert online.amount_cents == 2000
     gateway.decide(online.idop, "P")  # type: ignore[arg-type]
-    payment.settle_from_payfip(online.idop, gateway, NOW)  # type: ignore[arg-type]
+    payment.settle_from_payfip(online.idop)  # type: ignore[arg-type]
     assert to_pay(client) == []
 
     # Billing learns of both from payment.payments, and its answer back changes nothing.

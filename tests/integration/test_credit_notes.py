@@ -5,11 +5,10 @@ which billing then settles."""
 from services.billing.domain import PAID, Invoice
 from services.billing.web import create_app as billing_web
 from services.common.settings import Settings
-from services.payment.gateway import FakeGateway
 from services.payment.projections import MemoryToPayStore, catch_up
 from services.payment.web import create_app as payment_web
 from tests.factories import decoded, deliver, issued, terms, wire_messages
-from tests.helpers import CASHIER, TOKENS, URLS, cheque, to_billing, to_pay
+from tests.helpers import CASHIER, TOKENS, cheque, to_billing, to_pay
 
 ISSUER = {"Authorization": "Bearer i"}
 
@@ -24,7 +23,7 @@ def test_a_credit_note_lowers_what_is_due_then_pays_the_next_invoice(
                               terms("S-2", unit=1500))
     deliver(payment, wire_messages(billing))
     bills = billing_web(billing=billing, tokens={"i": "issuer", "r": "reader"}).test_client()
-    pays = payment_web(payment, tokens=TOKENS, gateway=FakeGateway(), urls=URLS).test_client()
+    pays = payment_web(payment, tokens=TOKENS).test_client()
 
     answer = bills.post(f"/invoices/{iid('S-1')}/credit-notes", headers=ISSUER,
                         json={"amount_cents": 1000, "reason": "séjour écourté"})
@@ -102,7 +101,7 @@ def test_what_was_paid_at_the_counter_on_an_invoice_billing_cancels_is_credit(
         store_settings: Settings) -> None:
     billing, payment = issued(store_settings, terms("S-1", unit=2500))
     deliver(payment, wire_messages(billing))
-    pays = payment_web(payment, tokens=TOKENS, gateway=FakeGateway(), urls=URLS).test_client()
+    pays = payment_web(payment, tokens=TOKENS).test_client()
     pays.post("/counter-payments", json=cheque(1000), headers=CASHIER)
     billing.cancel_invoice(Invoice.create_id("SPORTS", "S-1"), "doublon")
     deliver(payment, wire_messages(billing))

@@ -22,8 +22,7 @@ from services.common.messaging.positions import SqlPositions
 from services.common.settings import Settings
 from services.common.storage.persistence import SqlStore
 from services.payment.application import PaymentApp
-from services.payment.gateway import FakeGateway
-from tests.factories import URLS, open_regies, terms, wire_messages
+from tests.factories import open_regies, terms, wire_messages
 from tests.helpers import letter, wait_for
 from tests.threads import Threads
 
@@ -200,8 +199,7 @@ def test_unreadable_messages_are_parked_until_a_retry_can_apply_them(
              what="the partition to be read again")
     assert payment.dead_letters.count() == 3
 
-    health: FlaskClient = create_app(payment=payment, tokens={}, gateway=FakeGateway(),
-                                           urls=URLS).test_client()
+    health: FlaskClient = create_app(payment=payment, tokens={}).test_client()
     assert health.get("/health").get_json() == {"status": "ok", "dead_letters": 3}
 
     monkeypatch.setattr(bootstrap, "payment_app", lambda: payment_app(settings))
@@ -284,8 +282,7 @@ def test_each_consuming_service_counts_its_own_dead_letters_in_health(
     billing.dead_letters.park(letter(5, None, None, topic="payment.payments"))
     payment.dead_letters.park(letter(8, None, None))
     for api, count in ((billing_api(billing=billing, tokens={}), 2),
-                       (payment_api(payment=payment, tokens={}, gateway=FakeGateway(),
-                                    urls=URLS), 1)):
+                       (payment_api(payment=payment, tokens={}), 1)):
         response = api.test_client().get("/health")
         assert (response.status_code, response.get_json()) == (
             200, {"status": "ok", "dead_letters": count})

@@ -9,11 +9,10 @@ from flask.testing import FlaskClient
 from events.formats import PARIS
 from services.billing.domain import Invoice
 from services.common.settings import Settings
-from services.payment.gateway import FakeGateway
 from services.payment.web import create_app
 from tests.documents import code_in, pdf_text, squeezed
 from tests.factories import deliver, issued, terms, wire_messages
-from tests.helpers import URLS, cheque
+from tests.helpers import cheque
 
 TOKENS = {"a": "auditor", "c": "cashier", "p": "payer"}
 CASHIER = {"Authorization": "Bearer c"}
@@ -31,7 +30,7 @@ def setup(settings: Settings) -> FlaskClient:
         terms("S-2", family="fam-2", unit=4000),
     )
     deliver(payment, wire_messages(billing))
-    return create_app(payment, tokens=TOKENS, gateway=FakeGateway(), urls=URLS).test_client()
+    return create_app(payment, tokens=TOKENS).test_client()
 
 
 def invoice_url(family: str, number: str, kind: str) -> str:

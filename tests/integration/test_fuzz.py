@@ -9,7 +9,6 @@ path, so that the requests reach more than "not found". The number of examples i
 and the generation derandomized: a run is short and repeats itself.
 """
 
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -29,14 +28,12 @@ from schemathesis.checks import (
 from services.billing.domain import Invoice
 from services.billing.web import create_app as create_billing
 from services.common.settings import Settings
-from services.payment.application import ReturnUrls
 from services.payment.gateway import FakeGateway
 from services.payment.web import create_app as create_payment
 from tests.factories import deliver, issued, terms, wire_messages
 
 TOKEN = "fuzz-operator"
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
-URLS = ReturnUrls("http://pay.test/payfip/notification", "http://pay.test/payfip/return")
 # What the document promises. Not "schema-valid data is accepted": a valid-looking invoice
 # whose lines do not add up, or a payment for an unknown régie, is refused by the trade's
 # rules with a documented 4xx.
@@ -85,13 +82,13 @@ def fuzz(app: Flask, known: dict[str, str]) -> dict[str, str]:
 def stores(tmp_path: Any) -> dict[str, Any]:
     """Billing and payment in memory: two régies, invoices, one payment in progress."""
     store = Settings(var_dir=tmp_path / "var", tokens="", persistence="eventsourcing.popo")
-    billing, payment = issued(store, terms("S-1"), terms("S-2"), terms("C-1", regie="CANTINE"))
+    billing, payment = issued(store, terms("S-1"), terms("S-2"), terms("C-1", regie="CANTINE"),
+                              gateway=FakeGateway())
     deliver(payment, wire_messages(billing))
     invoice = str(Invoice.create_id("SPORTS", "S-1"))
     paying = payment.request_payment(
         family_id="fam-1", regie="SPORTS", invoice_ids=[invoice],
-        email="parent@example.org", gateway=FakeGateway(), urls=URLS,
-        now=datetime.now(UTC))
+        email="parent@example.org")
     known = {"invoice_id": str(Invoice.create_id("SPORTS", "S-2")), "regie": "SPORTS",
              "family_id": "fam-1", "payment_id": str(paying.id)}
     return {"store": store, "billing": billing, "payment": payment, "known": known}
@@ -105,8 +102,7 @@ def test_billing_api(stores: dict[str, Any]) -> None:
 
 
 def test_payment_api(stores: dict[str, Any]) -> None:
-    app = create_payment(stores["payment"], tokens={TOKEN: "operator"},
-                         gateway=FakeGateway(), urls=URLS, settings=stores["store"])
+    app = create_payment(stores["payment"], tokens={TOKEN: "operator"}, settings=stores["store"])
     assert fuzz(app, stores["known"]) == {}
     assert len(operations(app)) >= 9
 

@@ -22,8 +22,7 @@ from services.payment.gateway import FakeGateway
 from services.payment.projections import MemoryToPayStore, catch_up
 from tests.conftest import make_settings
 from tests.documents import code_in, pdf_text, squeezed
-from tests.factories import deliver, open_regies, terms, wire_messages
-from tests.helpers import URLS
+from tests.factories import URLS, deliver, open_regies, terms, wire_messages
 
 
 def moment() -> datetime:
@@ -35,7 +34,9 @@ def moment() -> datetime:
 
 def build(settings: Settings) -> tuple[Any, Any, dict[str, Any]]:
     """A history with a snapshot of the live read model taken at two moments."""
-    billing, payment = billing_app(settings), payment_app(settings)
+    gateway = FakeGateway()
+    billing = billing_app(settings)
+    payment = payment_app(settings, gateway=gateway, urls=URLS)
     open_regies(billing)
     for i in range(12):
         billing.issue_invoice(terms(f"A-{i}", family=f"fam-{i % 3}", unit=1000 + i))
@@ -44,11 +45,10 @@ def build(settings: Settings) -> tuple[Any, Any, dict[str, Any]]:
     billing.cancel_invoice(Invoice.create_id("SPORTS", "A-0"), "doublon")
     billing.issue_invoice(terms("C-1", family="fam-1", regie="CANTINE"))
     deliver(payment, wire_messages(billing))
-    gateway = FakeGateway()
     p = payment.request_payment("fam-1", "SPORTS", [str(Invoice.create_id("SPORTS", "A-1"))],
-                                "parent@example.org", gateway, URLS, datetime.now(UTC))
+                                "parent@example.org")
     gateway.decide(p.idop, "P")  # type: ignore[arg-type]
-    payment.settle_from_payfip(p.idop, gateway, datetime.now(UTC))  # type: ignore[arg-type]
+    payment.settle_from_payfip(p.idop)  # type: ignore[arg-type]
     payment.refresh()
     seen["t2"] = (moment(), payment.to_pay.snapshot())
     return billing, payment, seen

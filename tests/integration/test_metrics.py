@@ -26,11 +26,11 @@ from services.common.messaging.consumer import TrackedConsumer
 from services.common.messaging.relay import KafkaPublisher, Relay
 from services.common.settings import Settings
 from services.payment.application import PaymentApp
-from services.payment.gateway import FakeGateway, GatewayError, MeasuredGateway
+from services.payment.gateway import FakeGateway, GatewayError
 from services.payment.web import create_app as payment_api
 from tests.conftest import make_settings
-from tests.factories import URLS, open_regies, terms
-from tests.helpers import decided, iid, letter, request, setup, wait_for
+from tests.factories import open_regies, terms
+from tests.helpers import NOW, Clock, decided, iid, letter, request, setup, wait_for
 from tests.threads import Threads
 
 TOKENS = {"reader-token": "reader", "payer-token": "payer"}
@@ -58,19 +58,18 @@ def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: s
     return samples.get((name, tuple(sorted(labels.items()))))
 
 
-def api(payment: PaymentApp, gateway: FakeGateway | None = None,
-        settings: Settings | None = None) -> Flask:
-    return payment_api(payment=payment, tokens=TOKENS, gateway=gateway or FakeGateway(),
-                       urls=URLS, settings=settings or Settings(metrics_dir=""))
+def api(payment: PaymentApp, settings: Settings | None = None) -> Flask:
+    return payment_api(payment=payment, tokens=TOKENS,
+                       settings=settings or Settings(metrics_dir=""))
 
 
 def test_payments_are_counted_by_status(any_store_settings: Settings) -> None:
-    _, payment = setup(any_store_settings)
     gateway = FakeGateway()
+    _, payment = setup(any_store_settings, gateway)
     decided(payment, gateway, "P", "S-1")
     decided(payment, gateway, "R", "S-2")
-    request(payment, gateway, "C-1", regie="CANTINE")
-    app = api(payment, gateway)
+    request(payment, "C-1", regie="CANTINE")
+    app = api(payment)
     samples = scrape(app)
     assert value(samples, "regie_payments", regie="SPORTS", status="confirmed") == 1
     assert value(samples, "regie_payments", regie="SPORTS", status="refused") == 1
@@ -89,25 +88,32 @@ def test_payments_are_counted_by_status(any_store_settings: Settings) -> None:
 def test_late_confirmations_refunds_and_anomalies_are_counted(
     any_store_settings: Settings,
 ) -> None:
-    _, payment = setup(any_store_settings)
     gateway = FakeGateway()
+    clock = Clock()
+    _, payment = setup(any_store_settings, gateway, clock)
     start = datetime.now(UTC)
-    first = request(payment, gateway, "S-1", "S-2")
-    payment.reconcile(gateway, start + timedelta(minutes=25))  # frees S-1 and S-2
-    second = request(payment, gateway, "S-1")
+    first = request(payment, "S-1", "S-2")
+    clock.now = start + timedelta(minutes=25)
+    payment.reconcile()  # frees S-1 and S-2
+    clock.now = NOW
+    second = request(payment, "S-1")
     gateway.decide(second.idop, "P")  # type: ignore[arg-type]
-    payment.settle_from_payfip(second.idop, gateway, start)  # type: ignore[arg-type]
+    clock.now = start
+    payment.settle_from_payfip(second.idop)  # type: ignore[arg-type]
     # PayFiP confirms the first one at last: late, and S-1 (paid twice) needs a refund.
     gateway.decide(first.idop, "P")  # type: ignore[arg-type]
-    payment.reconcile(gateway, start + timedelta(minutes=40))
+    clock.now = start + timedelta(minutes=40)
+    payment.reconcile()
     # An answer for another amount: an anomaly, however often it is read.
-    third = request(payment, gateway, "C-1", regie="CANTINE")
+    clock.now = NOW
+    third = request(payment, "C-1", regie="CANTINE")
     gateway.decide(third.idop, "P")  # type: ignore[arg-type]
     gateway.tampered[third.idop] = {"montant": "100"}  # type: ignore[index]
     for _ in range(2):
-        payment.settle_from_payfip(third.idop, gateway, start)  # type: ignore[arg-type]
+        clock.now = start
+        payment.settle_from_payfip(third.idop)  # type: ignore[arg-type]
 
-    samples = scrape(api(payment, gateway))
+    samples = scrape(api(payment))
     assert value(samples, "regie_payments", regie="SPORTS", status="confirmed") == 2
     assert value(samples, "regie_late_confirmations_total", regie="SPORTS") == 1
     assert value(samples, "regie_refunds_needed_total", regie="SPORTS") == 1
@@ -141,9 +147,10 @@ def test_metrics_need_no_token_and_stay_out_of_the_openapi_document(
 def test_payfip_calls_are_timed_and_their_errors_counted_by_code(
     any_store_settings: Settings,
 ) -> None:
-    _, payment = setup(any_store_settings)
     gateway = FakeGateway()
-    app = api(payment, gateway)
+    clock = Clock()
+    _, payment = setup(any_store_settings, gateway, clock)
+    app = api(payment)
     client = app.test_client()
     auth = {"Authorization": "Bearer payer-token"}
     body = {"family_id": "fam-1", "regie": "SPORTS", "email": "parent@example.org",
@@ -162,9 +169,9 @@ def test_payfip_calls_are_timed_and_their_errors_counted_by_code(
     assert value(samples, "regie_payfip_errors_total", operation=result, code="P5") == 1
 
     # The reconciler measures its calls the same way, at the gateway's edge.
-    measured = MeasuredGateway(gateway, payment.meters)
     gateway.unreachable = True
-    payment.reconcile(measured, datetime.now(UTC))
+    clock.now = datetime.now(UTC)
+    payment.reconcile()
     samples = scrape(app)
     assert value(samples, "regie_payfip_errors_total", operation=result,
                  code="unreachable") == 1
@@ -174,7 +181,8 @@ def test_payfip_calls_are_timed_and_their_errors_counted_by_code(
     gateway.unreachable = False
     gateway.decide(created["idop"], "P")
     gateway.tampered[created["idop"]] = {"dattrans": ""}
-    payment.reconcile(measured, datetime.now(UTC))
+    clock.now = datetime.now(UTC)
+    payment.reconcile()
     assert value(scrape(app), "regie_watch_errors_total") == 1
 
 
@@ -190,7 +198,7 @@ def test_the_reconcilers_payfip_calls_show_on_the_payment_api(tmp_path: Path) ->
     folder = tmp_path / "metrics"
     folder.mkdir()
     _, payment = setup(settings)
-    request(payment, FakeGateway(), "S-1")  # under watch; PayFiP below cannot be reached
+    request(payment, "S-1")  # under watch; PayFiP below cannot be reached
     env = dict(
         os.environ, REGIE_VAR_DIR=str(settings.var_dir), PERSISTENCE_MODULE=settings.persistence,
         PROMETHEUS_MULTIPROC_DIR=str(folder), PAYFIP_TIMEOUT="5",

@@ -4,10 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from services.payment.gateway import FakeGateway
 from services.payment.web import create_app
 from tests.conftest import make_settings
-from tests.helpers import NOW, URLS, request, setup
+from tests.helpers import request, setup
 
 
 def test_an_idop_alone_reads_only_the_status(tmp_path: Path,
@@ -16,10 +15,9 @@ def test_an_idop_alone_reads_only_the_status(tmp_path: Path,
     invoice from it. The portal's payer token still reads the payment."""
     monkeypatch.delenv("PORTAL_RETURN_URL", raising=False)
     _, payment = setup(make_settings("memory", tmp_path))
-    gateway = FakeGateway()
-    p = request(payment, gateway, "S-1", "S-2")
-    client = create_app(payment=payment, tokens={"pay": "payer", "aud": "auditor"},
-                        gateway=gateway, urls=URLS, clock=lambda: NOW).test_client()
+    p = request(payment, "S-1", "S-2")
+    client = create_app(payment=payment,
+                        tokens={"pay": "payer", "aud": "auditor"}).test_client()
 
     back = client.get(f"/payfip/return?idop={p.idop}")
     assert back.status_code == 200

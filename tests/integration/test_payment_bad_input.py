@@ -246,6 +246,7 @@ def world(
     the invoices as they were, and each row checks exactly that.
     """
     settings = make_settings(request.param, tmp_path_factory.mktemp("payment-bad-input"))
+    gateway = FakeGateway()
     billing, payment = issued(
         settings,
         *(terms(number, family=family, unit=unit)
@@ -256,21 +257,19 @@ def world(
         terms("S-8", payable_until=datetime(2025, 3, 31).date(),
               due_on=datetime(2025, 4, 30).date()),
         terms("C-1", regie="CANTINE", unit=1000),
+        gateway=gateway, clock=lambda: NOW,
     )
     billing.cancel_invoice(Invoice.create_id("SPORTS", "S-5"), "doublon")
     deliver(payment, wire_messages(billing))
 
-    gateway = FakeGateway()
-    paid = payment.request_payment("fam-1", "SPORTS", [iid("S-6")], "parent@example.org",
-                                   gateway, URLS, NOW)
+    paid = payment.request_payment("fam-1", "SPORTS", [iid("S-6")], "parent@example.org")
     assert paid.idop is not None
     gateway.decide(paid.idop, "P")
-    payment.settle_from_payfip(paid.idop, gateway, NOW)
+    payment.settle_from_payfip(paid.idop)
     in_progress = payment.request_payment("fam-1", "SPORTS", [iid("S-7")],
-                                          "parent@example.org", gateway, URLS, NOW)
+                                          "parent@example.org")
     assert in_progress.idop is not None
-    app = create_app(payment=payment, tokens=TOKENS, gateway=gateway, urls=URLS,
-                     clock=lambda: NOW, today=NOW.date)
+    app = create_app(payment=payment, tokens=TOKENS, today=NOW.date)
     yield World(app.test_client(), payment, gateway,
                 {"payment": str(in_progress.id), "idop": in_progress.idop})
     payment.close()

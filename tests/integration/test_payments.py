@@ -17,7 +17,7 @@ from services.payment.gateway import FakeGateway, GatewayError
 from services.payment.integration import make_to_wire
 from services.payment.web import create_app
 from tests.factories import decoded, deliver, relay_messages, wire_messages
-from tests.helpers import NOW, URLS, decided, iid, request, setup
+from tests.helpers import NOW, URLS, Clock, decided, iid, request, setup
 
 
 def reasons(payment: PaymentApp, family: str = "fam-1") -> dict[str, Any]:
@@ -27,9 +27,9 @@ def reasons(payment: PaymentApp, family: str = "fam-1") -> dict[str, Any]:
 
 
 def test_a_payment_reserves_its_invoices_and_asks_payfip(any_store_settings: Settings) -> None:
-    _, payment = setup(any_store_settings)
     gateway = FakeGateway()
-    p = request(payment, gateway, "S-1", "S-2")
+    _, payment = setup(any_store_settings, gateway)
+    p = request(payment, "S-1", "S-2")
     assert p.status == domain.REQUESTED
     assert p.amount_cents == 3750  # computed from what the invoices owe
     order = gateway.orders[p.idop]  # type: ignore[index]
@@ -43,8 +43,8 @@ def test_a_payment_reserves_its_invoices_and_asks_payfip(any_store_settings: Set
                                 "S-4": None}
     # A second attempt gets a fresh refdet.
     gateway.decide(p.idop, "A")  # type: ignore[arg-type]
-    payment.settle_from_payfip(p.idop, gateway, NOW)  # type: ignore[arg-type]
-    again = request(payment, gateway, "S-1", "S-2")
+    payment.settle_from_payfip(p.idop)  # type: ignore[arg-type]
+    again = request(payment, "S-1", "S-2")
     assert again.refdet != p.refdet
 
 
@@ -63,7 +63,7 @@ def test_payment_rules(any_store_settings: Settings, numbers: list[str], kwargs:
     _, payment = setup(any_store_settings)
     before = payment.recorder.max_notification_id()
     with pytest.raises(error) as refused:
-        request(payment, FakeGateway(), *numbers, regie=kwargs.get("regie", "SPORTS"))
+        request(payment, *numbers, regie=kwargs.get("regie", "SPORTS"))
     assert getattr(refused.value, "field", None) == field
     assert payment.recorder.max_notification_id() == before
 
@@ -73,37 +73,37 @@ def test_two_regies_and_duplicates_are_refused(any_store_settings: Settings) -> 
     before = payment.recorder.max_notification_id()
     with pytest.raises(DomainError, match="belongs to régie CANTINE"):
         payment.request_payment("fam-1", "SPORTS", [iid("S-1"), iid("C-1", "CANTINE")],
-                                "parent@example.org", FakeGateway(), URLS, NOW)
+                                "parent@example.org")
     with pytest.raises(DomainError, match="twice"):
         payment.request_payment("fam-1", "SPORTS", [iid("S-1"), iid("S-1")],
-                                "parent@example.org", FakeGateway(), URLS, NOW)
+                                "parent@example.org")
     assert payment.recorder.max_notification_id() == before
 
 
 def test_an_invoice_in_flight_or_paid_cannot_be_paid_again(any_store_settings: Settings) -> None:
-    _, payment = setup(any_store_settings)
     gateway = FakeGateway()
-    p = request(payment, gateway, "S-1")
+    _, payment = setup(any_store_settings, gateway)
+    p = request(payment, "S-1")
     with pytest.raises(Conflict, match="payment_in_progress"):
-        request(payment, gateway, "S-1", "S-2")
+        request(payment, "S-1", "S-2")
     gateway.decide(p.idop, "P")  # type: ignore[arg-type]
-    payment.settle_from_payfip(p.idop, gateway, NOW)  # type: ignore[arg-type]
+    payment.settle_from_payfip(p.idop)  # type: ignore[arg-type]
     with pytest.raises(Conflict, match="paid"):
-        request(payment, gateway, "S-1")
+        request(payment, "S-1")
 
 
 def test_payfip_refusing_leaves_nothing_half_made(any_store_settings: Settings) -> None:
-    _, payment = setup(any_store_settings)
     gateway = FakeGateway(fail_create=GatewayError("unreachable", "timeout"))
+    _, payment = setup(any_store_settings, gateway)
     with pytest.raises(Unavailable):
-        request(payment, gateway, "S-1")
+        request(payment, "S-1")
     assert reasons(payment)["S-1"] is None  # payable again
     gateway.fail_create = GatewayError("A2", "Adresse mel incorrecte")
     with pytest.raises(DomainError) as refused:
-        request(payment, gateway, "S-1")
+        request(payment, "S-1")
     assert refused.value.field == "email"
     gateway.fail_create = None
-    assert request(payment, gateway, "S-1").status == domain.REQUESTED
+    assert request(payment, "S-1").status == domain.REQUESTED
 
 
 @pytest.mark.parametrize(
@@ -114,14 +114,14 @@ def test_payfip_refusing_leaves_nothing_half_made(any_store_settings: Settings) 
 )
 def test_each_payfip_outcome(any_store_settings: Settings, resultrans: str, status: str,
                              paid: bool) -> None:
-    _, payment = setup(any_store_settings)
     gateway = FakeGateway()
-    p = request(payment, gateway, "S-1", "S-2")
+    _, payment = setup(any_store_settings, gateway)
+    p = request(payment, "S-1", "S-2")
     idop = p.idop
     assert idop is not None
-    assert payment.settle_from_payfip(idop, gateway, NOW).status == domain.REQUESTED  # type: ignore[union-attr]
+    assert payment.settle_from_payfip(idop).status == domain.REQUESTED  # type: ignore[union-attr]
     gateway.decide(idop, resultrans)
-    settled = payment.settle_from_payfip(idop, gateway, NOW)
+    settled = payment.settle_from_payfip(idop)
     assert settled is not None and settled.status == status
     assert settled.resultrans == resultrans
     if paid:
@@ -135,26 +135,26 @@ def test_each_payfip_outcome(any_store_settings: Settings, resultrans: str, stat
 
 
 def test_outcomes_are_recorded_once(any_store_settings: Settings) -> None:
-    _, payment = setup(any_store_settings)
     gateway = FakeGateway()
+    _, payment = setup(any_store_settings, gateway)
     p = decided(payment, gateway, "P", "S-1")
     events = payment.recorder.max_notification_id()
     for _ in range(5):  # the notification five times, then the browser return
-        assert payment.settle_from_payfip(p.idop, gateway, NOW).status == domain.CONFIRMED  # type: ignore[arg-type, union-attr]
+        assert payment.settle_from_payfip(p.idop).status == domain.CONFIRMED  # type: ignore[arg-type, union-attr]
     assert payment.recorder.max_notification_id() == events
 
 
 def test_notification_racing_the_browser_return(store_settings: Settings) -> None:
-    _, payment = setup(store_settings)
     gateway = FakeGateway()
-    p = request(payment, gateway, "S-1", "S-2")
+    _, payment = setup(store_settings, gateway)
+    p = request(payment, "S-1", "S-2")
     gateway.decide(p.idop, "V")  # type: ignore[arg-type]
-    apps = [payment_app(store_settings) for _ in range(4)]
+    apps = [payment_app(store_settings, gateway=gateway, clock=lambda: NOW) for _ in range(4)]
     barrier = threading.Barrier(len(apps))
 
     def settle(app: PaymentApp) -> None:
         barrier.wait()
-        app.settle_from_payfip(p.idop, gateway, NOW)  # type: ignore[arg-type]
+        app.settle_from_payfip(p.idop)  # type: ignore[arg-type]
 
     threads = [threading.Thread(target=settle, args=(a,)) for a in apps]
     for t in threads:
@@ -172,32 +172,38 @@ def test_notification_racing_the_browser_return(store_settings: Settings) -> Non
 def test_two_clocks_reservation_then_watch(any_store_settings: Settings) -> None:
     """The invoices are freed after the reservation; PayFiP is asked until its P5 has lasted
     the pending time (eopayment's 120 minutes), and only then is the payment expired."""
-    _, payment = setup(any_store_settings)
     gateway = FakeGateway()
-    p = request(payment, gateway, "S-1")
+    clock = Clock()
+    _, payment = setup(any_store_settings, gateway, clock)
+    p = request(payment, "S-1")
     idop = p.idop
     assert idop is not None
     start = datetime.now(UTC)
-    later = payment.settle_from_payfip(idop, gateway, start + timedelta(minutes=5))
+    clock.now = start + timedelta(minutes=5)
+    later = payment.settle_from_payfip(idop)
     assert later is not None and later.status == domain.REQUESTED
     assert later.reserved_until(payment.watch) == later.created_on + timedelta(minutes=20)
     assert reasons(payment)["S-1"] == "payment_in_progress"
     # Past the reservation: the family may pay again, PayFiP is still asked.
-    freed = payment.settle_from_payfip(idop, gateway, start + timedelta(minutes=25))
+    clock.now = start + timedelta(minutes=25)
+    freed = payment.settle_from_payfip(idop)
     assert freed is not None and freed.status == domain.REQUESTED
     assert freed.reserved_until(payment.watch) is None
     assert reasons(payment)["S-1"] is None
     payment.refresh()
     assert [w["id"] for w in payment.to_pay.watched_payments()] == [str(p.id)]
-    still = payment.settle_from_payfip(idop, gateway, start + timedelta(minutes=119))
+    clock.now = start + timedelta(minutes=119)
+    still = payment.settle_from_payfip(idop)
     assert still is not None and still.status == domain.REQUESTED
-    gone = payment.settle_from_payfip(idop, gateway, start + timedelta(minutes=121))
+    clock.now = start + timedelta(minutes=121)
+    gone = payment.settle_from_payfip(idop)
     assert gone is not None and gone.status == domain.EXPIRED
     assert reasons(payment)["S-1"] is None
     # P1 (purged overnight) also means expired, at once.
-    q = request(payment, gateway, "S-1")
+    clock.now = NOW
+    q = request(payment, "S-1")
     gateway.purged.add(q.idop)  # type: ignore[arg-type]
-    assert payment.settle_from_payfip(q.idop, gateway, NOW).status == domain.EXPIRED  # type: ignore[arg-type, union-attr]
+    assert payment.settle_from_payfip(q.idop).status == domain.EXPIRED  # type: ignore[arg-type, union-attr]
 
 
 def test_the_clocks_come_from_the_settings(tmp_path: Any, monkeypatch: pytest.MonkeyPatch
@@ -219,19 +225,23 @@ def confirmations(payment: PaymentApp) -> list[Any]:
 def test_a_late_confirmation_is_recorded_and_refunds_what_was_paid_again(
     any_store_settings: Settings,
 ) -> None:
-    _, payment = setup(any_store_settings)
     gateway = FakeGateway()
+    clock = Clock()
+    _, payment = setup(any_store_settings, gateway, clock)
     start = datetime.now(UTC)
-    first = request(payment, gateway, "S-1", "S-2")
+    first = request(payment, "S-1", "S-2")
     # Past the reservation, the reconciler frees the invoices; the family pays S-1 again.
-    payment.reconcile(gateway, start + timedelta(minutes=25))
+    clock.now = start + timedelta(minutes=25)
+    payment.reconcile()
     assert reasons(payment) == {"S-1": None, "S-2": None, "S-4": None}
-    second = request(payment, gateway, "S-1")
+    clock.now = NOW
+    second = request(payment, "S-1")
     gateway.decide(second.idop, "P")  # type: ignore[arg-type]
-    assert payment.settle_from_payfip(second.idop, gateway, NOW).status == domain.CONFIRMED  # type: ignore[arg-type, union-attr]
+    assert payment.settle_from_payfip(second.idop).status == domain.CONFIRMED  # type: ignore[arg-type, union-attr]
     # PayFiP confirms the first one at last: recorded, S-2 paid by it, S-1 refunded.
     gateway.decide(first.idop, "P")  # type: ignore[arg-type]
-    assert payment.reconcile(gateway, start + timedelta(minutes=40)) == 1
+    clock.now = start + timedelta(minutes=40)
+    assert payment.reconcile() == 1
     late = payment.get_payment(first.id)
     assert (late.status, late.late) == (domain.CONFIRMED, True)
     assert [a["number"] for a in late.allocations] == ["S-2"]
@@ -247,54 +257,61 @@ def test_a_late_confirmation_is_recorded_and_refunds_what_was_paid_again(
 
 def test_a_confirmation_after_the_payment_expired_is_recorded(any_store_settings: Settings
                                                               ) -> None:
-    _, payment = setup(any_store_settings)
     gateway = FakeGateway()
-    p = request(payment, gateway, "S-1")
+    clock = Clock()
+    _, payment = setup(any_store_settings, gateway, clock)
+    p = request(payment, "S-1")
     much_later = datetime.now(UTC) + timedelta(minutes=121)
-    assert payment.settle_from_payfip(p.idop, gateway, much_later).status == domain.EXPIRED  # type: ignore[arg-type, union-attr]
+    clock.now = much_later
+    assert payment.settle_from_payfip(p.idop).status == domain.EXPIRED  # type: ignore[arg-type, union-attr]
     gateway.decide(p.idop, "V")  # type: ignore[arg-type]
     # PayFiP's notification comes after all: the money is taken, so it is recorded.
-    confirmed = payment.settle_from_payfip(p.idop, gateway, much_later)  # type: ignore[arg-type]
+    clock.now = much_later
+    confirmed = payment.settle_from_payfip(p.idop)  # type: ignore[arg-type]
     assert confirmed is not None and (confirmed.status, confirmed.late) == (domain.CONFIRMED,
                                                                             True)
     assert confirmed.refunds == [] and reasons(payment) == {"S-2": None, "S-4": None}
 
 
 def test_an_abandon_is_final_only_after_two_minutes(any_store_settings: Settings) -> None:
-    _, payment = setup(any_store_settings)
     gateway = FakeGateway()
-    p = request(payment, gateway, "S-1")
+    clock = Clock()
+    _, payment = setup(any_store_settings, gateway, clock)
+    p = request(payment, "S-1")
     at = datetime.now(UTC)
     gateway.decide(p.idop, "A", at=at)  # type: ignore[arg-type]
-    waiting = payment.settle_from_payfip(p.idop, gateway, at + timedelta(seconds=30))  # type: ignore[arg-type]
+    clock.now = at + timedelta(seconds=30)
+    waiting = payment.settle_from_payfip(p.idop)  # type: ignore[arg-type]
     assert waiting is not None and waiting.status == domain.REQUESTED
     assert reasons(payment)["S-1"] is None  # the family may try again at once
     gateway.decide(p.idop, "P", at=at)  # type: ignore[arg-type]
-    paid = payment.settle_from_payfip(p.idop, gateway, at + timedelta(minutes=1))  # type: ignore[arg-type]
+    clock.now = at + timedelta(minutes=1)
+    paid = payment.settle_from_payfip(p.idop)  # type: ignore[arg-type]
     assert paid is not None and (paid.status, paid.late) == (domain.CONFIRMED, True)
-    q = request(payment, gateway, "S-2")
+    clock.now = NOW
+    q = request(payment, "S-2")
     gateway.decide(q.idop, "A", at=at)  # type: ignore[arg-type]
-    assert payment.settle_from_payfip(q.idop, gateway, at + timedelta(minutes=4)).status == (  # type: ignore[arg-type, union-attr]
+    clock.now = at + timedelta(minutes=4)
+    assert payment.settle_from_payfip(q.idop).status == (  # type: ignore[arg-type, union-attr]
         domain.ABANDONED)
 
 
 def test_a_forged_idop_changes_nothing(any_store_settings: Settings) -> None:
     _, payment = setup(any_store_settings)
     before = payment.recorder.max_notification_id()
-    assert payment.settle_from_payfip("00000000-0000-0000-0000-000000000000",
-                                      FakeGateway(), NOW) is None
-    assert payment.settle_from_payfip("not even a uuid", FakeGateway(), NOW) is None
+    assert payment.settle_from_payfip("00000000-0000-0000-0000-000000000000") is None
+    assert payment.settle_from_payfip("not even a uuid") is None
     assert payment.recorder.max_notification_id() == before
 
 
 def test_paid_after_the_invoice_was_cancelled_needs_a_refund(any_store_settings: Settings) -> None:
-    billing, payment = setup(any_store_settings)
     gateway = FakeGateway()
-    p = request(payment, gateway, "S-1", "S-2")
+    billing, payment = setup(any_store_settings, gateway)
+    p = request(payment, "S-1", "S-2")
     billing.cancel_invoice(UUID(iid("S-2")), "erreur de tarif")
     deliver(payment, wire_messages(billing))
     gateway.decide(p.idop, "P")  # type: ignore[arg-type]
-    settled = payment.settle_from_payfip(p.idop, gateway, NOW)  # type: ignore[arg-type]
+    settled = payment.settle_from_payfip(p.idop)  # type: ignore[arg-type]
     assert settled is not None and settled.status == domain.CONFIRMED
     assert [a["number"] for a in settled.allocations] == ["S-1"]
     assert settled.refunds == [{"invoice_id": iid("S-2"), "number": "S-2",
@@ -302,9 +319,9 @@ def test_paid_after_the_invoice_was_cancelled_needs_a_refund(any_store_settings:
 
 
 def test_twenty_concurrent_requests_for_one_invoice(store_settings: Settings) -> None:
-    _, payment = setup(store_settings)
     gateway = FakeGateway()
-    app = create_app(payment=payment, tokens={"r": "payer"}, gateway=gateway, urls=URLS)
+    _, payment = setup(store_settings, gateway)
+    app = create_app(payment=payment, tokens={"r": "payer"})
     barrier = threading.Barrier(20)
     codes: list[int] = []
 
@@ -326,8 +343,8 @@ def test_twenty_concurrent_requests_for_one_invoice(store_settings: Settings) ->
 
 
 def test_history_and_journal(any_store_settings: Settings) -> None:
-    _, payment = setup(any_store_settings)
     gateway = FakeGateway()
+    _, payment = setup(any_store_settings, gateway)
     decided(payment, gateway, "P", "S-1")  # by card
     decided(payment, gateway, "V", "S-2")  # by direct debit
     decided(payment, gateway, "R", "C-1", regie="CANTINE")
@@ -352,8 +369,7 @@ def test_history_and_journal(any_store_settings: Settings) -> None:
     assert [p["status"] for p in cantine["not_paid"]] == ["refused"]
     assert cantine["payments"] == []
 
-    app = create_app(payment=payment, tokens={"a": "auditor", "r": "reader"},
-                     gateway=gateway, urls=URLS).test_client()
+    app = create_app(payment=payment, tokens={"a": "auditor", "r": "reader"}).test_client()
     csv_body = app.get("/regies/SPORTS/journal?date=2025-02-26",
                        headers={"Authorization": "Bearer a", "Accept": "text/csv"})
     assert csv_body.status_code == 200 and csv_body.mimetype == "text/csv"
@@ -406,31 +422,31 @@ def domain_paris() -> Any:
 
 
 def test_the_reconciler_settles_what_was_never_notified(any_store_settings: Settings) -> None:
-    _, payment = setup(any_store_settings)
     gateway = FakeGateway()
-    paid = request(payment, gateway, "S-1")
-    waiting = request(payment, gateway, "S-2")
-    gone = request(payment, gateway, "C-1", regie="CANTINE")
+    _, payment = setup(any_store_settings, gateway)
+    paid = request(payment, "S-1")
+    waiting = request(payment, "S-2")
+    gone = request(payment, "C-1", regie="CANTINE")
     gateway.decide(paid.idop, "P")  # type: ignore[arg-type]
     gateway.purged.add(gone.idop)  # type: ignore[arg-type]
     payment.refresh()
-    assert payment.reconcile(gateway, NOW) == 2
+    assert payment.reconcile() == 2
     assert payment.get_payment(paid.id).status == domain.CONFIRMED
     assert payment.get_payment(waiting.id).status == domain.REQUESTED
     assert payment.get_payment(gone.id).status == domain.EXPIRED
     payment.refresh()
     assert [p["id"] for p in payment.to_pay.watched_payments()] == [str(waiting.id)]
-    assert payment.reconcile(gateway, NOW) == 0
+    assert payment.reconcile() == 0
 
 
 def test_every_payfip_answer_is_kept(any_store_settings: Settings) -> None:
-    _, payment = setup(any_store_settings)
     gateway = FakeGateway()
-    p = request(payment, gateway, "S-1")
+    _, payment = setup(any_store_settings, gateway)
+    p = request(payment, "S-1")
     before = payment.recorder.max_notification_id()
-    assert payment.settle_from_payfip(p.idop, gateway, NOW).status == domain.REQUESTED  # type: ignore[arg-type, union-attr]
+    assert payment.settle_from_payfip(p.idop).status == domain.REQUESTED  # type: ignore[arg-type, union-attr]
     gateway.unreachable = True
-    assert payment.settle_from_payfip(p.idop, gateway, NOW).status == domain.REQUESTED  # type: ignore[arg-type, union-attr]
+    assert payment.settle_from_payfip(p.idop).status == domain.REQUESTED  # type: ignore[arg-type, union-attr]
     answers = [
         payment.mapper.to_domain_event(n).answer  # type: ignore[attr-defined]
         for n in payment.recorder.select_notifications(before, 10, inclusive_of_start=False)
@@ -449,7 +465,7 @@ def test_a_cancellation_racing_a_payment_is_not_lost(store_settings: Settings) -
     def change_then_race(message: Any) -> Any:
         aggregate = real_change(message)
         if not calls:  # the family starts paying between our read and our write
-            request(payment, FakeGateway(), "S-1")
+            request(payment, "S-1")
         calls.append(1)
         return aggregate
 
@@ -463,8 +479,9 @@ def test_a_cancellation_racing_a_payment_is_not_lost(store_settings: Settings) -
 
 def test_a_payment_stuck_before_its_idop_was_recorded_is_closed(any_store_settings: Settings
                                                                 ) -> None:
-    _, payment = setup(any_store_settings)
     gateway = FakeGateway()
+    clock = Clock()
+    _, payment = setup(any_store_settings, gateway, clock)
     real_save = payment.save
     saves: list[int] = []
 
@@ -476,13 +493,15 @@ def test_a_payment_stuck_before_its_idop_was_recorded_is_closed(any_store_settin
 
     payment.save = second_save_fails  # type: ignore[method-assign, assignment]
     with pytest.raises(RuntimeError):
-        request(payment, gateway, "S-1")
+        request(payment, "S-1")
     payment.save = real_save  # type: ignore[method-assign]
     assert reasons(payment)["S-1"] == "payment_in_progress"
     start = datetime.now(UTC)
-    assert payment.reconcile(gateway, start + timedelta(minutes=5)) == 0  # still reserved
+    clock.now = start + timedelta(minutes=5)
+    assert payment.reconcile() == 0  # still reserved
     assert reasons(payment)["S-1"] == "payment_in_progress"
-    assert payment.reconcile(gateway, start + timedelta(minutes=21)) == 1
+    clock.now = start + timedelta(minutes=21)
+    assert payment.reconcile() == 1
     payment.refresh()
     stuck = payment.to_pay.snapshot()["payments"]
     assert [(p["status"]) for p in stuck.values()] == [domain.FAILED]
@@ -493,11 +512,11 @@ def test_a_payment_stuck_before_its_idop_was_recorded_is_closed(any_store_settin
 
 
 def test_one_bad_answer_does_not_stop_the_reconciler(any_store_settings: Settings) -> None:
-    _, payment = setup(any_store_settings)
     gateway = FakeGateway()
-    broken = request(payment, gateway, "S-1")
-    failing = request(payment, gateway, "S-2")
-    fine = request(payment, gateway, "C-1", regie="CANTINE")
+    _, payment = setup(any_store_settings, gateway)
+    broken = request(payment, "S-1")
+    failing = request(payment, "S-2")
+    fine = request(payment, "C-1", regie="CANTINE")
     for p in (broken, failing, fine):
         gateway.decide(p.idop, "P")  # type: ignore[arg-type]
     gateway.tampered[broken.idop] = {"dattrans": ""}  # type: ignore[index]
@@ -509,27 +528,27 @@ def test_one_bad_answer_does_not_stop_the_reconciler(any_store_settings: Setting
         return real_get(payment_id)
 
     payment.get_payment = database_error  # type: ignore[method-assign]
-    assert payment.reconcile(gateway, NOW) == 1
+    assert payment.reconcile() == 1
     assert payment.watch_errors == 2
     payment.get_payment = real_get  # type: ignore[method-assign]
     assert payment.get_payment(fine.id).status == domain.CONFIRMED
     assert payment.get_payment(broken.id).status == domain.REQUESTED
     # The next pass tries the others again.
-    assert payment.reconcile(gateway, NOW) == 1
+    assert payment.reconcile() == 1
     assert payment.get_payment(failing.id).status == domain.CONFIRMED
 
 
 @pytest.mark.parametrize("field", ["montant", "refdet", "numcli", "exer"])
 def test_an_answer_for_another_order_pays_nothing(any_store_settings: Settings, field: str
                                                   ) -> None:
-    _, payment = setup(any_store_settings)
     gateway = FakeGateway()
-    p = request(payment, gateway, "S-1")
+    _, payment = setup(any_store_settings, gateway)
+    p = request(payment, "S-1")
     gateway.decide(p.idop, "P")  # type: ignore[arg-type]
     gateway.tampered[p.idop] = {field: "100" if field == "montant" else "OTHER1"}  # type: ignore[index]
     before = recorded(payment)
     for _ in range(3):  # notification, return, reconciler: one anomaly recorded
-        got = payment.settle_from_payfip(p.idop, gateway, NOW)  # type: ignore[arg-type]
+        got = payment.settle_from_payfip(p.idop)  # type: ignore[arg-type]
         assert got is not None and got.status == domain.REQUESTED
     assert recorded(payment) == before + 1
     assert reasons(payment)["S-1"] == "payment_in_progress"
@@ -541,7 +560,7 @@ def test_an_answer_for_another_order_pays_nothing(any_store_settings: Settings, 
     assert anomaly["expected"]["montant"] == "2500"
     # PayFiP corrects its answer: the payment is confirmed then.
     del gateway.tampered[p.idop]  # type: ignore[arg-type]
-    assert payment.settle_from_payfip(p.idop, gateway, NOW).status == domain.CONFIRMED  # type: ignore[arg-type, union-attr]
+    assert payment.settle_from_payfip(p.idop).status == domain.CONFIRMED  # type: ignore[arg-type, union-attr]
 
 
 def recorded(payment: PaymentApp) -> int:
@@ -549,48 +568,51 @@ def recorded(payment: PaymentApp) -> int:
 
 
 def test_notifications_cannot_grow_the_history(any_store_settings: Settings) -> None:
-    _, payment = setup(any_store_settings)
     gateway = FakeGateway()
-    p = request(payment, gateway, "S-1")
-    clock = [NOW]
-    client = create_app(payment=payment, tokens={"r": "reader"}, gateway=gateway, urls=URLS,
-                        clock=lambda: clock[0]).test_client()
+    clock = Clock()
+    _, payment = setup(any_store_settings, gateway, clock)
+    p = request(payment, "S-1")
+    client = create_app(payment=payment, tokens={"r": "reader"}).test_client()
     before = recorded(payment)
     for i in range(200):
-        clock[0] = NOW + timedelta(seconds=i / 10)  # 200 posts in 20 seconds
+        clock.now = NOW + timedelta(seconds=i / 10)  # 200 posts in 20 seconds
         assert client.post("/payfip/notification", data={"idop": p.idop}).status_code == 200
     back = client.get(f"/payfip/return?idop={p.idop}")
     assert back.status_code == 200 and back.get_json()["status"] == "requested"
     assert gateway.lookups <= 5  # one read-back per idop every 5 seconds
     assert recorded(payment) - before == 1  # P5 recorded once
     # The same answers from the reconciler add nothing either.
-    payment.reconcile(gateway, NOW + timedelta(minutes=1))
+    clock.now = NOW + timedelta(minutes=1)
+    payment.reconcile()
     assert recorded(payment) - before == 1
     gateway.decide(p.idop, "P")  # type: ignore[arg-type]
-    clock[0] = NOW + timedelta(minutes=2)
+    clock.now = NOW + timedelta(minutes=2)
     assert client.post("/payfip/notification", data={"idop": p.idop}).status_code == 200
     assert payment.get_payment(p.id).status == domain.CONFIRMED
 
 
 def test_the_payment_says_until_when_its_invoices_are_reserved(any_store_settings: Settings
                                                                ) -> None:
-    _, payment = setup(any_store_settings)
     gateway = FakeGateway()
-    client = create_app(payment=payment, tokens={"r": "reader"}, gateway=gateway, urls=URLS,
+    clock = Clock()
+    _, payment = setup(any_store_settings, gateway, clock)
+    client = create_app(payment=payment, tokens={"r": "reader"},
                         today=lambda: NOW.date()).test_client()
     auth = {"Authorization": "Bearer r"}
-    p = request(payment, gateway, "S-1")
+    p = request(payment, "S-1")
     body = client.get(f"/payments/{p.id}", headers=auth).get_json()
     assert datetime.fromisoformat(body["reserved_until"]) == p.created_on + timedelta(minutes=20)
     assert body["late"] is False
     lines = client.get("/families/fam-1/to-pay/SPORTS", headers=auth).get_json()["invoices"]
     assert {x["number"]: x["payment_id"] for x in lines} == {"S-1": str(p.id), "S-2": None,
                                                               "S-4": None}
-    payment.reconcile(gateway, datetime.now(UTC) + timedelta(minutes=21))
+    clock.now = datetime.now(UTC) + timedelta(minutes=21)
+    payment.reconcile()
     body = client.get(f"/payments/{p.id}", headers=auth).get_json()
     assert (body["status"], body["reserved_until"]) == ("requested", None)
     gateway.decide(p.idop, "P")  # type: ignore[arg-type]
-    payment.reconcile(gateway, datetime.now(UTC) + timedelta(minutes=22))
+    clock.now = datetime.now(UTC) + timedelta(minutes=22)
+    payment.reconcile()
     body = client.get(f"/payments/{p.id}", headers=auth).get_json()
     assert (body["status"], body["late"]) == ("confirmed", True)
 
@@ -602,14 +624,14 @@ def test_regie_anomalies_lists_the_answers_that_did_not_match(
 
     monkeypatch.setenv("REGIE_VAR_DIR", str(tmp_path / "var"))
     monkeypatch.setenv("PERSISTENCE_MODULE", "eventsourcing.sqlite")
-    _, payment = setup(Settings())
+    gateway = FakeGateway()
+    _, payment = setup(Settings(), gateway)
     assert cli.main(["anomalies"]) == 0
     assert capsys.readouterr().out == "no anomalies\n"
-    gateway = FakeGateway()
-    p = request(payment, gateway, "S-1")
+    p = request(payment, "S-1")
     gateway.decide(p.idop, "P")  # type: ignore[arg-type]
     gateway.tampered[p.idop] = {"montant": "100"}  # type: ignore[index]
-    payment.settle_from_payfip(p.idop, gateway, NOW)  # type: ignore[arg-type]
+    payment.settle_from_payfip(p.idop)  # type: ignore[arg-type]
     assert cli.main(["anomalies"]) == 0
     line = capsys.readouterr().out
     assert f"payment {p.id} SPORTS idop {p.idop} requested: montant='100' (asked '2500')" in line
@@ -621,14 +643,14 @@ def test_regie_anomalies_lists_the_answers_that_did_not_match(
 def test_an_invoice_whose_reservation_is_over_can_be_paid_before_the_reconciler_passes(
     any_store_settings: Settings,
 ) -> None:
-    _, payment = setup(any_store_settings)
-    gateway = FakeGateway()
-    first = request(payment, gateway, "S-1", "S-2")
-    later = datetime.now(UTC) + timedelta(minutes=10)
+    clock = Clock()
+    _, payment = setup(any_store_settings, clock=clock)
+    first = request(payment, "S-1", "S-2")
+    clock.now = datetime.now(UTC) + timedelta(minutes=10)
     with pytest.raises(Conflict, match="payment_in_progress"):
-        request(payment, gateway, "S-1", now=later)
-    much_later = datetime.now(UTC) + timedelta(minutes=21)
-    second = request(payment, gateway, "S-1", now=much_later)
+        request(payment, "S-1")
+    clock.now = datetime.now(UTC) + timedelta(minutes=21)
+    second = request(payment, "S-1")
     assert second.status == domain.REQUESTED
     held = payment.get_payment(first.id)
     assert (held.status, held.reserved_until(payment.watch)) == (domain.REQUESTED, None)

@@ -10,12 +10,11 @@ from flask.testing import FlaskClient
 from requests.structures import CaseInsensitiveDict
 
 from services.common.settings import Settings
-from services.payment.gateway import FakeGateway
 from services.payment.web import create_app
 from services.portal.payments import PaymentApi
 from tests.documents import code_in, pdf_text
 from tests.factories import deliver, issued, terms, wire_messages
-from tests.helpers import URLS, cheque
+from tests.helpers import cheque
 from tests.portal_fake import FAMILY, details, links, logged_in, portal, texts
 
 
@@ -43,8 +42,7 @@ def test_the_certificate_downloaded_from_the_history_verifies(
     billing, payment = issued(store_settings, terms("S-1", family=FAMILY, unit=2500),
                               terms("S-2", family="fam-2", unit=4000))
     deliver(payment, wire_messages(billing))
-    api_client = create_app(payment, tokens={"p": "payer", "c": "cashier"},
-                            gateway=FakeGateway(), urls=URLS).test_client()
+    api_client = create_app(payment, tokens={"p": "payer", "c": "cashier"}).test_client()
     paid = api_client.post("/counter-payments", json=cheque(2500, family_id=FAMILY),
                            headers={"Authorization": "Bearer c"})
     assert paid.status_code == 201

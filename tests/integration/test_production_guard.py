@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 
 from services.billing.domain import Invoice
-from services.bootstrap import billing_app, payment_app
+from services.bootstrap import billing_app, payment_api, payment_app
 from services.common.settings import Settings
 from services.payment.application import ReturnUrls
 from services.payment.gateway import FakeGateway
@@ -24,25 +24,24 @@ PAYER = {"Authorization": "Bearer p"}
 
 
 def test_a_known_production_regie_stops_the_start(any_store_settings: Settings) -> None:
-    billing, payment = billing_app(any_store_settings), payment_app(any_store_settings)
+    billing = billing_app(any_store_settings)
+    payment = payment_app(any_store_settings, gateway=FakeGateway(), urls=URLS)
     open_regies(billing)
     billing.open_regie("CRECHE", "Petite enfance", "000003", "W")
     deliver(payment, wire_messages(billing))
     with pytest.raises(RuntimeError, match=r"CRECHE.*PAYFIP_SERVICE_URL"):
-        create_app(payment=payment, tokens={"p": "payer"}, gateway=FakeGateway(), urls=URLS,
-                   settings=replace(any_store_settings, payfip_service_url=SIMULATOR))
+        payment_api(replace(any_store_settings, payfip_service_url=SIMULATOR), app=payment)
     # PayFiP itself, or only test régies, start.
-    create_app(payment=payment, tokens={"p": "payer"}, gateway=FakeGateway(), urls=URLS,
-               settings=replace(any_store_settings, payfip_service_url=PAYFIP))
+    payment_api(replace(any_store_settings, payfip_service_url=PAYFIP), app=payment)
 
 
 def test_a_production_regie_registered_later_gets_no_payment(
         any_store_settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
     settings = replace(any_store_settings, payfip_service_url=SIMULATOR)
-    billing, payment = billing_app(settings), payment_app(settings)
-    open_regies(billing)
     gateway = FakeGateway()
-    client = create_app(payment=payment, tokens={"p": "payer"}, gateway=gateway, urls=URLS,
+    billing, payment = billing_app(settings), payment_app(settings, gateway=gateway, urls=URLS)
+    open_regies(billing)
+    client = create_app(payment=payment, tokens={"p": "payer"},
                         settings=settings).test_client()
     billing.open_regie("CRECHE", "Petite enfance", "000003", "W")
     billing.issue_invoice(terms("K-1", regie="CRECHE"))

@@ -15,7 +15,7 @@ from services.payment.journal import euros, to_csv, to_pdf
 from services.payment.projections import MemoryToPayStore, catch_up
 from services.payment.web import create_app
 from tests.factories import decoded, deliver, issued, relay_messages, terms, wire_messages
-from tests.helpers import CASHIER, NOW, TOKENS, URLS, cheque
+from tests.helpers import CASHIER, NOW, TOKENS, cheque
 
 
 def iid(number: str) -> str:
@@ -23,17 +23,18 @@ def iid(number: str) -> str:
 
 
 def setup(settings: Settings) -> tuple[PaymentApp, FlaskClient, FakeGateway]:
-    billing, payment = issued(settings, terms("S-1", unit=2500), terms("S-2", unit=1250))
     gateway = FakeGateway()
+    billing, payment = issued(settings, terms("S-1", unit=2500), terms("S-2", unit=1250),
+                              gateway=gateway, clock=lambda: NOW)
     deliver(payment, wire_messages(billing))
     # PayFiP confirms S-1 and S-2 after billing cancelled S-2: 12,50 € to give back.
     p = payment.request_payment("fam-1", "SPORTS", [iid("S-1"), iid("S-2")],
-                                "parent@example.org", gateway, URLS, NOW)
+                                "parent@example.org")
     billing.cancel_invoice(Invoice.create_id("SPORTS", "S-2"), "erreur de tarif")
     deliver(payment, wire_messages(billing))
     gateway.decide(p.idop, "P")  # type: ignore[arg-type]
-    payment.settle_from_payfip(p.idop, gateway, NOW)  # type: ignore[arg-type]
-    client = create_app(payment, tokens=TOKENS, gateway=gateway, urls=URLS).test_client()
+    payment.settle_from_payfip(p.idop)  # type: ignore[arg-type]
+    client = create_app(payment, tokens=TOKENS).test_client()
     return payment, client, gateway
 
 

@@ -76,8 +76,8 @@ def apps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Flask]]
     urls = ReturnUrls("http://pay.test/payfip/notification", "http://pay.test/payfip/return")
     yield {
         "billing": create_billing(billing_app(settings), tokens=TOKENS),
-        "payment": create_payment(payment_app(settings), tokens=TOKENS,
-                                  gateway=FakeGateway(), urls=urls),
+        "payment": create_payment(payment_app(settings, gateway=FakeGateway(), urls=urls),
+                                  tokens=TOKENS),
     }
 
 

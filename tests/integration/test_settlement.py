@@ -40,9 +40,10 @@ def iid(number: str) -> UUID:
     return Invoice.create_id("SPORTS", number)
 
 
-def setup(settings: Settings) -> tuple[BillingApp, PaymentApp]:
+def setup(settings: Settings, gateway: FakeGateway) -> tuple[BillingApp, PaymentApp]:
     billing, payment = issued(settings, terms("S-1", family="fam-1", unit=2500),
-                              terms("S-2", family="fam-1", unit=1250))
+                              terms("S-2", family="fam-1", unit=1250),
+                              gateway=gateway, clock=lambda: NOW)
     deliver(payment, wire_messages(billing))
     return billing, payment
 
@@ -51,13 +52,13 @@ def pay(payment: PaymentApp, gateway: FakeGateway, resultrans: str | None, *numb
         family: str = "fam-1") -> domain.Payment:
     """Request a payment of the invoices, then let PayFiP answer ``resultrans`` (None: P1)."""
     p = payment.request_payment(family, "SPORTS", [str(iid(n)) for n in numbers],
-                                "parent@example.org", gateway, URLS, NOW)
+                                "parent@example.org")
     assert p.idop is not None
     if resultrans is None:
         gateway.purged.add(p.idop)
     else:
         gateway.decide(p.idop, resultrans)
-    settled = payment.settle_from_payfip(p.idop, gateway, NOW)
+    settled = payment.settle_from_payfip(p.idop)
     assert settled is not None and settled.is_final
     return settled
 
@@ -81,8 +82,9 @@ def settled_messages(billing: BillingApp) -> list[Envelope]:
 
 
 def test_a_confirmed_payment_settles_its_invoices(any_store_settings: Settings) -> None:
-    billing, payment = setup(any_store_settings)
-    p = pay(payment, FakeGateway(), "P", "S-1", "S-2")
+    gateway = FakeGateway()
+    billing, payment = setup(any_store_settings, gateway)
+    p = pay(payment, gateway, "P", "S-1", "S-2")
     messages = payment_messages(payment)
     requested, confirmed = decoded(messages)  # nothing for the invoice copies, Started…
 
@@ -125,8 +127,8 @@ def test_a_confirmed_payment_settles_its_invoices(any_store_settings: Settings) 
 
 
 def test_only_a_confirmation_settles(any_store_settings: Settings) -> None:
-    billing, payment = setup(any_store_settings)
     gateway = FakeGateway()
+    billing, payment = setup(any_store_settings, gateway)
     outcomes: list[str | None] = ["R", "A", None, "Z", "V"]
     attempts = [pay(payment, gateway, outcome, "S-1") for outcome in outcomes]
     messages = payment_messages(payment)
@@ -152,15 +154,15 @@ def test_only_a_confirmation_settles(any_store_settings: Settings) -> None:
 
 
 def test_paid_after_billing_cancelled_the_invoice(any_store_settings: Settings) -> None:
-    billing, payment = setup(any_store_settings)
     gateway = FakeGateway()
+    billing, payment = setup(any_store_settings, gateway)
     p = payment.request_payment("fam-1", "SPORTS", [str(iid("S-1")), str(iid("S-2"))],
-                                "parent@example.org", gateway, URLS, NOW)
+                                "parent@example.org")
     # Billing cancels S-2 while the family is on PayFiP, and the payment service has not
     # heard of it yet when PayFiP confirms: the payment allocates both.
     billing.cancel_invoice(iid("S-2"), "erreur de tarif")
     gateway.decide(p.idop, "P")  # type: ignore[arg-type]
-    payment.settle_from_payfip(p.idop, gateway, NOW)  # type: ignore[arg-type]
+    payment.settle_from_payfip(p.idop)  # type: ignore[arg-type]
     assert to_billing(billing, payment_messages(payment)) == 2
 
     cancelled = billing.get_invoice(iid("S-2"))
@@ -185,14 +187,14 @@ def test_paid_after_billing_cancelled_the_invoice(any_store_settings: Settings) 
 
 
 def test_a_refund_the_payment_service_saw_coming(any_store_settings: Settings) -> None:
-    billing, payment = setup(any_store_settings)
     gateway = FakeGateway()
+    billing, payment = setup(any_store_settings, gateway)
     p = payment.request_payment("fam-1", "SPORTS", [str(iid("S-1")), str(iid("S-2"))],
-                                "parent@example.org", gateway, URLS, NOW)
+                                "parent@example.org")
     billing.cancel_invoice(iid("S-2"), "erreur de tarif")
     deliver(payment, wire_messages(billing))  # this time the payment service knows
     gateway.decide(p.idop, "P")  # type: ignore[arg-type]
-    payment.settle_from_payfip(p.idop, gateway, NOW)  # type: ignore[arg-type]
+    payment.settle_from_payfip(p.idop)  # type: ignore[arg-type]
 
     messages = payment_messages(payment)
     confirmed, refund = decoded(messages)[1:]
@@ -218,8 +220,9 @@ def test_a_refund_the_payment_service_saw_coming(any_store_settings: Settings) -
 def test_a_cancel_racing_the_settlement_is_not_lost(
     any_store_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    billing, payment = setup(any_store_settings)
-    pay(payment, FakeGateway(), "P", "S-1")
+    gateway = FakeGateway()
+    billing, payment = setup(any_store_settings, gateway)
+    pay(payment, gateway, "P", "S-1")
     messages = payment_messages(payment)
     read = billing.get_invoice
     raced: list[UUID] = []
@@ -259,10 +262,11 @@ def parts(tmp_path: Path, kafka: Any) -> Iterator[Parts]:
 @pytest.mark.kafka
 def test_payments_settle_invoices_through_the_broker(parts: Parts) -> None:
     families = [f"fam-{i}" for i in range(8)]
-    billing, payment = issued(parts.settings, *(terms(f"B-{i}", family=family, unit=1000 + i)
-                                                for i, family in enumerate(families)))
-    deliver(payment, wire_messages(billing))
     gateway = FakeGateway()
+    billing, payment = issued(parts.settings, *(terms(f"B-{i}", family=family, unit=1000 + i)
+                                                for i, family in enumerate(families)),
+                              gateway=gateway, clock=lambda: NOW)
+    deliver(payment, wire_messages(billing))
     billing.cancel_invoice(iid("B-7"), "doublon")  # payment has not heard of it
     for i, family in enumerate(families):
         pay(payment, gateway, "A" if i == 6 else "P", f"B-{i}", family=family)

@@ -9,11 +9,10 @@ from services.billing.application import BillingApp
 from services.billing.domain import Invoice
 from services.billing.web import create_app as billing_web
 from services.common.settings import Settings
-from services.payment.gateway import FakeGateway
 from services.payment.web import create_app as payment_web
 from tests.conftest import make_settings
 from tests.factories import deliver, issued, terms, wire_messages
-from tests.helpers import CASHIER, TOKENS, URLS, cheque
+from tests.helpers import CASHIER, TOKENS, cheque
 
 STAFF = {**CASHIER, "X-Regie-Staff": "c.durand@mairie.example"}
 
@@ -28,7 +27,7 @@ def clients(tmp_path: Path) -> tuple[BillingApp, FlaskClient, FlaskClient]:
     deliver(payment, wire_messages(billing))
     tokens = {"i": "issuer", "c": "cashier"}
     return (billing, billing_web(billing=billing, tokens=tokens).test_client(),
-            payment_web(payment, tokens=TOKENS, gateway=FakeGateway(), urls=URLS).test_client())
+            payment_web(payment, tokens=TOKENS).test_client())
 
 
 def test_a_staff_header_is_recorded_in_counter_payments_credit_notes_and_refunds(

@@ -4,13 +4,19 @@ benchmark) can hand it the application and the publishers instead of patching cl
 import json
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+from prometheus_client import CollectorRegistry
+
 from services import bootstrap
+from services.billing.domain import Invoice
 from services.common.messaging.memory import MemoryBroker, MemoryPublisher, MemorySubscriber
 from services.common.messaging.relay import Heads
+from services.payment.gateway import FakeGateway
 from tests.conftest import make_settings
-from tests.factories import open_regies, terms
+from tests.factories import deliver, open_regies, terms, wire_messages
 
 
 def test_a_relay_publishes_through_the_publisher_it_is_given(tmp_path: Path) -> None:
@@ -70,3 +76,40 @@ def test_relay_and_consumer_wired_over_one_in_memory_broker(tmp_path: Path) -> N
         thread.join()
     assert [(r["code"], r["count"], r["total_cents"]) for r in
             payment.to_pay_summary("fam-7")] == [("SPORTS", 1, 2500)]
+
+
+def test_the_payment_app_receives_payfip_its_urls_and_clock_once(tmp_path: Path) -> None:
+    """Given once by the composition root, PayFiP is what every payment method uses: the
+    web layer, the reconciler and the tests pass it no gateway, URL or time."""
+    settings = make_settings("memory", tmp_path,
+                             payment_public_url="https://paiement.example.org/")
+    billing = bootstrap.billing_app(settings)
+    open_regies(billing)
+    billing.issue_invoice(terms("F-1"))
+    gateway = FakeGateway()
+    payment = bootstrap.payment_app(settings, gateway=gateway,
+                                    clock=lambda: datetime(2024, 12, 31, 12, tzinfo=UTC))
+    deliver(payment, wire_messages(billing))
+
+    p = payment.request_payment("fam-1", "SPORTS", [str(Invoice.create_id("SPORTS", "F-1"))],
+                                "parent@example.org")
+    assert p.idop is not None
+    order = gateway.orders[p.idop]
+    assert order.exer == "2024"  # dated by the clock given, not by the time now
+    assert (order.urlnotif, order.urlredirect) == (
+        "https://paiement.example.org/payfip/notification",
+        "https://paiement.example.org/payfip/return")
+    gateway.decide(p.idop, "P")
+    settled = payment.notified(p.idop)
+    assert settled is not None and settled.status == "confirmed"
+    # Measured at the gateway's edge as the API's calls were: one create, one read-back.
+    measured = CollectorRegistry()
+    measured.register(payment.meters.payfip_seconds)
+    assert [measured.get_sample_value("regie_payfip_call_seconds_count", {"operation": o})
+            for o in ("creerPaiementSecurise", "recupererDetailPaiementSecurise")] == [1, 1]
+
+
+def test_a_payment_app_built_without_payfip_says_so(tmp_path: Path) -> None:
+    payment = bootstrap.payment_app(make_settings("memory", tmp_path))
+    with pytest.raises(RuntimeError, match="without PayFiP"):
+        payment.reconcile()

@@ -131,8 +131,8 @@ def test_reconcile_once_says_what_its_single_pass_did(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    payment = payment_app(make_settings("memory", tmp_path))
-    monkeypatch.setattr(bootstrap, "payment_app", lambda settings: payment)
+    payment = payment_app(make_settings("memory", tmp_path), gateway=FakeGateway())
+    monkeypatch.setattr(bootstrap, "payment_app", lambda settings, **_: payment)
     monkeypatch.setattr(bootstrap, "payfip_gateway", lambda settings: FakeGateway())
     caplog.set_level(logging.INFO)
     assert cli.main(["reconcile", "--once"]) == 0

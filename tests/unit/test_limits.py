@@ -41,8 +41,8 @@ def apps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, 
                             secret_key="k" * 40)
     yield {
         "billing": create_billing(billing_app(settings), tokens=TOKENS),
-        "payment": create_payment(payment_app(settings), tokens=TOKENS,
-                                  gateway=FakeGateway(), urls=urls),
+        "payment": create_payment(payment_app(settings, gateway=FakeGateway(), urls=urls),
+                                  tokens=TOKENS),
         "portal": create_portal(portal, Accounts(SqliteAccounts(portal.accounts_db))),
         "sim": create_sim(),
     }

@@ -15,8 +15,8 @@ from services.payment import domain
 from services.payment.gateway import FakeGateway
 from services.payment.projections import MemoryToPayStore, catch_up
 from tests.conftest import make_settings
-from tests.factories import deliver, open_regies, terms, wire_messages
-from tests.helpers import URLS, to_billing
+from tests.factories import URLS, deliver, open_regies, terms, wire_messages
+from tests.helpers import to_billing
 
 NUMBERS = [f"N-{i}" for i in range(6)]
 commands = st.lists(
@@ -33,9 +33,10 @@ commands = st.lists(
 
 def run(ops: list[tuple[str, str, str, int]], tmp: Any) -> None:
     s = make_settings("memory", tmp)
-    billing, payment = billing_app(s), payment_app(s)
-    open_regies(billing)
     gateway = FakeGateway()
+    # PayFiP's clock is the time now: the snapshots below are dated by it.
+    billing, payment = billing_app(s), payment_app(s, gateway=gateway, urls=URLS)
+    open_regies(billing)
     moments: list[tuple[datetime, dict[str, Any]]] = []
     for op, number, family, cents in ops:
         invoice_id = Invoice.create_id("SPORTS", number)
@@ -63,9 +64,9 @@ def run(ops: list[tuple[str, str, str, int]], tmp: Any) -> None:
                 owner = payment._get(invoice_id)  # whose invoice it is, if any
                 p = payment.request_payment(
                     owner.family_id if owner else family, "SPORTS", [str(invoice_id)],
-                    "parent@example.org", gateway, URLS, datetime.now(UTC))
+                    "parent@example.org")
                 gateway.decide(p.idop, {"pay": "P", "refuse": "R", "abandon": "A"}[op])  # type: ignore[arg-type]
-                payment.settle_from_payfip(p.idop, gateway, datetime.now(UTC))  # type: ignore[arg-type]
+                payment.settle_from_payfip(p.idop)  # type: ignore[arg-type]
         except (DomainError, Conflict):
             pass  # refused commands store nothing; the property is about what was stored
         deliver(payment, wire_messages(billing))
