@@ -1,7 +1,6 @@
 """`regie remind` and `regie scheduler` against a real SMTP server (aiosmtpd), on SQLite and
 PostgreSQL: what reaches the server, once, and only for invoices still to pay online."""
 
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -17,18 +16,13 @@ from services import bootstrap, cli
 from services.billing.application import BillingApp
 from services.billing.domain import Invoice
 from services.bootstrap import payment_app
+from services.common.messaging.broker import free_port
 from services.common.settings import Settings
 from services.payment.application import PaymentApp
 from services.payment.domain import CounterTerms
 from tests.factories import deliver, issued, terms, wire_messages
 
 PORTAL = "https://familles.example.org/"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
