@@ -38,9 +38,13 @@ def add_parsers(sub: Any) -> None:
 
 def _one_pass(settings: Settings, app: Any, days_before: int) -> Any:
     from services.bootstrap import mailer
+    from services.common.storage.persistence import exclusive
 
-    today = datetime.now(PARIS).date()
-    return app.remind(mailer(settings), today, days_before, settings.portal_public_url)
+    # One pass at a time (`regie remind` during the scheduler's, say): a letter is sent
+    # before it is recorded, so two passes at once would both send it.
+    with exclusive(settings, "payment", "reminders"):
+        today = datetime.now(PARIS).date()
+        return app.remind(mailer(settings), today, days_before, settings.portal_public_url)
 
 
 def cmd_remind(args: argparse.Namespace) -> int:

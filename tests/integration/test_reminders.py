@@ -1,6 +1,8 @@
 """`regie remind` and `regie scheduler` against a real SMTP server (aiosmtpd), on SQLite and
 PostgreSQL: what reaches the server, once, and only for invoices still to pay online."""
 
+import asyncio
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -12,10 +14,9 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from events.formats import PARIS
-from services import bootstrap, cli
+from services import cli
 from services.billing.application import BillingApp
 from services.billing.domain import Invoice
-from services.bootstrap import payment_app
 from services.common.messaging.broker import free_port
 from services.common.settings import Settings
 from services.payment.application import PaymentApp
@@ -30,8 +31,10 @@ class Inbox:
     """What the SMTP server received, as (envelope recipients, parsed message)."""
 
     messages: list[tuple[list[str], EmailMessage]] = field(default_factory=list)
+    delay: float = 0.0  # seconds each message takes to be accepted
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        await asyncio.sleep(self.delay)
         message = message_from_bytes(envelope.content, policy=policy.default)
         assert isinstance(message, EmailMessage)
         self.messages.append((list(envelope.rcpt_tos), message))
@@ -101,7 +104,14 @@ def setup(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> tuple[BillingA
     payment.receive_at_counter(CounterTerms(
         regie="SPORTS", family_id="fam-1", means="cash", amount_cents=2500, reference=None,
         received_on=today, invoice_ids=(iid("S-5"),)), by="cashier")
-    monkeypatch.setattr(bootstrap, "payment_app", lambda *a, **k: payment_app(settings))
+    # `regie` reads the same stores from its environment.
+    for name, value in (
+            ("REGIE_VAR_DIR", settings.var_dir), ("PERSISTENCE_MODULE", settings.persistence),
+            ("POSTGRES_DBNAME", settings.postgres_dbname),
+            ("POSTGRES_HOST", settings.postgres_host), ("POSTGRES_PORT", settings.postgres_port),
+            ("POSTGRES_USER", settings.postgres_user),
+            ("REGIE_SCHEMA_PREFIX", settings.schema_prefix)):
+        monkeypatch.setenv(name, str(value))
     return billing, payment
 
 
@@ -145,6 +155,21 @@ def test_two_scheduler_passes_mail_once(
     assert cli.main(["scheduler", "--once"]) == 0
     assert cli.main(["scheduler", "--once"]) == 0
     assert cli.main(["remind"]) == 0
+    assert numbers(smtp) == ["S-1", "S-2"]
+
+
+def test_two_passes_at_once_mail_each_invoice_once(
+        store_settings: Settings, smtp: Smtp, monkeypatch: pytest.MonkeyPatch) -> None:
+    setup(store_settings, monkeypatch)
+    smtp.inbox.delay = 0.5  # a slow server: the second pass starts while the first sends
+    codes: list[int] = []
+    passes = [threading.Thread(target=lambda: codes.append(cli.main(["remind"])))
+              for _ in range(2)]
+    for each in passes:
+        each.start()
+    for each in passes:
+        each.join(timeout=60)
+    assert codes == [0, 0]
     assert numbers(smtp) == ["S-1", "S-2"]
 
 
