@@ -185,8 +185,8 @@ class PaymentApp(ServiceApplication):
     def payer_email(self, invoice_id: str) -> str | None:
         """The payer's e-mail address billing issued the invoice to; None for an invoice
         consumed before the payment side kept it. Every reader of it goes through here."""
-        reminders = self._get(domain.Reminders.create_id(invoice_id))
-        return reminders.payer_email if isinstance(reminders, domain.Reminders) else None
+        record = self._get(domain.Reminders.create_id(invoice_id))
+        return record.payer_email if isinstance(record, domain.Reminders) else None
 
     def remind(self, mailer: Mailer, today: date, days_before: int,
                portal_url: str) -> RemindPass:
