@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from services.billing.application import BillingApp
+from services.common.mail import SmtpMailer
 from services.common.messaging.positions import Positions
 from services.common.settings import Settings
 from services.common.storage.chain import store_env
@@ -108,6 +109,15 @@ def payfip_gateway(settings: Settings | None = None) -> "PayFiPGateway":
     settings = settings or Settings()
     return PayFiPGateway(settings.payfip_service_url, settings.payfip_payment_url,
                          settings.payfip_timeout)
+
+
+def mailer(settings: Settings | None = None) -> SmtpMailer:
+    """The SMTP server of SMTP_* (the local catcher of `regie run` by default)."""
+    settings = settings or Settings()
+    return SmtpMailer(host=settings.smtp_host, port=settings.smtp_port,
+                      sender=settings.smtp_from, user=settings.smtp_user,
+                      password=settings.smtp_password, starttls=settings.smtp_starttls,
+                      timeout=settings.smtp_timeout)
 
 
 def return_urls(settings: Settings | None = None) -> ReturnUrls:

@@ -277,12 +277,18 @@ def run(load_demo: bool = True) -> int:
                              "--workers", "1", "--threads", "8", "--no-control-socket",
                              factory], env=dict(env, **given.get(name, {})))
             health[name] = f"http://127.0.0.1:{port}/health"
+        # The reminders go to a local catcher, unless SMTP_HOST names a server elsewhere.
+        mail = f"{settings.smtp_host}:{settings.smtp_port}"
+        if settings.smtp_host in ("127.0.0.1", "localhost"):
+            sup.start("mail-catcher", [python, "-m", "services.common.mail_catcher"])
+            mail = f"kept as .eml files in {settings.var_dir}/mail/ (SMTP {mail})"
         for name, command in (
             ("billing-relay", ["relay", "billing"]),
             ("payment-consumer", ["consume", "payment"]),
             ("payment-relay", ["relay", "payment"]),
             ("billing-consumer", ["consume", "billing"]),
             ("reconciler", ["reconcile"]),
+            ("scheduler", ["scheduler"]),
         ):
             sup.start(name, [python, "-m", "services.cli", *command])
         billing_url = f"http://127.0.0.1:{billing_port}"
@@ -307,6 +313,7 @@ Régie is running (data under {settings.var_dir}/, logs under {settings.var_dir}
   billing API   {billing_url}   (OpenAPI: {billing_url}/openapi.json)
   payment API   {payment_url}   (OpenAPI: {payment_url}/openapi.json)
   PayFiP (simulator)  http://127.0.0.1:{sim_port}/tpa/paiementws.web
+  e-mail        {mail}
   Kafka         {settings.kafka_bootstrap}
   demo family   {payment_url}/families/{demo.FAMILY}/to-pay
 Tokens (send as "Authorization: Bearer TOKEN"):""", flush=True)

@@ -8,6 +8,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from services.cli import reminders
 from services.cli.processes import (
     cmd_broker,
     cmd_consume,
@@ -139,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "together)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_replay)
+
+    reminders.add_parsers(sub)
 
     p = sub.add_parser("settings", help="list the settings and their current values")
     p.set_defaults(func=cmd_settings)

@@ -140,6 +140,17 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "HMAC key of the event hash chain, kept outside the database; empty: plain SHA-256",
     ),
     "REGIE_HEADS_INTERVAL": ("60", "seconds between two chain heads a relay publishes"),
+    "REMIND_DAYS_BEFORE": (
+        "7", "days before an invoice's online-payment deadline its payer is e-mailed a reminder"
+    ),
+    "REGIE_SCHEDULER_INTERVAL": ("86400", "seconds between two passes of `regie scheduler`"),
+    "SMTP_HOST": ("127.0.0.1", "SMTP server the reminders go through"),
+    "SMTP_PORT": ("8025", "SMTP server's port (8025: the local catcher of `make run`)"),
+    "SMTP_FROM": ("regie@localhost", "sender address of the reminders"),
+    "SMTP_USER": ("", "SMTP login; empty: no authentication"),
+    "SMTP_PASSWORD": ("", "SMTP password"),
+    "SMTP_STARTTLS": ("", "1: STARTTLS before logging in (required with SMTP_USER off localhost)"),
+    "SMTP_TIMEOUT": ("30", "seconds to wait for the SMTP server"),
 }
 
 SERVICES = ("billing", "payment")
@@ -211,6 +222,18 @@ class Settings:
     metrics_dir: str = field(default_factory=lambda: get("PROMETHEUS_MULTIPROC_DIR"))
     chain_key: str = field(default_factory=lambda: get("REGIE_CHAIN_KEY"), repr=False)
     heads_interval: float = field(default_factory=lambda: float(get("REGIE_HEADS_INTERVAL")))
+    remind_days_before: int = field(default_factory=lambda: int(get("REMIND_DAYS_BEFORE")))
+    scheduler_interval: float = field(
+        default_factory=lambda: float(get("REGIE_SCHEDULER_INTERVAL"))
+    )
+    portal_public_url: str = field(default_factory=lambda: get("PORTAL_PUBLIC_URL"))
+    smtp_host: str = field(default_factory=lambda: get("SMTP_HOST"))
+    smtp_port: int = field(default_factory=lambda: int(get("SMTP_PORT")))
+    smtp_from: str = field(default_factory=lambda: get("SMTP_FROM"))
+    smtp_user: str = field(default_factory=lambda: get("SMTP_USER"))
+    smtp_password: str = field(default_factory=lambda: get("SMTP_PASSWORD"), repr=False)
+    smtp_starttls: bool = field(default_factory=lambda: get("SMTP_STARTTLS") == "1")
+    smtp_timeout: float = field(default_factory=lambda: float(get("SMTP_TIMEOUT")))
 
     def tokens_of(self, service: str) -> tuple[str, str]:
         """The token:role pairs one API accepts, and the setting they come from."""

@@ -16,10 +16,11 @@ from eventsourcing.utils import get_topic
 from events import Envelope
 from services.common.application import ServiceApplication
 from services.common.errors import Conflict, DomainError, NotFound, OutOfOrder, Unavailable
+from services.common.mail import Mailer, MailError
 from services.common.storage.chain import day_root, head
 from services.common.storage.persistence import SqlStore
 from services.common.web.metrics import ProcessMeters
-from services.payment import domain
+from services.payment import domain, reminders
 from services.payment.gateway import Gateway, GatewayError, PaymentOrder
 from services.payment.guards import NOT_PAYFIP
 from services.payment.projections import MemoryToPayStore, SqlToPayStore, ToPayStore, catch_up
@@ -50,6 +51,15 @@ class PayFiP:
     gateway: Gateway
     urls: ReturnUrls
     clock: Callable[[], datetime] = utc_now
+
+
+@dataclass
+class RemindPass:
+    """What one reminder pass did."""
+
+    sent: int = 0
+    failed: int = 0  # the mail server did not take them: tried again next pass
+    without_email: int = 0  # consumed before the payer's e-mail was kept here
 
 
 log = logging.getLogger(__name__)
@@ -143,12 +153,15 @@ class PaymentApp(ServiceApplication):
                 amount_cents=data["amount_cents"], sequence=message.sequence,
                 lines=[dict(line) for line in data["lines"]],
             )
+            # Whom to remind of it: billing's invoice names its payer's e-mail.
+            contact = domain.Reminders(invoice_id=data["invoice_id"],
+                                       payer_email=data["payer_email"])
             # What the régie owes the family pays its next invoice by itself.
             credit = self._get(domain.FamilyCredit.create_id(invoice.regie, invoice.family_id))
             if isinstance(credit, domain.FamilyCredit) and credit.balance_cents > 0:
                 credit.apply_to(invoice)
-                return [invoice, credit]
-            return [invoice]
+                return [invoice, contact, credit]
+            return [invoice, contact]
         if invoice is not None and not invoice.is_new(message.sequence):
             return []
         if invoice is None or message.sequence != invoice.sequence + 1:
@@ -193,6 +206,49 @@ class PaymentApp(ServiceApplication):
             credit = domain.FamilyCredit(regie=invoice.regie, family_id=invoice.family_id)
         credit.credit(amount_cents=amount_cents, source=source, source_id=source_id, by=by)
         return credit
+
+    # --- reminders ----------------------------------------------------------------
+    def payer_email(self, invoice_id: str) -> str | None:
+        """The payer's e-mail address billing issued the invoice to; None for an invoice
+        consumed before the payment side kept it. Every reader of it goes through here."""
+        record = self._get(domain.Reminders.create_id(invoice_id))
+        return record.payer_email if isinstance(record, domain.Reminders) else None
+
+    def remind(self, mailer: Mailer, today: date, days_before: int,
+               portal_url: str) -> RemindPass:
+        """E-mail the payer of each invoice due for a reminder (see reminders.is_due) and
+        record each one sent. A letter the mail server did not take is logged and not
+        recorded, so the next pass tries again."""
+        self.refresh()
+        done = RemindPass()
+        names = self.to_pay.regie_names()
+        until = today + timedelta(days=days_before)
+        for invoice_id in self.to_pay.open_invoice_ids(payable_from=today, payable_until=until):
+            # The aggregates, not the read model, decide: it may lag behind a payment.
+            invoice: domain.Invoice = self.repository.get(UUID(invoice_id))
+            record = self._get(domain.Reminders.create_id(invoice_id))
+            reminded = record.deadlines if isinstance(record, domain.Reminders) else []
+            if not reminders.is_due(invoice, reminded, today, days_before):
+                continue
+            to = self.payer_email(invoice_id)
+            if not isinstance(record, domain.Reminders) or not to:
+                log.warning("invoice %s: no payer e-mail known here, no reminder",
+                            invoice.number)
+                done.without_email += 1
+                continue
+            letter = reminders.letter(invoice, to, names.get(invoice.regie, invoice.regie),
+                                      portal_url)
+            try:
+                mailer.send(letter)
+            except MailError as e:
+                log.error("reminder of invoice %s not sent, next pass tries again: %s",
+                          invoice.number, e)
+                done.failed += 1
+                continue
+            record.sent(payable_until=invoice.payable_until)
+            self.save(record)
+            done.sent += 1
+        return done
 
     # --- queries ------------------------------------------------------------------
     def refresh(self) -> int:

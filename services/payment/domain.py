@@ -295,6 +295,42 @@ class Invoice(Aggregate):
         self.sequence = sequence
 
 
+class Reminders(Aggregate):
+    """Who to remind of an invoice, and of which online-payment deadlines it was reminded.
+
+    Billing's InvoiceIssued names the payer's e-mail; the payment side keeps it here, apart
+    from ``Invoice``, so that the invoice's state and the read models built from it stay
+    what earlier versions read from the same history. One reminder per deadline: if the
+    deadline moves, the new one gets its own.
+    """
+
+    @staticmethod
+    def create_id(invoice_id: str) -> UUID:
+        return uuid5(NAMESPACE, f"reminders/{invoice_id}")
+
+    class Opened(Aggregate.Created):
+        invoice_id: str
+        payer_email: str
+
+    class Sent(Aggregate.Event):
+        """A reminder of ``payable_until`` was handed to the mail server."""
+
+        payable_until: date
+
+    @event(Opened)
+    def __init__(self, invoice_id: str, payer_email: str) -> None:
+        self.invoice_id = invoice_id
+        self.payer_email = payer_email
+        self.deadlines: list[date] = []
+
+    def was_sent_for(self, payable_until: date) -> bool:
+        return payable_until in self.deadlines
+
+    @event(Sent)
+    def sent(self, payable_until: date) -> None:
+        self.deadlines.append(payable_until)
+
+
 @dataclass(frozen=True)
 class ToPayLine:
     id: str

@@ -254,6 +254,9 @@ class ToPayStore(Protocol):
 
     def regie_names(self) -> dict[str, str]: ...
 
+    def open_invoice_ids(self, payable_from: date, payable_until: date) -> list[str]:
+        """The open invoices whose online-payment deadline is between the two days."""
+
     def history(self, family_id: str) -> list[dict[str, Any]]: ...
 
     def payments(self, regie: str, day: date) -> list[dict[str, Any]]: ...
@@ -429,6 +432,14 @@ class SqlToPayStore:
             query += " AND regie = ?"
             params += (regie,)
         return _order(_line(r) for r in self.store.fetchall(query, params))
+
+    def open_invoice_ids(self, payable_from: date, payable_until: date) -> list[str]:
+        rows = self.store.fetchall(
+            "SELECT id FROM {schema}view_invoices WHERE status = ? "
+            "AND payable_until BETWEEN ? AND ? ORDER BY payable_until, regie, number",
+            (domain.OPEN, payable_from.isoformat(), payable_until.isoformat()),
+        )
+        return [r["id"] for r in rows]
 
     def regie_names(self) -> dict[str, str]:
         rows = self.store.fetchall("SELECT code, name FROM {schema}view_regies")

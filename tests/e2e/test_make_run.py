@@ -87,13 +87,14 @@ def run_env(tmp_path: Path, broker: str = "noida") -> tuple[dict[str, str], dict
     """Its own ports and var dir, so that it collides with nothing else on the machine."""
     ports = {name: free_port()
              for name in ("BILLING_PORT", "PAYMENT_PORT", "PAYFIP_SIM_PORT", "PORTAL_PORT",
-                          "BACKOFFICE_PORT", "KAFKA")}
+                          "BACKOFFICE_PORT", "SMTP_PORT", "KAFKA")}
     env = {k: v for k, v in os.environ.items() if k not in ("REGIE_TOKENS",)}
     env.update(
         REGIE_VAR_DIR=str(tmp_path / "var"), PERSISTENCE_MODULE="eventsourcing.sqlite",
         BILLING_PORT=str(ports["BILLING_PORT"]), PAYMENT_PORT=str(ports["PAYMENT_PORT"]),
         PAYFIP_SIM_PORT=str(ports["PAYFIP_SIM_PORT"]), PORTAL_PORT=str(ports["PORTAL_PORT"]),
         BACKOFFICE_PORT=str(ports["BACKOFFICE_PORT"]),
+        SMTP_PORT=str(ports["SMTP_PORT"]),
         KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{ports['KAFKA']}", KAFKA_BROKER=broker,
     )
     return env, ports

@@ -46,6 +46,9 @@ STORE_PART_SECRETS = frozenset({"POSTGRES_PASSWORD"})
 # Secrets a part may be given, from the operator's environment only, but may run without:
 # without a chain key the event hash chain is plain SHA-256.
 OPTIONAL_SECRETS = frozenset({"REGIE_CHAIN_KEY"})
+# And those of one container: the scheduler sends mail, through a server that may need no
+# login.
+OPTIONAL_SECRETS_OF: dict[str, frozenset[str]] = {"scheduler": frozenset({"SMTP_PASSWORD"})}
 SECRETS_OF: dict[str, frozenset[str]] = {
     "billing-api": STORE_PART_SECRETS | {"BILLING_TOKENS"},
     "payment-api": STORE_PART_SECRETS | {"PAYMENT_TOKENS"},
@@ -54,6 +57,7 @@ SECRETS_OF: dict[str, frozenset[str]] = {
     "payment-relay": STORE_PART_SECRETS,
     "billing-consumer": STORE_PART_SECRETS,
     "reconciler": STORE_PART_SECRETS,
+    "scheduler": STORE_PART_SECRETS,
     "portal": frozenset({"PORTAL_PAYMENT_TOKEN", "PORTAL_SECRET_KEY"}),
     "backoffice": frozenset({"BACKOFFICE_TOKEN", "BACKOFFICE_SECRET_KEY"}),
     "payfip-sim": frozenset(),
@@ -151,7 +155,8 @@ def command_problems(argv: list[str]) -> list[str]:
 
 
 def env_problems(env: dict[str, str | None],
-                 secrets: frozenset[str] = STORE_PART_SECRETS) -> list[str]:
+                 secrets: frozenset[str] = STORE_PART_SECRETS,
+                 own_optional: frozenset[str] = frozenset()) -> list[str]:
     problems = [f"{name} is not a Régie setting" for name in env if name not in SETTINGS]
     if "POSTGRES_PASSWORD" in secrets:  # a part that keeps events
         for name, want in REGIE_ENV.items():
@@ -159,7 +164,8 @@ def env_problems(env: dict[str, str | None],
                 problems.append(f"{name} must be {want!r}, not {env.get(name)!r}")
         problems += [f"{name} is not set" for name in POSTGRES_ENV if not env.get(name)]
     given = {name for name in env if is_secret(name)}
-    optional = OPTIONAL_SECRETS if "POSTGRES_PASSWORD" in secrets else frozenset()
+    optional = own_optional | (OPTIONAL_SECRETS if "POSTGRES_PASSWORD" in secrets
+                               else frozenset())
     problems += [f"{name} is given but not used here"
                  for name in sorted(given - secrets - optional)]
     for name in sorted(given & optional):
@@ -258,7 +264,8 @@ def test_every_part_of_the_flow_has_its_container(compose: dict[str, Any]) -> No
 def test_project_containers_get_only_declared_settings(compose: dict[str, Any]) -> None:
     assert set(project_services(compose)) == set(SECRETS_OF)
     problems = {
-        name: env_problems(environment(s), SECRETS_OF[name])
+        name: env_problems(environment(s), SECRETS_OF[name],
+                           OPTIONAL_SECRETS_OF.get(name, frozenset()))
         for name, s in project_services(compose).items()
     }
     assert {name: p for name, p in problems.items() if p} == {}
@@ -421,6 +428,18 @@ def test_the_chain_key_reaches_every_container_that_writes_or_verifies_events(
     for name in ("billing-api", "payment-api", "billing-relay", "payment-consumer"):
         env = environment(compose["services"][name])
         assert "${REGIE_CHAIN_KEY" in str(env.get("REGIE_CHAIN_KEY")), name
+
+
+def test_the_smtp_password_is_the_schedulers_alone_and_from_the_environment() -> None:
+    env: dict[str, str | None] = {**REGIE_ENV, **dict.fromkeys(POSTGRES_ENV, "x"),
+                                  "POSTGRES_PASSWORD": "${POSTGRES_PASSWORD:?set it}"}
+    mine = OPTIONAL_SECRETS_OF["scheduler"]
+    assert env_problems({**env, "SMTP_PASSWORD": "${SMTP_PASSWORD:-}"}, own_optional=mine) == []
+    assert env_problems(env, own_optional=mine) == []
+    assert env_problems({**env, "SMTP_PASSWORD": "hunter2"}, own_optional=mine) == [
+        "SMTP_PASSWORD must come from ${SMTP_PASSWORD:-...}"]
+    assert env_problems({**env, "SMTP_PASSWORD": "${SMTP_PASSWORD:-}"}) == [
+        "SMTP_PASSWORD is given but not used here"]
 
 
 def test_the_simulator_runs_only_in_the_dev_profile(compose: dict[str, Any]) -> None:

@@ -70,6 +70,46 @@ def schema_lock(settings: Settings, service: str) -> Iterator[None]:
             conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (schema,))
 
 
+@contextmanager
+def exclusive(settings: Settings, service: str, name: str) -> Iterator[None]:
+    """Hold the lock ``name`` of ``service``'s store across processes; others wait for it.
+
+    For a job that acts outside the store before it records what it did (an e-mail sent):
+    two runs at once would both act. A PostgreSQL advisory lock per schema and name, or a
+    lock file beside the SQLite file; nothing to share for the in-memory store.
+    """
+    if not settings.is_postgres():
+        if settings.persistence != "eventsourcing.sqlite":
+            yield
+            return
+        import fcntl
+
+        settings.var_dir.mkdir(parents=True, exist_ok=True)
+        with open(settings.var_dir / f"{service}.{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        return
+    import psycopg
+
+    key = f"{settings.schema(service)}/{name}"
+    with psycopg.connect(
+        dbname=settings.postgres_dbname,
+        host=settings.postgres_host,
+        port=settings.postgres_port,
+        user=settings.postgres_user,
+        password=settings.postgres_password or None,
+        autocommit=True,
+    ) as conn:
+        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+
+
 class _ImmediateTransaction(SQLiteTransaction):
     def __enter__(self) -> SQLiteCursor:
         cursor = self.connection.cursor()
