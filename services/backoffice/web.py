@@ -358,8 +358,8 @@ def receipt(payment_id: str) -> Any:
         unallocated=fmt.euros(paid["unallocated_cents"]),
         means=COUNTER_MEANS.get(paid["means"], paid["means"]),
         received=fmt.day(paid["received_on"]), recorded=fmt.moment(paid.get("recorded_at")),
-        # The payment API's PDF receipt, once it serves one.
-        pdf=bool(paid.get("receipt_pdf_url")))
+        # The payment API serves the laid-out receipt, with its verification code.
+        pdf=str(paid.get("receipt_url") or "").endswith("/receipt.pdf"))
 
 
 @bp.get("/encaissements/<payment_id>/recu.pdf")

@@ -82,6 +82,10 @@ def test_a_cashier_takes_cash_and_prints_the_receipt(desk: Desk) -> None:
         "10,00 €", "Espèces", EMAIL, FAMILY)
     # S-2 falls due first: the 10,00 € go to it.
     assert texts(receipt, "//table//tbody/tr/*") == ["S-2", "10,00 €"]
+    # And the payment API's laid-out receipt, through the back office.
+    pdf = client.get(f"{answer.location}/recu.pdf")
+    assert pdf.status_code == 200 and pdf.data.startswith(b"%PDF")
+    assert "Reçu au format PDF" in receipt.get_data(as_text=True)
     assert "print" in client.get("/guichet/assets/guichet.css").get_data(as_text=True)
 
     regie = client.get(f"/guichet/familles/{FAMILY}/SPORTS")
