@@ -7,7 +7,7 @@ PostgreSQL and, for applications on the in-memory event store, an in-memory SQLi
 """
 
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from typing import Any, Protocol
 
@@ -16,6 +16,8 @@ from services.common.storage.persistence import SqlStore
 from services.payment import domain
 
 NAME = "to-pay"
+# The most events a catch-up reads and applies in one transaction.
+REPLAY_BATCH = 10_000
 # Raised whenever the tables change shape: a store built by an older version is then
 # dropped and rebuilt from the history, which is what event sourcing is for.
 VERSION = 7
@@ -111,6 +113,8 @@ PAYMENT_COLUMNS = (*PaymentRow.__dataclass_fields__, "idop", "resultrans", "numa
                    "closed_at", "late", "refunds", "refund_cents")
 NEW_ROW_TABLES = {InvoiceRow: "view_invoices", PaymentRow: "view_payments",
                   AnomalyRow: "view_anomalies", CreditRow: "view_credits"}
+_COLUMNS: dict[type, tuple[str, ...]] = {
+    cls: tuple(f.name for f in fields(cls)) for cls in NEW_ROW_TABLES}
 
 
 def _paris_day(moment: datetime | str) -> str:
@@ -264,6 +268,36 @@ class ToPayStore(Protocol):
         """Every table as plain data, for comparing a rebuild with the live one."""
 
 
+def _cell(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, date) else value
+
+
+def _statement(change: Change) -> tuple[str, tuple[Any, ...]]:
+    """The SQL that applies one change, and its parameters."""
+    if isinstance(change, RegieRow):
+        return ("INSERT INTO {schema}view_regies (code, name) VALUES (?, ?) "
+                "ON CONFLICT (code) DO UPDATE SET name = excluded.name",
+                (change.code, change.name))
+    if isinstance(change, InvoiceRow | PaymentRow | AnomalyRow | CreditRow):
+        table = NEW_ROW_TABLES[type(change)]
+        columns = _COLUMNS[type(change)]
+        # Read field by field: the rows hold only flat values, which asdict would
+        # deep-copy for nothing.
+        return (f"INSERT INTO {{schema}}{table} ({', '.join(columns)}) "
+                f"VALUES ({', '.join('?' for _ in columns)}) ON CONFLICT (id) DO NOTHING",
+                tuple(_cell(getattr(change, k)) for k in columns))
+    if isinstance(change, NewRefund):
+        return ("INSERT INTO {schema}view_refunds (id, family_id, regie, amount_cents, "
+                "source, source_id, status, asked_at) SELECT ?, family_id, regie, ?, ?, "
+                f"?, 'due', ? FROM {{schema}}{change.owner_table} WHERE id = ? "
+                "ON CONFLICT (id) DO NOTHING",
+                (change.id, change.amount_cents, change.source, change.source_id,
+                 change.asked_at, change.owner_id))
+    assignments = ", ".join(f"{k} = ?" for k in change.values)
+    return (f"UPDATE {{schema}}{change.table} SET {assignments} WHERE id = ?",
+            (*change.values.values(), change.id))
+
+
 def _line(r: dict[str, Any]) -> domain.ToPayLine:
     return domain.ToPayLine(
         id=r["id"], regie=r["regie"], number=r["number"], label=r["label"],
@@ -362,37 +396,20 @@ class SqlToPayStore:
             )
             if moved != 1:
                 return False
+            # Consecutive changes with the same statement go in one executemany: the order
+            # between statements is kept (a row is inserted before it is updated).
+            statement, rows = "", list[tuple[Any, ...]]()
             for change in changes:
-                if isinstance(change, RegieRow):
-                    c.execute(
-                        "INSERT INTO {schema}view_regies (code, name) VALUES (?, ?) "
-                        "ON CONFLICT (code) DO UPDATE SET name = excluded.name",
-                        (change.code, change.name),
-                    )
-                elif isinstance(change, InvoiceRow | PaymentRow | AnomalyRow | CreditRow):
-                    table = NEW_ROW_TABLES[type(change)]
-                    row = {k: v.isoformat() if isinstance(v, date) else v
-                           for k, v in asdict(change).items()}
-                    c.execute(
-                        f"INSERT INTO {{schema}}{table} ({', '.join(row)}) "
-                        f"VALUES ({', '.join('?' for _ in row)}) ON CONFLICT (id) DO NOTHING",
-                        tuple(row.values()),
-                    )
-                elif isinstance(change, NewRefund):
-                    c.execute(
-                        "INSERT INTO {schema}view_refunds (id, family_id, regie, amount_cents, "
-                        "source, source_id, status, asked_at) SELECT ?, family_id, regie, ?, ?, "
-                        f"?, 'due', ? FROM {{schema}}{change.owner_table} WHERE id = ? "
-                        "ON CONFLICT (id) DO NOTHING",
-                        (change.id, change.amount_cents, change.source, change.source_id,
-                         change.asked_at, change.owner_id),
-                    )
-                elif change.values:
-                    assignments = ", ".join(f"{k} = ?" for k in change.values)
-                    c.execute(
-                        f"UPDATE {{schema}}{change.table} SET {assignments} WHERE id = ?",
-                        (*change.values.values(), change.id),
-                    )
+                if isinstance(change, RowChange) and not change.values:
+                    continue
+                next_statement, row = _statement(change)
+                if next_statement != statement and rows:
+                    c.executemany(statement, rows)
+                    rows = []
+                statement = next_statement
+                rows.append(row)
+            if rows:
+                c.executemany(statement, rows)
         return True
 
     def open_lines(self, family_id: str, regie: str | None = None) -> list[domain.ToPayLine]:
@@ -495,11 +512,14 @@ def catch_up(
     are then as they were at that moment (events are recorded in time order).
     """
     done = 0
+    size = batch_size
     while True:
         position = store.position()
         notifications = app.recorder.select_notifications(
-            position, batch_size, inclusive_of_start=False
+            position, size, inclusive_of_start=False
         )
+        # A full batch means a long way to go (a replay): larger batches, fewer commits.
+        size = min(size * 2, REPLAY_BATCH) if len(notifications) == size else batch_size
         if not notifications:
             return done
         changes: list[Change] = []
