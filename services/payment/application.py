@@ -238,7 +238,10 @@ class PaymentApp(ServiceApplication):
         return catch_up(self, self.to_pay)
 
     def to_pay_summary(self, family_id: str) -> list[dict[str, Any]]:
-        return domain.summarise(self.to_pay.open_lines(family_id), self.to_pay.regie_names())
+        names = self.to_pay.regie_names()
+        return [{"code": t["regie"], "name": names.get(t["regie"], t["regie"]),
+                 "count": t["count"], "total_cents": t["total_cents"]}
+                for t in self.to_pay.totals(family_id)]
 
     def to_pay_lines(self, family_id: str, regie: str, today: date) -> list[dict[str, Any]]:
         result = []

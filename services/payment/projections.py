@@ -20,7 +20,7 @@ NAME = "to-pay"
 REPLAY_BATCH = 10_000
 # Raised whenever the tables change shape: a store built by an older version is then
 # dropped and rebuilt from the history, which is what event sourcing is for.
-VERSION = 7
+VERSION = 8
 
 
 @dataclass(frozen=True)
@@ -243,6 +243,10 @@ class ToPayStore(Protocol):
 
     def regie_names(self) -> dict[str, str]: ...
 
+    def totals(self, family_id: str) -> list[dict[str, Any]]:
+        """Per régie, the family's open invoices: ``regie``, ``count``, ``total_cents``;
+        kept as the invoices change, so reading it costs the régies, not the invoices."""
+
     def history(self, family_id: str) -> list[dict[str, Any]]: ...
 
     def payments(self, regie: str, day: date) -> list[dict[str, Any]]: ...
@@ -296,6 +300,27 @@ def _statement(change: Change) -> tuple[str, tuple[Any, ...]]:
     assignments = ", ".join(f"{k} = ?" for k in change.values)
     return (f"UPDATE {{schema}}{change.table} SET {assignments} WHERE id = ?",
             (*change.values.values(), change.id))
+
+
+def _count_again(c: Any, changes: list[Change]) -> None:
+    """Count again the open invoices of each family and régie ``changes`` touched."""
+    pairs = {(ch.family_id, ch.regie) for ch in changes if isinstance(ch, InvoiceRow)}
+    ids = sorted({ch.id for ch in changes
+                  if isinstance(ch, RowChange) and ch.table == "view_invoices"})
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        rows = c.query("SELECT DISTINCT family_id, regie FROM {schema}view_invoices "
+                       f"WHERE id IN ({', '.join('?' for _ in chunk)})", tuple(chunk))
+        pairs.update((r["family_id"], r["regie"]) for r in rows)
+    if not pairs:
+        return
+    ordered = sorted(pairs)
+    c.executemany("DELETE FROM {schema}view_totals WHERE family_id = ? AND regie = ?", ordered)
+    c.executemany(
+        "INSERT INTO {schema}view_totals (family_id, regie, count, total_cents) "
+        "SELECT family_id, regie, COUNT(*), SUM(amount_due_cents) FROM {schema}view_invoices "
+        f"WHERE family_id = ? AND regie = ? AND status = '{domain.OPEN}' "
+        "GROUP BY family_id, regie", ordered)
 
 
 def _line(r: dict[str, Any]) -> domain.ToPayLine:
@@ -363,6 +388,9 @@ class SqlToPayStore:
             c.execute("CREATE TABLE IF NOT EXISTS {schema}view_credits ("
                       "id TEXT PRIMARY KEY, family_id TEXT NOT NULL, regie TEXT NOT NULL, "
                       "balance_cents BIGINT NOT NULL)")
+            c.execute("CREATE TABLE IF NOT EXISTS {schema}view_totals ("
+                      "family_id TEXT NOT NULL, regie TEXT NOT NULL, count BIGINT NOT NULL, "
+                      "total_cents BIGINT NOT NULL, PRIMARY KEY (family_id, regie))")
             c.execute("CREATE TABLE IF NOT EXISTS {schema}view_anomalies "
                       "(id TEXT PRIMARY KEY, payment_id TEXT NOT NULL)")
             c.execute("CREATE INDEX IF NOT EXISTS view_payments_day "
@@ -378,7 +406,7 @@ class SqlToPayStore:
     def reset(self) -> None:
         with self.store.transaction() as c:
             for table in ("view_regies", "view_invoices", "view_payments", "view_anomalies",
-                          "view_credits", "view_refunds", "view_positions"):
+                          "view_credits", "view_refunds", "view_totals", "view_positions"):
                 c.execute(f"DROP TABLE IF EXISTS {{schema}}{table}")
         self.create()
 
@@ -410,6 +438,7 @@ class SqlToPayStore:
                 rows.append(row)
             if rows:
                 c.executemany(statement, rows)
+            _count_again(c, changes)
         return True
 
     def open_lines(self, family_id: str, regie: str | None = None) -> list[domain.ToPayLine]:
@@ -419,6 +448,12 @@ class SqlToPayStore:
             query += " AND regie = ?"
             params += (regie,)
         return _order(_line(r) for r in self.store.fetchall(query, params))
+
+    def totals(self, family_id: str) -> list[dict[str, Any]]:
+        rows = self.store.fetchall(
+            "SELECT regie, count, total_cents FROM {schema}view_totals WHERE family_id = ? "
+            "ORDER BY regie", (family_id,))
+        return [_plain(r) for r in rows]
 
     def regie_names(self) -> dict[str, str]:
         rows = self.store.fetchall("SELECT code, name FROM {schema}view_regies")
@@ -472,6 +507,8 @@ class SqlToPayStore:
             "anomalies": table("view_anomalies"),
             "credits": table("view_credits"),
             "refunds": table("view_refunds"),
+            "totals": [_plain(r) for r in self.store.fetchall(
+                "SELECT * FROM {schema}view_totals ORDER BY family_id, regie")],
         }
 
     def refunds(self, status: str | None = None, regie: str | None = None,
