@@ -243,9 +243,15 @@ class PaymentApp(ServiceApplication):
                  "count": t["count"], "total_cents": t["total_cents"]}
                 for t in self.to_pay.totals(family_id)]
 
-    def to_pay_lines(self, family_id: str, regie: str, today: date) -> list[dict[str, Any]]:
+    def to_pay_lines(self, family_id: str, regie: str, today: date,
+                     limit: int | None = None, after: list[str] | None = None
+                     ) -> list[dict[str, Any]]:
+        """The family's open invoices in the régie, oldest issued first; with ``limit``,
+        that many after the one keyed ``after`` ([issued_on, number])."""
+        lines = (self.to_pay.open_lines(family_id, regie) if limit is None
+                 else self.to_pay.open_page(family_id, regie, limit, after))
         result = []
-        for line in self.to_pay.open_lines(family_id, regie):
+        for line in lines:
             reason = line.why_not_payable(today)
             result.append({
                 "id": line.id, "number": line.number, "label": line.label,
@@ -255,12 +261,15 @@ class PaymentApp(ServiceApplication):
             })
         return result
 
-    def history(self, family_id: str) -> list[dict[str, Any]]:
+    def history(self, family_id: str, limit: int | None = None,
+                after: list[str] | None = None) -> list[dict[str, Any]]:
+        """The family's invoices, newest issued first; with ``limit``, that many after the
+        one keyed ``after`` (``projections.history_key``)."""
         names = self.to_pay.regie_names()
         return [{**row, "regie_name": names.get(row["regie"], row["regie"]),
                  # PayFiP's resultrans online, the means itself at the counter.
                  "paid_by": domain.MEANS.get(row["paid_by"] or "", row["paid_by"])}
-                for row in self.to_pay.history(family_id)]
+                for row in self.to_pay.history(family_id, limit, after)]
 
     def journal(self, regie: str, day: date) -> dict[str, Any]:
         """The régisseur's daily list: payments received by type, the others apart."""

@@ -247,7 +247,15 @@ class ToPayStore(Protocol):
         """Per régie, the family's open invoices: ``regie``, ``count``, ``total_cents``;
         kept as the invoices change, so reading it costs the régies, not the invoices."""
 
-    def history(self, family_id: str) -> list[dict[str, Any]]: ...
+    def history(self, family_id: str, limit: int | None = None,
+                after: list[str] | None = None) -> list[dict[str, Any]]:
+        """Newest issued first; ``limit`` rows from after the row keyed ``after``
+        (``history_key``)."""
+
+    def open_page(self, family_id: str, regie: str, limit: int,
+                  after: list[str] | None = None) -> list[domain.ToPayLine]:
+        """``open_lines`` of one régie, ``limit`` of them after the one keyed ``after``
+        ([issued_on, number])."""
 
     def payments(self, regie: str, day: date) -> list[dict[str, Any]]: ...
 
@@ -323,6 +331,11 @@ def _count_again(c: Any, changes: list[Change]) -> None:
         "GROUP BY family_id, regie", ordered)
 
 
+def history_key(row: dict[str, Any]) -> list[str]:
+    """Where a page of the history ends, as ``history`` takes it."""
+    return [row["issued_on"], row["regie"], row["number"]]
+
+
 def _line(r: dict[str, Any]) -> domain.ToPayLine:
     return domain.ToPayLine(
         id=r["id"], regie=r["regie"], number=r["number"], label=r["label"],
@@ -370,7 +383,9 @@ class SqlToPayStore:
                 "paid_by_payment_id TEXT)"
             )
             c.execute("CREATE INDEX IF NOT EXISTS view_invoices_family "
-                      "ON {schema}view_invoices (family_id, status)")
+                      "ON {schema}view_invoices (family_id, status, regie, issued_on, number)")
+            c.execute("CREATE INDEX IF NOT EXISTS view_invoices_history "
+                      "ON {schema}view_invoices (family_id, issued_on, regie, number)")
             c.execute(
                 "CREATE TABLE IF NOT EXISTS {schema}view_payments ("
                 "id TEXT PRIMARY KEY, family_id TEXT NOT NULL, regie TEXT NOT NULL, "
@@ -459,12 +474,32 @@ class SqlToPayStore:
         rows = self.store.fetchall("SELECT code, name FROM {schema}view_regies")
         return {r["code"]: r["name"] for r in rows}
 
-    def history(self, family_id: str) -> list[dict[str, Any]]:
-        rows = self.store.fetchall(
-            "SELECT * FROM {schema}view_invoices WHERE family_id = ? "
-            "ORDER BY issued_on DESC, regie, number", (family_id,)
-        )
-        return [_plain(r) for r in rows]
+    def history(self, family_id: str, limit: int | None = None,
+                after: list[str] | None = None) -> list[dict[str, Any]]:
+        query = "SELECT * FROM {schema}view_invoices WHERE family_id = ?"
+        params: tuple[Any, ...] = (family_id,)
+        if after is not None:
+            # Keyset: after the row keyed (issued_on, regie, number) in this order.
+            issued_on, regie, number = [*after, "", "", ""][:3]
+            query += (" AND (issued_on < ? OR (issued_on = ? AND (regie > ? OR "
+                      "(regie = ? AND number > ?))))")
+            params += (issued_on, issued_on, regie, regie, number)
+        query += " ORDER BY issued_on DESC, regie, number"
+        if limit is not None:
+            query += f" LIMIT {int(limit)}"
+        return [_plain(r) for r in self.store.fetchall(query, params)]
+
+    def open_page(self, family_id: str, regie: str, limit: int,
+                  after: list[str] | None = None) -> list[domain.ToPayLine]:
+        query = ("SELECT * FROM {schema}view_invoices WHERE family_id = ? AND status = ? "
+                 "AND regie = ?")
+        params: tuple[Any, ...] = (family_id, domain.OPEN, regie)
+        if after is not None:
+            issued_on, number = [*after, "", ""][:2]
+            query += " AND (issued_on > ? OR (issued_on = ? AND number > ?))"
+            params += (issued_on, issued_on, number)
+        query += f" ORDER BY issued_on, number LIMIT {int(limit)}"
+        return [_line(r) for r in self.store.fetchall(query, params)]
 
     def payments(self, regie: str, day: date) -> list[dict[str, Any]]:
         rows = self.store.fetchall(
