@@ -385,7 +385,7 @@ class SqlToPayStore:
             c.execute("CREATE INDEX IF NOT EXISTS view_invoices_family "
                       "ON {schema}view_invoices (family_id, status, regie, issued_on, number)")
             c.execute("CREATE INDEX IF NOT EXISTS view_invoices_history "
-                      "ON {schema}view_invoices (family_id, issued_on, regie, number)")
+                      "ON {schema}view_invoices (family_id, issued_on DESC, regie, number)")
             c.execute(
                 "CREATE TABLE IF NOT EXISTS {schema}view_payments ("
                 "id TEXT PRIMARY KEY, family_id TEXT NOT NULL, regie TEXT NOT NULL, "
