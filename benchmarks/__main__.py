@@ -3,7 +3,8 @@
     .venv/bin/python -m benchmarks [BENCHMARK...] [--invoices N]      (or `make bench`)
 
 Runs the benchmarks named (all of them by default, in this order): batch-issue
-(benchmarks/batch_issue.py), delay (benchmarks/delay.py) and drain (benchmarks/drain.py);
+(benchmarks/batch_issue.py), delay (benchmarks/delay.py), drain (benchmarks/drain.py) and
+reads (benchmarks/reads.py: the consumer's apply per poll and per message, the family reads);
 each prints its details, and the run ends with one table: figure, baseline, ratio.
 
 Everything lives in a temporary folder, a broker on a free port of 127.0.0.1 and throwaway
@@ -25,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks import batch_issue, delay, drain
+from benchmarks import batch_issue, delay, drain, reads
 from benchmarks.harness import Figure, Run, say, table
 from benchmarks.roles import ROLES
 
@@ -33,6 +34,7 @@ BENCHMARKS: dict[str, Callable[[Run], list[Figure]]] = {
     "batch-issue": batch_issue.run,
     "delay": delay.run,
     "drain": drain.run,
+    "reads": reads.run,
 }
 
 

@@ -207,6 +207,7 @@ def consumer(service: str, settings: Settings | None = None, *, app: Any = None,
             settings, settings.topic(BILLING_INVOICES.name), payment.apply_billing_event,
             positions(settings, "payment", payment), on_idle=payment.refresh,
             dead_letters=payment.dead_letters, subscribe=subscribe,
+            handle_batch=payment.apply_billing_events,
         )
     billing = app if app is not None else billing_app(settings)
     return TrackedConsumer(

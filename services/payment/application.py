@@ -17,7 +17,7 @@ from events import Envelope
 from services.common.application import ServiceApplication
 from services.common.errors import Conflict, DomainError, NotFound, OutOfOrder, Unavailable
 from services.common.mail import Mailer, MailError
-from services.common.storage.chain import day_root, head
+from services.common.storage.chain import Chained, day_root, head
 from services.common.storage.persistence import SqlStore
 from services.common.web.metrics import ProcessMeters
 from services.payment import domain, reminders
@@ -124,24 +124,85 @@ class PaymentApp(ServiceApplication):
                 continue
         raise RuntimeError(f"could not record {message.type} {message.id}: invoice kept changing")
 
-    def _get(self, aggregate_id: UUID) -> Any:
-        try:
-            return self.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            return None
+    def apply_billing_events(self, batch: list[tuple[Envelope, Tracking]]) -> int:
+        """Record a whole poll of billing events in one transaction; how many were new.
 
-    def _billing_change(self, message: Envelope) -> list[Any]:
-        """The aggregates a billing event changes here, with their new events."""
+        One tracking record per aggregate (subject), its last notification id in the batch,
+        goes in the same transaction as every event the batch causes, so the batch is
+        recorded whole or not at all. Anything that stops it (an event out of order, an
+        invoice a payment changed meanwhile) raises with nothing recorded: the caller then
+        applies the messages one by one, as ``apply_billing_event`` does.
+        """
+        recorder: Any = self.recorder
+        if not isinstance(recorder, Chained):
+            # The in-memory store takes one tracking record per write.
+            return sum(self.apply_billing_event(m, t) for m, t in batch)
+        # Each subject's position in the store, read at once, and where this batch takes it.
+        recorded = self._tracked({t.application_name for _, t in batch})
+        moved: dict[str, int] = {}
+        # The aggregates as this batch left them: a later message of the same invoice (or
+        # the family's credit) must see what an earlier one did before it is recorded.
+        seen: dict[UUID, Any] = {}
+        processing = ProcessingEvent[UUID]()
+        applied = 0
+        for message, tracking in batch:
+            name = tracking.application_name
+            last = moved.get(name, recorded.get(name))
+            if last is not None and last >= tracking.notification_id:
+                continue
+            for aggregate in self._billing_change(message, seen):
+                seen[aggregate.id] = aggregate
+                processing.collect_events(aggregate)
+            moved[name] = tracking.notification_id
+            applied += 1
+        if moved:
+            processing.saved_kwargs["trackings"] = [
+                Tracking(name, nid) for name, nid in moved.items()]
+            self._record(processing)
+        return applied
+
+    def _tracked(self, names: set[str]) -> dict[str, int]:
+        """The last notification id recorded for each of ``names`` that has one."""
+        recorder: Any = self.recorder
+        # eventsourcing names the table differently on PostgreSQL and SQLite.
+        table = getattr(recorder, "tracking_table_name", "tracking")
+        found: dict[str, int] = {}
+        ordered = sorted(names)
+        for start in range(0, len(ordered), 500):
+            chunk = ordered[start:start + 500]
+            rows = SqlStore(self).fetchall(
+                f"SELECT application_name, MAX(notification_id) AS n FROM {{schema}}{table} "
+                f"WHERE application_name IN ({', '.join('?' for _ in chunk)}) "
+                "GROUP BY application_name", tuple(chunk))
+            found.update((r["application_name"], int(r["n"])) for r in rows)
+        return found
+
+    def _get(self, aggregate_id: UUID, seen: dict[UUID, Any] | None = None) -> Any:
+        if seen is not None and aggregate_id in seen:
+            return seen[aggregate_id]
+        found: Any
+        try:
+            found = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            found = None
+        if seen is not None:
+            seen[aggregate_id] = found
+        return found
+
+    def _billing_change(self, message: Envelope, seen: dict[UUID, Any] | None = None
+                        ) -> list[Any]:
+        """The aggregates a billing event changes here, with their new events (``seen``:
+        those a batch has changed already, or found missing)."""
         data = message.data
         if message.name == "RegieOpened":
-            if self._get(domain.Regie.create_id(data["code"])) is not None:
+            if self._get(domain.Regie.create_id(data["code"]), seen) is not None:
                 return []
             return [domain.Regie(
                 code=data["code"], name=data["name"], numcli=data["numcli"],
                 saisie=data["saisie"], sequence=message.sequence,
             )]
         invoice_id = UUID(data["invoice_id"])
-        invoice: domain.Invoice | None = self._get(invoice_id)
+        invoice: domain.Invoice | None = self._get(invoice_id, seen)
         if message.name == "InvoiceIssued":
             if invoice is not None:
                 return []
@@ -157,7 +218,8 @@ class PaymentApp(ServiceApplication):
             contact = domain.Reminders(invoice_id=data["invoice_id"],
                                        payer_email=data["payer_email"])
             # What the régie owes the family pays its next invoice by itself.
-            credit = self._get(domain.FamilyCredit.create_id(invoice.regie, invoice.family_id))
+            credit = self._get(
+                domain.FamilyCredit.create_id(invoice.regie, invoice.family_id), seen)
             if isinstance(credit, domain.FamilyCredit) and credit.balance_cents > 0:
                 credit.apply_to(invoice)
                 return [invoice, contact, credit]
@@ -176,7 +238,7 @@ class PaymentApp(ServiceApplication):
                 # heard of it: that money is the family's again.
                 return [invoice, self._credited(invoice, invoice.paid_here_cents,
                                                 "cancelled_invoice", str(invoice.id),
-                                                "billing")]
+                                                "billing", seen)]
         elif message.name == "InvoiceSettled" and invoice.status == domain.OPEN:
             # A part payment billing heard of from us: what remains is still to pay here.
             invoice.settlement_acknowledged(payment_id=data["payment_id"],
@@ -193,15 +255,17 @@ class PaymentApp(ServiceApplication):
             owed = data["credit_cents"] + beyond
             if owed:
                 return [invoice, self._credited(invoice, owed, "credit_note",
-                                                data["credit_note_id"], data["by"])]
+                                                data["credit_note_id"], data["by"], seen)]
         else:
             return []
         return [invoice]
 
     def _credited(self, invoice: domain.Invoice, amount_cents: int, source: str,
-                  source_id: str, by: str) -> domain.FamilyCredit:
+                  source_id: str, by: str, seen: dict[UUID, Any] | None = None
+                  ) -> domain.FamilyCredit:
         """The family's credit in the invoice's régie, ``amount_cents`` more."""
-        credit = self._get(domain.FamilyCredit.create_id(invoice.regie, invoice.family_id))
+        credit = self._get(domain.FamilyCredit.create_id(invoice.regie, invoice.family_id),
+                           seen)
         if not isinstance(credit, domain.FamilyCredit):
             credit = domain.FamilyCredit(regie=invoice.regie, family_id=invoice.family_id)
         credit.credit(amount_cents=amount_cents, source=source, source_id=source_id, by=by)
@@ -256,11 +320,20 @@ class PaymentApp(ServiceApplication):
         return catch_up(self, self.to_pay)
 
     def to_pay_summary(self, family_id: str) -> list[dict[str, Any]]:
-        return domain.summarise(self.to_pay.open_lines(family_id), self.to_pay.regie_names())
+        names = self.to_pay.regie_names()
+        return [{"code": t["regie"], "name": names.get(t["regie"], t["regie"]),
+                 "count": t["count"], "total_cents": t["total_cents"]}
+                for t in self.to_pay.totals(family_id)]
 
-    def to_pay_lines(self, family_id: str, regie: str, today: date) -> list[dict[str, Any]]:
+    def to_pay_lines(self, family_id: str, regie: str, today: date,
+                     limit: int | None = None, after: list[str] | None = None
+                     ) -> list[dict[str, Any]]:
+        """The family's open invoices in the régie, oldest issued first; with ``limit``,
+        that many after the one keyed ``after`` ([issued_on, number])."""
+        lines = (self.to_pay.open_lines(family_id, regie) if limit is None
+                 else self.to_pay.open_page(family_id, regie, limit, after))
         result = []
-        for line in self.to_pay.open_lines(family_id, regie):
+        for line in lines:
             reason = line.why_not_payable(today)
             result.append({
                 "id": line.id, "number": line.number, "label": line.label,
@@ -270,12 +343,15 @@ class PaymentApp(ServiceApplication):
             })
         return result
 
-    def history(self, family_id: str) -> list[dict[str, Any]]:
+    def history(self, family_id: str, limit: int | None = None,
+                after: list[str] | None = None) -> list[dict[str, Any]]:
+        """The family's invoices, newest issued first; with ``limit``, that many after the
+        one keyed ``after`` (``projections.history_key``)."""
         names = self.to_pay.regie_names()
         return [{**row, "regie_name": names.get(row["regie"], row["regie"]),
                  # PayFiP's resultrans online, the means itself at the counter.
                  "paid_by": domain.MEANS.get(row["paid_by"] or "", row["paid_by"])}
-                for row in self.to_pay.history(family_id)]
+                for row in self.to_pay.history(family_id, limit, after)]
 
     def journal(self, regie: str, day: date) -> dict[str, Any]:
         """The régisseur's daily list: payments received by type, the others apart."""

@@ -7,7 +7,7 @@ PostgreSQL and, for applications on the in-memory event store, an in-memory SQLi
 """
 
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from typing import Any, Protocol
 
@@ -16,9 +16,11 @@ from services.common.storage.persistence import SqlStore
 from services.payment import domain
 
 NAME = "to-pay"
+# The most events a catch-up reads and applies in one transaction.
+REPLAY_BATCH = 10_000
 # Raised whenever the tables change shape: a store built by an older version is then
 # dropped and rebuilt from the history, which is what event sourcing is for.
-VERSION = 9
+VERSION = 10
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,8 @@ PAYMENT_COLUMNS = (*PaymentRow.__dataclass_fields__, "idop", "resultrans", "numa
                    "closed_at", "late", "refunds", "refund_cents")
 NEW_ROW_TABLES = {InvoiceRow: "view_invoices", PaymentRow: "view_payments",
                   AnomalyRow: "view_anomalies", CreditRow: "view_credits"}
+_COLUMNS: dict[type, tuple[str, ...]] = {
+    cls: tuple(f.name for f in fields(cls)) for cls in NEW_ROW_TABLES}
 
 
 def _paris_day(moment: datetime | str) -> str:
@@ -257,7 +261,20 @@ class ToPayStore(Protocol):
     def open_invoice_ids(self, payable_from: date, payable_until: date) -> list[str]:
         """The open invoices whose online-payment deadline is between the two days."""
 
-    def history(self, family_id: str) -> list[dict[str, Any]]: ...
+
+    def totals(self, family_id: str) -> list[dict[str, Any]]:
+        """Per régie, the family's open invoices: ``regie``, ``count``, ``total_cents``;
+        kept as the invoices change, so reading it costs the régies, not the invoices."""
+
+    def history(self, family_id: str, limit: int | None = None,
+                after: list[str] | None = None) -> list[dict[str, Any]]:
+        """Newest issued first; ``limit`` rows from after the row keyed ``after``
+        (``history_key``)."""
+
+    def open_page(self, family_id: str, regie: str, limit: int,
+                  after: list[str] | None = None) -> list[domain.ToPayLine]:
+        """``open_lines`` of one régie, ``limit`` of them after the one keyed ``after``
+        ([issued_on, number])."""
 
     def payments(self, regie: str, day: date) -> list[dict[str, Any]]: ...
 
@@ -290,6 +307,62 @@ class ToPayStore(Protocol):
     def attested(self, kind: str, position: int) -> dict[str, Any] | None:
         """The invoice (kind ``invoice`` or ``certificate``) or counter payment (``receipt``)
         whose document attests the event at ``position``."""
+
+
+def _cell(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, date) else value
+
+
+def _statement(change: Change) -> tuple[str, tuple[Any, ...]]:
+    """The SQL that applies one change, and its parameters."""
+    if isinstance(change, RegieRow):
+        return ("INSERT INTO {schema}view_regies (code, name) VALUES (?, ?) "
+                "ON CONFLICT (code) DO UPDATE SET name = excluded.name",
+                (change.code, change.name))
+    if isinstance(change, InvoiceRow | PaymentRow | AnomalyRow | CreditRow):
+        table = NEW_ROW_TABLES[type(change)]
+        columns = _COLUMNS[type(change)]
+        # Read field by field: the rows hold only flat values, which asdict would
+        # deep-copy for nothing.
+        return (f"INSERT INTO {{schema}}{table} ({', '.join(columns)}) "
+                f"VALUES ({', '.join('?' for _ in columns)}) ON CONFLICT (id) DO NOTHING",
+                tuple(_cell(getattr(change, k)) for k in columns))
+    if isinstance(change, NewRefund):
+        return ("INSERT INTO {schema}view_refunds (id, family_id, regie, amount_cents, "
+                "source, source_id, status, asked_at) SELECT ?, family_id, regie, ?, ?, "
+                f"?, 'due', ? FROM {{schema}}{change.owner_table} WHERE id = ? "
+                "ON CONFLICT (id) DO NOTHING",
+                (change.id, change.amount_cents, change.source, change.source_id,
+                 change.asked_at, change.owner_id))
+    assignments = ", ".join(f"{k} = ?" for k in change.values)
+    return (f"UPDATE {{schema}}{change.table} SET {assignments} WHERE id = ?",
+            (*change.values.values(), change.id))
+
+
+def _count_again(c: Any, changes: list[Change]) -> None:
+    """Count again the open invoices of each family and régie ``changes`` touched."""
+    pairs = {(ch.family_id, ch.regie) for ch in changes if isinstance(ch, InvoiceRow)}
+    ids = sorted({ch.id for ch in changes
+                  if isinstance(ch, RowChange) and ch.table == "view_invoices"})
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        rows = c.query("SELECT DISTINCT family_id, regie FROM {schema}view_invoices "
+                       f"WHERE id IN ({', '.join('?' for _ in chunk)})", tuple(chunk))
+        pairs.update((r["family_id"], r["regie"]) for r in rows)
+    if not pairs:
+        return
+    ordered = sorted(pairs)
+    c.executemany("DELETE FROM {schema}view_totals WHERE family_id = ? AND regie = ?", ordered)
+    c.executemany(
+        "INSERT INTO {schema}view_totals (family_id, regie, count, total_cents) "
+        "SELECT family_id, regie, COUNT(*), SUM(amount_due_cents) FROM {schema}view_invoices "
+        f"WHERE family_id = ? AND regie = ? AND status = '{domain.OPEN}' "
+        "GROUP BY family_id, regie", ordered)
+
+
+def history_key(row: dict[str, Any]) -> list[str]:
+    """Where a page of the history ends, as ``history`` takes it."""
+    return [row["issued_on"], row["regie"], row["number"]]
 
 
 def _line(r: dict[str, Any]) -> domain.ToPayLine:
@@ -340,7 +413,9 @@ class SqlToPayStore:
                 "paid_position BIGINT)"
             )
             c.execute("CREATE INDEX IF NOT EXISTS view_invoices_family "
-                      "ON {schema}view_invoices (family_id, status)")
+                      "ON {schema}view_invoices (family_id, status, regie, issued_on, number)")
+            c.execute("CREATE INDEX IF NOT EXISTS view_invoices_history "
+                      "ON {schema}view_invoices (family_id, issued_on DESC, regie, number)")
             c.execute(
                 "CREATE TABLE IF NOT EXISTS {schema}view_payments ("
                 "id TEXT PRIMARY KEY, family_id TEXT NOT NULL, regie TEXT NOT NULL, "
@@ -359,6 +434,9 @@ class SqlToPayStore:
             c.execute("CREATE TABLE IF NOT EXISTS {schema}view_credits ("
                       "id TEXT PRIMARY KEY, family_id TEXT NOT NULL, regie TEXT NOT NULL, "
                       "balance_cents BIGINT NOT NULL)")
+            c.execute("CREATE TABLE IF NOT EXISTS {schema}view_totals ("
+                      "family_id TEXT NOT NULL, regie TEXT NOT NULL, count BIGINT NOT NULL, "
+                      "total_cents BIGINT NOT NULL, PRIMARY KEY (family_id, regie))")
             c.execute("CREATE TABLE IF NOT EXISTS {schema}view_anomalies "
                       "(id TEXT PRIMARY KEY, payment_id TEXT NOT NULL)")
             c.execute("CREATE INDEX IF NOT EXISTS view_payments_day "
@@ -374,7 +452,7 @@ class SqlToPayStore:
     def reset(self) -> None:
         with self.store.transaction() as c:
             for table in ("view_regies", "view_invoices", "view_payments", "view_anomalies",
-                          "view_credits", "view_refunds", "view_positions"):
+                          "view_credits", "view_refunds", "view_totals", "view_positions"):
                 c.execute(f"DROP TABLE IF EXISTS {{schema}}{table}")
         self.create()
 
@@ -392,37 +470,21 @@ class SqlToPayStore:
             )
             if moved != 1:
                 return False
+            # Consecutive changes with the same statement go in one executemany: the order
+            # between statements is kept (a row is inserted before it is updated).
+            statement, rows = "", list[tuple[Any, ...]]()
             for change in changes:
-                if isinstance(change, RegieRow):
-                    c.execute(
-                        "INSERT INTO {schema}view_regies (code, name) VALUES (?, ?) "
-                        "ON CONFLICT (code) DO UPDATE SET name = excluded.name",
-                        (change.code, change.name),
-                    )
-                elif isinstance(change, InvoiceRow | PaymentRow | AnomalyRow | CreditRow):
-                    table = NEW_ROW_TABLES[type(change)]
-                    row = {k: v.isoformat() if isinstance(v, date) else v
-                           for k, v in asdict(change).items()}
-                    c.execute(
-                        f"INSERT INTO {{schema}}{table} ({', '.join(row)}) "
-                        f"VALUES ({', '.join('?' for _ in row)}) ON CONFLICT (id) DO NOTHING",
-                        tuple(row.values()),
-                    )
-                elif isinstance(change, NewRefund):
-                    c.execute(
-                        "INSERT INTO {schema}view_refunds (id, family_id, regie, amount_cents, "
-                        "source, source_id, status, asked_at) SELECT ?, family_id, regie, ?, ?, "
-                        f"?, 'due', ? FROM {{schema}}{change.owner_table} WHERE id = ? "
-                        "ON CONFLICT (id) DO NOTHING",
-                        (change.id, change.amount_cents, change.source, change.source_id,
-                         change.asked_at, change.owner_id),
-                    )
-                elif change.values:
-                    assignments = ", ".join(f"{k} = ?" for k in change.values)
-                    c.execute(
-                        f"UPDATE {{schema}}{change.table} SET {assignments} WHERE id = ?",
-                        (*change.values.values(), change.id),
-                    )
+                if isinstance(change, RowChange) and not change.values:
+                    continue
+                next_statement, row = _statement(change)
+                if next_statement != statement and rows:
+                    c.executemany(statement, rows)
+                    rows = []
+                statement = next_statement
+                rows.append(row)
+            if rows:
+                c.executemany(statement, rows)
+            _count_again(c, changes)
         return True
 
     def open_lines(self, family_id: str, regie: str | None = None) -> list[domain.ToPayLine]:
@@ -441,16 +503,42 @@ class SqlToPayStore:
         )
         return [r["id"] for r in rows]
 
+    def totals(self, family_id: str) -> list[dict[str, Any]]:
+        rows = self.store.fetchall(
+            "SELECT regie, count, total_cents FROM {schema}view_totals WHERE family_id = ? "
+            "ORDER BY regie", (family_id,))
+        return [_plain(r) for r in rows]
+
     def regie_names(self) -> dict[str, str]:
         rows = self.store.fetchall("SELECT code, name FROM {schema}view_regies")
         return {r["code"]: r["name"] for r in rows}
 
-    def history(self, family_id: str) -> list[dict[str, Any]]:
-        rows = self.store.fetchall(
-            "SELECT * FROM {schema}view_invoices WHERE family_id = ? "
-            "ORDER BY issued_on DESC, regie, number", (family_id,)
-        )
-        return [_plain(r) for r in rows]
+    def history(self, family_id: str, limit: int | None = None,
+                after: list[str] | None = None) -> list[dict[str, Any]]:
+        query = "SELECT * FROM {schema}view_invoices WHERE family_id = ?"
+        params: tuple[Any, ...] = (family_id,)
+        if after is not None:
+            # Keyset: after the row keyed (issued_on, regie, number) in this order.
+            issued_on, regie, number = [*after, "", "", ""][:3]
+            query += (" AND (issued_on < ? OR (issued_on = ? AND (regie > ? OR "
+                      "(regie = ? AND number > ?))))")
+            params += (issued_on, issued_on, regie, regie, number)
+        query += " ORDER BY issued_on DESC, regie, number"
+        if limit is not None:
+            query += f" LIMIT {int(limit)}"
+        return [_plain(r) for r in self.store.fetchall(query, params)]
+
+    def open_page(self, family_id: str, regie: str, limit: int,
+                  after: list[str] | None = None) -> list[domain.ToPayLine]:
+        query = ("SELECT * FROM {schema}view_invoices WHERE family_id = ? AND status = ? "
+                 "AND regie = ?")
+        params: tuple[Any, ...] = (family_id, domain.OPEN, regie)
+        if after is not None:
+            issued_on, number = [*after, "", ""][:2]
+            query += " AND (issued_on > ? OR (issued_on = ? AND number > ?))"
+            params += (issued_on, issued_on, number)
+        query += f" ORDER BY issued_on, number LIMIT {int(limit)}"
+        return [_line(r) for r in self.store.fetchall(query, params)]
 
     def payments(self, regie: str, day: date) -> list[dict[str, Any]]:
         rows = self.store.fetchall(
@@ -493,6 +581,8 @@ class SqlToPayStore:
             "anomalies": table("view_anomalies"),
             "credits": table("view_credits"),
             "refunds": table("view_refunds"),
+            "totals": [_plain(r) for r in self.store.fetchall(
+                "SELECT * FROM {schema}view_totals ORDER BY family_id, regie")],
         }
 
     def refunds(self, status: str | None = None, regie: str | None = None,
@@ -553,11 +643,14 @@ def catch_up(
     are then as they were at that moment (events are recorded in time order).
     """
     done = 0
+    size = batch_size
     while True:
         position = store.position()
         notifications = app.recorder.select_notifications(
-            position, batch_size, inclusive_of_start=False
+            position, size, inclusive_of_start=False
         )
+        # A full batch means a long way to go (a replay): larger batches, fewer commits.
+        size = min(size * 2, REPLAY_BATCH) if len(notifications) == size else batch_size
         if not notifications:
             return done
         changes: list[Change] = []

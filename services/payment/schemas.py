@@ -1,6 +1,11 @@
 """HTTP schemas of the payment API."""
 
-from marshmallow import Schema, fields, validate
+import base64
+import binascii
+import json
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate
 
 from services.common.web.validators import CODE, FAMILY
 
@@ -34,9 +39,46 @@ class ToPayInvoice(Schema):
         "description": "the payment in progress that reserves it, null otherwise"})
 
 
+PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+
+class Cursor(fields.String):
+    """Where the previous page ended: opaque to clients, who send back ``next_cursor``."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any,  # type: ignore[override]
+                     **kwargs: Any) -> list[str]:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            after = json.loads(base64.urlsafe_b64decode(text.encode() + b"=="))
+        except (ValueError, binascii.Error) as e:
+            raise ValidationError("not a cursor this API gave") from e
+        if not (isinstance(after, list) and after and all(isinstance(v, str) for v in after)):
+            raise ValidationError("not a cursor this API gave")
+        return after
+
+
+def cursor_after(key: list[str] | tuple[str, ...] | None) -> str | None:
+    """The ``next_cursor`` of a page whose last row has ``key``; None on the last page."""
+    if key is None:
+        return None
+    return base64.urlsafe_b64encode(json.dumps(list(key)).encode()).decode().rstrip("=")
+
+
+class PageQuery(Schema):
+    limit = fields.Integer(load_default=PAGE_SIZE,
+                           validate=validate.Range(min=1, max=MAX_PAGE_SIZE), metadata={
+                               "description": f"rows per page, {PAGE_SIZE} when not given, "
+                                              f"at most {MAX_PAGE_SIZE}"})
+    cursor = Cursor(load_default=None, metadata={
+        "description": "the next_cursor of the previous page; none for the first page"})
+
+
 class ToPayInvoices(Schema):
     regie = fields.String()
     invoices = fields.List(fields.Nested(ToPayInvoice))
+    next_cursor = fields.String(allow_none=True, metadata={
+        "description": "send it as cursor for the next page; null on the last page"})
 
 
 
@@ -112,6 +154,8 @@ class HistoryLine(Schema):
 
 class History(Schema):
     invoices = fields.List(fields.Nested(HistoryLine))
+    next_cursor = fields.String(allow_none=True, metadata={
+        "description": "send it as cursor for the next page; null on the last page"})
 
 
 class JournalQuery(Schema):

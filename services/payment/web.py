@@ -19,6 +19,7 @@ from services.common.web.metrics import StoredState, registry
 from services.payment import documents, domain
 from services.payment.application import PaymentApp
 from services.payment.journal import to_csv
+from services.payment.projections import history_key
 from services.payment.schemas import (
     CounterPaymentIn,
     CounterPaymentOut,
@@ -27,6 +28,7 @@ from services.payment.schemas import (
     Journal,
     JournalQuery,
     NotificationIn,
+    PageQuery,
     PaymentIn,
     PaymentOut,
     RefundList,
@@ -37,6 +39,7 @@ from services.payment.schemas import (
     ToPayInvoices,
     Verification,
     VerificationQuery,
+    cursor_after,
 )
 
 # The portal's payer reads what a family owes and has paid; only it pays (and the operator).
@@ -110,18 +113,33 @@ def create_app(
     @blp.route("/families/<family_id>/to-pay/<regie>")
     class FamilyToPayRegie(MethodView):
         @auth.requires(*READERS, "cashier")
+        @blp.arguments(PageQuery, location="query")
         @blp.response(200, ToPayInvoices)
-        def get(self, family_id: str, regie: str) -> Any:
+        def get(self, page: dict[str, Any], family_id: str, regie: str) -> Any:
+            """One page of the family's open invoices in the régie, oldest issued first."""
             if not service.regie_exists(regie):
                 raise NotFound("regie", f"unknown régie {regie!r}")
-            return {"regie": regie, "invoices": service.to_pay_lines(family_id, regie, today())}
+            # One more than asked: whether a next page exists, without counting.
+            lines = service.to_pay_lines(family_id, regie, today(), page["limit"] + 1,
+                                         page["cursor"])
+            more = len(lines) > page["limit"]
+            lines = lines[:page["limit"]]
+            last = lines[-1] if more else None
+            return {"regie": regie, "invoices": lines, "next_cursor": cursor_after(
+                None if last is None else [last["issued_on"].isoformat(), last["number"]])}
 
     @blp.route("/families/<family_id>/history")
     class FamilyHistory(MethodView):
         @auth.requires(*READERS)
+        @blp.arguments(PageQuery, location="query")
         @blp.response(200, History)
-        def get(self, family_id: str) -> Any:
-            return {"invoices": service.history(family_id)}
+        def get(self, page: dict[str, Any], family_id: str) -> Any:
+            """One page of the family's invoices, newest issued first."""
+            rows = service.history(family_id, page["limit"] + 1, page["cursor"])
+            more = len(rows) > page["limit"]
+            rows = rows[:page["limit"]]
+            return {"invoices": rows,
+                    "next_cursor": cursor_after(history_key(rows[-1]) if more else None)}
 
     @blp.route("/regies/<regie>/journal")
     class RegieJournal(MethodView):

@@ -48,6 +48,10 @@ def _reason(r: requests.Response) -> str:
         return r.text[:200]
 
 
+# The largest page the payment API gives: fewest round trips for a long history.
+PAGE = 1000
+
+
 class Payments(Protocol):
     """What the portal asks of the payment API (the port; ``PaymentApi`` is the real side)."""
 
@@ -106,12 +110,21 @@ class PaymentApi:
     def to_pay_regie(self, family_id: str, regie: str) -> list[dict[str, Any]]:
         if not REGIE_CODE.match(regie):
             raise NotFound("not a régie code")
-        r = self._call("GET", f"/families/{quote(family_id, safe='')}/to-pay/{regie}")
-        return list(r.json()["invoices"])
+        return self._all(f"/families/{quote(family_id, safe='')}/to-pay/{regie}")
 
     def history(self, family_id: str) -> list[dict[str, Any]]:
-        r = self._call("GET", f"/families/{quote(family_id, safe='')}/history")
-        return list(r.json()["invoices"])
+        return self._all(f"/families/{quote(family_id, safe='')}/history")
+
+    def _all(self, path: str) -> list[dict[str, Any]]:
+        """Every page of a paged list: the portal shows a family's invoices whole."""
+        rows: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"limit": PAGE}
+        while True:
+            body = self._call("GET", path, params=params).json()
+            rows += body["invoices"]
+            if not body.get("next_cursor"):
+                return rows
+            params["cursor"] = body["next_cursor"]
 
     def request_payment(self, family_id: str, regie: str, invoice_ids: list[str],
                         email: str) -> dict[str, Any]:

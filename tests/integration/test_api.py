@@ -6,6 +6,7 @@ Billing's events reach payment through the same wire messages the relay would pu
 
 from collections.abc import Callable
 from datetime import date
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -501,3 +502,85 @@ def test_to_pay_follows_billing_to_the_cent(
     unknown = pay.get("/families/fam-1/to-pay/PISCINE", headers=READER)
     assert unknown.status_code == 404
     assert "PISCINE" in field_errors(unknown)["regie"][0]
+
+
+def test_the_regie_list_and_the_history_come_in_pages_that_follow_cursors(
+        client: FlaskClient, billing: BillingApp, payment: PaymentApp,
+        payment_client: PaymentClient) -> None:
+    open_regies(client)
+    # Two invoices a day, so that a page can end in the middle of a day.
+    for i in range(7):
+        issue(client, number=f"S-{i}", issued_on=f"2025-02-{10 + i // 2:02d}")
+        issue(client, number=f"C-{i}", regie="CANTINE", issued_on=f"2025-02-{10 + i // 2:02d}")
+    deliver(payment, wire_messages(billing))
+    pay = payment_client(TODAY)
+
+    def follow(path: str, limit: int | None) -> tuple[list[str], int]:
+        numbers: list[str] = []
+        query: dict[str, Any] = {} if limit is None else {"limit": limit}
+        pages = 0
+        while True:
+            r = pay.get(path, query_string=query, headers=READER)
+            assert r.status_code == 200, r.get_data(as_text=True)
+            body = r.get_json()
+            pages += 1
+            assert limit is None or len(body["invoices"]) <= limit
+            numbers += [i["number"] for i in body["invoices"]]
+            if body["next_cursor"] is None:
+                return numbers, pages
+            query["cursor"] = body["next_cursor"]
+
+    whole = [f"S-{i}" for i in range(7)]
+    assert follow("/families/fam-1/to-pay/SPORTS", None) == (whole, 1)
+    assert follow("/families/fam-1/to-pay/SPORTS", 3) == (whole, 3)
+    assert follow("/families/fam-1/to-pay/SPORTS", 7) == (whole, 1)
+    history, _ = follow("/families/fam-1/history", None)
+    assert history[:4] == ["C-6", "S-6", "C-4", "C-5"]  # newest first, then régie, number
+    assert follow("/families/fam-1/history", 2) == (history, 7)
+    assert follow("/families/fam-1/history", 5) == (history, 3)
+    assert sorted(history) == sorted(whole + [f"C-{i}" for i in range(7)])
+
+    # Bad page parameters: 422 naming the parameter, as for any bad input.
+    for path, why in (("/families/fam-1/history?limit=0", "limit"),
+                      ("/families/fam-1/history?limit=1001", "limit"),
+                      ("/families/fam-1/to-pay/SPORTS?cursor=nope!", "cursor"),
+                      ("/families/fam-1/history?cursor=e30", "cursor")):
+        r = pay.get(path, headers=READER)
+        assert r.status_code == 422, path
+        assert why in field_errors(r, "query")
+
+
+class _FlaskSession:
+    """What PaymentApi asks of requests.Session, answered by the payment API in-process."""
+
+    def __init__(self, client: FlaskClient) -> None:
+        self.client = client
+        self.calls: list[dict[str, Any]] = []
+
+    def request(self, method: str, url: str, *, headers: dict[str, str], timeout: float,
+                params: dict[str, Any] | None = None, **_: Any) -> Any:
+        self.calls.append(dict(params or {}))
+        r = self.client.open(url.removeprefix("http://pay.test"), method=method,
+                             headers=headers, query_string=params)
+        return SimpleNamespace(status_code=r.status_code, json=r.get_json, is_redirect=False,
+                               headers=r.headers, text=r.get_data(as_text=True))
+
+
+def test_the_portal_follows_the_cursors_to_show_a_long_history_whole(
+        client: FlaskClient, billing: BillingApp, payment: PaymentApp,
+        payment_client: PaymentClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.portal import payments as portal_payments
+
+    open_regies(client)
+    for i in range(5):
+        issue(client, number=f"S-{i}")
+    deliver(payment, wire_messages(billing))
+    session = _FlaskSession(payment_client(TODAY))
+    api = portal_payments.PaymentApi("http://pay.test", "tok-reader",
+                                     session=session)  # type: ignore[arg-type]
+    monkeypatch.setattr(portal_payments, "PAGE", 2)
+
+    assert sorted(i["number"] for i in api.history("fam-1")) == [f"S-{i}" for i in range(5)]
+    assert len(session.calls) == 3 and "cursor" in session.calls[-1]
+    assert [i["number"] for i in api.to_pay_regie("fam-1", "SPORTS")] == [
+        f"S-{i}" for i in range(5)]

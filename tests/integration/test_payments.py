@@ -462,8 +462,8 @@ def test_a_cancellation_racing_a_payment_is_not_lost(store_settings: Settings) -
     real_change = payment._billing_change
     calls: list[int] = []
 
-    def change_then_race(message: Any) -> Any:
-        aggregate = real_change(message)
+    def change_then_race(message: Any, seen: Any = None) -> Any:
+        aggregate = real_change(message, seen)
         if not calls:  # the family starts paying between our read and our write
             request(payment, "S-1")
         calls.append(1)

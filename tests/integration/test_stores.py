@@ -4,6 +4,7 @@ import sqlite3
 import threading
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -151,6 +152,29 @@ def test_a_rebuilt_projection_equals_the_live_one(any_store_settings: Settings) 
     assert payment.to_pay.snapshot() == live
     fresh = MemoryToPayStore()
     catch_up(payment, fresh, batch_size=7)
+    assert fresh.snapshot() == live
+
+
+def test_a_long_catch_up_reads_ever_larger_batches(any_store_settings: Settings) -> None:
+    billing = billing_app(any_store_settings)
+    payment = payment_app(any_store_settings)
+    open_regies(billing)
+    billing.issue_batch([terms(number=f"R-{i}", family=f"fam-{i % 5}") for i in range(60)])
+    deliver(payment, wire_messages(billing))
+    live = payment.to_pay.snapshot()
+    fresh = MemoryToPayStore()
+    transactions: list[int] = []
+    apply = fresh.apply
+
+    def counted(changes: list[Any], expected: int, position: int) -> bool:
+        transactions.append(position - expected)
+        return apply(changes, expected, position)
+
+    fresh.apply = counted  # type: ignore[method-assign]
+    assert catch_up(payment, fresh, batch_size=4) == payment.recorder.max_notification_id()
+    # 4, 8, 16, 32, then what is left: five transactions where fixed batches take 16.
+    assert transactions[:4] == [4, 8, 16, 32]
+    assert len(transactions) == 5
     assert fresh.snapshot() == live
 
 

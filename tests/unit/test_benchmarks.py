@@ -8,7 +8,8 @@ from benchmarks.harness import Figure, table
 
 def test_every_benchmark_has_its_own_module() -> None:
     modules = {run.__module__ for run in BENCHMARKS.values()}
-    assert modules == {"benchmarks.batch_issue", "benchmarks.delay", "benchmarks.drain"}
+    assert modules == {"benchmarks.batch_issue", "benchmarks.delay", "benchmarks.drain",
+                       "benchmarks.reads"}
 
 
 def test_an_unknown_benchmark_is_refused_with_the_known_ones(
@@ -18,7 +19,7 @@ def test_an_unknown_benchmark_is_refused_with_the_known_ones(
         main(["delay", "nope"])
     assert exited.value.code == 2
     err = capsys.readouterr().err
-    assert "no benchmark nope" in err and "batch-issue, delay, drain" in err
+    assert "no benchmark nope" in err and "batch-issue, delay, drain, reads" in err
 
 
 def test_the_closing_table_gives_each_figure_its_baseline_and_ratio() -> None:

@@ -72,6 +72,11 @@ def run(ops: list[tuple[str, str, str, int]], tmp: Any) -> None:
         deliver(payment, wire_messages(billing))
         time.sleep(0.002)
         moments.append((datetime.now(UTC), payment.to_pay.snapshot()))
+        for fam in ("fam-a", "fam-b"):
+            # The totals kept per family and régie are what the open invoices add up to.
+            assert payment.to_pay.totals(fam) == [
+                {"regie": e["code"], "count": e["count"], "total_cents": e["total_cents"]}
+                for e in domain.summarise(payment.to_pay.open_lines(fam), {})]
         time.sleep(0.002)
 
     rebuilt = MemoryToPayStore()

@@ -8,6 +8,10 @@ republish or a re-partitioned topic is recognised and skipped. An event that doe
 follow the last one applied for its aggregate (``OutOfOrder``) makes the consumer read
 the topic again from the start rather than apply it.
 
+A poll's messages are applied in one transaction when the application can (a
+``BatchHandler``); a batch that fails for any reason is applied again message by message,
+which either records each once or stops at the one that cannot be, as before.
+
 A message that cannot be read is never skipped: it is parked as a dead letter (see
 ``services.common.messaging.deadletters``), with every later message of its subject behind it,
 until ``retry`` applies them once the code can read them.
@@ -35,6 +39,9 @@ from services.common.settings import Settings
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Envelope, Tracking], bool]
+# Applies many messages in one transaction, each subject's tracking with them, or raises
+# with nothing applied; returns how many were new.
+BatchHandler = Callable[[list[tuple[Envelope, Tracking]]], int]
 
 _ENVELOPE = EnvelopeSchema()
 
@@ -61,14 +68,46 @@ class Intake:
     dead-letter table, however long it is.
     """
 
-    def __init__(self, topic: str, handle: Handler, dead_letters: DeadLetters) -> None:
+    def __init__(self, topic: str, handle: Handler, dead_letters: DeadLetters,
+                 handle_batch: BatchHandler | None = None) -> None:
         self.topic = topic
         self.handle = handle
+        self.handle_batch = handle_batch
         self.dead_letters = dead_letters
         self.held = dead_letters.held_subjects(topic)
 
     def record(self, partition: int, offset: int, key: bytes | None, value: bytes) -> bool:
         """Apply one record; False if it was already applied or has been parked."""
+        message = self._readable(partition, offset, key, value)
+        if message is None:
+            return False
+        return self.handle(message, tracking_for(self.topic, message))
+
+    def records(self, batches: dict[int, list[Record]]) -> int:
+        """Apply a poll's records, in one transaction if the application can; how many
+        were new."""
+        if self.handle_batch is None:
+            return sum(self.record(partition, r.offset, r.key, r.value)
+                       for partition, records in batches.items() for r in records)
+        # Parking depends only on the bytes and on what is parked already, never on what
+        # gets applied: park first, then apply what is left.
+        ready = [message for partition, records in batches.items() for r in records
+                 if (message := self._readable(partition, r.offset, r.key, r.value))]
+        if not ready:
+            return 0
+        batch = [(message, tracking_for(self.topic, message)) for message in ready]
+        try:
+            return self.handle_batch(batch)
+        except Exception as e:
+            # Nothing of the batch was recorded: one by one, each message is recorded once
+            # or raises where the batch could not go on (out of order, database gone).
+            log.info("%s: a batch of %d failed (%s: %s); applying it message by message",
+                     self.topic, len(batch), type(e).__name__, e)
+        return sum(self.handle(message, tracking) for message, tracking in batch)
+
+    def _readable(self, partition: int, offset: int, key: bytes | None, value: bytes
+                  ) -> Envelope | None:
+        """The record's message, or None once it is parked."""
         try:
             message = decode(value)
         except EnvelopeError as e:
@@ -78,7 +117,7 @@ class Intake:
                 subject=head[0] if head else None,
                 notification_id=head[1] if head else None,
             ))
-            return False
+            return None
         first_parked = self.held.get(message.subject)
         # A lower notification id came before the parked one: applied already, or never
         # held. An equal one is the parked event itself, republished.
@@ -88,8 +127,8 @@ class Intake:
                 f"held behind an earlier parked message of {message.subject}",
                 subject=message.subject, notification_id=message.notification_id,
             ))
-            return False
-        return self.handle(message, tracking_for(self.topic, message))
+            return None
+        return message
 
     def _park(self, letter: DeadLetter) -> None:
         if self.dead_letters.park(letter):
@@ -171,10 +210,12 @@ class TrackedConsumer:
         *,
         dead_letters: DeadLetters,
         subscribe: Callable[[], Subscriber] | None = None,
+        handle_batch: BatchHandler | None = None,
     ) -> None:
         self.settings = settings
         self.topic = topic
         self.handle = handle
+        self.handle_batch = handle_batch
         self.positions = positions
         self.dead_letters = dead_letters
         self.on_idle = on_idle
@@ -276,10 +317,8 @@ class TrackedConsumer:
                 batches = client.poll()  # without waiting: the loop sleeps when idle
                 self._note_highwaters(client, partitions)
                 if batches:
-                    intake = Intake(self.topic, self.handle, self.dead_letters)
-                    for partition, records in batches.items():
-                        for record in records:
-                            intake.record(partition, record.offset, record.key, record.value)
+                    Intake(self.topic, self.handle, self.dead_letters,
+                           self.handle_batch).records(batches)
                     # Parked before the offsets move on, each in its own transaction: a
                     # crash between the two reads the records again, and parking them
                     # again changes nothing (it is idempotent on topic/partition/offset).

@@ -87,6 +87,9 @@ def _keyed_from(recorded: int | None, key: bytes, first_id: int) -> tuple[int | 
 
 
 class Chained:
+    """Also takes ``trackings=[...]``: a batch of consumed messages records one tracking
+    record per aggregate it read, in the same transaction as its events."""
+
     # Set by the application from REGIE_CHAIN_KEY; empty: plain SHA-256.
     chain_key: bytes = b""
 
@@ -135,6 +138,8 @@ class ChainedSQLiteProcessRecorder(Chained, SQLiteProcessRecorder):
     def _insert_events(self, c: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
                        ) -> Sequence[int] | None:
         ids = super()._insert_events(c, stored_events, **kwargs)
+        for tracking in kwargs.get("trackings", ()):
+            self._insert_tracking(c, tracking)
         if ids:
             c.execute(f"SELECT hash FROM {TABLE} ORDER BY notification_id DESC LIMIT 1")
             row = c.fetchone()
@@ -163,6 +168,12 @@ class ChainedPostgresProcessRecorder(Chained, PostgresProcessRecorder):
         self.sql_create_statements.append(SQL(
             "CREATE TABLE IF NOT EXISTS {} (notification_id BIGINT NOT NULL)"
         ).format(self.key_table))
+
+    def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+                       ) -> None:
+        super()._insert_events(curs, stored_events, **kwargs)
+        for tracking in kwargs.get("trackings", ()):
+            self._insert_tracking(curs, tracking=tracking)
 
     def _recorded_key_start(self) -> int | None:
         from psycopg.sql import SQL
