@@ -98,6 +98,9 @@ class PaymentApp(ServiceApplication):
     def _billing_change(self, message: Envelope) -> list[Any]:
         """The aggregates a billing event changes here, with their new events."""
         data = message.data
+        if message.name == "FamilyForgotten":
+            # Billing erased its copy; this service's own is erased by `regie forget`.
+            return []
         if message.name == "RegieOpened":
             if self._get(domain.Regie.create_id(data["code"])) is not None:
                 return []
@@ -169,6 +172,9 @@ class PaymentApp(ServiceApplication):
         return credit
 
     # --- queries ------------------------------------------------------------------
+    def erasure(self, family_id: str, reason: str) -> domain.Erasure:
+        return domain.Erasure(family_id=family_id, reason=reason)
+
     def refresh(self) -> int:
         """Bring the read models up to date with the history."""
         return catch_up(self, self.to_pay)
