@@ -350,12 +350,23 @@ def cmd_forget(args: argparse.Namespace) -> int:
             print(f"{len(families)} famil{'y' if len(families) == 1 else 'ies'} inactive "
                   f"since before {args.inactive_before.isoformat()} (dry run: none forgotten)")
             return 0
+    accounts = _portal_accounts()
     for family in families:
         erased = [service for service, app in (("billing", billing), ("payment", payment))
                   if app.forget(family, args.reason)]
+        if accounts is not None and accounts.forget_family(family):
+            erased.append("portal account")
         held = ", ".join(erased) if erased else "no sealed data held"
         print(f"{family}: forgotten ({held})")
     return 0
+
+
+def _portal_accounts() -> Any:
+    """The portal's accounts, where this machine keeps them (PORTAL_ACCOUNTS_DB)."""
+    from services.portal.accounts import Accounts, SqliteAccounts
+
+    path = Path(Settings().portal_accounts_db)
+    return Accounts(SqliteAccounts(path)) if path.exists() else None
 
 
 def _inactive_families(billing: Any, payment: Any, before: "date") -> list[str]:

@@ -18,6 +18,7 @@ from services.common.storage import chain
 from services.common.storage.history import records, write
 from services.payment.gateway import FakeGateway
 from services.payment.integration import make_to_wire as payment_to_wire
+from services.portal.accounts import Accounts, SqliteAccounts
 from tests.conftest import pg_connect
 from tests.factories import decoded, deliver, issued, relay_messages, terms, wire_messages
 from tests.helpers import request
@@ -80,8 +81,14 @@ def test_forget_erases_a_family_everywhere_and_keeps_every_amount(
 
     monkeypatch.setattr(bootstrap, "billing_app", lambda: billing_app(store_settings))
     monkeypatch.setattr(bootstrap, "payment_app", lambda: payment_app(store_settings))
+    accounts_db = store_settings.var_dir / "portal.db"
+    Accounts(SqliteAccounts(accounts_db)).create("fam-1", SECRET)
+    monkeypatch.setenv("PORTAL_ACCOUNTS_DB", str(accounts_db))
     assert cli.main(["forget", "--family", "fam-1", "--reason", "demande RGPD"]) == 0
-    assert "fam-1: forgotten (billing, payment)" in capsys.readouterr().out
+    assert "fam-1: forgotten (billing, payment, portal account)" in capsys.readouterr().out
+    assert Accounts(SqliteAccounts(accounts_db)).get(SECRET) is None
+    assert not any(_readable(p.read_bytes(), SECRET.encode())
+                   for p in accounts_db.parent.glob("portal.db*"))
 
     billing, payment = billing_app(store_settings), payment_app(store_settings)
     for app, service, key in ((billing, "billing", fam1_key), (payment, "payment", pay_key)):
@@ -155,6 +162,7 @@ def test_retention_lists_then_forgets_the_families_inactive_and_owing_nothing(
     deliver(payment, wire_messages(billing))
     monkeypatch.setattr(bootstrap, "billing_app", lambda: billing_app(store_settings))
     monkeypatch.setattr(bootstrap, "payment_app", lambda: payment_app(store_settings))
+    monkeypatch.setenv("PORTAL_ACCOUNTS_DB", str(store_settings.var_dir / "portal.db"))
     tomorrow = (date.today() + timedelta(days=1)).isoformat()
     today = date.today().isoformat()
 
