@@ -3,8 +3,14 @@
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import Application
-from eventsourcing.persistence import JSONTranscoder, Mapper, ProcessRecorder, Tracking
+from eventsourcing.application import Application, ProcessingEvent
+from eventsourcing.persistence import (
+    JSONTranscoder,
+    Mapper,
+    ProcessRecorder,
+    Recording,
+    Tracking,
+)
 
 from services.common.messaging.deadletters import DeadLetters, MemoryDeadLetters, SqlDeadLetters
 from services.common.messaging.positions import MemoryPositions, Positions, SqlPositions
@@ -52,6 +58,12 @@ class ServiceApplication(Application[UUID]):
 
     def construct_mapper(self) -> Mapper[UUID]:
         return PrivateMapper(transcoder=self.construct_transcoder())
+
+    def _record(self, processing_event: ProcessingEvent[UUID]) -> list[Recording[UUID]]:
+        if not isinstance(self.mapper, PrivateMapper):
+            return super()._record(processing_event)
+        with self.mapper.prepared(processing_event.events):
+            return super()._record(processing_event)
 
     def construct_recorder(self) -> ProcessRecorder:
         # Events made from a consumed message are recorded in one transaction with the

@@ -1,6 +1,7 @@
 """The families' data keys: a port, its fake, and its SQL side beside the event store."""
 
 import os
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -15,6 +16,9 @@ class KeyStore(Protocol):
 
     def key_or_new(self, family_id: str) -> bytes:
         """The family's data key, made on first use (again after it was forgotten)."""
+
+    def keys_or_new(self, family_ids: Iterable[str]) -> dict[str, bytes]:
+        """The keys of many families at once, the missing made (for a batch of events)."""
 
     def destroy(self, family_id: str, reason: str) -> bool:
         """Destroy the family's key for good; True if it had one."""
@@ -37,6 +41,9 @@ class MemoryKeyStore:
     def key_or_new(self, family_id: str) -> bytes:
         self._forgotten.discard(family_id)
         return self._keys.setdefault(family_id, os.urandom(KEY_BYTES))
+
+    def keys_or_new(self, family_ids: Iterable[str]) -> dict[str, bytes]:
+        return {family: self.key_or_new(family) for family in set(family_ids)}
 
     def destroy(self, family_id: str, reason: str) -> bool:
         self._forgotten.add(family_id)
@@ -84,6 +91,27 @@ class SqlKeyStore:
             row = c.query("SELECT data_key FROM {schema}privacy_keys WHERE family_id = ?",
                           (family_id,))
         return bytes(row[0]["data_key"])
+
+    def keys_or_new(self, family_ids: Iterable[str]) -> dict[str, bytes]:
+        wanted = sorted(set(family_ids))
+        keys: dict[str, bytes] = {}
+        for k in range(0, len(wanted), 500):
+            page = wanted[k:k + 500]
+            marks = ", ".join("?" * len(page))
+            rows = self.store.fetchall("SELECT family_id, data_key FROM {schema}privacy_keys "
+                                       f"WHERE family_id IN ({marks})", tuple(page))
+            keys.update((row["family_id"], bytes(row["data_key"])) for row in rows)
+        missing = [family for family in wanted if family not in keys]
+        if missing:
+            with self.store.transaction() as c:
+                c.executemany("INSERT INTO {schema}privacy_keys (family_id, data_key) "
+                              "VALUES (?, ?) ON CONFLICT (family_id) DO NOTHING",
+                              [(family, os.urandom(KEY_BYTES)) for family in missing])
+                c.executemany("DELETE FROM {schema}privacy_forgotten WHERE family_id = ?",
+                              [(family,) for family in missing])
+            # Read back: another writer may have made some of them first.
+            keys.update({family: self.key_or_new(family) for family in missing})
+        return keys
 
     def destroy(self, family_id: str, reason: str) -> bool:
         with self.store.transaction() as c:

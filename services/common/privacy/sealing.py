@@ -8,6 +8,8 @@ only the sealed text, so the hash chain over them is the same before and after.
 
 import base64
 import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -49,11 +51,25 @@ class PrivateMapper(Mapper[Any]):
         super().__init__(transcoder=transcoder)
         # Given once the application's store exists (the mapper is made before it).
         self.keys: KeyStore | None = keys
+        # The keys of the events being recorded now, fetched at once (see prepared()).
+        self._batch: dict[str, bytes] = {}
 
     def _keys(self) -> KeyStore:
         if self.keys is None:
             raise RuntimeError("the mapper has no key store")
         return self.keys
+
+    @contextmanager
+    def prepared(self, events: Iterable[Any]) -> Iterator[None]:
+        """The keys of these events' families fetched (or made) in one go, for storing
+        them: one query per batch rather than one per event. Only for writing: reading
+        always asks the store, so a key destroyed meanwhile is never used to open."""
+        families = {str(vars(e)["family_id"]) for e in events if personal_fields(type(e))}
+        self._batch = self._keys().keys_or_new(families) if families else {}
+        try:
+            yield
+        finally:
+            self._batch = {}
 
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
         fields = personal_fields(type(domain_event))
@@ -61,7 +77,7 @@ class PrivateMapper(Mapper[Any]):
             return super().to_stored_event(domain_event)
         state = dict(vars(domain_event))
         family = str(state["family_id"])
-        key = self._keys().key_or_new(family)
+        key = self._batch.get(family) or self._keys().key_or_new(family)
         for name in fields:
             if isinstance(state.get(name), str) and not state[name].startswith(PREFIX):
                 state[name] = seal(key, family, state[name])
