@@ -3,6 +3,7 @@ exports and what is published again, and leaves amounts, totals and the chain as
 
 import io
 import json
+import shutil
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -188,3 +189,33 @@ def test_retention_lists_then_forgets_the_families_inactive_and_owing_nothing(
 def test_forget_needs_one_family_or_a_date(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["forget"]) != 0
     assert "--family" in capsys.readouterr().err
+
+
+def test_events_stored_in_clear_before_sealing_read_erased_after_forget(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The kept stores of an earlier version hold fam-1's address in clear: forgetting the
+    family shows [effacé] everywhere and keeps the chain, but cannot erase those bytes
+    (docs/privacy.md says so)."""
+    from tests.fixtures.make_stores import HERE
+
+    var = tmp_path / "var"
+    var.mkdir()
+    for name in ("billing.db", "payment.db"):
+        shutil.copy(HERE / name, var / name)
+    monkeypatch.setenv("REGIE_VAR_DIR", str(var))
+    monkeypatch.setenv("PERSISTENCE_MODULE", "eventsourcing.sqlite")
+    monkeypatch.setenv("PORTAL_ACCOUNTS_DB", str(var / "portal.db"))
+    legacy = b"parent@example.org"
+    assert legacy in (var / "billing.db").read_bytes()
+
+    assert cli.main(["forget", "--family", "fam-1"]) == 0
+    assert cli.main(["verify"]) == 0
+    capsys.readouterr()
+    for service, app in (("billing", billing_app()), ("payment", payment_app())):
+        export = _export(app, service, family="fam-1")
+        assert "parent@example.org" not in export and ERASED in export
+    sent = decoded(wire_messages(billing_app()))
+    assert {m.data["payer_email"] for m in sent if m.name == "InvoiceIssued"} == {ERASED}
+    # What the chain covers stays as it was stored.
+    assert legacy in b"".join(p.read_bytes() for p in var.glob("billing.db*"))
