@@ -13,6 +13,7 @@ import pytest
 from services import bootstrap, cli
 from services.billing.integration import make_to_wire as billing_to_wire
 from services.bootstrap import billing_app, payment_app
+from services.common.errors import Conflict
 from services.common.privacy import ERASED
 from services.common.settings import Settings
 from services.common.storage import chain
@@ -149,6 +150,9 @@ def test_a_family_forgotten_then_invoiced_again_gets_a_new_key(store_settings: S
     again = billing_app(store_settings)
     assert again.get_invoice(billing_invoice_id("F-1")).payer_email == ERASED
     assert again.get_invoice(billing_invoice_id("F-2")).payer_email == OTHER
+    # The issuer sending the erased invoice again: its payer reads [effacé] now.
+    with pytest.raises(Conflict):
+        again.issue_invoice(terms("F-1", family="fam-1", payer_email=SECRET))
 
 
 def test_retention_lists_then_forgets_the_families_inactive_and_owing_nothing(
