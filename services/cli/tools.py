@@ -341,6 +341,9 @@ def cmd_forget(args: argparse.Namespace) -> int:
         raise ValueError("--dry-run goes with --inactive-before: it lists whom that erases")
     billing, payment = billing_app(), payment_app()
     if args.family is not None:
+        if not _known_family(billing, payment, args.family):
+            raise ValueError(f"no family {args.family!r} in either service: nothing to "
+                             "forget (check the id)")
         families = [args.family]
     else:
         families = _inactive_families(billing, payment, args.inactive_before)
@@ -359,6 +362,15 @@ def cmd_forget(args: argparse.Namespace) -> int:
         held = ", ".join(erased) if erased else "no sealed data held"
         print(f"{family}: forgotten ({held})")
     return 0
+
+
+def _known_family(billing: Any, payment: Any, family: str) -> bool:
+    """Whether either service has heard of the family (a key, an erasure, an invoice)."""
+    if any(app.keys.key(family) is not None or app.keys.forgotten(family)
+           for app in (billing, payment)):
+        return True
+    payment.refresh()
+    return bool(payment.to_pay.history(family))
 
 
 def _portal_accounts() -> Any:

@@ -4,12 +4,13 @@ exports and what is published again, and leaves amounts, totals and the chain as
 import io
 import json
 import shutil
-from datetime import date, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from events.formats import PARIS
 from services import bootstrap, cli
 from services.billing.integration import make_to_wire as billing_to_wire
 from services.bootstrap import billing_app, payment_app
@@ -168,8 +169,10 @@ def test_retention_lists_then_forgets_the_families_inactive_and_owing_nothing(
     monkeypatch.setattr(bootstrap, "billing_app", lambda: billing_app(store_settings))
     monkeypatch.setattr(bootstrap, "payment_app", lambda: payment_app(store_settings))
     monkeypatch.setenv("PORTAL_ACCOUNTS_DB", str(store_settings.var_dir / "portal.db"))
-    tomorrow = (date.today() + timedelta(days=1)).isoformat()
-    today = date.today().isoformat()
+    # Days as an operator types them: Paris time.
+    today_in_paris = datetime.now(PARIS).date()
+    tomorrow = (today_in_paris + timedelta(days=1)).isoformat()
+    today = today_in_paris.isoformat()
 
     # Everything happened today: nothing is inactive since before today.
     assert cli.main(["forget", "--inactive-before", today, "--dry-run"]) == 0
@@ -193,6 +196,22 @@ def test_retention_lists_then_forgets_the_families_inactive_and_owing_nothing(
 def test_forget_needs_one_family_or_a_date(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["forget"]) != 0
     assert "--family" in capsys.readouterr().err
+
+
+def test_forget_refuses_a_family_no_service_knows(
+        store_settings: Settings, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    billing, _ = issued(store_settings, terms("F-1", family="fam-1"))
+    monkeypatch.setenv("PORTAL_ACCOUNTS_DB", str(store_settings.var_dir / "portal.db"))
+    monkeypatch.setattr(bootstrap, "billing_app", lambda: billing_app(store_settings))
+    monkeypatch.setattr(bootstrap, "payment_app", lambda: payment_app(store_settings))
+    assert cli.main(["forget", "--family", "fam-l"]) == 1
+    assert "no family 'fam-l'" in capsys.readouterr().err
+    assert [n.topic for n in billing.recorder.select_notifications(0, 100)
+            if "Erasure" in n.topic] == []
+    # Forgetting twice is harmless: the second finds the family forgotten.
+    assert cli.main(["forget", "--family", "fam-1"]) == 0
+    assert cli.main(["forget", "--family", "fam-1"]) == 0
 
 
 def test_events_stored_in_clear_before_sealing_read_erased_after_forget(
