@@ -166,7 +166,7 @@ def build() -> dict[str, Any]:
         types = [REGISTRY[name] for name in topic.event_types]
         channel_messages: dict[str, Any] = {}
         for event_type in types:
-            assert event_type.topic == topic.name, event_type
+            assert topic.name in (event_type.topic, *event_type.also_on), event_type
             for version in sorted(event_type.versions):
                 mid = message_id(event_type.name, version)
                 messages[mid] = _message(event_type, version, topic)

@@ -23,6 +23,8 @@ class EventType:
     # upcasters[n] turns the data of version n into the data of version n + 1
     upcasters: dict[int, Upcaster] = field(default_factory=dict)
     _schemas: dict[int, Schema] = field(default_factory=dict, repr=False, compare=False)
+    # Other topics that carry it too (FamilyForgotten goes out from both services).
+    also_on: tuple[str, ...] = ()
 
     @property
     def latest(self) -> int:
@@ -92,6 +94,8 @@ REGISTRY = Registry(
         EventType("CounterPaymentReceived", PAYMENT, {1: schemas.CounterPaymentReceivedV1}),
         EventType("CreditApplied", PAYMENT, {1: schemas.CreditAppliedV1}),
         EventType("RefundPaid", PAYMENT, {1: schemas.RefundPaidV1}),
+        EventType("FamilyForgotten", BILLING, {1: schemas.FamilyForgottenV1},
+                  also_on=(PAYMENT,)),
         EventType("ChainHead", AUDIT, {1: schemas.ChainHeadV1}),
     ]
 )

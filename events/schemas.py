@@ -98,6 +98,19 @@ def invoice_issued_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "payer": payer}
 
 
+class FamilyForgottenV1(Strict):
+    """A family's personal data was erased on request (its key destroyed).
+
+    Sent by both services on their topics. It holds no personal data: a subscriber
+    erases what it keeps of the family (e-mail addresses, names) and shows "[effacé]"
+    instead; amounts, numbers, dates and statuses stay. Later messages carry
+    "[effacé]" in each personal field of the family. See docs/subscribers.md.
+    """
+
+    family_id = fields.String(required=True, metadata={"description": "Also the Kafka key."})
+    forgotten_at = fields.AwareDateTime(required=True)
+
+
 class InvoiceCancelledV1(Strict):
     """An unpaid invoice was cancelled: nothing is due on it any more."""
 

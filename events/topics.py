@@ -24,6 +24,7 @@ BILLING_INVOICES = Topic(
         "InvoiceTransferred",
         "InvoiceSettled",
         "InvoiceCredited",
+        "FamilyForgotten",
     ),
 )
 
@@ -42,6 +43,7 @@ PAYMENT_PAYMENTS = Topic(
         "CounterPaymentReceived",
         "CreditApplied",
         "RefundPaid",
+        "FamilyForgotten",
     ),
 )
 

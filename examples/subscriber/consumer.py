@@ -61,6 +61,10 @@ def describe(event: dict[str, Any]) -> str:
         return f"invoice {data['number']} of {data['regie']}: {name[len('Invoice'):].lower()}"
     if name == "RegieOpened":
         return f"régie {data['code']}: {data['name']}"
+    if name == "FamilyForgotten":
+        # This subscriber keeps only ids; one that kept e-mail addresses or names would
+        # erase them here, in the same transaction as the event's id.
+        return f"family {data['family_id']} forgotten: erase what is kept of it"
     if name.startswith("Payment") or name == "RefundNeeded":
         return f"payment {data['payment_id']} of {data['family_id']}: {name}"
     return f"{name}: {event['subject']}"  # a type this subscriber does not know yet

@@ -14,6 +14,7 @@ from events import Envelope
 from services.billing.domain import (
     Conflict,
     DomainError,
+    Erasure,
     Invoice,
     InvoiceTerms,
     NotFound,
@@ -39,6 +40,9 @@ class Issued:
 
 class BillingApp(ServiceApplication):
     name = "billing"
+
+    def erasure(self, family_id: str, reason: str) -> Erasure:
+        return Erasure(family_id=family_id, reason=reason)
 
     # --- consuming the payment service's events -----------------------------------
     def apply_payment_event(self, message: Envelope, tracking: Tracking) -> bool:

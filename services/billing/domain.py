@@ -12,7 +12,8 @@ from events.formats import NUMCLI as PAYFIP_NUMCLI
 from events.formats import exact
 from services.common.errors import Conflict, DomainError, NotFound
 
-__all__ = ["Conflict", "DomainError", "Invoice", "InvoiceTerms", "Line", "NotFound", "Regie"]
+__all__ = ["Conflict", "DomainError", "Erasure", "Invoice", "InvoiceTerms", "Line", "NotFound",
+           "Regie"]
 
 NAMESPACE = UUID("6f1c1d2e-8a53-4b0e-9d57-2f1b1a6c0e41")
 SAISIES = ("T", "X", "W")
@@ -130,6 +131,9 @@ class Invoice(Aggregate):
     # renaming one needs eventsourcing.utils.register_topic for the old name, and a change
     # of fields a class_version and an upcast_vN_vM, so that the history stays readable.
     class Issued(Aggregate.Created):
+        # Stored sealed with the family's key (services.common.privacy): erasable.
+        personal_fields = ("payer_email",)
+
         regie: str
         number: str
         family_id: str
@@ -324,3 +328,20 @@ class Invoice(Aggregate):
             "applied_cents": applied_cents, "credit_cents": credit_cents, "by": by})
         if self.status == ISSUED and self.amount_due_cents == 0:
             self.status = PAID
+
+
+class Erasure(Aggregate):
+    """An erasure of a family's personal data, on request or at the end of retention.
+
+    Its event holds no personal data: the erasure itself is destroying the family's key,
+    which the application does beside recording this.
+    """
+
+    class Recorded(Aggregate.Created):
+        family_id: str
+        reason: str
+
+    @event(Recorded)
+    def __init__(self, family_id: str, reason: str) -> None:
+        self.family_id = family_id
+        self.reason = reason

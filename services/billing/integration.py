@@ -4,10 +4,19 @@ from typing import Any
 
 import events
 from services.billing.application import BillingApp
-from services.billing.domain import Invoice, Regie
+from services.billing.domain import Erasure, Invoice, Regie
 from services.common.messaging.outbox import Outgoing, ToWire
 
 SOURCE = "/regie/billing"
+
+
+def family_forgotten(event: Any, common: dict[str, Any], topic: str) -> Outgoing:
+    """An erasure's record on the wire: the family and when, nothing personal."""
+    value = events.encode(
+        "FamilyForgotten", {"family_id": event.family_id, "forgotten_at": event.timestamp},
+        subject=event.family_id, key=event.family_id, **common,
+    )
+    return Outgoing(topic, event.family_id, value)
 
 
 def make_to_wire(app: BillingApp, topic: str) -> ToWire:
@@ -25,6 +34,8 @@ def make_to_wire(app: BillingApp, topic: str) -> ToWire:
                 "RegieOpened", data, subject=event.code, key=event.code, **common
             )
             return [Outgoing(topic, event.code, value)]
+        if isinstance(event, Erasure.Recorded):
+            return [family_forgotten(event, common, topic)]
         if isinstance(event, Invoice.Issued):
             data = {
                 "invoice_id": str(event.originator_id),

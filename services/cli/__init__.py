@@ -24,6 +24,7 @@ from services.cli.tools import (
     cmd_as_of,
     cmd_dead_letters,
     cmd_export,
+    cmd_forget,
     cmd_import,
     cmd_journal,
     cmd_replay,
@@ -142,6 +143,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_replay)
 
     reminders.add_parsers(sub)
+    p = sub.add_parser("forget", help="erase a family's personal data on request, or every "
+                       "family inactive since a date (retention); amounts and the chain stay")
+    p.add_argument("--family", help="the family's id")
+    p.add_argument("--inactive-before", type=_day, help="YYYY-MM-DD: every family with no "
+                   "open invoice and nothing recorded since that day")
+    p.add_argument("--dry-run", action="store_true", help="with --inactive-before: list "
+                   "them, erase nothing")
+    p.add_argument("--reason", default="demande de la famille",
+                   help="why (kept in the record; write no personal data in it)")
+    p.set_defaults(func=cmd_forget)
 
     p = sub.add_parser("settings", help="list the settings and their current values")
     p.set_defaults(func=cmd_settings)

@@ -329,3 +329,82 @@ def cmd_settings(args: argparse.Namespace) -> int:
     print("# regie run also gives the parts it starts the URLs of one another: PAYFIP_*, "
           "PAYMENT_PUBLIC_URL and PORTAL_* follow the ports above unless set.")
     return 0
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    """Erase families' personal data in both services (their keys destroyed) and record it,
+    so that the relays tell subscribers to erase their copies."""
+    from services.bootstrap import billing_app, payment_app
+
+    if (args.family is None) == (args.inactive_before is None):
+        raise ValueError("give either --family ID or --inactive-before DATE")
+    if args.dry_run and args.family is not None:
+        raise ValueError("--dry-run goes with --inactive-before: it lists whom that erases")
+    billing, payment = billing_app(), payment_app()
+    if args.family is not None:
+        if not _known_family(billing, payment, args.family):
+            raise ValueError(f"no family {args.family!r} in either service: nothing to "
+                             "forget (check the id)")
+        families = [args.family]
+    else:
+        families = _inactive_families(billing, payment, args.inactive_before)
+        if args.dry_run:
+            for family in families:
+                print(family)
+            print(f"{len(families)} famil{'y' if len(families) == 1 else 'ies'} inactive "
+                  f"since before {args.inactive_before.isoformat()} (dry run: none forgotten)")
+            return 0
+    accounts = _portal_accounts()
+    for family in families:
+        erased = [service for service, app in (("billing", billing), ("payment", payment))
+                  if app.forget(family, args.reason)]
+        if accounts is not None and accounts.forget_family(family):
+            erased.append("portal account")
+        held = ", ".join(erased) if erased else "no sealed data held"
+        print(f"{family}: forgotten ({held})")
+    return 0
+
+
+def _known_family(billing: Any, payment: Any, family: str) -> bool:
+    """Whether either service has heard of the family (a key, an erasure, an invoice)."""
+    if any(app.keys.key(family) is not None or app.keys.forgotten(family)
+           for app in (billing, payment)):
+        return True
+    payment.refresh()
+    return bool(payment.to_pay.history(family))
+
+
+def _portal_accounts() -> Any:
+    """The portal's accounts, where this machine keeps them (PORTAL_ACCOUNTS_DB)."""
+    from services.portal.accounts import Accounts, SqliteAccounts
+
+    path = Path(Settings().portal_accounts_db)
+    return Accounts(SqliteAccounts(path)) if path.exists() else None
+
+
+def _inactive_families(billing: Any, payment: Any, before: "date") -> list[str]:
+    """The families with no open invoice and nothing recorded on or after ``before`` (Paris
+    time) in either service, leaving out those forgotten already."""
+    from datetime import datetime, time
+
+    from events.formats import PARIS
+    from services.common.storage.history import records
+
+    cutoff = datetime.combine(before, time(), PARIS)
+    active: set[str] = set()
+    seen: set[str] = set()
+    for app, service in ((billing, "billing"), (payment, "payment")):
+        for row in records(app, service):
+            family = row["family_id"]
+            if not family:
+                continue
+            seen.add(family)
+            if datetime.fromisoformat(row["recorded_at"]) >= cutoff:
+                active.add(family)
+    payment.refresh()
+    return sorted(
+        family for family in seen - active
+        if not payment.to_pay.open_lines(family)
+        and not all(app.keys.forgotten(family) and app.keys.key(family) is None
+                    for app in (billing, payment))
+    )

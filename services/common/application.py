@@ -3,11 +3,18 @@
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import Application
-from eventsourcing.persistence import JSONTranscoder, ProcessRecorder, Tracking
+from eventsourcing.application import Application, ProcessingEvent
+from eventsourcing.persistence import (
+    JSONTranscoder,
+    Mapper,
+    ProcessRecorder,
+    Recording,
+    Tracking,
+)
 
 from services.common.messaging.deadletters import DeadLetters, MemoryDeadLetters, SqlDeadLetters
 from services.common.messaging.positions import MemoryPositions, Positions, SqlPositions
+from services.common.privacy import KeyStore, MemoryKeyStore, PrivateMapper, SqlKeyStore
 from services.common.storage.chain import Chained
 from services.common.storage.persistence import SqlStore, register_transcodings
 
@@ -23,9 +30,40 @@ class ServiceApplication(Application[UUID]):
         self.positions: Positions = (
             MemoryPositions() if self.in_memory() else SqlPositions(SqlStore(self))
         )
+        # The families' data keys, in the same database but never in an event: destroying
+        # one erases that family's personal fields from the whole history.
+        self.keys: KeyStore = (
+            MemoryKeyStore() if self.in_memory() else SqlKeyStore(SqlStore(self))
+        )
+        mapper: Any = self.mapper
+        mapper.keys = self.keys
+
+    def forget(self, family_id: str, reason: str) -> bool:
+        """Erase the family's personal data: destroy its key, then record it (the record,
+        published, tells subscribers to erase their copies). True if a key was destroyed.
+
+        The key goes first: should recording fail, the data is erased all the same and
+        running it again records it.
+        """
+        had = self.keys.destroy(family_id, reason)
+        self.save(self.erasure(family_id, reason))
+        return had
+
+    def erasure(self, family_id: str, reason: str) -> Any:
+        """The service's record of an erasure (an aggregate of its domain)."""
+        raise NotImplementedError
 
     def in_memory(self) -> bool:
         return self.env.get("PERSISTENCE_MODULE", "eventsourcing.popo") == "eventsourcing.popo"
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        return PrivateMapper(transcoder=self.construct_transcoder())
+
+    def _record(self, processing_event: ProcessingEvent[UUID]) -> list[Recording[UUID]]:
+        if not isinstance(self.mapper, PrivateMapper):
+            return super()._record(processing_event)
+        with self.mapper.prepared(processing_event.events):
+            return super()._record(processing_event)
 
     def construct_recorder(self) -> ProcessRecorder:
         # Events made from a consumed message are recorded in one transaction with the

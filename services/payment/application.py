@@ -17,6 +17,7 @@ from events import Envelope
 from services.common.application import ServiceApplication
 from services.common.errors import Conflict, DomainError, NotFound, OutOfOrder, Unavailable
 from services.common.mail import Mailer, MailError
+from services.common.privacy import ERASED
 from services.common.storage.chain import Chained, day_root, head
 from services.common.storage.persistence import SqlStore
 from services.common.web.metrics import ProcessMeters
@@ -194,6 +195,9 @@ class PaymentApp(ServiceApplication):
         """The aggregates a billing event changes here, with their new events (``seen``:
         those a batch has changed already, or found missing)."""
         data = message.data
+        if message.name == "FamilyForgotten":
+            # Billing erased its copy; this service's own is erased by `regie forget`.
+            return []
         if message.name == "RegieOpened":
             if self._get(domain.Regie.create_id(data["code"]), seen) is not None:
                 return []
@@ -216,6 +220,7 @@ class PaymentApp(ServiceApplication):
             )
             # Whom to remind of it: billing's invoice names its payer's e-mail.
             contact = domain.Reminders(invoice_id=data["invoice_id"],
+                                       family_id=data["family_id"],
                                        payer_email=data["payer_email"])
             # What the régie owes the family pays its next invoice by itself.
             credit = self._get(
@@ -276,7 +281,10 @@ class PaymentApp(ServiceApplication):
         """The payer's e-mail address billing issued the invoice to; None for an invoice
         consumed before the payment side kept it. Every reader of it goes through here."""
         record = self._get(domain.Reminders.create_id(invoice_id))
-        return record.payer_email if isinstance(record, domain.Reminders) else None
+        if not isinstance(record, domain.Reminders) or record.payer_email == ERASED:
+            # Forgotten on request (regie forget): nobody to write to any more.
+            return None
+        return str(record.payer_email)
 
     def remind(self, mailer: Mailer, today: date, days_before: int,
                portal_url: str) -> RemindPass:
@@ -315,6 +323,9 @@ class PaymentApp(ServiceApplication):
         return done
 
     # --- queries ------------------------------------------------------------------
+    def erasure(self, family_id: str, reason: str) -> domain.Erasure:
+        return domain.Erasure(family_id=family_id, reason=reason)
+
     def refresh(self) -> int:
         """Bring the read models up to date with the history."""
         return catch_up(self, self.to_pay)

@@ -309,7 +309,11 @@ class Reminders(Aggregate):
         return uuid5(NAMESPACE, f"reminders/{invoice_id}")
 
     class Opened(Aggregate.Created):
+        # Stored sealed with the family's key (services.common.privacy): erasable.
+        personal_fields = ("payer_email",)
+
         invoice_id: str
+        family_id: str
         payer_email: str
 
     class Sent(Aggregate.Event):
@@ -318,8 +322,9 @@ class Reminders(Aggregate):
         payable_until: date
 
     @event(Opened)
-    def __init__(self, invoice_id: str, payer_email: str) -> None:
+    def __init__(self, invoice_id: str, family_id: str, payer_email: str) -> None:
         self.invoice_id = invoice_id
+        self.family_id = family_id
         self.payer_email = payer_email
         self.deadlines: list[date] = []
 
@@ -456,6 +461,9 @@ class Payment(Aggregate):
 
     # The stored events; see Invoice's about renaming and versioning them.
     class Started(Aggregate.Created):
+        # Stored sealed with the family's key (services.common.privacy): erasable.
+        personal_fields = ("email",)
+
         family_id: str
         regie: str
         numcli: str
@@ -992,3 +1000,20 @@ class Refund(Aggregate):
                    amount_cents=due["amount_cents"], source=due["source"],
                    source_id=due["source_id"], means=means, reference=reference,
                    paid_on=paid_on, by=by)
+
+
+class Erasure(Aggregate):
+    """An erasure of a family's personal data, on request or at the end of retention.
+
+    Its event holds no personal data: the erasure itself is destroying the family's key,
+    which the application does beside recording this.
+    """
+
+    class Recorded(Aggregate.Created):
+        family_id: str
+        reason: str
+
+    @event(Recorded)
+    def __init__(self, family_id: str, reason: str) -> None:
+        self.family_id = family_id
+        self.reason = reason

@@ -13,7 +13,7 @@ from typing import Any
 import events
 from services.common.messaging.outbox import Outgoing, ToWire
 from services.payment.application import PaymentApp
-from services.payment.domain import CounterPayment, FamilyCredit, Payment, Refund
+from services.payment.domain import CounterPayment, Erasure, FamilyCredit, Payment, Refund
 
 SOURCE = "/regie/payment"
 
@@ -68,6 +68,15 @@ def make_to_wire(app: PaymentApp, topic: str) -> ToWire:
     def to_wire(event: Any, notification_id: int) -> list[Outgoing]:
         if isinstance(event, CounterPayment.Received):
             return [_counter_payment(event, notification_id, topic)]
+        if isinstance(event, Erasure.Recorded):
+            value = events.encode(
+                "FamilyForgotten",
+                {"family_id": event.family_id, "forgotten_at": event.timestamp},
+                id=f"{SOURCE}/{event.originator_id}/{event.originator_version}", source=SOURCE,
+                time=event.timestamp, subject=event.family_id, key=event.family_id,
+                notification_id=notification_id, sequence=event.originator_version,
+            )
+            return [Outgoing(topic, event.family_id, value)]
         if isinstance(event, Refund.Paid):
             refund_id = str(event.originator_id)
             value = events.encode(

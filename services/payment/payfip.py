@@ -73,6 +73,9 @@ class PayFiPGateway:
     def result(self, idop: str) -> Result:
         answer = self._call("get_info_paiement", idop=idop)
         raw = _plain(answer)
+        # PayFiP repeats the payer's e-mail: the answer is stored and logged as it is,
+        # and the address is erasable only where it is sealed (the payment's start).
+        raw.pop("mel", None)
         return Result(
             resultrans=str(raw.get("resultrans") or ""),
             numauto=str(raw.get("numauto") or ""),

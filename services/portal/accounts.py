@@ -77,6 +77,10 @@ class AccountStore(Protocol):
     def close_sessions(self, email: str) -> None:
         """End every session of the account."""
 
+    def delete(self, email: str | None = None, family_id: str | None = None) -> int:
+        """Delete the account of that address, or every account of the family, with their
+        sessions, leaving nothing of them readable; how many accounts went."""
+
 
 class MemoryAccounts:
     def __init__(self) -> None:
@@ -132,6 +136,14 @@ class MemoryAccounts:
     def close_sessions(self, email: str) -> None:
         with self._lock:
             self._sessions = {h: v for h, v in self._sessions.items() if v[0] != email}
+
+    def delete(self, email: str | None = None, family_id: str | None = None) -> int:
+        with self._lock:
+            gone = {a.email for a in self._rows.values()
+                    if a.email == email or a.family_id == family_id}
+            self._rows = {e: a for e, a in self._rows.items() if e not in gone}
+            self._sessions = {h: v for h, v in self._sessions.items() if v[0] not in gone}
+            return len(gone)
 
 
 SCHEMA = """
@@ -247,6 +259,21 @@ class SqliteAccounts:
         with self._connect() as db:
             db.execute("DELETE FROM sessions WHERE email = ?", (email,))
 
+    def delete(self, email: str | None = None, family_id: str | None = None) -> int:
+        with self._connect() as db:
+            # Deleted rows stay in the file's free pages unless zeroed.
+            db.execute("PRAGMA secure_delete = ON")
+            emails = [row[0] for row in db.execute(
+                "SELECT email FROM accounts WHERE email = ? OR family_id = ?",
+                (email, family_id))]
+            for gone in emails:
+                db.execute("DELETE FROM sessions WHERE email = ?", (gone,))
+                db.execute("DELETE FROM accounts WHERE email = ?", (gone,))
+        with self._connect() as db:
+            # And the WAL keeps the pages as they were until checkpointed and truncated.
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return len(emails)
+
 
 def _valid_at(expires_at: str | None, now: str) -> bool:
     return expires_at is not None and datetime.fromisoformat(expires_at) > \
@@ -361,6 +388,18 @@ class Accounts:
 
     def get(self, email: str) -> Account | None:
         return self.store.get(normalise_email(email))
+
+    def delete(self, account: Account, password: str) -> bool:
+        """The family deletes its account (its log-in; its invoices stay), confirming with
+        its password; False if the password is wrong."""
+        if self.authenticate(account.email, password) is None:
+            return False
+        self.store.delete(email=account.email)
+        return True
+
+    def forget_family(self, family_id: str) -> int:
+        """Every account of the family deleted (an erasure by an operator)."""
+        return self.store.delete(family_id=family_id)
 
     # --- sessions: the cookie carries a random id, the store its SHA-256 ------------------
 

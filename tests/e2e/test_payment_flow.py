@@ -254,3 +254,23 @@ def test_a_late_confirmation_is_recorded_and_refunded(short_clocks: SimSystem) -
         r = requests.get(f"{s.billing}/invoices/{sports}", headers=headers(READER), timeout=5)
         return r.json()["status"] == "paid" and r.json()
     assert wait_until(settled, "billing to settle the invoice")["amount_due_cents"] == 0
+
+
+def test_the_logs_hold_no_email_name_or_token(system: SimSystem) -> None:
+    """Every part's output over a paid and a refused payment: no e-mail address, no payer's
+    name, no token."""
+    s = system
+    sports = setup_invoice(s)
+    back = browser(s, pay(s, [sports]), "R")
+    assert back.json()["status"] == "refused"
+    wait_until(lambda: payable(s, sports), "the invoice to be payable again")
+    back = browser(s, pay(s, [sports]), "V")
+    assert back.json()["status"] == "confirmed"
+    s.stop_all()
+    logs = {p.name: p.read_text(errors="replace") for p in s.logs.glob("*.log")}
+    assert logs and any(logs.values())
+    secrets = ["famille.martin@example.org", "parent@example.org", "Famille Martin",
+               *(pair.split(":")[0] for pair in s.env["REGIE_TOKENS"].split(","))]
+    found = {(name, secret) for name, text in logs.items() for secret in secrets
+             if secret in text}
+    assert not found

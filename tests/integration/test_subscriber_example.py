@@ -80,6 +80,11 @@ def test_a_v1_reader_reads_v2_as_it_read_v1() -> None:
     assert example.describe(v2) == example.describe(v1)
 
 
+def test_the_example_says_to_erase_a_forgotten_family() -> None:
+    assert load_example().describe(golden("FamilyForgotten", 1)) == (
+        "family famille-martin forgotten: erase what is kept of it")
+
+
 def test_a_v1_reader_reads_what_the_billing_relay_publishes_now(tmp_path: Path) -> None:
     billing = billing_app(make_settings("memory", tmp_path))
     open_regies(billing)

@@ -1,18 +1,28 @@
-"""Log-in, log-out, and the one-time link that sets a password."""
+"""Log-in, log-out, the one-time link that sets a password, and deleting one's account."""
 
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Flask, Response, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_limiter import Limiter
 from flask_limiter.errors import RateLimitExceeded
 from flask_limiter.util import get_remote_address
 
 from services.portal import formatting as fmt
 from services.portal.accounts import PASSWORD_MIN, AccountError, normalise_email
-from services.portal.context import portal
+from services.portal.context import crumbs, login_required, portal
 from services.portal.sessions import log_in, log_out, safe_next
 
 bp = Blueprint("account", __name__)
@@ -116,3 +126,20 @@ def activate(token: str) -> Any:
                 return redirect(url_for("account.login"), 303)
     return render_template("activate.html", email=account.email, error=error,
                            minimum=PASSWORD_MIN, crumbs=None), (422 if error else 200)
+
+
+@bp.route("/compte/supprimer", methods=["GET", "POST"])
+@login_required
+def delete() -> Any:
+    """The family deletes its log-in, confirming with its password; its invoices stay."""
+    error = None
+    if request.method == "POST":
+        if portal().accounts.delete(g.account, request.form.get("password", "")):
+            log_out()
+            flash("Votre compte est supprimé. Vos factures restent au service famille.",
+                  "info")
+            return redirect(url_for("account.login"), 303)
+        error = "Mot de passe incorrect : votre compte n'est pas supprimé."
+    return render_template("delete_account.html", error=error,
+                           crumbs=crumbs(("Supprimer mon compte", None))), \
+        (422 if error else 200)

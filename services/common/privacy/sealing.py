@@ -1,0 +1,106 @@
+"""Stored events' personal fields, sealed with their family's key (AES-GCM).
+
+An event class names its personal fields in ``personal_fields`` and its family in
+``family_id``. ``PrivateMapper`` seals those fields as the event is stored and opens them
+as it is read; a field whose key was destroyed reads ``ERASED``. The stored bytes hold
+only the sealed text, so the hash chain over them is the same before and after.
+"""
+
+import base64
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
+
+from services.common.privacy.keys import KeyStore
+
+ERASED = "[effacé]"
+PREFIX = "pd1:"
+NONCE_BYTES = 12
+
+
+def seal(key: bytes, family_id: str, value: str) -> str:
+    nonce = os.urandom(NONCE_BYTES)
+    # The family id as associated data: a sealed value moved to another family fails.
+    sealed = AESGCM(key).encrypt(nonce, value.encode(), family_id.encode())
+    return PREFIX + base64.b64encode(nonce + sealed).decode()
+
+
+def open_sealed(key: bytes | None, family_id: str, value: str) -> str:
+    if key is None:
+        return ERASED
+    raw = base64.b64decode(value[len(PREFIX):])
+    try:
+        return AESGCM(key).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:],
+                                   family_id.encode()).decode()
+    except InvalidTag:
+        # Sealed with a key since destroyed: the family was forgotten, then came back.
+        return ERASED
+
+
+def personal_fields(cls: type) -> tuple[str, ...]:
+    return tuple(getattr(cls, "personal_fields", ()))
+
+
+class PrivateMapper(Mapper[Any]):
+    def __init__(self, transcoder: Transcoder, keys: KeyStore | None = None) -> None:
+        super().__init__(transcoder=transcoder)
+        # Given once the application's store exists (the mapper is made before it).
+        self.keys: KeyStore | None = keys
+        # The keys of the events being recorded now, fetched at once (see prepared()).
+        self._batch: dict[str, bytes] = {}
+
+    def _keys(self) -> KeyStore:
+        if self.keys is None:
+            raise RuntimeError("the mapper has no key store")
+        return self.keys
+
+    @contextmanager
+    def prepared(self, events: Iterable[Any]) -> Iterator[None]:
+        """The keys of these events' families fetched (or made) in one go, for storing
+        them: one query per batch rather than one per event. Only for writing: reading
+        always asks the store, so a key destroyed meanwhile is never used to open."""
+        families = {str(vars(e)["family_id"]) for e in events if personal_fields(type(e))}
+        self._batch = self._keys().keys_or_new(families) if families else {}
+        try:
+            yield
+        finally:
+            self._batch = {}
+
+    def to_stored_event(self, domain_event: Any) -> StoredEvent:
+        fields = personal_fields(type(domain_event))
+        if not fields:
+            return super().to_stored_event(domain_event)
+        state = dict(vars(domain_event))
+        family = str(state["family_id"])
+        key = self._batch.get(family) or self._keys().key_or_new(family)
+        for name in fields:
+            if isinstance(state.get(name), str) and not state[name].startswith(PREFIX):
+                state[name] = seal(key, family, state[name])
+        sealed = object.__new__(type(domain_event))
+        object.__setattr__(sealed, "__dict__", state)
+        return super().to_stored_event(sealed)
+
+    def to_domain_event(self, stored_event: StoredEvent) -> Any:
+        event = super().to_domain_event(stored_event)
+        fields = personal_fields(type(event))
+        if not fields:
+            return event
+        state = vars(event)
+        family = str(state["family_id"])
+        keys = self._keys()
+        for name in fields:
+            value = state.get(name)
+            if not isinstance(value, str):
+                continue
+            if value.startswith(PREFIX):
+                state[name] = open_sealed(keys.key(family), family, value)
+            elif keys.forgotten(family):
+                # Stored in clear before sealing existed: these bytes stay in the store
+                # (erasing them would break the chain), but nothing shows them any more.
+                state[name] = ERASED
+        return event
