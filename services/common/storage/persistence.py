@@ -28,55 +28,12 @@ def register_transcodings(transcoder: JSONTranscoder) -> None:
 
 
 @contextmanager
-def schema_lock(settings: Settings, service: str) -> Iterator[None]:
-    """Make the service's schema, and hold a lock while its tables are created.
-
-    `eventsourcing` creates tables, not schemas. Its table creation is not safe when two
-    processes (an API and its relay, say) start at once: PostgreSQL fails one of them on a
-    duplicate type name, SQLite on its tracking migration row. An advisory lock per schema,
-    or a lock file beside the SQLite file, serialises it.
-    """
-    if not settings.is_postgres():
-        if settings.persistence != "eventsourcing.sqlite":
-            yield
-            return
-        import fcntl
-
-        settings.var_dir.mkdir(parents=True, exist_ok=True)
-        with open(settings.var_dir / f"{service}.db.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-        return
-    import psycopg
-    from psycopg import sql
-
-    schema = settings.schema(service)
-    with psycopg.connect(
-        dbname=settings.postgres_dbname,
-        host=settings.postgres_host,
-        port=settings.postgres_port,
-        user=settings.postgres_user,
-        password=settings.postgres_password or None,
-        autocommit=True,
-    ) as conn:
-        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (schema,))
-        try:
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-            yield
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (schema,))
-
-
-@contextmanager
-def exclusive(settings: Settings, service: str, name: str) -> Iterator[None]:
+def _held(settings: Settings, service: str, name: str,
+          schema: str | None = None) -> Iterator[None]:
     """Hold the lock ``name`` of ``service``'s store across processes; others wait for it.
 
-    For a job that acts outside the store before it records what it did (an e-mail sent):
-    two runs at once would both act. A PostgreSQL advisory lock per schema and name, or a
-    lock file beside the SQLite file; nothing to share for the in-memory store.
+    A PostgreSQL advisory lock (making ``schema`` first, when given), or a lock file beside
+    the SQLite file; nothing to share for the in-memory store.
     """
     if not settings.is_postgres():
         if settings.persistence != "eventsourcing.sqlite":
@@ -93,8 +50,9 @@ def exclusive(settings: Settings, service: str, name: str) -> Iterator[None]:
                 fcntl.flock(lock, fcntl.LOCK_UN)
         return
     import psycopg
+    from psycopg import sql
 
-    key = f"{settings.schema(service)}/{name}"
+    key = settings.schema(service) if name == "db" else f"{settings.schema(service)}/{name}"
     with psycopg.connect(
         dbname=settings.postgres_dbname,
         host=settings.postgres_host,
@@ -105,9 +63,36 @@ def exclusive(settings: Settings, service: str, name: str) -> Iterator[None]:
     ) as conn:
         conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
         try:
+            if schema is not None:
+                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                    sql.Identifier(schema)))
             yield
         finally:
             conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+
+
+@contextmanager
+def schema_lock(settings: Settings, service: str) -> Iterator[None]:
+    """Make the service's schema, and hold a lock while its tables are created.
+
+    `eventsourcing` creates tables, not schemas. Its table creation is not safe when two
+    processes (an API and its relay, say) start at once: PostgreSQL fails one of them on a
+    duplicate type name, SQLite on its tracking migration row. An advisory lock per schema,
+    or a lock file beside the SQLite file (`SERVICE.db.lock`), serialises it.
+    """
+    with _held(settings, service, "db", schema=settings.schema(service)):
+        yield
+
+
+@contextmanager
+def exclusive(settings: Settings, service: str, name: str) -> Iterator[None]:
+    """Hold the lock ``name`` of ``service``'s store across processes; others wait for it.
+
+    For a job that acts outside the store before it records what it did (an e-mail sent):
+    two runs at once would both act.
+    """
+    with _held(settings, service, name):
+        yield
 
 
 class _ImmediateTransaction(SQLiteTransaction):
