@@ -34,14 +34,14 @@ from flask import (
 from flask_limiter import Limiter
 from flask_limiter.errors import RateLimitExceeded
 from flask_limiter.util import get_remote_address
-from flask_wtf.csrf import CSRFError, CSRFProtect
+from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from events.formats import PARIS
 from services.backoffice.desk import Desk, RegieApis
 from services.backoffice.settings import BackofficeSettings
 from services.backoffice.staff import Staff, StaffAccounts, staff_of
-from services.common.settings import max_body_bytes
+from services.common.web.site import configure_site
 from services.portal import formatting as fmt
 from services.portal.accounts import PASSWORD_MIN, AccountError, SqliteAccounts, normalise_email
 from services.portal.payments import NotFound, Refused, Unavailable
@@ -459,21 +459,9 @@ def create_app(settings: BackofficeSettings | None = None,
 
     app = Flask(__name__, static_url_path=f"{PREFIX}/assets")
     app.extensions["backoffice"] = Backoffice(cfg, users, apis)
-    app.jinja_env.trim_blocks = True
-    app.jinja_env.lstrip_blocks = True
-    app.config.update(
-        SECRET_KEY=secret_key(cfg),
-        SESSION_COOKIE_NAME="__Host-guichet" if cfg.secure_cookies else "guichet",
-        SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=cfg.secure_cookies,
-        PREFERRED_URL_SCHEME="https" if cfg.secure_cookies else "http",
-        PERMANENT_SESSION_LIFETIME=timedelta(minutes=cfg.session_idle_minutes),
-        WTF_CSRF_TIME_LIMIT=2 * 3600,
-        MAX_CONTENT_LENGTH=max_body_bytes(),
-        SEND_FILE_MAX_AGE_DEFAULT=3600,
-    )
-    CSRFProtect(app)
+    configure_site(app, secret_key=secret_key(cfg), cookie="guichet",
+                   secure_cookies=cfg.secure_cookies,
+                   session_idle_minutes=cfg.session_idle_minutes)
     app.register_blueprint(bp)
     limit_failed_log_ins(app)
 

@@ -10,15 +10,14 @@ under ``/assets/``), the views in three blueprints (``views/``).
 import logging
 import os
 import secrets
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, g, render_template
-from flask_wtf.csrf import CSRFError, CSRFProtect
+from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from services.common.settings import max_body_bytes
+from services.common.web.site import configure_site
 from services.portal.accounts import Accounts, SqliteAccounts
 from services.portal.context import Portal
 from services.portal.payments import NotFound, PaymentApi, Payments, Unavailable
@@ -71,23 +70,9 @@ def create_app(
     # The style sheet and the script keep the URLs they always had: /assets/<name>.
     app = Flask(__name__, static_url_path="/assets")
     app.extensions["portal"] = Portal(cfg, users, api)
-    app.jinja_env.trim_blocks = True
-    app.jinja_env.lstrip_blocks = True
-    app.config.update(
-        SECRET_KEY=secret_key(cfg),
-        # __Host-: the browser keeps it for this host only, over https only.
-        SESSION_COOKIE_NAME="__Host-portail" if cfg.secure_cookies else "portail",
-        SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=cfg.secure_cookies,
-        PREFERRED_URL_SCHEME="https" if cfg.secure_cookies else "http",
-        # The cookie lasts as long as an idle session; the database decides whether it lives.
-        PERMANENT_SESSION_LIFETIME=timedelta(minutes=cfg.session_idle_minutes),
-        WTF_CSRF_TIME_LIMIT=2 * 3600,
-        MAX_CONTENT_LENGTH=max_body_bytes(),
-        SEND_FILE_MAX_AGE_DEFAULT=3600,
-    )
-    CSRFProtect(app)
+    configure_site(app, secret_key=secret_key(cfg), cookie="portail",
+                   secure_cookies=cfg.secure_cookies,
+                   session_idle_minutes=cfg.session_idle_minutes)
     for blueprint in (account.bp, invoices.bp, paying.bp, documents.bp):
         app.register_blueprint(blueprint)
     account.limit_failed_log_ins(app)
