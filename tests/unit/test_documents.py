@@ -15,14 +15,15 @@ def payment(means: str, cents: int, n: int, **more: Any) -> dict[str, Any]:
     return {"id": f"id-{means}-{n}", "means": means, "amount_cents": cents,
             "paid_at": f"2025-03-03T{8 + n % 10:02d}:{n % 60:02d}:00+01:00",
             "refdet": f"REF-{means}-{n}", "numauto": "123456" if means == "card" else None,
-            "invoices": f"S-{n}", "status": "confirmed", "family_id": "fam-1"}
+            "invoices": f"S-{n}", "status": "confirmed", "family_id": "fam-1", **more}
 
 
 def journal() -> dict[str, Any]:
     # Enough card payments to need a second page.
     rows = [payment("card", 2500, n) for n in range(40)]
     rows += [payment("direct_debit", 1000, 1), payment("direct_debit", 1500, 2),
-             payment("cash", 2000, 1), payment("cheque", 3000, 1), payment("cheque", 450, 2),
+             payment("cash", 2000, 1, acted_by="agent.accueil@mairie.example"),
+             payment("cheque", 3000, 1), payment("cheque", 450, 2),
              payment("cesu", 1800, 1), payment("ancv", 2000, 1), payment("refund", -700, 1)]
     total = sum(r["amount_cents"] for r in rows)
     return {"regie": "SPORTS", "date": date(2025, 3, 3), "payments": rows,
@@ -50,6 +51,8 @@ def test_the_journal_lists_every_means_with_its_subtotal_on_numbered_pages(
         assert subtotal in flat, subtotal
     assert "Total de la journée 48 1 110,50 €" in flat
     assert "REF-cheque-2" in flat and "4,50 €" in flat
+    # Who took the money at the counter, as the event recorded it.
+    assert "agent.accueil@mairie.example" in flat.replace("\n", "")
     assert "Tentatives non abouties" in flat and "REF-card-99" in flat and "refusé" in flat
     assert "Date et signature" in flat
     assert f"événement 77, {HASH}" in flat.replace("\n", "")
