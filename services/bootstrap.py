@@ -58,7 +58,7 @@ def payment_app(settings: Settings | None = None, *, gateway: "Gateway | None" =
             env=store_env(settings, "payment"),
             watch=Watch.of_minutes(settings.payfip_reservation_minutes,
                                    settings.payfip_pending_minutes),
-            meters=meters, payfip=payfip,
+            meters=meters, payfip=payfip, collectivite=settings.collectivite,
         )
 
 

@@ -271,7 +271,7 @@ def cmd_journal(args: argparse.Namespace) -> int:
         if not args.output:
             raise ValueError("a PDF needs --output FILE")
         name = app.to_pay.regie_names().get(args.regie, args.regie)
-        Path(args.output).write_bytes(to_pdf(journal, name))
+        Path(args.output).write_bytes(to_pdf(journal, name, app.collectivite))
         print(f"wrote {args.output}")
         return 0
     body = to_csv(journal) if args.format == "csv" else json.dumps(

@@ -129,6 +129,11 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "60", "seconds `regie run` waits for its parts to answer before it stops them all"
     ),
     "REGIE_POLL_INTERVAL": ("0.1", "seconds between two polls of a relay or projection"),
+    "REGIE_COLLECTIVITE": (
+        "Collectivité territoriale",
+        "the municipality's name, at the head of every document (invoice, certificate, "
+        "receipt, journal)",
+    ),
     "REGIE_LOG_LEVEL": ("INFO", "log level"),
     "PROMETHEUS_MULTIPROC_DIR": (
         "",
@@ -213,6 +218,7 @@ class Settings:
     payfip_sim_port: str = field(default_factory=lambda: get("PAYFIP_SIM_PORT"))
     portal_port: str = field(default_factory=lambda: get("PORTAL_PORT"))
     backoffice_port: str = field(default_factory=lambda: get("BACKOFFICE_PORT"))
+    collectivite: str = field(default_factory=lambda: get("REGIE_COLLECTIVITE"))
     payfip_reservation_minutes: float = field(
         default_factory=lambda: float(get("PAYFIP_RESERVATION_MINUTES"))
     )

@@ -7,10 +7,6 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from events.formats import PARIS
 
-# Printed at the top of every document. No setting names the collectivité yet: the
-# documents say who issues them by the régie's name under it.
-COLLECTIVITE = "Collectivité territoriale"
-
 MEANS = {"card": "Carte bancaire", "direct_debit": "Prélèvement", "cash": "Espèces",
          "cheque": "Chèques", "cesu": "CESU", "ancv": "Chèques-vacances ANCV",
          "transfer": "Virements", "credit": "Avoirs", "refund": "Remboursements"}
@@ -51,12 +47,13 @@ _env.filters.update(euros=euros, day=day, means=means,
                     status=lambda s: STATUS.get(s or "", s or ""))
 
 
-def html(template: str, **context: Any) -> str:
-    return _env.get_template(template).render(collectivite=COLLECTIVITE, **context)
+def html(template: str, collectivite: str, **context: Any) -> str:
+    """``collectivite``: the municipality that issues the document, at its head."""
+    return _env.get_template(template).render(collectivite=collectivite, **context)
 
 
-def pdf(template: str, **context: Any) -> bytes:
+def pdf(template: str, collectivite: str, **context: Any) -> bytes:
     from weasyprint import HTML  # loads pango: only where a PDF is made
 
-    result: bytes = HTML(string=html(template, **context)).write_pdf()
+    result: bytes = HTML(string=html(template, collectivite, **context)).write_pdf()
     return result

@@ -76,8 +76,11 @@ class PaymentApp(ServiceApplication):
     def __init__(self, env: dict[str, str] | None = None,
                  watch: domain.Watch | None = None,
                  meters: ProcessMeters | None = None,
-                 payfip: PayFiP | None = None) -> None:
+                 payfip: PayFiP | None = None,
+                 collectivite: str = "Collectivité territoriale") -> None:
         super().__init__(env)
+        # Who issues the documents: at the head of each one.
+        self.collectivite = collectivite
         # None for the parts that never ask PayFiP (consumers, relays, tools).
         self._payfip = payfip
         self.watch = watch if watch is not None else domain.Watch()

@@ -54,7 +54,8 @@ def _regie(app: "PaymentApp", code: str) -> dict[str, str]:
 def invoice_pdf(app: "PaymentApp", family_id: str, invoice_id: UUID) -> bytes:
     row = _family_invoice(app, family_id, invoice_id)
     invoice: domain.Invoice = app.repository.get(invoice_id)
-    return render.pdf("invoice.html", title=f"Facture n° {row['number']}", invoice=row,
+    return render.pdf("invoice.html", app.collectivite,
+                      title=f"Facture n° {row['number']}", invoice=row,
                       lines=getattr(invoice, "lines", None) or [], **_regie(app, row["regie"]),
                       code=code_for(app, "invoice", row["issued_position"]))
 
@@ -63,7 +64,7 @@ def certificate_pdf(app: "PaymentApp", family_id: str, invoice_id: UUID) -> byte
     row = _family_invoice(app, family_id, invoice_id)
     if row["status"] != domain.PAID or not row["paid_position"]:
         raise NotFound("invoice_id", "this invoice is not paid: it has no certificate")
-    return render.pdf("certificate.html", title="Facture acquittée", invoice=row,
+    return render.pdf("certificate.html", app.collectivite, title="Facture acquittée", invoice=row,
                       **_regie(app, row["regie"]),
                       code=code_for(app, "certificate", row["paid_position"]))
 
@@ -73,7 +74,7 @@ def receipt_pdf(app: "PaymentApp", payment_id: UUID) -> bytes:
     app.refresh()
     row = app.to_pay.counter_payment(str(payment_id))
     return render.pdf(
-        "receipt.html", title="Reçu de paiement au guichet",
+        "receipt.html", app.collectivite, title="Reçu de paiement au guichet",
         payment={**payment.terms, "allocations": payment.allocations,
                  "unallocated_cents": payment.unallocated_cents, "by": payment.by},
         **_regie(app, payment.regie),

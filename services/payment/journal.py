@@ -28,7 +28,7 @@ def to_csv(journal: dict[str, Any]) -> str:
     return out.getvalue()
 
 
-def to_pdf(journal: dict[str, Any], regie_name: str) -> bytes:
+def to_pdf(journal: dict[str, Any], regie_name: str, collectivite: str) -> bytes:
     """The day's payments by means of payment, each with its subtotal, the summary of the
     subtotals, the unpaid attempts apart, the chain's root and the régisseur's signature."""
     rows = journal["payments"]
@@ -36,6 +36,6 @@ def to_pdf(journal: dict[str, Any], regie_name: str) -> bytes:
                  "total_cents": sum(r["amount_cents"] for r in found)}
                 for means, label in MEANS.items()
                 if (found := [r for r in rows if r.get("means") == means])]
-    return render.pdf("journal.html", title=f"Journal des paiements — {regie_name}",
+    return render.pdf("journal.html", collectivite, title=f"Journal des paiements — {regie_name}",
                       journal=journal, sections=sections, regie=journal["regie"],
                       regie_name=regie_name, code=journal.get("code"))

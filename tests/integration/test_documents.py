@@ -1,6 +1,7 @@
 """The documents through the payment API, on SQLite and PostgreSQL: the invoice, its
 certificate and the counter receipt as PDFs, their verification codes, and who may read them."""
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -25,7 +26,8 @@ def iid(number: str) -> str:
 
 def setup(settings: Settings) -> FlaskClient:
     billing, payment = issued(
-        settings,
+        # The municipality as the operator names it: at the head of every document.
+        replace(settings, collectivite="Ville de Saint-Exemple"),
         terms("S-1", quantity=3, unit=1250),  # three days at 12,50 €
         terms("S-2", family="fam-2", unit=4000),
     )
@@ -63,7 +65,7 @@ def test_the_invoice_its_certificate_and_their_codes(
     assert answer.status_code == 200 and answer.mimetype == "application/pdf"
     text = pdf_text(answer.data, tmp_path, "invoice")
     flat = squeezed(text)
-    assert "Collectivité territoriale" in text and "Régie « Direction des sports »" in text
+    assert "Ville de Saint-Exemple" in text and "Régie « Direction des sports »" in text
     assert "Facture n° S-1" in flat and "Page 1 / 1" in flat
     assert "Séjour 3 12,50 € 37,50 €" in flat and "Total à payer 37,50 €" in flat
     invoice_code = code_in(text)

@@ -71,7 +71,7 @@ def test_a_refund_needed_is_listed_then_paid_once_and_shown_in_the_journal(
         ("refund", -1250)]
     assert journal["totals"]["refund_cents"] == -1250
     assert "refund,-1250,transfer REMB S-2" in to_csv(journal)
-    assert b"%PDF" in to_pdf(journal, "Direction des sports")[:8]
+    assert b"%PDF" in to_pdf(journal, "Direction des sports", payment.collectivite)[:8]
     assert euros(-1250) == "-12,50 €"
 
 

@@ -35,14 +35,14 @@ def journal() -> dict[str, Any]:
 
 def test_the_journal_lists_every_means_with_its_subtotal_on_numbered_pages(
         tmp_path: Path) -> None:
-    content = to_pdf(journal(), "Direction des sports")
+    content = to_pdf(journal(), "Direction des sports", "Ville de Saint-Exemple")
     text = pdf_text(content, tmp_path, "journal")
     flat = squeezed(text)
     pages = [page for page in text.split("\f") if page.strip()]
     assert len(pages) > 1
     for n, page in enumerate(pages, 1):
         # The collectivité and the régie head every page, its number and the count end it.
-        assert "Collectivité territoriale" in page and "Régie « Direction des sports »" in page
+        assert "Ville de Saint-Exemple" in page and "Régie « Direction des sports »" in page
         assert f"Page {n} / {len(pages)}" in page
     for subtotal in ("Sous-total Carte bancaire 1 000,00 €", "Sous-total Prélèvement 25,00 €",
                      "Sous-total Espèces 20,00 €", "Sous-total Chèques 34,50 €",
@@ -61,7 +61,8 @@ def test_the_journal_lists_every_means_with_its_subtotal_on_numbered_pages(
 
 def test_the_layout_is_a_real_one(tmp_path: Path) -> None:
     """The first page as an image: its tables and header are drawn, not a text dump."""
-    png = to_png(to_pdf(journal(), "Direction des sports"), tmp_path, "journal")
+    png = to_png(to_pdf(journal(), "Direction des sports", "Ville de Saint-Exemple"), tmp_path,
+                 "journal")
     assert png.read_bytes().startswith(b"\x89PNG")
     assert png.stat().st_size > 10_000
 
