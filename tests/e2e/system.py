@@ -19,6 +19,8 @@ from tests.conftest import make_settings
 from tests.factories import invoice_payload
 
 ISSUER, READER, PAYER = "issuer-token", "reader-token", "payer-token"
+# The simulator's test cards: the first is paid, the second refused.
+CARD_OK, CARD_REFUSED = "4970 1000 0000 0002", "4970 1000 0000 0003"
 TOKENS = f"{ISSUER}:issuer,{READER}:reader,{PAYER}:payer"
 # Every part of a whole-system run with PayFiP played by the simulator.
 SIM_PARTS = ("payfip-sim", "billing-api", "payment-api", "relay", "consumer", "payment-relay",

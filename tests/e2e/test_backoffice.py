@@ -24,7 +24,17 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from events.formats import PARIS
 from services import demo
 from tests.e2e.portal_system import CHROMIUM, CHROMIUM_ARGS, Steps, axe_source
-from tests.e2e.system import ISSUER, READER, SIM_PARTS, TOKENS, SimSystem, running, sim_system
+from tests.e2e.system import (
+    CARD_OK,
+    ISSUER,
+    PAYER,
+    READER,
+    SIM_PARTS,
+    TOKENS,
+    SimSystem,
+    running,
+    sim_system,
+)
 from tests.e2e.system import wait_until as waited
 
 pytestmark = pytest.mark.kafka
@@ -196,3 +206,39 @@ def test_a_cashiers_day_at_the_desk(system: DeskSystem, page: Page) -> None:
     rows = list(csv.DictReader(io.StringIO(path.read_text())))
     assert sorted((r["means"], r["amount_cents"]) for r in rows) == [
         ("cash", "1000"), ("cheque", "2000"), ("refund", "-1000")]
+
+
+def test_paid_in_part_at_the_desk_then_the_rest_online(system: DeskSystem) -> None:
+    """The canteen's 10,00 €: 4,00 € in cash at the desk, the 6,00 € left on PayFiP's page;
+    billing then holds the invoice as paid."""
+    [canteen] = system.regie_lines(FAMILY, "CANTINE")
+    assert canteen["amount_due_cents"] == 1000
+    today = datetime.now(PARIS).date().isoformat()
+    taken = system.cashier("POST", "/counter-payments", json={
+        "regie": "CANTINE", "family_id": FAMILY, "means": "cash", "amount_cents": 400,
+        "received_on": today})
+    assert taken.status_code == 201, taken.text
+    assert [(a["invoice_id"], a["amount_cents"]) for a in taken.json()["allocations"]] == [
+        (canteen["id"], 400)]
+    assert system.due("CANTINE") == 600  # still to pay, and payable online
+
+    asked = requests.post(f"{system.payment}/payments", timeout=30, json={
+        "family_id": FAMILY, "regie": "CANTINE", "invoice_ids": [canteen["id"]],
+        "email": "famille.martin@example.org"}, headers={"Authorization": f"Bearer {PAYER}"})
+    assert asked.status_code == 201, asked.text
+    payment = asked.json()
+    assert payment["amount_cents"] == 600  # what the invoice still owes, computed here
+    paid = requests.post(f"{system.sim}/tpa/paiementws.web/carte", timeout=10,
+                         allow_redirects=False, data={
+                             "idop": payment["idop"], "action": "valider",
+                             "expiration": "12/30", "cvv": "123", "numero": CARD_OK})
+    assert paid.status_code == 303, paid.text
+    assert requests.get(paid.headers["Location"], timeout=30).ok  # back from PayFiP
+
+    def billed() -> str:
+        r = requests.get(f"{system.billing}/invoices/{canteen['id']}", timeout=10,
+                         headers={"Authorization": f"Bearer {READER}"})
+        return str(r.json()["status"])
+
+    waited(lambda: billed() == "paid", "billing to hold the canteen invoice as paid")
+    assert system.due("CANTINE") == 0

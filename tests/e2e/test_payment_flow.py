@@ -17,6 +17,8 @@ from kafka import KafkaConsumer
 
 from events import PAYMENT_PAYMENTS, decode
 from tests.e2e.system import (
+    CARD_OK,
+    CARD_REFUSED,
     PAYER,
     READER,
     SIM_PARTS,
@@ -32,7 +34,6 @@ pytestmark = pytest.mark.kafka
 
 FAMILY = "famille-martin"
 AUDITOR = "auditor-token"
-CARD_OK, CARD_REFUSED = "4970 1000 0000 0002", "4970 1000 0000 0003"
 IBAN_OK, IBAN_REFUSED = "FR76 3000 6000 0112 3456 7890 188", "FR76 3000 6000 0112 3456 7890 189"
 
 

@@ -28,11 +28,10 @@ from tests.e2e.portal_system import (
     portal_system,
     tab_to,
 )
-from tests.e2e.system import issue, wait_until
+from tests.e2e.system import CARD_OK, CARD_REFUSED, issue, wait_until
 
 pytestmark = pytest.mark.kafka
 
-CARD_OK, CARD_REFUSED = "4970 1000 0000 0002", "4970 1000 0000 0003"
 IBAN_OK = "FR76 3000 6000 0112 3456 7890 188"
 PASSWORD = "vacances-sportives-2025"
 
