@@ -190,6 +190,9 @@ class KafkaSubscriber:
         self.settings = settings
         self.topic = topic
         self._client: KafkaConsumer | None = None
+        # Each partition's end when it was sought: the partitions left waiting while
+        # another catches up have fetched nothing yet, and their lag must still show.
+        self._ends_at_seek: dict[int, int] = {}
 
     def _get(self) -> KafkaConsumer:
         if self._client is None:
@@ -207,7 +210,8 @@ class KafkaSubscriber:
         client.assign(list(tps.values()))
         # Past the end is read from the start here, not left to auto_offset_reset: Tansu
         # answers such a fetch with nothing rather than with OffsetOutOfRange.
-        ends = end_offsets(self.settings, self.topic) if any(offsets.values()) else {}
+        ends = end_offsets(self.settings, self.topic) if offsets else {}
+        self._ends_at_seek = ends
         for partition, offset in offsets.items():
             client.seek(tps[partition], 0 if offset > ends.get(partition, 0) else offset)
 
@@ -218,12 +222,12 @@ class KafkaSubscriber:
         partition asked: one at a time, an answer holds one partition's rest, not the
         topic's. Once at most one is behind (live reading), all are fetched together, so
         that new records on any partition come with the next fetch. A partition whose end
-        is not known yet (nothing fetched since the seek) counts as behind.
+        is not known (neither fetched nor seen at the seek) counts as behind.
         """
         assigned = sorted(client.assignment(), key=lambda tp: tp.partition)
         behind = []
         for tp in assigned:
-            end = client.highwater(tp)
+            end = self.highwater(tp.partition)
             if end is None or client.position(tp) < end:
                 behind.append(tp)
         if len(behind) > 1:
@@ -245,7 +249,7 @@ class KafkaSubscriber:
         from kafka import TopicPartition
 
         found: int | None = self._get().highwater(TopicPartition(self.topic, partition))
-        return found
+        return found if found is not None else self._ends_at_seek.get(partition)
 
     def record_at(self, partition: int, offset: int) -> Record | None:
         """Read with a client of its own, so that the assignment being read is not moved."""
