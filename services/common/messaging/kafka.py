@@ -15,6 +15,17 @@ from services.common.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# What one fetch may bring. Apache Kafka honours the two fetch limits, so an answer holds at
+# most FETCH_MAX_BYTES (plus one batch when a single one is bigger). noida-db ignores them and
+# answers with everything from the asked offsets to the end of each partition named, so a
+# re-read from the start brings a whole partition at once: KafkaSubscriber asks for one
+# partition at a time while catching up, and the client accepts an answer up to
+# RECEIVE_MAX_BYTES rather than kafka-python's 100 MB, past which it would refuse the answer
+# and fetch it again forever.
+MAX_PARTITION_FETCH_BYTES = 1024 * 1024
+FETCH_MAX_BYTES = 8 * 1024 * 1024
+RECEIVE_MAX_BYTES = 512 * 1024 * 1024
+
 
 def producer(settings: Settings) -> KafkaProducer:
     # One request in flight per connection keeps each partition in the order we send.
@@ -45,6 +56,9 @@ def consumer(settings: Settings, **extra: Any) -> KafkaConsumer:
         # Past the end (the topic was re-created): read it all again, repeats are skipped.
         auto_offset_reset="earliest",
         max_poll_records=1000,
+        max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES,
+        fetch_max_bytes=FETCH_MAX_BYTES,
+        receive_message_max_bytes=RECEIVE_MAX_BYTES,
         metadata_max_age_ms=5000,
         allow_auto_create_topics=False,
         **extra,
@@ -176,6 +190,9 @@ class KafkaSubscriber:
         self.settings = settings
         self.topic = topic
         self._client: KafkaConsumer | None = None
+        # Each partition's end when it was sought: the partitions left waiting while
+        # another catches up have fetched nothing yet, and their lag must still show.
+        self._ends_at_seek: dict[int, int] = {}
 
     def _get(self) -> KafkaConsumer:
         if self._client is None:
@@ -193,14 +210,38 @@ class KafkaSubscriber:
         client.assign(list(tps.values()))
         # Past the end is read from the start here, not left to auto_offset_reset: Tansu
         # answers such a fetch with nothing rather than with OffsetOutOfRange.
-        ends = end_offsets(self.settings, self.topic) if any(offsets.values()) else {}
+        ends = end_offsets(self.settings, self.topic) if offsets else {}
+        self._ends_at_seek = ends
         for partition, offset in offsets.items():
             client.seek(tps[partition], 0 if offset > ends.get(partition, 0) else offset)
 
+    def _one_partition_while_behind(self, client: KafkaConsumer) -> None:
+        """Fetch only the first partition still behind its end while more than one is.
+
+        A broker that ignores the fetch limits (noida-db) answers with the rest of every
+        partition asked: one at a time, an answer holds one partition's rest, not the
+        topic's. Once at most one is behind (live reading), all are fetched together, so
+        that new records on any partition come with the next fetch. A partition whose end
+        is not known (neither fetched nor seen at the seek) counts as behind.
+        """
+        assigned = sorted(client.assignment(), key=lambda tp: tp.partition)
+        behind = []
+        for tp in assigned:
+            end = self.highwater(tp.partition)
+            if end is None or client.position(tp) < end:
+                behind.append(tp)
+        if len(behind) > 1:
+            client.pause(*[tp for tp in assigned if tp != behind[0]])
+            client.resume(behind[0])
+        else:
+            client.resume(*assigned)
+
     def poll(self) -> dict[int, list[Record]]:
+        client = self._get()
+        self._one_partition_while_behind(client)
         # poll(0) rather than a blocking poll: noida-db answers fetches at once instead of
         # waiting, and kafka-python would spin a core on it; the caller sleeps between.
-        batches = self._get().poll(timeout_ms=0)
+        batches = client.poll(timeout_ms=0)
         return {tp.partition: [Record(tp.partition, r.offset, r.key, r.value) for r in records]
                 for tp, records in batches.items()}
 
@@ -208,7 +249,7 @@ class KafkaSubscriber:
         from kafka import TopicPartition
 
         found: int | None = self._get().highwater(TopicPartition(self.topic, partition))
-        return found
+        return found if found is not None else self._ends_at_seek.get(partition)
 
     def record_at(self, partition: int, offset: int) -> Record | None:
         """Read with a client of its own, so that the assignment being read is not moved."""
