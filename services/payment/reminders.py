@@ -9,9 +9,9 @@ from collections.abc import Collection
 from datetime import date, timedelta
 from html import escape
 
+from services.common.french import day, euros
 from services.common.mail import Letter
 from services.payment.domain import Invoice
-from services.portal.formatting import day, euros
 
 
 def is_due(invoice: Invoice, reminded: Collection[date], today: date, days_before: int) -> bool:

@@ -1,25 +1,13 @@
 """Amounts, dates and states as a French reader expects them."""
 
-from datetime import date, datetime
+from datetime import datetime
 
 from events.formats import PARIS
 
-NBSP, NNBSP = "\u00a0", "\u202f"
+# Amounts and days are written alike in the reminders' e-mails: one definition, shared.
+from services.common.french import NBSP, NNBSP, day, euros
 
-
-def euros(cents: int) -> str:
-    """2500 -> '25,00 €' (no-break spaces: thousands and before the sign)."""
-    sign = "-" if cents < 0 else ""
-    whole, rest = divmod(abs(cents), 100)
-    return f"{sign}{whole:,}".replace(",", NNBSP) + f",{rest:02d}{NBSP}€"
-
-
-def day(value: str | date | None) -> str:
-    """'2025-02-26' -> '26/02/2025'."""
-    if not value:
-        return ""
-    d = value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
-    return d.strftime("%d/%m/%Y")
+__all__ = ["NBSP", "NNBSP", "day", "euros"]
 
 
 def moment(value: str | datetime | None) -> str:
