@@ -118,4 +118,4 @@ def run(bench: Run) -> list[Figure]:
         f"{k} {v:.1f}" for k, v in drain.cpu.items()))
     return [Figure(f"backlog of {n:,} drained", f"{n / drain.seconds:,.0f} inv/s",
                    f"plain producer + consumer {n / drain.plain_seconds:,.0f} msg/s",
-                   f"{drain.seconds / drain.plain_seconds:.1f}x")]
+                   f"{drain.seconds / drain.plain_seconds:.1f}x", "<= 2x (>= 0.5x plain)")]

@@ -415,12 +415,14 @@ def relay_acks(pipeline: Pipeline, ids: list[str]) -> dict[str, float] | None:
 @dataclass
 class Figure:
     """A line of the table that closes a run: a figure of Régie's path, its baseline from
-    the same run, and how many times better the baseline is."""
+    the same run, how many times better the baseline is, and the goal for that ratio or
+    figure (empty for figures kept for information)."""
 
     name: str
     value: str
     baseline: str
     ratio: str
+    goal: str = ""
 
 
 class Run:
@@ -459,9 +461,10 @@ class Run:
 
 def table(figures: Sequence[Figure]) -> str:
     """The figures as one Markdown table."""
-    rows = [("figure", "value", "baseline", "ratio"), ("---", "---:", "---", "---:")]
-    rows += [(f.name, f.value, f.baseline, f.ratio) for f in figures]
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    rows = [("figure", "value", "baseline", "ratio", "goal"),
+            ("---", "---:", "---", "---:", "---")]
+    rows += [(f.name, f.value, f.baseline, f.ratio, f.goal or "-") for f in figures]
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
     return "\n".join(
         "| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
         + " |"
