@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from services.billing.domain import Invoice
 from services.bootstrap import billing_app, payment_app
 from services.common.settings import Settings
 from services.common.storage.chain import (
@@ -246,3 +247,14 @@ def test_regie_verify_without_the_key_of_a_keyed_chain_says_so(
                             chain_key="kept-in-a-vault")))
     assert cli.main(["verify", "billing"]) == 0
     assert "billing: 0 events, chain intact (no event keyed yet)" in capsys.readouterr().out
+
+
+def test_a_batch_gets_the_ids_of_its_rows_in_order(store_settings: Settings) -> None:
+    billing = billing_app(store_settings)
+    open_regies(billing)
+    first = billing.save(*(Invoice.issue(terms(f"A-{i}")) for i in range(3)))
+    recordings = billing.save(*(Invoice.issue(terms(f"B-{i}")) for i in range(40)))
+    stored = billing.recorder.select_notifications(first[-1].notification.id + 1, 100)
+    assert [(r.notification.id, r.domain_event.originator_id) for r in recordings] == [
+        (n.id, n.originator_id) for n in stored]
+    assert verify(billing) == (billing.recorder.max_notification_id(), None)
