@@ -10,6 +10,7 @@ from eventsourcing.persistence import (
     ProcessRecorder,
     Recording,
     Tracking,
+    Transcoder,
 )
 
 from services.common.messaging.deadletters import DeadLetters, MemoryDeadLetters, SqlDeadLetters
@@ -17,6 +18,7 @@ from services.common.messaging.positions import MemoryPositions, Positions, SqlP
 from services.common.privacy import KeyStore, MemoryKeyStore, PrivateMapper, SqlKeyStore
 from services.common.storage.chain import Chained
 from services.common.storage.persistence import SqlStore, register_transcodings
+from services.common.storage.transcoder import FastJSONTranscoder
 
 
 class ServiceApplication(Application[UUID]):
@@ -55,6 +57,12 @@ class ServiceApplication(Application[UUID]):
 
     def in_memory(self) -> bool:
         return self.env.get("PERSISTENCE_MODULE", "eventsourcing.popo") == "eventsourcing.popo"
+
+    def construct_transcoder(self) -> Transcoder:
+        # The library's JSON, byte for byte, written by orjson where it can be.
+        transcoder = FastJSONTranscoder()
+        self.register_transcodings(transcoder)
+        return transcoder
 
     def construct_mapper(self) -> Mapper[UUID]:
         return PrivateMapper(transcoder=self.construct_transcoder())
