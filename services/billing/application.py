@@ -189,7 +189,7 @@ class BillingApp(ServiceApplication):
                     continue
                 # No look-up of the store here: new numbers are the rule, and a number
                 # issued before makes the chunk's save fail, which sorts it out one by one.
-                invoice = Invoice.issue(item)
+                invoice = Invoice.issue_new(item, invoice_id)
                 pending[invoice_id] = (i, invoice, item)
                 results[i] = Issued(invoice, created=True)
             except DomainError as e:
@@ -210,7 +210,7 @@ class BillingApp(ServiceApplication):
         results: list[Issued | DomainError],
     ) -> None:
         try:
-            self.save(*(invoice for _, invoice, _ in chunk))
+            self._save_new([invoice for _, invoice, _ in chunk])
         except IntegrityError:
             # Some number was issued concurrently: fall back to one by one, which sorts
             # replays from conflicts without losing the others.
@@ -219,6 +219,22 @@ class BillingApp(ServiceApplication):
                     results[i] = self.issue_invoice(terms)
                 except DomainError as e:
                     results[i] = e
+
+    def _save_new(self, invoices: list[Invoice]) -> None:
+        """``save(*invoices)`` for invoices just made, one event each.
+
+        ``save`` asks, of every aggregate, whether it is an event or has events to collect,
+        with ``isinstance`` against runtime-checkable Protocols, which is slow on Python
+        3.11 (a sixth of a batch's time); these are known to be aggregates. Recording,
+        snapshots and the hooks after it are ``save``'s own.
+        """
+        processing: ProcessingEvent[UUID] = ProcessingEvent()
+        for invoice in invoices:
+            processing.events.extend(invoice.collect_events())
+            processing.aggregates[invoice.id] = invoice
+        recordings = self._record(processing)
+        self._take_snapshots(processing)
+        self._notify(recordings)
 
     def cancel_invoice(self, invoice_id: UUID, reason: str) -> Invoice:
         invoice = self.get_invoice(invoice_id)

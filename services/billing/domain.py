@@ -1,6 +1,8 @@
 """Billing domain: régies and their invoices. Pure Python and `eventsourcing.domain` only."""
 
+import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -19,6 +21,22 @@ NAMESPACE = UUID("6f1c1d2e-8a53-4b0e-9d57-2f1b1a6c0e41")
 SAISIES = ("T", "X", "W")
 NUMCLI = re.compile(exact(PAYFIP_NUMCLI))
 MAX_AMOUNT_CENTS = 10_000_000_000
+
+
+def _name_uuid(prefix: str) -> Callable[[str], UUID]:
+    """uuid5(NAMESPACE, prefix + name), with the namespace and prefix hashed once
+    (uuid5 is the SHA-1 of both)."""
+    start = hashlib.sha1(NAMESPACE.bytes + prefix.encode())
+
+    def name_uuid(name: str) -> UUID:
+        digest = start.copy()
+        digest.update(name.encode())
+        return UUID(bytes=digest.digest()[:16], version=5)
+
+    return name_uuid
+
+
+_invoice_uuid = _name_uuid("invoice/")
 
 
 class Regie(Aggregate):
@@ -125,7 +143,8 @@ class Invoice(Aggregate):
 
     @staticmethod
     def create_id(regie: str, number: str) -> UUID:
-        return uuid5(NAMESPACE, f"invoice/{regie}/{number}")
+        # = uuid5(NAMESPACE, f"invoice/{regie}/{number}"), a third cheaper.
+        return _invoice_uuid(f"{regie}/{number}")
 
     # The stored events. Their names are stored topics (services.billing.domain:Invoice.X):
     # renaming one needs eventsourcing.utils.register_topic for the old name, and a change
@@ -228,6 +247,41 @@ class Invoice(Aggregate):
             amount_cents=terms.amount_cents,
         )
 
+    @classmethod
+    def issue_new(cls, terms: InvoiceTerms, invoice_id: UUID) -> "Invoice":
+        """What ``issue`` makes, the same event and the same state, for a batch.
+
+        ``issue`` goes through eventsourcing's generic construction (the metaclass call,
+        parameter filtering by signature, a frozen dataclass set field by field), which
+        was a third of a batch's time. This builds the ``Issued`` event as that path
+        does, then applies it as replaying it would (``__base_init__``, then ``__init__``).
+        ``invoice_id`` is ``create_id(terms.regie, terms.number)``, which the batch has.
+        """
+        terms.check()
+        fields: dict[str, Any] = {
+            "regie": terms.regie,
+            "number": terms.number,
+            "family_id": terms.family_id,
+            "payer_email": terms.payer_email,
+            "label": terms.label,
+            "issued_on": terms.issued_on,
+            "payable_until": terms.payable_until,
+            "due_on": terms.due_on,
+            "lines": [line.as_dict() for line in terms.lines],
+            "amount_cents": terms.amount_cents,
+        }
+        timestamp = cls.Issued.create_timestamp()
+        issued = object.__new__(cls.Issued)
+        # The dataclass's field order, which is the stored state's key order.
+        object.__setattr__(issued, "__dict__", {
+            "originator_id": invoice_id, "originator_version": cls.INITIAL_VERSION,
+            "timestamp": timestamp, "originator_topic": _INVOICE_TOPIC, **fields})
+        invoice = object.__new__(cls)
+        invoice.__base_init__(invoice_id, cls.INITIAL_VERSION, timestamp)
+        cls.__init__(invoice, **fields)
+        invoice.pending_events.append(issued)
+        return invoice
+
     def terms(self) -> InvoiceTerms:
         return InvoiceTerms(
             regie=self.regie,
@@ -328,6 +382,10 @@ class Invoice(Aggregate):
             "applied_cents": applied_cents, "credit_cents": credit_cents, "by": by})
         if self.status == ISSUED and self.amount_due_cents == 0:
             self.status = PAID
+
+
+# What eventsourcing stores as the aggregate's topic (its get_topic), for issue_new.
+_INVOICE_TOPIC = f"{Invoice.__module__}:{Invoice.__qualname__}"
 
 
 class Erasure(Aggregate):

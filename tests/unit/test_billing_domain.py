@@ -1,10 +1,14 @@
 from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
+from uuid import uuid5
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.billing.domain import (
     CANCELLED,
+    NAMESPACE,
     PAID,
     TRANSFERRED,
     Conflict,
@@ -170,3 +174,44 @@ def test_settling_needs_a_positive_amount() -> None:
     with pytest.raises(DomainError) as refused:
         invoice.settle("pay-1", 0, PAID_AT)
     assert refused.value.field == "amount_cents"
+
+
+@given(regie=st.text(max_size=12), number=st.text(max_size=40))
+def test_an_invoice_id_is_the_uuid5_of_its_regie_and_number(regie: str, number: str) -> None:
+    try:
+        expected = uuid5(NAMESPACE, f"invoice/{regie}/{number}")
+    except UnicodeEncodeError:
+        with pytest.raises(UnicodeEncodeError):
+            Invoice.create_id(regie, number)
+        return
+    assert Invoice.create_id(regie, number) == expected
+
+
+def _same_issue(made: Invoice, reference: Invoice) -> None:
+    (event,) = made.collect_events()
+    (expected,) = reference.collect_events()
+    assert type(event) is type(expected)
+    assert list(vars(event).items()) == [
+        (k, event.timestamp if k == "timestamp" else v) for k, v in vars(expected).items()]
+    assert {k: v for k, v in vars(made).items() if k not in ("_created_on", "_modified_on")} \
+        == {k: v for k, v in vars(reference).items() if k not in ("_created_on", "_modified_on")}
+    assert made.created_on == made.modified_on == event.timestamp
+
+
+def test_issue_new_makes_the_event_and_the_state_that_issue_makes() -> None:
+    t = terms(quantity=3, unit=700, label="Cantine — février")
+    _same_issue(Invoice.issue_new(t, Invoice.create_id(t.regie, t.number)), Invoice.issue(t))
+
+
+def test_an_invoice_issued_by_issue_new_replays_as_issued() -> None:
+    t = terms()
+    made = Invoice.issue_new(t, Invoice.create_id(t.regie, t.number))
+    (event,) = made.collect_events()
+    replayed = event.mutate(None)
+    assert vars(replayed) == vars(made)
+
+
+def test_issue_new_checks_the_terms_as_issue_does() -> None:
+    with pytest.raises(DomainError) as e:
+        Invoice.issue_new(terms(amount_cents=1), Invoice.create_id("SPORTS", "F-1"))
+    assert e.value.field == "amount_cents"

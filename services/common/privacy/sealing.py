@@ -15,6 +15,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
+from eventsourcing.utils import get_topic
 
 from services.common.privacy.keys import KeyStore
 
@@ -23,10 +24,11 @@ PREFIX = "pd1:"
 NONCE_BYTES = 12
 
 
-def seal(key: bytes, family_id: str, value: str) -> str:
+def seal(key: bytes | AESGCM, family_id: str, value: str) -> str:
     nonce = os.urandom(NONCE_BYTES)
+    cipher = key if isinstance(key, AESGCM) else AESGCM(key)
     # The family id as associated data: a sealed value moved to another family fails.
-    sealed = AESGCM(key).encrypt(nonce, value.encode(), family_id.encode())
+    sealed = cipher.encrypt(nonce, value.encode(), family_id.encode())
     return PREFIX + base64.b64encode(nonce + sealed).decode()
 
 
@@ -42,8 +44,15 @@ def open_sealed(key: bytes | None, family_id: str, value: str) -> str:
         return ERASED
 
 
+_personal_fields: dict[type, tuple[str, ...]] = {}
+
+
 def personal_fields(cls: type) -> tuple[str, ...]:
-    return tuple(getattr(cls, "personal_fields", ()))
+    try:
+        return _personal_fields[cls]
+    except KeyError:
+        found = _personal_fields[cls] = tuple(getattr(cls, "personal_fields", ()))
+        return found
 
 
 class PrivateMapper(Mapper[Any]):
@@ -51,8 +60,10 @@ class PrivateMapper(Mapper[Any]):
         super().__init__(transcoder=transcoder)
         # Given once the application's store exists (the mapper is made before it).
         self.keys: KeyStore | None = keys
-        # The keys of the events being recorded now, fetched at once (see prepared()).
+        # The keys of the events being recorded now, fetched at once (see prepared()), and
+        # their ciphers, made once per family in a batch rather than once per event.
         self._batch: dict[str, bytes] = {}
+        self._ciphers: dict[str, AESGCM] = {}
 
     def _keys(self) -> KeyStore:
         if self.keys is None:
@@ -70,6 +81,7 @@ class PrivateMapper(Mapper[Any]):
             yield
         finally:
             self._batch = {}
+            self._ciphers = {}
 
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
         fields = personal_fields(type(domain_event))
@@ -77,13 +89,29 @@ class PrivateMapper(Mapper[Any]):
             return super().to_stored_event(domain_event)
         state = dict(vars(domain_event))
         family = str(state["family_id"])
-        key = self._batch.get(family) or self._keys().key_or_new(family)
+        cipher = self._ciphers.get(family)
+        if cipher is None:
+            cipher = AESGCM(self._batch.get(family) or self._keys().key_or_new(family))
+            if family in self._batch:
+                self._ciphers[family] = cipher
         for name in fields:
             if isinstance(state.get(name), str) and not state[name].startswith(PREFIX):
-                state[name] = seal(key, family, state[name])
-        sealed = object.__new__(type(domain_event))
-        object.__setattr__(sealed, "__dict__", state)
-        return super().to_stored_event(sealed)
+                state[name] = seal(cipher, family, state[name])
+        # The rest is eventsourcing's Mapper.to_stored_event, on the state copied above
+        # rather than on a sealed copy of the event (which it would copy again).
+        cls = type(domain_event)
+        originator_id = state.pop("originator_id")
+        originator_version = state.pop("originator_version")
+        class_version = getattr(cls, "class_version", 1)
+        if class_version > 1:
+            state["class_version"] = class_version
+        stored_state = self.transcoder.encode(state)
+        if self.compressor:
+            stored_state = self.compressor.compress(stored_state)
+        if self.cipher:
+            stored_state = self.cipher.encrypt(stored_state)
+        return StoredEvent(originator_id=originator_id, originator_version=originator_version,
+                           topic=get_topic(cls), state=stored_state)
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
         event = super().to_domain_event(stored_event)
