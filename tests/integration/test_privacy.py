@@ -246,3 +246,25 @@ def test_events_stored_in_clear_before_sealing_read_erased_after_forget(
     assert {m.data["payer_email"] for m in sent if m.name == "InvoiceIssued"} == {ERASED}
     # What the chain covers stays as it was stored.
     assert legacy in b"".join(p.read_bytes() for p in var.glob("billing.db*"))
+
+
+def test_a_batch_of_new_families_gets_its_keys_in_a_few_queries(
+        store_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    billing = billing_app(store_settings)
+    keys: Any = billing.keys
+    keys.key_or_new("fam-known")
+    queries: list[str] = []
+    fetchall = keys.store.fetchall
+
+    def counted(*args: Any) -> Any:
+        queries.append(args[0])
+        return fetchall(*args)
+
+    monkeypatch.setattr(keys.store, "fetchall", counted)
+    families = [f"fam-{i}" for i in range(600)] + ["fam-known"]
+    got = keys.keys_or_new(families)
+    # A page of 500 to look them up, the same to read the new ones back.
+    assert len(queries) == 4
+    monkeypatch.undo()
+    assert got == {family: keys.key(family) for family in families}
+    assert len(set(got.values())) == len(families)

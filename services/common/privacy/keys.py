@@ -94,13 +94,7 @@ class SqlKeyStore:
 
     def keys_or_new(self, family_ids: Iterable[str]) -> dict[str, bytes]:
         wanted = sorted(set(family_ids))
-        keys: dict[str, bytes] = {}
-        for k in range(0, len(wanted), 500):
-            page = wanted[k:k + 500]
-            marks = ", ".join("?" * len(page))
-            rows = self.store.fetchall("SELECT family_id, data_key FROM {schema}privacy_keys "
-                                       f"WHERE family_id IN ({marks})", tuple(page))
-            keys.update((row["family_id"], bytes(row["data_key"])) for row in rows)
+        keys = self._keys_of(wanted)
         missing = [family for family in wanted if family not in keys]
         if missing:
             with self.store.transaction() as c:
@@ -109,8 +103,22 @@ class SqlKeyStore:
                               [(family, os.urandom(KEY_BYTES)) for family in missing])
                 c.executemany("DELETE FROM {schema}privacy_forgotten WHERE family_id = ?",
                               [(family,) for family in missing])
-            # Read back: another writer may have made some of them first.
-            keys.update({family: self.key_or_new(family) for family in missing})
+            # Read back, in pages rather than one query a family (a batch of new families
+            # cost a round trip each): another writer may have made some of them first.
+            keys.update(self._keys_of(missing))
+            # Destroyed again meanwhile: made anew, as key_or_new does.
+            keys.update({family: self.key_or_new(family) for family in missing
+                         if family not in keys})
+        return keys
+
+    def _keys_of(self, families: list[str]) -> dict[str, bytes]:
+        keys: dict[str, bytes] = {}
+        for k in range(0, len(families), 500):
+            page = families[k:k + 500]
+            marks = ", ".join("?" * len(page))
+            rows = self.store.fetchall("SELECT family_id, data_key FROM {schema}privacy_keys "
+                                       f"WHERE family_id IN ({marks})", tuple(page))
+            keys.update((row["family_id"], bytes(row["data_key"])) for row in rows)
         return keys
 
     def destroy(self, family_id: str, reason: str) -> bool:
