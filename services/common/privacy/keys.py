@@ -14,6 +14,9 @@ class KeyStore(Protocol):
     def key(self, family_id: str) -> bytes | None:
         """The family's data key, or None: it never had one, or it was destroyed."""
 
+    def keys(self, family_ids: Iterable[str]) -> dict[str, bytes]:
+        """The keys these families have now, in one look-up; none is made."""
+
     def key_or_new(self, family_id: str) -> bytes:
         """The family's data key, made on first use (again after it was forgotten)."""
 
@@ -37,6 +40,10 @@ class MemoryKeyStore:
 
     def key(self, family_id: str) -> bytes | None:
         return self._keys.get(family_id)
+
+    def keys(self, family_ids: Iterable[str]) -> dict[str, bytes]:
+        return {family: self._keys[family] for family in set(family_ids)
+                if family in self._keys}
 
     def key_or_new(self, family_id: str) -> bytes:
         self._forgotten.discard(family_id)
@@ -92,7 +99,7 @@ class SqlKeyStore:
                           (family_id,))
         return bytes(row[0]["data_key"])
 
-    def keys_or_new(self, family_ids: Iterable[str]) -> dict[str, bytes]:
+    def keys(self, family_ids: Iterable[str]) -> dict[str, bytes]:
         wanted = sorted(set(family_ids))
         keys: dict[str, bytes] = {}
         for k in range(0, len(wanted), 500):
@@ -101,6 +108,11 @@ class SqlKeyStore:
             rows = self.store.fetchall("SELECT family_id, data_key FROM {schema}privacy_keys "
                                        f"WHERE family_id IN ({marks})", tuple(page))
             keys.update((row["family_id"], bytes(row["data_key"])) for row in rows)
+        return keys
+
+    def keys_or_new(self, family_ids: Iterable[str]) -> dict[str, bytes]:
+        wanted = sorted(set(family_ids))
+        keys = self.keys(wanted)
         missing = [family for family in wanted if family not in keys]
         if missing:
             with self.store.transaction() as c:
