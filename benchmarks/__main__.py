@@ -57,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="invoices for the batch and backlog figures (default 20000)")
     parser.add_argument("--drain-consumers", type=_counts, default=(1, 2), metavar="N[,N]",
                         help="payment consumer processes of each drain (default 1,2)")
+    parser.add_argument("--rss-messages", type=int, default=0, metavar="N",
+                        help="drain: also read a topic of N messages from the start with the "
+                        "consumer's Kafka reader and give its RSS and the broker's")
     parser.add_argument("--latency-count", type=int, default=200,
                         help="invoices for the delay figure (default 200)")
     parser.add_argument("--pace-ms", type=float, default=5.0,

@@ -138,7 +138,7 @@ def bench_drain(kafka: Kafka, drainers: Drainers, n: int) -> tuple[Drain, list[O
     finally:
         relay.send_signal(signal.SIGCONT)
     ids = [invoice_id(i, "B") for i in range(n)]
-    seen = wait_all(consumers, ids, max(120.0, n / 100), "backlog drain")
+    seen = wait_all(consumers, ids, max(600.0, n / 20), "backlog drain")
     cpu = {k: cpu_seconds(p) - cpu0[k] for k, p in pids.items()}
     rss = {k: rss_mb(p) for k, p in pids.items() if k != "this script"}
     acked = relay_acks(pipeline, ids)
@@ -176,6 +176,33 @@ def plain_drain(kafka: Kafka, messages: list[Outgoing]) -> tuple[float, float]:
     return max(seen[k] for k in keys) - started, cpu
 
 
+def bench_memory(kafka: Kafka, messages: list[Outgoing], total: int
+                 ) -> tuple[tuple[float, float], tuple[float, float], float]:
+    """RSS (now, peak) of the payment consumer's Kafka reader after reading a topic of
+    ``total`` billing messages from the start (``messages`` over and over), of the
+    broker holding it; and the reader's seconds."""
+    from services.common.messaging.kafka import producer as relay_producer
+
+    topic = f"bench{uuid.uuid4().hex[:8]}.memory"
+    kafka.create_topic(topic)
+    producer = relay_producer(make_settings(kafka.folder, kafka_bootstrap=kafka.bootstrap))
+    try:
+        for i in range(total):
+            m = messages[i % len(messages)]
+            producer.send(topic, key=m.key.encode(), value=m.value)
+        producer.flush(timeout=600)
+    finally:
+        producer.close(timeout=5)
+    settings = make_settings(kafka.folder, kafka_bootstrap=kafka.bootstrap)
+    child = spawn("subscribe", {"topic": topic}, kafka.folder, kafka.cleanup, settings)
+    started = time.monotonic()
+    seen = child.wait_for(["done"], max(300.0, total / 100), "reading the topic")
+    reader = rss_mb(child.proc.pid)
+    broker = rss_mb(kafka.pid)
+    child.stop()
+    return reader, broker, seen["done"] - started
+
+
 def run(bench: Run) -> list[Figure]:
     n = bench.options.invoices
     counts = bench.options.drain_consumers
@@ -206,7 +233,19 @@ def run(bench: Run) -> list[Figure]:
     plain_seconds, plain_cpu = plain_drain(kafka, messages)
     say(f"    plain producer + consumer {n / plain_seconds:7.0f} msg/s "
         f"({plain_seconds:.1f}s, consumer CPU {plain_cpu:.1f}s)")
-    return [Figure(f"backlog of {n:,} drained, PostgreSQL, {d.consumers} consumer"
+    figures = []
+    if bench.options.rss_messages:
+        total = bench.options.rss_messages
+        (reader, reader_peak), (broker, broker_peak), seconds = bench_memory(
+            kafka, messages, total)
+        say(f"    a topic of {total} billing messages read from the start by the consumer's "
+            f"Kafka reader in {seconds:.1f}s: reader RSS {reader:.0f} MB (peak "
+            f"{reader_peak:.0f}), broker RSS {broker:.0f} MB (peak {broker_peak:.0f})")
+        figures.append(Figure(f"consumer's Kafka reader, {total:,} messages from the start",
+                              f"RSS {reader:.0f} MB, peak {reader_peak:.0f} MB",
+                              f"broker RSS {broker:.0f} MB, peak {broker_peak:.0f} MB", "-",
+                              "bounded, whatever the topic"))
+    return figures + [Figure(f"backlog of {n:,} drained, PostgreSQL, {d.consumers} consumer"
                    f"{'s' if d.consumers > 1 else ''}", f"{n / d.seconds:,.0f} inv/s",
                    f"plain producer + consumer {n / plain_seconds:,.0f} msg/s",
                    f"{d.seconds / plain_seconds:.1f}x", "<= 2x (>= 0.5x plain)")

@@ -216,5 +216,5 @@ def consumer(service: str, settings: Settings | None = None, *, app: Any = None,
     return TrackedConsumer(
         settings, settings.topic(PAYMENT_PAYMENTS.name), billing.apply_payment_event,
         positions(settings, "billing", billing), dead_letters=billing.dead_letters,
-        subscribe=subscribe, share=share,
+        subscribe=subscribe, handle_batch=billing.apply_payment_events, share=share,
     )

@@ -190,22 +190,6 @@ class PaymentApp(ServiceApplication):
             present.update(str(r["originator_id"]) for r in rows)
         return {i for i in wanted if str(i) not in present}
 
-    def _tracked(self, names: set[str]) -> dict[str, int]:
-        """The last notification id recorded for each of ``names`` that has one."""
-        recorder: Any = self.recorder
-        # eventsourcing names the table differently on PostgreSQL and SQLite.
-        table = getattr(recorder, "tracking_table_name", "tracking")
-        found: dict[str, int] = {}
-        ordered = sorted(names)
-        for start in range(0, len(ordered), 500):
-            chunk = ordered[start:start + 500]
-            rows = SqlStore(self).fetchall(
-                f"SELECT application_name, MAX(notification_id) AS n FROM {{schema}}{table} "
-                f"WHERE application_name IN ({', '.join('?' for _ in chunk)}) "
-                "GROUP BY application_name", tuple(chunk))
-            found.update((r["application_name"], int(r["n"])) for r in rows)
-        return found
-
     def _get(self, aggregate_id: UUID, seen: dict[UUID, Any] | None = None) -> Any:
         if seen is not None and aggregate_id in seen:
             return seen[aggregate_id]
