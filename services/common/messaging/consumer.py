@@ -209,7 +209,7 @@ class TrackedConsumer:
     Several processes share a topic by a static assignment (``share`` = (index, count),
     from REGIE_CONSUMER_INDEX / REGIE_CONSUMER_COUNT): each reads the partitions p with
     p % count == index, and keeps its positions under those partitions' keys only. A
-    subject's messages all go to one partition (the key is the subject), so each
+    subject's messages all go to one partition (the key is its family), so each
     aggregate has one reader, and its tracking and its dead letters stay as with one
     process. A process killed stops its partitions until it is started again (as
     ``make run`` and compose do); the others go on.
