@@ -1,9 +1,11 @@
 """Several consumer processes share a topic by a static assignment: REGIE_CONSUMER_INDEX of
 REGIE_CONSUMER_COUNT reads the partitions p with p % count == index, and nothing else."""
 
+import json
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -107,3 +109,74 @@ def test_two_consumers_each_apply_only_their_partitions(tmp_path: Path) -> None:
     consume(make_settings("memory", tmp_path, consumer_index="1", consumer_count="2"),
             broker, payment, lambda: visible() == even | odd)
     assert visible() == even | odd
+
+
+def test_a_parked_message_holds_back_its_subject_in_the_consumer_that_owns_it(
+        tmp_path: Path) -> None:
+    """The dead-letter rule with two consumers: a subject lives in one partition, so the
+    consumer of that partition parks its unreadable message and every later one of it."""
+    settings = make_settings("memory", tmp_path)
+    billing, payment = bootstrap.billing_app(settings), bootstrap.payment_app(settings)
+    open_regies(billing)
+    families = {f"fam-{i}" for i in range(12)}
+    for i in range(12):
+        billing.issue_invoice(terms(f"F-{i}", family=f"fam-{i}"))
+    held = billing.issue_invoice(terms("F-held", family="fam-0")).invoice
+    billing.cancel_invoice(held.id, "erreur de saisie")
+    broker = MemoryBroker()
+    publisher = MemoryPublisher(broker=broker, topic="billing.invoices")
+    relay = bootstrap.relay("billing", settings, app=billing, publisher=publisher,
+                            heads=Heads(MemoryPublisher(), "audit.chain-heads", "billing"))
+    while relay.run_once():
+        pass
+    # F-held's issue, in a version no reader knows: parked, and its cancellation behind it.
+    [(partition, offset)] = [(p, o) for p in range(6)
+                             for o, m in enumerate(publisher.records(p))
+                             if json.loads(m.value)["subject"] == str(held.id)
+                             and json.loads(m.value)["type"].startswith("fr.regie.InvoiceIssued")]
+    message = publisher.records(partition)[offset]
+    body = json.loads(message.value)
+    body["type"] = "fr.regie.InvoiceIssued.v99"
+    log = broker.log("billing.invoices")
+    assert log is not None
+    log[partition][offset] = replace(message, value=json.dumps(body).encode())
+
+    def visible() -> set[str]:
+        return {f for f in families if payment.to_pay_summary(f)}
+
+    def done() -> bool:
+        return len(payment.dead_letters.all()) >= 2 and visible() == families
+
+    # The one that owns the partition first, then the other: each stops once all is in.
+    for index in sorted((0, 1), key=lambda i: i != partition % 2):
+        consume(make_settings("memory", tmp_path, consumer_index=str(index),
+                              consumer_count="2"), broker, payment,
+                lambda i=index: i == partition % 2 and len(payment.dead_letters.all()) >= 2,
+                linger=0.2)
+        if index == partition % 2:
+            assert len(payment.dead_letters.all()) == 2
+    assert done()
+    letters = payment.dead_letters.all()
+    assert [(x.partition, x.subject) for x in letters] == [(partition, str(held.id))] * 2
+    assert letters[0].offset == offset and letters[1].offset > offset
+    assert visible() == families  # fam-0's other invoice went in; the held one did not
+    assert [r["count"] for r in payment.to_pay_summary("fam-0")] == [1]
+
+
+def test_a_consumer_with_a_share_does_not_take_it_for_a_changed_topic(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Its partitions are fewer than the topic's: that is no reason to read it again."""
+    settings = make_settings("memory", tmp_path)
+    billing, payment = bootstrap.billing_app(settings), bootstrap.payment_app(settings)
+    open_regies(billing)
+    billing.issue_invoice(terms("F-1", family="fam-1"))
+    broker = MemoryBroker()
+    relay = bootstrap.relay("billing", settings, app=billing,
+                            publisher=MemoryPublisher(broker=broker, topic="billing.invoices"),
+                            heads=Heads(MemoryPublisher(), "audit.chain-heads", "billing"))
+    while relay.run_once():
+        pass
+    # Past the 5 s between two checks of the topic's partition count.
+    consume(make_settings("memory", tmp_path, consumer_index="0", consumer_count="2"),
+            broker, payment, lambda: True, linger=6.0)
+    assert "reading the topic again" not in caplog.text

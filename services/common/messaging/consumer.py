@@ -231,6 +231,7 @@ class TrackedConsumer:
         self.settings = settings
         self.share = share if share is not None else settings.consumer_share()
         self._told_nothing_to_read = False
+        self._topic_partitions = 0
         self.topic = topic
         self.handle = handle
         self.handle_batch = handle_batch
@@ -255,6 +256,7 @@ class TrackedConsumer:
         if not count:
             subscriber.close()
             return None
+        self._topic_partitions = count
         partitions = owned_partitions(count, self.share)
         if not partitions:
             # More consumers than partitions: this one has nothing to read until the
@@ -356,7 +358,8 @@ class TrackedConsumer:
                     self.on_idle()
                 if time.monotonic() - checked > 5:
                     checked = time.monotonic()
-                    if client.partitions() != len(partitions):
+                    # The topic's count, not this consumer's share of it.
+                    if client.partitions() != self._topic_partitions:
                         raise OutOfOrder("its partition count changed")
                 if time.monotonic() - verified > verify_every:
                     verified = time.monotonic()
