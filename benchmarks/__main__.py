@@ -38,6 +38,16 @@ BENCHMARKS: dict[str, Callable[[Run], list[Figure]]] = {
 }
 
 
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of counts") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("counts must be at least 1")
+    return counts
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks", description=__doc__.split("\n\n")[0] if __doc__ else "")
@@ -45,6 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"which to run, of {', '.join(BENCHMARKS)} (default: all)")
     parser.add_argument("--invoices", type=int, default=20000,
                         help="invoices for the batch and backlog figures (default 20000)")
+    parser.add_argument("--drain-consumers", type=_counts, default=(1, 2), metavar="N[,N]",
+                        help="payment consumer processes of each drain (default 1,2)")
+    parser.add_argument("--rss-messages", type=int, default=0, metavar="N",
+                        help="drain: also read a topic of N messages from the start with the "
+                        "consumer's Kafka reader and give its RSS and the broker's")
     parser.add_argument("--latency-count", type=int, default=200,
                         help="invoices for the delay figure (default 200)")
     parser.add_argument("--pace-ms", type=float, default=5.0,

@@ -1,6 +1,7 @@
-"""3. Backlog drain: N invoices stored while the relay is paused, then the time until the
-last is visible in to-pay; baseline: a plain producer and consumer moving the same N
-messages.
+"""3. Backlog drain, on PostgreSQL, with one and with two payment consumer processes: N
+invoices stored while the relay is paused, then the time until the last is visible in
+to-pay; baseline: a plain producer and consumer moving the same N messages. Also the
+memory (RSS) of the consumers, the relay and the broker once the backlog is drained.
 """
 
 import math
@@ -8,40 +9,120 @@ import os
 import signal
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from benchmarks.harness import (
+    REGIE,
+    WARMUP,
+    Child,
     Figure,
     Kafka,
     Pipeline,
     Run,
     cpu_seconds,
+    drop_pg_schemas,
     invoice_id,
     invoice_terms,
     issue_batches,
+    make_settings,
     messages_between,
     position,
     relay_acks,
     say,
+    spawn,
 )
-from services.bootstrap import payment_app
+from events import BILLING_INVOICES
+from services.bootstrap import billing_app, payment_app
 from services.common.messaging.outbox import Outgoing
 from services.common.storage.persistence import SqlStore
 
 
 @dataclass
+class Drainers:
+    """Billing store + relay + ``len(consumers)`` payment consumers sharing the topic, on
+    PostgreSQL; ``pipeline.consumer`` is the first of them."""
+
+    pipeline: Pipeline
+    consumers: list[Child]
+
+
+@dataclass
 class Drain:
+    consumers: int
     issue_rate: float
     seconds: float
     relay_seconds: float
     first_visible: float
     cpu: dict[str, float]
-    plain_seconds: float
-    plain_consumer_cpu: float
+    rss: dict[str, tuple[float, float]]
 
 
-def bench_drain(kafka: Kafka, pipeline: Pipeline, n: int) -> Drain:
+def wait_all(children: Sequence[Child], keys: Sequence[str], timeout: float, what: str
+             ) -> dict[str, float]:
+    """Wait until each key was seen by one of ``children``; when each was first seen."""
+    deadline = time.monotonic() + timeout
+    seen: dict[str, float] = {}
+    missing = set(keys)
+    while True:
+        for child in children:
+            child.read()
+            for key in missing.intersection(child.seen):
+                seen[key] = min(seen.get(key, math.inf), child.seen[key])
+        missing.difference_update(seen)
+        if not missing:
+            return seen
+        for child in children:
+            child.check()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: {len(missing)} of {len(keys)} not seen after "
+                               f"{timeout:.0f}s")
+        time.sleep(0.02)
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """Resident memory now and at its peak (VmRSS, VmHWM), in MB."""
+    fields: dict[str, float] = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                fields[name] = int(value.split()[0]) / 1024
+    except OSError:
+        return math.nan, math.nan
+    return fields.get("VmRSS", math.nan), fields.get("VmHWM", math.nan)
+
+
+def start_drainers(kafka: Kafka, root: Path, count: int) -> Drainers:
+    prefix = f"bench{uuid.uuid4().hex[:8]}_"
+    settings = make_settings(
+        root / f"drain-{count}", kafka_bootstrap=kafka.bootstrap,
+        topic_prefix=f"bench{uuid.uuid4().hex[:8]}.", poll_interval=0.02,
+        persistence="eventsourcing.postgres", schema_prefix=prefix, consumer_count=str(count),
+    )
+    # Registered first, so dropped last: after the processes using them are stopped.
+    kafka.cleanup.callback(drop_pg_schemas, [settings.schema("billing"),
+                                             settings.schema("payment")])
+    billing = billing_app(settings)
+    kafka.cleanup.callback(billing.close)
+    billing.open_regie(*REGIE)
+    relay = spawn("relay", {}, kafka.folder, kafka.cleanup, settings)
+    consumers = [spawn("consume", {}, kafka.folder, kafka.cleanup,
+                       replace(settings, consumer_index=str(i))) for i in range(count)]
+    for child in consumers:
+        child.wait_for(["hooked"], 60, "payment consumer start")
+    pipeline = Pipeline(settings, billing, relay, consumers[0],
+                        settings.topic(BILLING_INVOICES.name))
+    for i in range(WARMUP):
+        billing.issue_invoice(invoice_terms(i, "W"))
+    wait_all(consumers, [invoice_id(i, "W") for i in range(WARMUP)], 90, "drain warm-up")
+    return Drainers(pipeline, consumers)
+
+
+def bench_drain(kafka: Kafka, drainers: Drainers, n: int) -> tuple[Drain, list[Outgoing]]:
     """Pause the relay (SIGSTOP), store n invoices, let it go and time the drain."""
+    pipeline, consumers = drainers.pipeline, drainers.consumers
     billing = pipeline.billing
     relay = pipeline.relay.proc
     # Everything issued so far is visible in to-pay, so the relay is idle: pause it.
@@ -50,16 +131,16 @@ def bench_drain(kafka: Kafka, pipeline: Pipeline, n: int) -> Drain:
     try:
         issue_rate = n / issue_batches(billing, [invoice_terms(i, "B") for i in range(n)])
         last = billing.recorder.max_notification_id() or 0
-        pids = {"relay": relay.pid, "consumer": pipeline.consumer.proc.pid, "broker": kafka.pid,
-                "this script": os.getpid()}
+        pids = {"relay": relay.pid, "broker": kafka.pid, "this script": os.getpid()}
+        pids |= {f"consumer {i}": c.proc.pid for i, c in enumerate(consumers)}
         cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
         started = time.monotonic()
     finally:
         relay.send_signal(signal.SIGCONT)
     ids = [invoice_id(i, "B") for i in range(n)]
-    timeout = max(120.0, n / 100)
-    seen = pipeline.consumer.wait_for(ids, timeout, "backlog drain")
+    seen = wait_all(consumers, ids, max(600.0, n / 20), "backlog drain")
     cpu = {k: cpu_seconds(p) - cpu0[k] for k, p in pids.items()}
+    rss = {k: rss_mb(p) for k, p in pids.items() if k != "this script"}
     acked = relay_acks(pipeline, ids)
     times = [seen[k] for k in ids]
     # Cross-check with the read model itself, as a fresh PaymentApp sees it.
@@ -68,19 +149,18 @@ def bench_drain(kafka: Kafka, pipeline: Pipeline, n: int) -> Drain:
         rows = SqlStore(payment).fetchall("SELECT COUNT(*) AS n FROM {schema}view_invoices")
     finally:
         payment.close()
-    expected = len(pipeline.consumer.seen) - 1  # warm-up, delay and backlog invoices
-    if int(rows[0]["n"]) != expected:
-        raise RuntimeError(f"to-pay holds {rows[0]['n']} invoices, expected {expected}")
-    plain_seconds, plain_cpu = plain_drain(kafka, messages_between(pipeline, before, last))
-    return Drain(
+    if int(rows[0]["n"]) != WARMUP + n:
+        raise RuntimeError(f"to-pay holds {rows[0]['n']} invoices, expected {WARMUP + n}")
+    drain = Drain(
+        consumers=len(consumers),
         issue_rate=issue_rate,
         seconds=max(times) - started,
         relay_seconds=max(acked[k] for k in ids) - started if acked else math.nan,
         first_visible=min(times) - started,
         cpu=cpu,
-        plain_seconds=plain_seconds,
-        plain_consumer_cpu=plain_cpu,
+        rss=rss,
     )
+    return drain, messages_between(pipeline, before, last)
 
 
 def plain_drain(kafka: Kafka, messages: list[Outgoing]) -> tuple[float, float]:
@@ -91,31 +171,82 @@ def plain_drain(kafka: Kafka, messages: list[Outgoing]) -> tuple[float, float]:
         futures = [producer.send(topic, key=m.key.encode(), value=m.value) for m in messages]
         producer.flush(timeout=120)
         keys = [position(f.get(timeout=30)) for f in futures]
-        seen = child.wait_for(keys, 120, "plain drain")
+        seen = child.wait_for(keys, max(120.0, len(messages) / 100), "plain drain")
         cpu = cpu_seconds(child.proc.pid) - cpu0
     return max(seen[k] for k in keys) - started, cpu
 
 
+def bench_memory(kafka: Kafka, messages: list[Outgoing], total: int
+                 ) -> tuple[tuple[float, float], tuple[float, float], float]:
+    """RSS (now, peak) of the payment consumer's Kafka reader after reading a topic of
+    ``total`` billing messages from the start (``messages`` over and over), of the
+    broker holding it; and the reader's seconds."""
+    from services.common.messaging.kafka import producer as relay_producer
+
+    topic = f"bench{uuid.uuid4().hex[:8]}.memory"
+    kafka.create_topic(topic)
+    producer = relay_producer(make_settings(kafka.folder, kafka_bootstrap=kafka.bootstrap))
+    try:
+        for i in range(total):
+            m = messages[i % len(messages)]
+            producer.send(topic, key=m.key.encode(), value=m.value)
+        producer.flush(timeout=600)
+    finally:
+        producer.close(timeout=5)
+    settings = make_settings(kafka.folder, kafka_bootstrap=kafka.bootstrap)
+    child = spawn("subscribe", {"topic": topic}, kafka.folder, kafka.cleanup, settings)
+    started = time.monotonic()
+    seen = child.wait_for(["done"], max(300.0, total / 100), "reading the topic")
+    reader = rss_mb(child.proc.pid)
+    broker = rss_mb(kafka.pid)
+    child.stop()
+    return reader, broker, seen["done"] - started
 
 
 def run(bench: Run) -> list[Figure]:
     n = bench.options.invoices
-    say(f"3. Backlog drain: {n} invoices stored while the relay is paused, then released")
-    kafka, pipeline = bench.kafka(), bench.pipeline()
-    t = time.monotonic()
-    drain = bench_drain(kafka, pipeline, n)
-    say(f"    (stored with issue_batch at {drain.issue_rate:.0f} inv/s while broker and "
-        f"consumer idled)")
-    relay_note = "" if math.isnan(drain.relay_seconds) else (
-        f"; relay done after {drain.relay_seconds:.1f}s ({n / drain.relay_seconds:.0f} msg/s)")
-    say(f"    relay + consumer          {n / drain.seconds:7.0f} inv/s: last visible after "
-        f"{drain.seconds:.1f}s, first after {drain.first_visible:.2f}s{relay_note}")
-    say(f"    plain producer + consumer {n / drain.plain_seconds:7.0f} msg/s "
-        f"({drain.plain_seconds:.1f}s, consumer CPU {drain.plain_consumer_cpu:.1f}s)"
-        f" | plain is {drain.seconds / drain.plain_seconds:.1f}x faster"
-        f"   ({time.monotonic() - t:.1f}s)")
-    say("    CPU seconds during the drain: " + ", ".join(
-        f"{k} {v:.1f}" for k, v in drain.cpu.items()))
-    return [Figure(f"backlog of {n:,} drained", f"{n / drain.seconds:,.0f} inv/s",
-                   f"plain producer + consumer {n / drain.plain_seconds:,.0f} msg/s",
-                   f"{drain.seconds / drain.plain_seconds:.1f}x", "<= 2x (>= 0.5x plain)")]
+    counts = bench.options.drain_consumers
+    say(f"3. Backlog drain on PostgreSQL: {n} invoices stored while the relay is paused, then "
+        f"released, with {' and '.join(map(str, counts))} payment consumer process(es)")
+    kafka = bench.kafka()
+    drains: list[Drain] = []
+    messages: list[Outgoing] = []
+    for count in counts:
+        t = time.monotonic()
+        drainers = start_drainers(kafka, bench.root, count)
+        drain, messages = bench_drain(kafka, drainers, n)
+        # Stopped before the next: their idle polling would be the next run's load.
+        for child in (drainers.pipeline.relay, *drainers.consumers):
+            child.stop()
+        drains.append(drain)
+        relay_note = "" if math.isnan(drain.relay_seconds) else (
+            f"; relay done after {drain.relay_seconds:.1f}s "
+            f"({n / drain.relay_seconds:.0f} msg/s)")
+        say(f"    {count} consumer(s): {n / drain.seconds:7.0f} inv/s: last visible after "
+            f"{drain.seconds:.1f}s, first after {drain.first_visible:.2f}s{relay_note}"
+            f"   ({time.monotonic() - t:.1f}s; stored with issue_batch at "
+            f"{drain.issue_rate:.0f} inv/s)")
+        say("      CPU seconds during the drain: " + ", ".join(
+            f"{k} {v:.1f}" for k, v in drain.cpu.items()))
+        say("      RSS once drained (peak), MB: " + ", ".join(
+            f"{k} {now:.0f} ({peak:.0f})" for k, (now, peak) in drain.rss.items()))
+    plain_seconds, plain_cpu = plain_drain(kafka, messages)
+    say(f"    plain producer + consumer {n / plain_seconds:7.0f} msg/s "
+        f"({plain_seconds:.1f}s, consumer CPU {plain_cpu:.1f}s)")
+    figures = []
+    if bench.options.rss_messages:
+        total = bench.options.rss_messages
+        (reader, reader_peak), (broker, broker_peak), seconds = bench_memory(
+            kafka, messages, total)
+        say(f"    a topic of {total} billing messages read from the start by the consumer's "
+            f"Kafka reader in {seconds:.1f}s: reader RSS {reader:.0f} MB (peak "
+            f"{reader_peak:.0f}), broker RSS {broker:.0f} MB (peak {broker_peak:.0f})")
+        figures.append(Figure(f"consumer's Kafka reader, {total:,} messages from the start",
+                              f"RSS {reader:.0f} MB, peak {reader_peak:.0f} MB",
+                              f"broker RSS {broker:.0f} MB, peak {broker_peak:.0f} MB", "-",
+                              "bounded, whatever the topic"))
+    return figures + [Figure(f"backlog of {n:,} drained, PostgreSQL, {d.consumers} consumer"
+                   f"{'s' if d.consumers > 1 else ''}", f"{n / d.seconds:,.0f} inv/s",
+                   f"plain producer + consumer {n / plain_seconds:,.0f} msg/s",
+                   f"{d.seconds / plain_seconds:.1f}x", "<= 2x (>= 0.5x plain)")
+            for d in drains]

@@ -72,6 +72,8 @@ def make_settings(var_dir: Path, **overrides: Any) -> Settings:
         "kafka_partitions": PARTITIONS,
         "topic_prefix": "",
         "kafka_session_timeout_ms": "",
+        "consumer_index": "0",
+        "consumer_count": "1",
         "tokens": "",
         "poll_interval": 0.02,
     }
@@ -261,6 +263,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "KAFKA_PARTITIONS": str(settings.kafka_partitions),
         "KAFKA_TOPIC_PREFIX": settings.topic_prefix,
         "KAFKA_SESSION_TIMEOUT_MS": settings.kafka_session_timeout_ms,
+        "REGIE_CONSUMER_INDEX": settings.consumer_index,
+        "REGIE_CONSUMER_COUNT": settings.consumer_count,
         "REGIE_TOKENS": settings.tokens,
         "REGIE_POLL_INTERVAL": repr(settings.poll_interval),
         "REGIE_LOG_LEVEL": "WARNING",

@@ -138,7 +138,36 @@ def role_plain_consume(spec: dict[str, Any]) -> int:
     return 0
 
 
+def role_subscribe(spec: dict[str, Any]) -> int:
+    """The payment consumer's reader of Kafka (KafkaSubscriber) alone: the whole topic from
+    the start, as a new consumer or a re-read does, without applying anything; writes
+    "done" once every partition is read to its end, then idles until stopped."""
+    from services.common.messaging.kafka import KafkaSubscriber
+
+    stop = child_stop(spec["lifetime"])
+    subscriber = KafkaSubscriber(Settings(), spec["topic"])
+    try:
+        count = subscriber.partitions()
+        subscriber.seek(dict.fromkeys(range(count), 0))
+        read = {p: 0 for p in range(count)}
+        with open(spec["out"], "a") as out:
+            while not stop.is_set():
+                batches = subscriber.poll()
+                for partition, records in batches.items():
+                    read[partition] = records[-1].offset + 1
+                if all(read[p] >= (subscriber.highwater(p) or 1) for p in read):
+                    out.write(f"done {time.monotonic()!r}\n")
+                    out.flush()
+                    stop.wait()
+                elif not batches:
+                    stop.wait(0.02)
+    finally:
+        subscriber.close()
+    return 0
+
+
 ROLES: dict[str, Callable[[dict[str, Any]], int]] = {
+    "subscribe": role_subscribe,
     "relay": role_relay,
     "consume": role_consume,
     "plain-consume": role_plain_consume,

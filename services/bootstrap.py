@@ -196,22 +196,25 @@ def consumer(service: str, settings: Settings | None = None, *, app: Any = None,
     """`regie consume SERVICE`: payment reads billing.invoices, billing reads
     payment.payments. A caller may bring the application (a benchmark wraps its to-pay
     store in a clock) or what reads the topic (a test's in-memory broker); the rest comes
-    from the settings."""
+    from the settings, REGIE_CONSUMER_INDEX / REGIE_CONSUMER_COUNT (its share of the
+    topic's partitions) included."""
     from events import BILLING_INVOICES, PAYMENT_PAYMENTS
     from services.common.messaging.consumer import TrackedConsumer
 
     settings = settings or Settings()
+    # Checked before anything connects: a bad share stops the process with its reason.
+    share = settings.consumer_share()
     if service == "payment":
         payment = app if app is not None else payment_app(settings)
         return TrackedConsumer(
             settings, settings.topic(BILLING_INVOICES.name), payment.apply_billing_event,
             positions(settings, "payment", payment), on_idle=payment.refresh,
             dead_letters=payment.dead_letters, subscribe=subscribe,
-            handle_batch=payment.apply_billing_events,
+            handle_batch=payment.apply_billing_events, share=share,
         )
     billing = app if app is not None else billing_app(settings)
     return TrackedConsumer(
         settings, settings.topic(PAYMENT_PAYMENTS.name), billing.apply_payment_event,
         positions(settings, "billing", billing), dead_letters=billing.dead_letters,
-        subscribe=subscribe,
+        subscribe=subscribe, handle_batch=billing.apply_payment_events, share=share,
     )

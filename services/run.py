@@ -224,6 +224,8 @@ def run(load_demo: bool = True) -> int:
     given["payfip-sim"] = {"PAYFIP_SIM_ENABLED": "1"}  # it starts only when told to
     issuer = _token(tokens, "issuer", "the demo data is issued with it") if load_demo else ""
     start_timeout = settings.start_timeout
+    # REGIE_CONSUMER_COUNT=N runs N processes of each consumer, each its share.
+    _, consumers = settings.consumer_share()
     # The payment API and the reconciler add up their PayFiP call metrics here; counts of
     # a previous run would belong to processes long gone.
     metrics_dir = (settings.var_dir / "metrics").resolve()
@@ -290,7 +292,12 @@ def run(load_demo: bool = True) -> int:
             ("reconciler", ["reconcile"]),
             ("scheduler", ["scheduler"]),
         ):
-            sup.start(name, [python, "-m", "services.cli", *command])
+            if command[0] != "consume" or consumers == 1:
+                sup.start(name, [python, "-m", "services.cli", *command])
+                continue
+            for index in range(consumers):
+                sup.start(f"{name}-{index}", [python, "-m", "services.cli", *command],
+                          env=dict(env, REGIE_CONSUMER_INDEX=str(index)))
         billing_url = f"http://127.0.0.1:{billing_port}"
         payment_url = f"http://127.0.0.1:{payment_port}"
         if not wait_until_ready(sup, health, start_timeout, stop):

@@ -21,11 +21,14 @@ from services.billing.domain import (
     Regie,
 )
 from services.common.application import ServiceApplication
+from services.common.storage.chain import Chained
 
 BATCH_SAVE_SIZE = 500
 # Attempts at recording one payment event when an invoice it settles changes under it
 # (an issuer cancelling it at that very moment): each attempt reads the invoices again.
 RECORD_ATTEMPTS = 5
+# The payment events that change invoices; the others are only tracked.
+SETTLING = ("PaymentConfirmed", "CounterPaymentReceived", "CreditApplied")
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +60,7 @@ class BillingApp(ServiceApplication):
             if self.already_applied(tracking):
                 return False
             processing = ProcessingEvent[UUID](tracking=tracking)
-            if message.name in ("PaymentConfirmed", "CounterPaymentReceived", "CreditApplied"):
+            if message.name in SETTLING:
                 for invoice in self._settlements(message):
                     processing.collect_events(invoice)
             try:
@@ -70,13 +73,53 @@ class BillingApp(ServiceApplication):
         # Left to the consumer, which backs off and reads the message again.
         raise RuntimeError(f"could not record {message.type} {message.id}: invoices kept changing")
 
-    def _settlements(self, message: Envelope) -> list[Invoice]:
+    def apply_payment_events(self, batch: list[tuple[Envelope, Tracking]]) -> int:
+        """Record a whole poll of payment events in one transaction; how many were new.
+
+        As the payment consumer's batches: one tracking record per subject (the payment),
+        its last notification id in the batch, in the same transaction as the invoices'
+        new events, so the poll is recorded whole or not at all. Whatever stops it (an
+        invoice changed meanwhile, the database gone) raises with nothing recorded, and
+        the caller applies the messages one by one with ``apply_payment_event``.
+        """
+        if not isinstance(self.recorder, Chained):
+            # The in-memory store takes one tracking record per write.
+            return sum(self.apply_payment_event(m, t) for m, t in batch)
+        recorded = self._tracked({t.application_name for _, t in batch})
+        moved: dict[str, int] = {}
+        # The invoices as this batch left them: two payments of one invoice in a poll.
+        seen: dict[UUID, Invoice] = {}
+        applied = 0
+        for message, tracking in batch:
+            name = tracking.application_name
+            last = moved.get(name, recorded.get(name))
+            if last is not None and last >= tracking.notification_id:
+                continue
+            if message.name in SETTLING:
+                seen.update((invoice.id, invoice) for invoice in
+                            self._settlements(message, seen))
+            moved[name] = tracking.notification_id
+            applied += 1
+        if moved:
+            processing = ProcessingEvent[UUID]()
+            for invoice in seen.values():
+                processing.collect_events(invoice)
+            processing.saved_kwargs["trackings"] = [
+                Tracking(name, nid) for name, nid in moved.items()]
+            self._record(processing)
+        return applied
+
+    def _settlements(self, message: Envelope, seen: dict[UUID, Invoice] | None = None
+                     ) -> list[Invoice]:
+        """The invoices this payment settles, settled (``seen``: those a batch changed
+        already)."""
         data = message.data
         touched: dict[UUID, Invoice] = {}
         for allocation in data["allocations"]:
             invoice_id = UUID(allocation["invoice_id"])
             try:
-                invoice = touched.get(invoice_id) or self.get_invoice(invoice_id)
+                invoice = (touched.get(invoice_id) or (seen or {}).get(invoice_id)
+                           or self.get_invoice(invoice_id))
                 invoice.settle(
                     payment_id=data["payment_id"], amount_cents=allocation["amount_cents"],
                     # At the counter, when it was recorded: the day it was received is

@@ -61,7 +61,9 @@ def cmd_consume(args: argparse.Namespace) -> int:
     from services.bootstrap import consumer
 
     running = consumer(args.service, Settings())
-    logging.getLogger(__name__).info("%s consuming %s", args.service, running.topic)
+    index, count = running.share
+    logging.getLogger(__name__).info("%s consuming %s (partitions p %% %d == %d)",
+                                     args.service, running.topic, count, index)
     running.run_forever(_stop_on_signals())
     return 0
 

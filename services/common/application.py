@@ -87,6 +87,22 @@ class ServiceApplication(Application[UUID]):
         super().register_transcodings(transcoder)
         register_transcodings(transcoder)
 
+    def _tracked(self, names: set[str]) -> dict[str, int]:
+        """The last notification id recorded for each of ``names`` that has one."""
+        recorder: Any = self.recorder
+        # eventsourcing names the table differently on PostgreSQL and SQLite.
+        table = getattr(recorder, "tracking_table_name", "tracking")
+        found: dict[str, int] = {}
+        ordered = sorted(names)
+        for start in range(0, len(ordered), 500):
+            chunk = ordered[start:start + 500]
+            rows = SqlStore(self).fetchall(
+                f"SELECT application_name, MAX(notification_id) AS n FROM {{schema}}{table} "
+                f"WHERE application_name IN ({', '.join('?' for _ in chunk)}) "
+                "GROUP BY application_name", tuple(chunk))
+            found.update((r["application_name"], int(r["n"])) for r in rows)
+        return found
+
     def already_applied(self, tracking: Tracking) -> bool:
         recorder: Any = self.recorder
         last = recorder.max_tracking_id(tracking.application_name)

@@ -30,6 +30,16 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "KAFKA_PARTITIONS": ("6", "partitions of each topic the relays create"),
     "KAFKA_TOPIC_PREFIX": ("", "prefix of topic and group names (tests isolate runs)"),
     "KAFKA_SESSION_TIMEOUT_MS": ("", "consumer session timeout; default by broker kind"),
+    "REGIE_CONSUMER_COUNT": (
+        "1",
+        "how many `regie consume SERVICE` processes share the topic's partitions (each its "
+        "own REGIE_CONSUMER_INDEX)",
+    ),
+    "REGIE_CONSUMER_INDEX": (
+        "0",
+        "this consumer's place among REGIE_CONSUMER_COUNT, from 0: it reads partition p "
+        "when p % REGIE_CONSUMER_COUNT is this index",
+    ),
     "REGIE_TOKENS": (
         "",
         "comma-separated token:role pairs (roles: issuer reader auditor operator payer "
@@ -195,6 +205,10 @@ class Settings:
     kafka_session_timeout_ms: str = field(
         default_factory=lambda: get("KAFKA_SESSION_TIMEOUT_MS")
     )
+    # Kept as given and checked by consumer_share(): only the consumers need them, and a
+    # bad value must stop them with a clear message, not every other command.
+    consumer_index: str = field(default_factory=lambda: get("REGIE_CONSUMER_INDEX"))
+    consumer_count: str = field(default_factory=lambda: get("REGIE_CONSUMER_COUNT"))
     tokens: str = field(default_factory=lambda: get("REGIE_TOKENS"))
     billing_tokens: str = field(default_factory=lambda: get("BILLING_TOKENS"))
     payment_tokens: str = field(default_factory=lambda: get("PAYMENT_TOKENS"))
@@ -245,6 +259,27 @@ class Settings:
         """The token:role pairs one API accepts, and the setting they come from."""
         own = {"billing": self.billing_tokens, "payment": self.payment_tokens}[service]
         return (own, f"{service.upper()}_TOKENS") if own else (self.tokens, "REGIE_TOKENS")
+
+    def consumer_share(self) -> tuple[int, int]:
+        """(index, count): this consumer reads the partitions p with p % count == index.
+
+        Raises ValueError naming the setting when either is not a whole number, the count
+        is below 1 or the index is outside [0, count).
+        """
+        values = {}
+        for name, raw in (("REGIE_CONSUMER_INDEX", self.consumer_index),
+                          ("REGIE_CONSUMER_COUNT", self.consumer_count)):
+            try:
+                values[name] = int(str(raw).strip())
+            except ValueError:
+                raise ValueError(f"{name}={raw!r} is not a whole number") from None
+        index, count = values["REGIE_CONSUMER_INDEX"], values["REGIE_CONSUMER_COUNT"]
+        if count < 1:
+            raise ValueError(f"REGIE_CONSUMER_COUNT={count} must be at least 1")
+        if not 0 <= index < count:
+            raise ValueError(f"REGIE_CONSUMER_INDEX={index} must be from 0 to "
+                             f"{count - 1} (REGIE_CONSUMER_COUNT={count})")
+        return index, count
 
     def topic(self, name: str) -> str:
         return self.topic_prefix + name

@@ -190,14 +190,29 @@ def _notification_id(value: bytes) -> int:
     return head[1] if head else 0
 
 
+def owned_partitions(count: int, share: tuple[int, int]) -> list[int]:
+    """The partitions of a ``count``-partition topic that consumer ``share`` = (index, of
+    how many) reads: partition p goes to index p % how many."""
+    index, every = share
+    return [p for p in range(count) if p % every == index]
+
+
 class TrackedConsumer:
-    """Reads every partition of one topic; no consumer group.
+    """Reads its share of one topic's partitions; no consumer group.
 
     Our position lives in our own store (see the module doc), so a group would only add
     its failure modes: noida-db never evicts a member killed with -9, leaving its group
     in rebalance for good, and Tansu answers each join after half the session timeout.
     Kafka offsets are kept beside our events as a hint for where to resume, and trusted
     only after checking that the record before it is still the one we read there.
+
+    Several processes share a topic by a static assignment (``share`` = (index, count),
+    from REGIE_CONSUMER_INDEX / REGIE_CONSUMER_COUNT): each reads the partitions p with
+    p % count == index, and keeps its positions under those partitions' keys only. A
+    subject's messages all go to one partition (the key is its family), so each
+    aggregate has one reader, and its tracking and its dead letters stay as with one
+    process. A process killed stops its partitions until it is started again (as
+    ``make run`` and compose do); the others go on.
     """
 
     def __init__(
@@ -211,8 +226,12 @@ class TrackedConsumer:
         dead_letters: DeadLetters,
         subscribe: Callable[[], Subscriber] | None = None,
         handle_batch: BatchHandler | None = None,
+        share: tuple[int, int] | None = None,
     ) -> None:
         self.settings = settings
+        self.share = share if share is not None else settings.consumer_share()
+        self._told_nothing_to_read = False
+        self._topic_partitions = 0
         self.topic = topic
         self.handle = handle
         self.handle_batch = handle_batch
@@ -237,7 +256,17 @@ class TrackedConsumer:
         if not count:
             subscriber.close()
             return None
-        partitions = list(range(count))
+        self._topic_partitions = count
+        partitions = owned_partitions(count, self.share)
+        if not partitions:
+            # More consumers than partitions: this one has nothing to read until the
+            # topic is given more.
+            if not self._told_nothing_to_read:
+                log.warning("%s has %d partitions: none for consumer %d of %d",
+                            self.topic, count, self.share[0], self.share[1])
+                self._told_nothing_to_read = True
+            subscriber.close()
+            return None
         same_shape = (
             not from_start and self.positions.get(f"{self.topic}#partitions") == count
         )
@@ -308,7 +337,8 @@ class TrackedConsumer:
                 if client is None:
                     connected = self._connect(from_start)
                     if connected is None:
-                        # The topic does not exist yet: its relay has not started.
+                        # The topic does not exist yet (its relay has not started), or
+                        # it has no partition for this consumer yet.
                         stop.wait(1.0)
                         continue
                     client, partitions = connected
@@ -328,7 +358,8 @@ class TrackedConsumer:
                     self.on_idle()
                 if time.monotonic() - checked > 5:
                     checked = time.monotonic()
-                    if client.partitions() != len(partitions):
+                    # The topic's count, not this consumer's share of it.
+                    if client.partitions() != self._topic_partitions:
                         raise OutOfOrder("its partition count changed")
                 if time.monotonic() - verified > verify_every:
                     verified = time.monotonic()

@@ -29,6 +29,7 @@ from services.common.messaging.kafka import KafkaPublisher
 from services.common.messaging.outbox import Outgoing, ToWire
 from services.common.messaging.ports import Ack, Publisher
 from services.common.messaging.positions import Positions
+from services.common.privacy.sealing import domain_events
 from services.common.storage.chain import Head, head, today
 
 # Ack and KafkaPublisher stay importable from here, where callers of the relay look for them.
@@ -164,8 +165,10 @@ class Relay:
         if not notifications:
             return 0
         messages: list[Outgoing] = []
-        for n in notifications:
-            messages.extend(self.to_wire(self.app.mapper.to_domain_event(n), n.id))
+        # The page's events read back at once: one query for their families' keys.
+        events = domain_events(self.app.mapper, notifications)
+        for n, event in zip(notifications, events, strict=True):
+            messages.extend(self.to_wire(event, n.id))
         marks = {self.name: notifications[-1].id}
         if messages:
             first: dict[int, int] = {}

@@ -14,6 +14,9 @@ class KeyStore(Protocol):
     def key(self, family_id: str) -> bytes | None:
         """The family's data key, or None: it never had one, or it was destroyed."""
 
+    def keys(self, family_ids: Iterable[str]) -> dict[str, bytes]:
+        """The keys these families have now, in one look-up; none is made."""
+
     def key_or_new(self, family_id: str) -> bytes:
         """The family's data key, made on first use (again after it was forgotten)."""
 
@@ -37,6 +40,10 @@ class MemoryKeyStore:
 
     def key(self, family_id: str) -> bytes | None:
         return self._keys.get(family_id)
+
+    def keys(self, family_ids: Iterable[str]) -> dict[str, bytes]:
+        return {family: self._keys[family] for family in set(family_ids)
+                if family in self._keys}
 
     def key_or_new(self, family_id: str) -> bytes:
         self._forgotten.discard(family_id)
@@ -91,6 +98,9 @@ class SqlKeyStore:
             row = c.query("SELECT data_key FROM {schema}privacy_keys WHERE family_id = ?",
                           (family_id,))
         return bytes(row[0]["data_key"])
+
+    def keys(self, family_ids: Iterable[str]) -> dict[str, bytes]:
+        return self._keys_of(sorted(set(family_ids)))
 
     def keys_or_new(self, family_ids: Iterable[str]) -> dict[str, bytes]:
         wanted = sorted(set(family_ids))

@@ -8,7 +8,7 @@ only the sealed text, so the hash chain over them is the same before and after.
 
 import base64
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -74,7 +74,8 @@ class PrivateMapper(Mapper[Any]):
     def prepared(self, events: Iterable[Any]) -> Iterator[None]:
         """The keys of these events' families fetched (or made) in one go, for storing
         them: one query per batch rather than one per event. Only for writing: reading
-        always asks the store, so a key destroyed meanwhile is never used to open."""
+        asks the store at each read (of an event, or of a page of them), so a key
+        destroyed meanwhile is never used to open."""
         families = {str(vars(e)["family_id"]) for e in events if personal_fields(type(e))}
         self._batch = self._keys().keys_or_new(families) if families else {}
         try:
@@ -115,20 +116,45 @@ class PrivateMapper(Mapper[Any]):
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
         event = super().to_domain_event(stored_event)
-        fields = personal_fields(type(event))
-        if not fields:
-            return event
+        if personal_fields(type(event)):
+            self._open(event, None)
+        return event
+
+    def to_domain_events(self, stored_events: Iterable[StoredEvent]) -> list[Any]:
+        """Many stored events read back, their families' keys asked of the store in one
+        query rather than one per event (the relay's and the projections' pages). As for
+        one event, the keys are those in the store when the page is read: one destroyed
+        before opens nothing."""
+        events = []
+        for stored in stored_events:
+            events.append(super().to_domain_event(stored))
+        private = [e for e in events if personal_fields(type(e))]
+        if private:
+            keys = self._keys().keys({str(vars(e)["family_id"]) for e in private})
+            for event in private:
+                self._open(event, keys)
+        return events
+
+    def _open(self, event: Any, keys: dict[str, bytes] | None) -> None:
+        """Open the event's personal fields with ``keys`` (the store's, when None)."""
         state = vars(event)
         family = str(state["family_id"])
-        keys = self._keys()
-        for name in fields:
+        store = self._keys()
+        for name in personal_fields(type(event)):
             value = state.get(name)
             if not isinstance(value, str):
                 continue
             if value.startswith(PREFIX):
-                state[name] = open_sealed(keys.key(family), family, value)
-            elif keys.forgotten(family):
+                key = store.key(family) if keys is None else keys.get(family)
+                state[name] = open_sealed(key, family, value)
+            elif store.forgotten(family):
                 # Stored in clear before sealing existed: these bytes stay in the store
                 # (erasing them would break the chain), but nothing shows them any more.
                 state[name] = ERASED
-        return event
+
+
+def domain_events(mapper: Mapper[Any], stored_events: Sequence[StoredEvent]) -> list[Any]:
+    """``stored_events`` read back, in one go where the mapper can (``PrivateMapper``)."""
+    if isinstance(mapper, PrivateMapper):
+        return mapper.to_domain_events(stored_events)
+    return [mapper.to_domain_event(s) for s in stored_events]
