@@ -266,6 +266,9 @@ class ToPayStore(Protocol):
         """Per régie, the family's open invoices: ``regie``, ``count``, ``total_cents``;
         kept as the invoices change, so reading it costs the régies, not the invoices."""
 
+    def summary(self, family_id: str) -> list[dict[str, Any]]:
+        """``totals`` with each régie's ``name``, in one query: what GET to-pay answers."""
+
     def history(self, family_id: str, limit: int | None = None,
                 after: list[str] | None = None) -> list[dict[str, Any]]:
         """Newest issued first; ``limit`` rows from after the row keyed ``after``
@@ -507,6 +510,14 @@ class SqlToPayStore:
         rows = self.store.fetchall(
             "SELECT regie, count, total_cents FROM {schema}view_totals WHERE family_id = ? "
             "ORDER BY regie", (family_id,))
+        return [_plain(r) for r in rows]
+
+    def summary(self, family_id: str) -> list[dict[str, Any]]:
+        # One statement, so one read of one snapshot: the names and the totals agree.
+        rows = self.store.fetchall(
+            "SELECT t.regie, COALESCE(r.name, t.regie) AS name, t.count, t.total_cents "
+            "FROM {schema}view_totals t LEFT JOIN {schema}view_regies r ON r.code = t.regie "
+            "WHERE t.family_id = ? ORDER BY t.regie", (family_id,))
         return [_plain(r) for r in rows]
 
     def regie_names(self) -> dict[str, str]:
