@@ -360,8 +360,7 @@ class PaymentApp(ServiceApplication):
                 after: list[str] | None = None) -> list[dict[str, Any]]:
         """The family's invoices, newest issued first; with ``limit``, that many after the
         one keyed ``after`` (``projections.history_key``)."""
-        names = self.to_pay.regie_names()
-        return [{**row, "regie_name": names.get(row["regie"], row["regie"]),
+        return [{**row,
                  # PayFiP's resultrans online, the means itself at the counter.
                  "paid_by": domain.MEANS.get(row["paid_by"] or "", row["paid_by"])}
                 for row in self.to_pay.history(family_id, limit, after)]

@@ -271,8 +271,8 @@ class ToPayStore(Protocol):
 
     def history(self, family_id: str, limit: int | None = None,
                 after: list[str] | None = None) -> list[dict[str, Any]]:
-        """Newest issued first; ``limit`` rows from after the row keyed ``after``
-        (``history_key``)."""
+        """Newest issued first, each row with its ``regie_name``; ``limit`` rows from after
+        the row keyed ``after`` (``history_key``)."""
 
     def open_page(self, family_id: str, regie: str, limit: int,
                   after: list[str] | None = None) -> list[domain.ToPayLine]:
@@ -526,7 +526,10 @@ class SqlToPayStore:
 
     def history(self, family_id: str, limit: int | None = None,
                 after: list[str] | None = None) -> list[dict[str, Any]]:
-        query = "SELECT * FROM {schema}view_invoices WHERE family_id = ?"
+        # The régie's name joined in: a page is one statement.
+        query = ("SELECT i.*, COALESCE(r.name, i.regie) AS regie_name "
+                 "FROM {schema}view_invoices i LEFT JOIN {schema}view_regies r "
+                 "ON r.code = i.regie WHERE family_id = ?")
         params: tuple[Any, ...] = (family_id,)
         if after is not None:
             # Keyset: after the row keyed (issued_on, regie, number) in this order.

@@ -22,7 +22,7 @@ from tests.helpers import setup
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_a_familys_to_pay_is_answered_with_one_statement_and_no_transaction_around_it(
+def test_a_familys_to_pay_and_history_page_are_each_one_statement_with_no_transaction_around(
     store_settings: Settings, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _, payment = setup(store_settings)
@@ -50,6 +50,12 @@ def test_a_familys_to_pay_is_answered_with_one_statement_and_no_transaction_arou
     statements.clear()
     assert client.get("/families/nobody/to-pay",
                       headers={"Authorization": "Bearer r"}).json == {"regies": []}
+    assert len(statements) == 1, statements
+    statements.clear()
+    page = client.get("/families/fam-1/history?limit=2", headers={"Authorization": "Bearer r"})
+    assert page.status_code == 200
+    assert [(i["number"], i["regie_name"]) for i in page.json["invoices"]] == [  # type: ignore[index]
+        ("C-1", "Restauration scolaire"), ("S-1", "Direction des sports")]
     assert len(statements) == 1, statements
 
 
