@@ -21,9 +21,10 @@ install: $(STAMP) ## make the virtual environment
 run: $(STAMP) ## the whole system on the embedded defaults, with demo data
 	$(PY) -m services.cli run
 
-system-deps: ## Debian packages: chromium (portal and back-office tests), kcat (subscriber guide), poppler-utils (PDF tests), pango (PDFs)
+system-deps: ## Debian packages: chromium (portal and back-office tests), kcat (subscriber guide), poppler-utils (PDF tests), pango (PDFs), wrk (read-api benchmark)
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
 	command -v kcat >/dev/null || missing="$$missing kcat"; \
 	command -v pdftotext >/dev/null || missing="$$missing poppler-utils"; \
 	ldconfig -p | grep -q libpangoft2-1.0 || missing="$$missing libpango-1.0-0 libpangoft2-1.0-0"; \

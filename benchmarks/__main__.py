@@ -4,8 +4,10 @@
 
 Runs the benchmarks named (all of them by default, in this order): batch-issue
 (benchmarks/batch_issue.py), delay (benchmarks/delay.py), drain (benchmarks/drain.py) and
-reads (benchmarks/reads.py: the consumer's apply per poll and per message, the family reads);
-each prints its details, and the run ends with one table: figure, baseline, ratio.
+reads (benchmarks/reads.py: the consumer's apply per poll and per message, the family reads)
+and read-api (benchmarks/read_api.py: the payment API under gunicorn, driven by wrk); each
+prints its details, and the run ends with one table: figure, baseline, ratio, goal. It exits
+with 1 when a figure could not be measured (wrk missing, errors answered).
 
 Everything lives in a temporary folder, a broker on a free port of 127.0.0.1 and throwaway
 PostgreSQL schemas; all of it is removed at the end, also on error or Ctrl-C. The relay and
@@ -26,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks import batch_issue, delay, drain, reads
+from benchmarks import batch_issue, delay, drain, read_api, reads
 from benchmarks.harness import Figure, Run, say, table
 from benchmarks.roles import ROLES
 
@@ -35,6 +37,7 @@ BENCHMARKS: dict[str, Callable[[Run], list[Figure]]] = {
     "delay": delay.run,
     "drain": drain.run,
     "reads": reads.run,
+    "read-api": read_api.run,
 }
 
 
@@ -68,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="skip the HTTP batch figure")
     parser.add_argument("--no-postgres", dest="postgres", action="store_false",
                         help="skip the PostgreSQL batch figure")
+    parser.add_argument("--api-models", default="", metavar="WxT,...",
+                        help="read-api: also measure gunicorn with W workers of T threads "
+                             "(e.g. 1x8,2x1), beside the options `regie run` uses")
     parser.add_argument("--role", choices=sorted(ROLES), help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -108,6 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     say(table(figures))
     say()
     say(f"done in {time.monotonic() - started:.0f}s, load average {load}")
+    failed = [f.name for f in figures if f.failed]
+    if failed:
+        say(f"FAILED: {'; '.join(failed)}")
+        return 1
     return 0
 
 

@@ -427,6 +427,8 @@ class Figure:
     baseline: str
     ratio: str
     goal: str = ""
+    # Not measured, or measured wrong (errors answered): the run ends with a failure.
+    failed: bool = False
 
 
 class Run:

@@ -19,6 +19,7 @@ from benchmarks.harness import (
     percentile,
     say,
 )
+from services.billing.domain import InvoiceTerms
 from services.billing.integration import make_to_wire
 from services.bootstrap import billing_app, payment_app
 from services.common.messaging.consumer import Intake
@@ -43,13 +44,18 @@ def _settings(root: Path, name: str, cleanup: contextlib.ExitStack) -> Settings:
 
 def _polls(settings: Settings, families: int, per_family: int) -> list[dict[int, list[Record]]]:
     """billing.invoices as the relay would publish it, cut in polls."""
+    return billing_polls(settings, [replace(invoice_terms(i), family_id=f"fam-{i % families}")
+                                    for i in range(families * per_family)])
+
+
+def billing_polls(settings: Settings, terms: list[InvoiceTerms]) -> list[dict[int, list[Record]]]:
+    """Issue ``terms`` in billing, and return billing.invoices as the relay would publish
+    them, cut in polls."""
     from services.common.messaging.memory import MemoryBroker, MemoryPublisher
     from services.common.messaging.positions import MemoryPositions
 
     billing = billing_app(settings)
     billing.open_regie("SPORTS", "Direction des sports", "000001", "T")
-    terms = [replace(invoice_terms(i), family_id=f"fam-{i % families}")
-             for i in range(families * per_family)]
     for start in range(0, len(terms), 1000):
         billing.issue_batch(terms[start:start + 1000])
     broker = MemoryBroker()
@@ -77,7 +83,7 @@ def _polls(settings: Settings, families: int, per_family: int) -> list[dict[int,
     return polls
 
 
-def _apply(payment: PaymentApp, polls: list[dict[int, list[Record]]], batched: bool) -> float:
+def apply_polls(payment: PaymentApp, polls: list[dict[int, list[Record]]], batched: bool) -> float:
     """Messages per second into the payment store, to-pay included."""
     count = sum(len(r) for poll in polls for r in poll.values())
     started = time.perf_counter()
@@ -112,7 +118,7 @@ def run(bench: Run) -> list[Figure]:
     rates = {}
     for batched in (False, True):
         payment = payment_app(_settings(root, f"apply-{batched}", cleanup))
-        rates[batched] = _apply(payment, polls, batched)
+        rates[batched] = apply_polls(payment, polls, batched)
         payment.close()
     say(f"    one transaction per message {rates[False]:7.0f} msg/s | per poll "
         f"{rates[True]:7.0f} msg/s | per poll is {rates[True] / rates[False]:.1f}x faster")
@@ -126,7 +132,7 @@ def run(bench: Run) -> list[Figure]:
     for per_family in (20, 2000):
         settings = _settings(root, f"reads-{per_family}", cleanup)
         payment = payment_app(settings)
-        _apply(payment, _polls(_settings(root, f"reads-src-{per_family}", cleanup), 2,
+        apply_polls(payment, _polls(_settings(root, f"reads-src-{per_family}", cleanup), 2,
                                per_family), True)
         client = create_app(payment=payment, tokens={TOKEN: "reader"},
                             settings=settings).test_client()

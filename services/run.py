@@ -140,6 +140,38 @@ def _how(returncode: int) -> str:
         return f"killed by signal {-returncode}"
 
 
+@dataclass(frozen=True)
+class Served:
+    """How gunicorn serves one web part: ``workers`` processes of ``threads`` threads."""
+
+    workers: int
+    threads: int
+
+    def argv(self, bind: str, factory: str) -> list[str]:
+        """gunicorn's arguments (after ``gunicorn`` or ``python -m gunicorn``)."""
+        return ["--bind", bind, "--workers", str(self.workers), "--threads", str(self.threads),
+                "--no-control-socket", factory]
+
+
+# How `regie run` serves each web part; docker-compose.yml gives the same options
+# (tests/unit/test_compose.py checks it), and benchmarks/read_api.py measures the payment
+# API as served here. The payment API answers reads with one SQLite or PostgreSQL query
+# each: in one process, 8 threads spend more time handing the GIL to one another at each
+# sqlite3 call than answering, while worker processes read side by side (SQLite's WAL lets
+# several processes read; the schema lock in services.common.storage.persistence makes
+# workers starting together create the tables one at a time). docs/benchmarks.md has the
+# measurements behind the numbers.
+SERVED: dict[str, Served] = {
+    # Its state lives in the process: one worker, or a payment would not be found again.
+    "payfip-sim": Served(workers=1, threads=8),
+    "billing-api": Served(workers=1, threads=8),
+    "payment-api": Served(workers=2, threads=4),
+    # Their sessions, CSRF tokens and accounts hold across workers (docs/portal.md).
+    "portal": Served(workers=2, threads=4),
+    "backoffice": Served(workers=2, threads=4),
+}
+
+
 class StartError(RuntimeError):
     pass
 
@@ -274,10 +306,9 @@ def run(load_demo: bool = True) -> int:
             ("portal", portal_port, "services.portal.web:create_app()"),
             ("backoffice", backoffice_port, "services.backoffice.web:create_app()"),
         ):
-            # One worker: the embedded SQLite store wants a single writing process.
-            sup.start(name, [python, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
-                             "--workers", "1", "--threads", "8", "--no-control-socket",
-                             factory], env=dict(env, **given.get(name, {})))
+            sup.start(name, [python, "-m", "gunicorn",
+                             *SERVED[name].argv(f"127.0.0.1:{port}", factory)],
+                      env=dict(env, **given.get(name, {})))
             health[name] = f"http://127.0.0.1:{port}/health"
         # The reminders go to a local catcher, unless SMTP_HOST names a server elsewhere.
         mail = f"{settings.smtp_host}:{settings.smtp_port}"

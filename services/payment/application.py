@@ -343,10 +343,9 @@ class PaymentApp(ServiceApplication):
         return catch_up(self, self.to_pay)
 
     def to_pay_summary(self, family_id: str) -> list[dict[str, Any]]:
-        names = self.to_pay.regie_names()
-        return [{"code": t["regie"], "name": names.get(t["regie"], t["regie"]),
-                 "count": t["count"], "total_cents": t["total_cents"]}
-                for t in self.to_pay.totals(family_id)]
+        """Per régie, the family's open invoices: one query on the read models."""
+        return [{"code": t["regie"], "name": t["name"], "count": t["count"],
+                 "total_cents": t["total_cents"]} for t in self.to_pay.summary(family_id)]
 
     def to_pay_lines(self, family_id: str, regie: str, today: date,
                      limit: int | None = None, after: list[str] | None = None
@@ -370,8 +369,7 @@ class PaymentApp(ServiceApplication):
                 after: list[str] | None = None) -> list[dict[str, Any]]:
         """The family's invoices, newest issued first; with ``limit``, that many after the
         one keyed ``after`` (``projections.history_key``)."""
-        names = self.to_pay.regie_names()
-        return [{**row, "regie_name": names.get(row["regie"], row["regie"]),
+        return [{**row,
                  # PayFiP's resultrans online, the means itself at the counter.
                  "paid_by": domain.MEANS.get(row["paid_by"] or "", row["paid_by"])}
                 for row in self.to_pay.history(family_id, limit, after)]

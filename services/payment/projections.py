@@ -267,10 +267,13 @@ class ToPayStore(Protocol):
         """Per régie, the family's open invoices: ``regie``, ``count``, ``total_cents``;
         kept as the invoices change, so reading it costs the régies, not the invoices."""
 
+    def summary(self, family_id: str) -> list[dict[str, Any]]:
+        """``totals`` with each régie's ``name``, in one query: what GET to-pay answers."""
+
     def history(self, family_id: str, limit: int | None = None,
                 after: list[str] | None = None) -> list[dict[str, Any]]:
-        """Newest issued first; ``limit`` rows from after the row keyed ``after``
-        (``history_key``)."""
+        """Newest issued first, each row with its ``regie_name``; ``limit`` rows from after
+        the row keyed ``after`` (``history_key``)."""
 
     def open_page(self, family_id: str, regie: str, limit: int,
                   after: list[str] | None = None) -> list[domain.ToPayLine]:
@@ -510,13 +513,24 @@ class SqlToPayStore:
             "ORDER BY regie", (family_id,))
         return [_plain(r) for r in rows]
 
+    def summary(self, family_id: str) -> list[dict[str, Any]]:
+        # One statement, so one read of one snapshot: the names and the totals agree.
+        rows = self.store.fetchall(
+            "SELECT t.regie, COALESCE(r.name, t.regie) AS name, t.count, t.total_cents "
+            "FROM {schema}view_totals t LEFT JOIN {schema}view_regies r ON r.code = t.regie "
+            "WHERE t.family_id = ? ORDER BY t.regie", (family_id,))
+        return [_plain(r) for r in rows]
+
     def regie_names(self) -> dict[str, str]:
         rows = self.store.fetchall("SELECT code, name FROM {schema}view_regies")
         return {r["code"]: r["name"] for r in rows}
 
     def history(self, family_id: str, limit: int | None = None,
                 after: list[str] | None = None) -> list[dict[str, Any]]:
-        query = "SELECT * FROM {schema}view_invoices WHERE family_id = ?"
+        # The régie's name joined in: a page is one statement.
+        query = ("SELECT i.*, COALESCE(r.name, i.regie) AS regie_name "
+                 "FROM {schema}view_invoices i LEFT JOIN {schema}view_regies r "
+                 "ON r.code = i.regie WHERE family_id = ?")
         params: tuple[Any, ...] = (family_id,)
         if after is not None:
             # Keyset: after the row keyed (issued_on, regie, number) in this order.

@@ -24,6 +24,7 @@ from gunicorn.config import Config as GunicornConfig
 
 from services.cli import build_parser
 from services.common.settings import SETTINGS, is_secret
+from services.run import SERVED
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -144,6 +145,19 @@ def gunicorn_command_problems(argv: list[str]) -> list[str]:
     return problems
 
 
+def served_problems(name: str, argv: list[str]) -> list[str]:
+    """A web part must be served with the workers and threads `regie run` gives it."""
+    if name not in SERVED or not argv or argv[0] != "gunicorn":
+        return []
+    args = GunicornConfig().parser().parse_args(argv[1:])
+    want = SERVED[name]
+    if (args.workers, args.threads) != (want.workers, want.threads):
+        return [f"{name}: --workers {args.workers} --threads {args.threads}, but `regie run` "
+                f"serves it with --workers {want.workers} --threads {want.threads} "
+                "(services/run.py, SERVED)"]
+    return []
+
+
 def command_problems(argv: list[str]) -> list[str]:
     if not argv:
         return ["no command: the image's default only lists the settings"]
@@ -247,6 +261,24 @@ def test_every_project_container_runs_a_real_entry_point(compose: dict[str, Any]
     assert services, "no service builds the project image"
     problems = {name: command_problems(command_argv(s)) for name, s in services.items()}
     assert {name: p for name, p in problems.items() if p} == {}
+
+
+def test_web_parts_are_served_as_regie_run_serves_them(compose: dict[str, Any]) -> None:
+    services = project_services(compose)
+    assert set(SERVED) <= set(services)
+    problems = [p for name, service in services.items()
+                for p in served_problems(name, command_argv(service))]
+    assert problems == []
+
+
+def test_a_web_part_served_otherwise_is_reported() -> None:
+    argv = shlex.split("gunicorn --bind 0.0.0.0:8002 --workers 1 --threads 8 "
+                       "--no-control-socket 'services.bootstrap:payment_api()'")
+    assert served_problems("payment-api", argv) == [
+        "payment-api: --workers 1 --threads 8, but `regie run` serves it with --workers "
+        f"{SERVED['payment-api'].workers} --threads {SERVED['payment-api'].threads} "
+        "(services/run.py, SERVED)"]
+    assert served_problems("billing-relay", ["regie", "relay", "billing"]) == []
 
 
 def test_every_part_of_the_flow_has_its_container(compose: dict[str, Any]) -> None:
