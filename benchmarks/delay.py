@@ -2,7 +2,8 @@
 ``issue_invoice`` returning to the invoice being committed in payment's to-pay read model,
 through the real relay and payment consumer (each its own process, as in production) and a
 noida-db broker; baseline: a plain kafka-python producer and consumer moving the same
-message bytes at the same pace.
+message bytes at the same pace. Then the same relay and consumer are left idle and their CPU
+is read from /proc: what the two cost while nothing happens.
 """
 
 import statistics
@@ -93,14 +94,28 @@ def bench_latency(kafka: Kafka, pipeline: Pipeline, count: int, pace: float) -> 
     )
 
 
+def idle_cpu(pipeline: Pipeline, seconds: float) -> dict[str, float]:
+    """The share of a core the relay and the consumer each use over ``seconds`` of quiet."""
+    children = {"relay": pipeline.relay, "consumer": pipeline.consumer}
+    before = {name: cpu_seconds(child.proc.pid) for name, child in children.items()}
+    started = time.monotonic()
+    time.sleep(seconds)
+    elapsed = time.monotonic() - started
+    for child in children.values():
+        child.check()
+    return {name: (cpu_seconds(child.proc.pid) - before[name]) / elapsed
+            for name, child in children.items()}
+
+
 def run(bench: Run) -> list[Figure]:
     options = bench.options
     kafka = bench.kafka()
     pace = options.pace_ms / 1000
     count = options.latency_count
     say(f"2. Issue-to-visibility delay: {count} invoices, one every {options.pace_ms:g} ms "
-        f"(noida-db on {kafka.bootstrap}, poll interval 0.02 s)")
-    lat = bench_latency(kafka, bench.pipeline(), count, pace)
+        f"(noida-db on {kafka.bootstrap}, REGIE_POLL_INTERVAL {options.poll_interval:g} s)")
+    pipeline = bench.pipeline()
+    lat = bench_latency(kafka, pipeline, count, pace)
 
     def line(label: str, values: list[float], extra: str = "") -> None:
         say(f"    {label:56s} median {ms(statistics.median(values)):>8s}"
@@ -133,4 +148,12 @@ def run(bench: Run) -> list[Figure]:
             figures.append(Figure(
                 f"issue -> visible in to-pay, {stat}", ms(service),
                 f"plain {label} {ms(baseline)}", f"{service / baseline:.1f}x", goal))
+    # After the figures above: a relay or consumer still busy with them would not be idle.
+    time.sleep(1.0)
+    idle = idle_cpu(pipeline, options.idle_seconds)
+    say(f"    idle for {options.idle_seconds:g}s: relay {100 * idle['relay']:.2f}% of a core, "
+        f"payment consumer {100 * idle['consumer']:.2f}%")
+    for name, share in idle.items():
+        figures.append(Figure(f"idle CPU, {name}", f"{100 * share:.2f}% of a core", "-", "-",
+                              "<= 0.5%"))
     return figures
