@@ -115,7 +115,12 @@ def run(bench: Run) -> list[Figure]:
     say(f"2. Issue-to-visibility delay: {count} invoices, one every {options.pace_ms:g} ms "
         f"(noida-db on {kafka.bootstrap}, REGIE_POLL_INTERVAL {options.poll_interval:g} s)")
     pipeline = bench.pipeline()
+    children = {"relay": pipeline.relay, "consumer": pipeline.consumer}
+    cpu0 = {name: cpu_seconds(child.proc.pid) for name, child in children.items()}
     lat = bench_latency(kafka, pipeline, count, pace)
+    # Up to the plain baselines' end; they run in other processes. CPU time, unlike the
+    # delays, barely moves with the machine's load.
+    busy = {name: cpu_seconds(child.proc.pid) - cpu0[name] for name, child in children.items()}
 
     def line(label: str, values: list[float], extra: str = "") -> None:
         say(f"    {label:56s} median {ms(statistics.median(values)):>8s}"
@@ -125,6 +130,8 @@ def run(bench: Run) -> list[Figure]:
         return f"  (consumer CPU {100 * plain.consumer_cpu / plain.seconds:.0f}%)"
 
     line("issue_invoice -> relay -> Kafka -> consumer -> to-pay", lat.total)
+    say(f"    CPU per invoice: relay {1000 * busy['relay'] / count:.2f} ms, payment consumer "
+        f"{1000 * busy['consumer'] / count:.2f} ms (including their idle polls meanwhile)")
     if lat.relay:
         line("  of which saved -> acknowledged by the broker", lat.relay)
         line("  of which acknowledged -> committed in to-pay", lat.consumer)

@@ -196,25 +196,26 @@ class Waits:
     A broker that holds an empty fetch until records come (Apache Kafka) is polled with the
     poll interval as timeout: a record is handed over as it arrives, and an idle consumer
     sends a fetch every fetch.max.wait.ms. One that answers at once (noida-db) is polled
-    briefly, just long enough for the answer to the fetch the poll sends, with pauses in
-    between: ``shortest`` right after records came, since more follow a first one closely,
-    doubling after each empty poll up to the poll interval, what an idle consumer costs.
-    """
+    without waiting, with pauses in between: none right after records came, then
+    ``shortest``, doubling after each empty poll up to the poll interval, what an idle
+    consumer costs.
 
-    # Long enough for a fetch to noida-db on this machine to be answered (under 1 ms, most
-    # of the time), so that a poll hands over what its own fetch found rather than what the
-    # previous poll's fetch found one pause earlier; short enough that the empty answers
-    # fetched again meanwhile cost little.
-    QUICK_POLL = 0.002
+    A poll that does not wait sends a fetch and returns before its answer: what it hands
+    over is what the previous poll's fetch found. So an empty one is followed, ``look_again``
+    seconds later, by a second one that reads the answer to its own fetch, so that a record
+    that came during a long pause is not left for the next one. Waiting in the poll instead
+    would make kafka-python fetch again after each empty answer, for as long as it waits.
+    """
 
     def __init__(self, holds_fetches: bool, longest: float, shortest: float = 0.001) -> None:
         self.holds_fetches = holds_fetches
         self.longest = longest
         self.shortest = min(shortest, longest)
+        self.look_again = 0.0 if holds_fetches else self.shortest
         self._next = self.shortest
 
     def poll_timeout(self) -> float:
-        return self.longest if self.holds_fetches else min(self.QUICK_POLL, self.longest)
+        return self.longest if self.holds_fetches else 0.0
 
     def pause(self, got_records: bool) -> float:
         """Seconds to wait before the next poll."""
@@ -353,6 +354,9 @@ class TrackedConsumer:
                     from_start = False
                     checked = verified = time.monotonic()
                 batches = client.poll(waits.poll_timeout())
+                if not batches and waits.look_again:
+                    stop.wait(waits.look_again)
+                    batches = client.poll()
                 self._note_highwaters(client, partitions)
                 if batches:
                     Intake(self.topic, self.handle, self.dead_letters,

@@ -240,8 +240,8 @@ class KafkaSubscriber:
         client = self._get()
         self._one_partition_while_behind(client)
         # kafka-python fetches again each time an empty answer comes within the timeout:
-        # on noida-db, which answers at once, a long timeout spins a core (the caller then
-        # polls briefly and sleeps between, see TrackedConsumer).
+        # on noida-db, which answers at once, a timeout spins a core for as long (there the
+        # caller polls without waiting and pauses between, see consumer.Waits).
         batches = client.poll(timeout_ms=round(timeout * 1000))
         return {tp.partition: [Record(tp.partition, r.offset, r.key, r.value) for r in records]
                 for tp, records in batches.items()}

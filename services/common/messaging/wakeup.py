@@ -140,13 +140,13 @@ class FileWakeup(_Watcher):
     pages, then syncs the WAL to disk, and only then updates the WAL index (shared memory,
     which inotify does not see) that makes it visible to readers: the sync took from under
     a millisecond to tens of them here. So a wake-up is given once the writes have been
-    quiet for ``settle`` seconds, and the relay is told to look again after 1, 2, 4 ... 64
-    ms (seven reads of the log at most, and only after a write); a commit still not visible
-    after that is published by the poll.
+    quiet for ``settle`` seconds, and the relay is told to look again 2, 10 and 40 ms later
+    (three more reads of the log, and only after a write: the relay's own write of its
+    position wakes it too); a commit still not visible after that is published by the poll.
     """
 
     settle = 0.001
-    again = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064)
+    again = (0.002, 0.008, 0.030)
 
     def __init__(self, database: Path) -> None:
         from inotify_simple import INotify, flags
