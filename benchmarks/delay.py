@@ -67,12 +67,17 @@ class Latency:
     consumer: list[float]  # acknowledged -> committed in to-pay
     block: Plain
     sleep: Plain
+    # CPU seconds the relay and the consumer used from the first invoice to the last one
+    # visible: unlike the delays, it barely moves with the machine's load.
+    cpu: dict[str, float]
 
 
 def bench_latency(kafka: Kafka, pipeline: Pipeline, count: int, pace: float) -> Latency:
     billing = pipeline.billing
     before = billing.recorder.max_notification_id() or 0
     saved: list[float] = []
+    children = {"relay": pipeline.relay, "consumer": pipeline.consumer}
+    cpu0 = {name: cpu_seconds(child.proc.pid) for name, child in children.items()}
 
     def issue(i: int) -> None:
         billing.issue_invoice(invoice_terms(i, "L"))
@@ -81,6 +86,7 @@ def bench_latency(kafka: Kafka, pipeline: Pipeline, count: int, pace: float) -> 
     paced(count, pace, issue)
     ids = [invoice_id(i, "L") for i in range(count)]
     seen = pipeline.consumer.wait_for(ids, 60, "issue-to-visibility")
+    cpu = {name: cpu_seconds(child.proc.pid) - cpu0[name] for name, child in children.items()}
     acked = relay_acks(pipeline, ids)
     messages = messages_between(pipeline, before, billing.recorder.max_notification_id() or 0)
     if len(messages) != count:
@@ -91,6 +97,7 @@ def bench_latency(kafka: Kafka, pipeline: Pipeline, count: int, pace: float) -> 
         consumer=[seen[k] - acked[k] for k in ids] if acked else [],
         block=plain_latency(kafka, messages, pace, "block"),
         sleep=plain_latency(kafka, messages, pace, "sleep"),
+        cpu=cpu,
     )
 
 
@@ -115,12 +122,7 @@ def run(bench: Run) -> list[Figure]:
     say(f"2. Issue-to-visibility delay: {count} invoices, one every {options.pace_ms:g} ms "
         f"(noida-db on {kafka.bootstrap}, REGIE_POLL_INTERVAL {options.poll_interval:g} s)")
     pipeline = bench.pipeline()
-    children = {"relay": pipeline.relay, "consumer": pipeline.consumer}
-    cpu0 = {name: cpu_seconds(child.proc.pid) for name, child in children.items()}
     lat = bench_latency(kafka, pipeline, count, pace)
-    # Up to the plain baselines' end; they run in other processes. CPU time, unlike the
-    # delays, barely moves with the machine's load.
-    busy = {name: cpu_seconds(child.proc.pid) - cpu0[name] for name, child in children.items()}
 
     def line(label: str, values: list[float], extra: str = "") -> None:
         say(f"    {label:56s} median {ms(statistics.median(values)):>8s}"
@@ -130,8 +132,8 @@ def run(bench: Run) -> list[Figure]:
         return f"  (consumer CPU {100 * plain.consumer_cpu / plain.seconds:.0f}%)"
 
     line("issue_invoice -> relay -> Kafka -> consumer -> to-pay", lat.total)
-    say(f"    CPU per invoice: relay {1000 * busy['relay'] / count:.2f} ms, payment consumer "
-        f"{1000 * busy['consumer'] / count:.2f} ms (including their idle polls meanwhile)")
+    say(f"    CPU per invoice: relay {1000 * lat.cpu['relay'] / count:.2f} ms, payment "
+        f"consumer {1000 * lat.cpu['consumer'] / count:.2f} ms")
     if lat.relay:
         line("  of which saved -> acknowledged by the broker", lat.relay)
         line("  of which acknowledged -> committed in to-pay", lat.consumer)
@@ -161,6 +163,6 @@ def run(bench: Run) -> list[Figure]:
     say(f"    idle for {options.idle_seconds:g}s: relay {100 * idle['relay']:.2f}% of a core, "
         f"payment consumer {100 * idle['consumer']:.2f}%")
     for name, share in idle.items():
-        figures.append(Figure(f"idle CPU, {name}", f"{100 * share:.2f}% of a core", "-", "-",
-                              "<= 0.5%"))
+        # For information: the issue sets no goal for it (see docs/benchmarks.md).
+        figures.append(Figure(f"idle CPU, {name}", f"{100 * share:.2f}% of a core", "-", "-"))
     return figures
