@@ -153,15 +153,3 @@ def test_a_wake_up_given_while_the_relay_reads_is_kept_for_its_next_wait() -> No
     wakeup.wake()
     assert wakeup.wait(3600.0)  # at once
     assert not wakeup.wait(0.01)  # used up
-
-
-def test_a_store_that_may_wake_before_its_commit_is_visible_is_looked_at_again() -> None:
-    class Early(Sleep):
-        again = (0.001, 0.002)
-
-    wakeup = Early()
-    wakeup.wake()
-    assert wakeup.wait(3600.0)  # the wake-up
-    assert wakeup.wait(3600.0)  # look again after 1 ms
-    assert wakeup.wait(3600.0)  # and after 2 ms
-    assert not wakeup.wait(0.01)  # then only a new wake-up, or the timeout
