@@ -67,6 +67,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="invoices for the delay figure (default 200)")
     parser.add_argument("--pace-ms", type=float, default=5.0,
                         help="milliseconds between two invoices for the delay figure")
+    parser.add_argument("--poll-interval", type=float, default=0.1,
+                        help="REGIE_POLL_INTERVAL of the relay and the payment consumer "
+                             "(default 0.1, as `make run`)")
+    parser.add_argument("--idle-seconds", type=float, default=10.0,
+                        help="seconds the delay figure's relay and consumer are left idle "
+                             "to measure their CPU (default 10)")
     parser.add_argument("--no-http", dest="http", action="store_false",
                         help="skip the HTTP batch figure")
     parser.add_argument("--no-postgres", dest="postgres", action="store_false",

@@ -2,7 +2,8 @@
 ``issue_invoice`` returning to the invoice being committed in payment's to-pay read model,
 through the real relay and payment consumer (each its own process, as in production) and a
 noida-db broker; baseline: a plain kafka-python producer and consumer moving the same
-message bytes at the same pace.
+message bytes at the same pace. Then the same relay and consumer are left idle and their CPU
+is read from /proc: what the two cost while nothing happens.
 """
 
 import statistics
@@ -66,12 +67,17 @@ class Latency:
     consumer: list[float]  # acknowledged -> committed in to-pay
     block: Plain
     sleep: Plain
+    # CPU seconds the relay and the consumer used from the first invoice to the last one
+    # visible: unlike the delays, it barely moves with the machine's load.
+    cpu: dict[str, float]
 
 
 def bench_latency(kafka: Kafka, pipeline: Pipeline, count: int, pace: float) -> Latency:
     billing = pipeline.billing
     before = billing.recorder.max_notification_id() or 0
     saved: list[float] = []
+    children = {"relay": pipeline.relay, "consumer": pipeline.consumer}
+    cpu0 = {name: cpu_seconds(child.proc.pid) for name, child in children.items()}
 
     def issue(i: int) -> None:
         billing.issue_invoice(invoice_terms(i, "L"))
@@ -80,6 +86,7 @@ def bench_latency(kafka: Kafka, pipeline: Pipeline, count: int, pace: float) -> 
     paced(count, pace, issue)
     ids = [invoice_id(i, "L") for i in range(count)]
     seen = pipeline.consumer.wait_for(ids, 60, "issue-to-visibility")
+    cpu = {name: cpu_seconds(child.proc.pid) - cpu0[name] for name, child in children.items()}
     acked = relay_acks(pipeline, ids)
     messages = messages_between(pipeline, before, billing.recorder.max_notification_id() or 0)
     if len(messages) != count:
@@ -90,7 +97,21 @@ def bench_latency(kafka: Kafka, pipeline: Pipeline, count: int, pace: float) -> 
         consumer=[seen[k] - acked[k] for k in ids] if acked else [],
         block=plain_latency(kafka, messages, pace, "block"),
         sleep=plain_latency(kafka, messages, pace, "sleep"),
+        cpu=cpu,
     )
+
+
+def idle_cpu(pipeline: Pipeline, seconds: float) -> dict[str, float]:
+    """The share of a core the relay and the consumer each use over ``seconds`` of quiet."""
+    children = {"relay": pipeline.relay, "consumer": pipeline.consumer}
+    before = {name: cpu_seconds(child.proc.pid) for name, child in children.items()}
+    started = time.monotonic()
+    time.sleep(seconds)
+    elapsed = time.monotonic() - started
+    for child in children.values():
+        child.check()
+    return {name: (cpu_seconds(child.proc.pid) - before[name]) / elapsed
+            for name, child in children.items()}
 
 
 def run(bench: Run) -> list[Figure]:
@@ -99,8 +120,9 @@ def run(bench: Run) -> list[Figure]:
     pace = options.pace_ms / 1000
     count = options.latency_count
     say(f"2. Issue-to-visibility delay: {count} invoices, one every {options.pace_ms:g} ms "
-        f"(noida-db on {kafka.bootstrap}, poll interval 0.02 s)")
-    lat = bench_latency(kafka, bench.pipeline(), count, pace)
+        f"(noida-db on {kafka.bootstrap}, REGIE_POLL_INTERVAL {options.poll_interval:g} s)")
+    pipeline = bench.pipeline()
+    lat = bench_latency(kafka, pipeline, count, pace)
 
     def line(label: str, values: list[float], extra: str = "") -> None:
         say(f"    {label:56s} median {ms(statistics.median(values)):>8s}"
@@ -110,6 +132,8 @@ def run(bench: Run) -> list[Figure]:
         return f"  (consumer CPU {100 * plain.consumer_cpu / plain.seconds:.0f}%)"
 
     line("issue_invoice -> relay -> Kafka -> consumer -> to-pay", lat.total)
+    say(f"    CPU per invoice: relay {1000 * lat.cpu['relay'] / count:.2f} ms, payment "
+        f"consumer {1000 * lat.cpu['consumer'] / count:.2f} ms")
     if lat.relay:
         line("  of which saved -> acknowledged by the broker", lat.relay)
         line("  of which acknowledged -> committed in to-pay", lat.consumer)
@@ -133,4 +157,12 @@ def run(bench: Run) -> list[Figure]:
             figures.append(Figure(
                 f"issue -> visible in to-pay, {stat}", ms(service),
                 f"plain {label} {ms(baseline)}", f"{service / baseline:.1f}x", goal))
+    # After the figures above: a relay or consumer still busy with them would not be idle.
+    time.sleep(1.0)
+    idle = idle_cpu(pipeline, options.idle_seconds)
+    say(f"    idle for {options.idle_seconds:g}s: relay {100 * idle['relay']:.2f}% of a core, "
+        f"payment consumer {100 * idle['consumer']:.2f}%")
+    for name, share in idle.items():
+        # For information: the issue sets no goal for it (see docs/benchmarks.md).
+        figures.append(Figure(f"idle CPU, {name}", f"{100 * share:.2f}% of a core", "-", "-"))
     return figures

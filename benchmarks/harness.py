@@ -353,10 +353,10 @@ class Pipeline:
     topic: str
 
 
-def start_pipeline(kafka: Kafka, root: Path) -> Pipeline:
+def start_pipeline(kafka: Kafka, root: Path, poll_interval: float = 0.1) -> Pipeline:
     settings = make_settings(
         root / "pipeline", kafka_bootstrap=kafka.bootstrap,
-        topic_prefix=f"bench{uuid.uuid4().hex[:8]}.", poll_interval=0.02,
+        topic_prefix=f"bench{uuid.uuid4().hex[:8]}.", poll_interval=poll_interval,
     )
     billing = billing_app(settings)
     kafka.cleanup.callback(billing.close)
@@ -460,7 +460,8 @@ class Run:
         """The pipeline, warm: the drain uses the one the delay figure warmed further."""
         if self._pipeline is None:
             t = time.monotonic()
-            self._pipeline = start_pipeline(self.kafka(), self.root)
+            self._pipeline = start_pipeline(self.kafka(), self.root,
+                                            getattr(self.options, "poll_interval", 0.1))
             say(f"    relay and payment consumer up and warm in {time.monotonic() - t:.1f}s")
         return self._pipeline
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from services.common.messaging.consumer import TrackedConsumer
     from services.common.messaging.ports import Publisher, Subscriber
     from services.common.messaging.relay import Heads, Relay
+    from services.common.messaging.wakeup import Wakeup
     from services.payment.gateway import Gateway
     from services.payment.payfip import PayFiPGateway
 
@@ -166,11 +167,35 @@ def relay_heads(service: str, settings: Settings | None = None,
                  settings.heads_interval)
 
 
+def relay_wakeup(settings: Settings, app: Any) -> "Wakeup":
+    """What tells a relay of a commit in its service's store: LISTEN on PostgreSQL,
+    inotify on an SQLite file, nothing on the in-memory store (the poll alone)."""
+    from services.common.messaging.wakeup import ListenWakeup, Sleep, file_wakeup
+
+    if settings.is_postgres():
+        import psycopg
+
+        def connect() -> "psycopg.Connection[Any]":
+            return psycopg.connect(
+                dbname=settings.postgres_dbname, host=settings.postgres_host,
+                port=settings.postgres_port, user=settings.postgres_user,
+                password=settings.postgres_password or None, autocommit=True,
+                connect_timeout=10,
+            )
+
+        return ListenWakeup(connect, app.recorder.channel_name).start()
+    if settings.persistence == "eventsourcing.sqlite":
+        return file_wakeup(Path(app.recorder.datastore.pool.db_name))
+    return Sleep()
+
+
 def relay(service: str, settings: Settings | None = None, *, app: Any = None,
-          publisher: "Publisher | None" = None, heads: "Heads | None" = None) -> "Relay":
+          publisher: "Publisher | None" = None, heads: "Heads | None" = None,
+          wakeup: "Wakeup | None" = None) -> "Relay":
     """`regie relay SERVICE`: billing's events to billing.invoices, payment's to
     payment.payments. A caller may bring the service's application, the publisher of its
-    events or of its chain heads (a benchmark, a test); the rest comes from the settings."""
+    events or of its chain heads, or what wakes it on a commit (a benchmark, a test); the
+    rest comes from the settings."""
     from events import BILLING_INVOICES, PAYMENT_PAYMENTS
     from services.billing import integration as billing_integration
     from services.common.messaging.kafka import KafkaPublisher
@@ -188,7 +213,8 @@ def relay(service: str, settings: Settings | None = None, *, app: Any = None,
         to_wire = payment_integration.make_to_wire(app, topic)
     return Relay(app, to_wire, publisher or KafkaPublisher(settings, topic),
                  positions(settings, service, app), name=topic,
-                 heads=heads or relay_heads(service, settings))
+                 heads=heads or relay_heads(service, settings),
+                 wakeup=wakeup if wakeup is not None else relay_wakeup(settings, app))
 
 
 def consumer(service: str, settings: Settings | None = None, *, app: Any = None,

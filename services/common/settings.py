@@ -25,7 +25,8 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "KAFKA_BOOTSTRAP_SERVERS": ("127.0.0.1:9092", "Kafka bootstrap servers"),
     "KAFKA_BROKER": (
         "noida",
-        "broker `regie run` starts at KAFKA_BOOTSTRAP_SERVERS: noida, tansu, or external (none)",
+        "broker `regie run` starts at KAFKA_BOOTSTRAP_SERVERS: noida, tansu, or external "
+        "(none: Apache Kafka, whose empty fetches the consumers wait in)",
     ),
     "KAFKA_PARTITIONS": ("6", "partitions of each topic the relays create"),
     "KAFKA_TOPIC_PREFIX": ("", "prefix of topic and group names (tests isolate runs)"),
@@ -290,6 +291,15 @@ class Settings:
         # Tansu answers a join only after about half the session timeout; noida-db and
         # Apache Kafka refuse anything under 6 s.
         return 2000 if self.kafka_broker == "tansu" else 6000
+
+    def broker_holds_fetches(self) -> bool:
+        """Does the broker hold an empty fetch until records come (fetch.max.wait.ms)?
+
+        Apache Kafka does, so a consumer can wait in its poll. noida-db answers at once,
+        and so, for safety, is Tansu taken to: a consumer waiting in its poll would fetch
+        again and again, spinning a core.
+        """
+        return self.kafka_broker == "external"
 
     def is_postgres(self) -> bool:
         return self.persistence == "eventsourcing.postgres"

@@ -1,4 +1,5 @@
-"""The relay against the in-memory broker: positions, end offsets, lost records, lag."""
+"""The relay against the in-memory broker: positions, end offsets, lost records, lag, and
+what wakes it."""
 
 import json
 from pathlib import Path
@@ -10,8 +11,11 @@ from services.common.messaging.memory import MemoryPublisher
 from services.common.messaging.outbox import Outgoing
 from services.common.messaging.positions import MemoryPositions
 from services.common.messaging.relay import Relay
+from services.common.messaging.wakeup import Sleep
 from tests.conftest import make_settings
 from tests.factories import open_regies, terms
+from tests.helpers import wait_for
+from tests.threads import Threads
 
 TOPIC = "billing.invoices"
 
@@ -110,3 +114,42 @@ def test_lag_counts_the_notifications_not_yet_published(tmp_path: Path) -> None:
     assert r.lag() == 0
     issue(app, range(30, 35))
     assert r.lag() == 5
+
+
+def published(app: BillingApp, positions: MemoryPositions) -> bool:
+    return positions.get(TOPIC) == app.recorder.max_notification_id()
+
+
+def test_a_wake_up_gets_an_event_out_without_waiting_for_the_poll(tmp_path: Path) -> None:
+    app, broker, positions = billing(tmp_path, 0), MemoryPublisher(partitions=6), MemoryPositions()
+    wakeup = Sleep()
+    r = Relay(app, make_to_wire(app, TOPIC), broker, positions, name=TOPIC, wakeup=wakeup)
+    threads = Threads()
+    threads.run("relay", r.run_forever, 3600.0)  # its poll alone would wait an hour
+    try:
+        wait_for(lambda: published(app, positions), 10, "the régies published at the start")
+        issue(app, range(1))
+        wakeup.wake()
+        wait_for(lambda: "U-0" in subjects(broker), 10, "the invoice published on the wake-up")
+    finally:
+        threads.stop("relay")  # and a stop ends the hour's wait at once
+
+
+def test_a_wake_up_that_never_comes_is_made_up_for_by_the_poll(tmp_path: Path) -> None:
+    app, broker, positions = billing(tmp_path, 0), MemoryPublisher(partitions=6), MemoryPositions()
+    r = Relay(app, make_to_wire(app, TOPIC), broker, positions, name=TOPIC, wakeup=Sleep())
+    threads = Threads()
+    threads.run("relay", r.run_forever, 0.2)
+    try:
+        wait_for(lambda: published(app, positions), 10, "the régies published at the start")
+        issue(app, range(1))  # and nothing wakes the relay
+        wait_for(lambda: "U-0" in subjects(broker), 10, "the invoice published by the poll")
+    finally:
+        threads.stop("relay")
+
+
+def test_a_wake_up_given_while_the_relay_reads_is_kept_for_its_next_wait() -> None:
+    wakeup = Sleep()
+    wakeup.wake()
+    assert wakeup.wait(3600.0)  # at once
+    assert not wakeup.wait(0.01)  # used up

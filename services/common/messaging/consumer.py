@@ -197,6 +197,44 @@ def owned_partitions(count: int, share: tuple[int, int]) -> list[int]:
     return [p for p in range(count) if p % every == index]
 
 
+class Waits:
+    """How the consumer waits for records between two polls.
+
+    A broker that holds an empty fetch until records come (Apache Kafka) is polled with the
+    poll interval as timeout: a record is handed over as it arrives, and an idle consumer
+    sends a fetch every fetch.max.wait.ms. One that answers at once (noida-db) is polled
+    without waiting, with pauses in between: none right after records came, then
+    ``shortest``, doubling after each empty poll up to the poll interval, what an idle
+    consumer costs.
+
+    A poll that does not wait sends a fetch and returns before its answer: what it hands
+    over is what the previous poll's fetch found. So an empty one is followed, ``look_again``
+    seconds later, by a second one that reads the answer to its own fetch, so that a record
+    that came during a long pause is not left for the next one. Waiting in the poll instead
+    would make kafka-python fetch again after each empty answer, for as long as it waits.
+    """
+
+    def __init__(self, holds_fetches: bool, longest: float, shortest: float = 0.001) -> None:
+        self.holds_fetches = holds_fetches
+        self.longest = longest
+        self.shortest = min(shortest, longest)
+        self.look_again = 0.0 if holds_fetches else self.shortest
+        self._next = self.shortest
+
+    def poll_timeout(self) -> float:
+        return self.longest if self.holds_fetches else 0.0
+
+    def pause(self, got_records: bool) -> float:
+        """Seconds to wait before the next poll."""
+        if got_records:
+            self._next = self.shortest
+            return 0.0
+        if self.holds_fetches:
+            return 0.0
+        pause, self._next = self._next, min(self._next * 2, self.longest)
+        return pause
+
+
 class TrackedConsumer:
     """Reads its share of one topic's partitions; no consumer group.
 
@@ -332,6 +370,7 @@ class TrackedConsumer:
         partitions: list[int] = []
         checked = verified = 0.0
         from_start = False
+        waits = Waits(self.settings.broker_holds_fetches(), self.settings.poll_interval)
         while not stop.is_set():
             try:
                 if client is None:
@@ -344,7 +383,10 @@ class TrackedConsumer:
                     client, partitions = connected
                     from_start = False
                     checked = verified = time.monotonic()
-                batches = client.poll()  # without waiting: the loop sleeps when idle
+                batches = client.poll(waits.poll_timeout())
+                if not batches and waits.look_again:
+                    stop.wait(waits.look_again)
+                    batches = client.poll()
                 self._note_highwaters(client, partitions)
                 if batches:
                     Intake(self.topic, self.handle, self.dead_letters,
@@ -365,8 +407,9 @@ class TrackedConsumer:
                     verified = time.monotonic()
                     if not self._reads_still_there(client, partitions):
                         raise OutOfOrder("it is no longer the log we read")
-                if not batches:
-                    stop.wait(self.settings.poll_interval)
+                pause = waits.pause(bool(batches))
+                if pause:
+                    stop.wait(pause)
                 backoff = 0.2
             except OutOfOrder as e:
                 log.warning("%s: %s; reading the topic again from the start", self.topic, e)

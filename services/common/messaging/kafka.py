@@ -236,12 +236,13 @@ class KafkaSubscriber:
         else:
             client.resume(*assigned)
 
-    def poll(self) -> dict[int, list[Record]]:
+    def poll(self, timeout: float = 0.0) -> dict[int, list[Record]]:
         client = self._get()
         self._one_partition_while_behind(client)
-        # poll(0) rather than a blocking poll: noida-db answers fetches at once instead of
-        # waiting, and kafka-python would spin a core on it; the caller sleeps between.
-        batches = client.poll(timeout_ms=0)
+        # kafka-python fetches again each time an empty answer comes within the timeout:
+        # on noida-db, which answers at once, a timeout spins a core for as long (there the
+        # caller polls without waiting and pauses between, see consumer.Waits).
+        batches = client.poll(timeout_ms=round(timeout * 1000))
         return {tp.partition: [Record(tp.partition, r.offset, r.key, r.value) for r in records]
                 for tp, records in batches.items()}
 

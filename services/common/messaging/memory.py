@@ -2,6 +2,7 @@
 them. What the relay's and the consumer's tests use; a test can also make it lose records,
 as a broker killed before they reached its disk."""
 
+import time
 import zlib
 
 from services.common.messaging.outbox import Outgoing
@@ -97,7 +98,14 @@ class MemorySubscriber:
         self._next = dict(offsets)
         self._seen = {}
 
-    def poll(self) -> dict[int, list[Record]]:
+    def poll(self, timeout: float = 0.0) -> dict[int, list[Record]]:
+        batches = self._poll()
+        if not batches and timeout > 0:
+            time.sleep(timeout)
+            batches = self._poll()
+        return batches
+
+    def _poll(self) -> dict[int, list[Record]]:
         batches = {}
         for partition, start in self._next.items():
             records = self._partition(partition)

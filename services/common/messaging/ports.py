@@ -56,8 +56,9 @@ class Subscriber(Protocol):
         """Read the partitions given, each from its offset; an offset past a partition's
         end (a topic made again, shorter) reads that partition from its start."""
 
-    def poll(self) -> dict[int, list[Record]]:
-        """What was put since the last poll, by partition, in order; without waiting."""
+    def poll(self, timeout: float = 0.0) -> dict[int, list[Record]]:
+        """What was put since the last poll, by partition, in order; waiting up to
+        ``timeout`` seconds for something to come."""
 
     def highwater(self, partition: int) -> int | None:
         """The partition's end offset as the last poll saw it; None before any."""

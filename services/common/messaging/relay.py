@@ -10,6 +10,10 @@ acknowledged. So the relay also records, with its position, the end offset it re
 each partition; a partition found shorter than that, or a record given an offset below it,
 means the broker lost records, and the whole history is published again.
 
+The relay looks at the log when a wake-up (services/common/messaging/wakeup.py) tells it
+of a commit: PostgreSQL's NOTIFY, or inotify on the SQLite file. It also polls every
+``poll_interval``, so a lost wake-up delays an event by one interval at most.
+
 A relay also publishes its service's chain head (see services/common/storage/chain.py) on the
 audit.chain-heads topic, through a second Publisher: at least every ``Heads.every``
 seconds, and the last head of each day once that day is over (Paris time), so that the
@@ -30,6 +34,7 @@ from services.common.messaging.outbox import Outgoing, ToWire
 from services.common.messaging.ports import Ack, Publisher
 from services.common.messaging.positions import Positions
 from services.common.privacy.sealing import domain_events
+from services.common.messaging.wakeup import Sleep, Wakeup
 from services.common.storage.chain import Head, head, today
 
 # Ack and KafkaPublisher stay importable from here, where callers of the relay look for them.
@@ -61,6 +66,7 @@ class Relay:
         batch_size: int = 500,
         verify_every: float = 2.0,
         heads: Heads | None = None,
+        wakeup: Wakeup | None = None,
     ) -> None:
         self.app = app
         self.to_wire = to_wire
@@ -74,6 +80,7 @@ class Relay:
         self._head_at = float("-inf")
         self._head_day: str | None = None
         self._heads_topic_ready = False
+        self.wakeup: Wakeup = wakeup if wakeup is not None else Sleep()
 
     def publish_heads(self) -> list[Head]:
         """Publish the chain's head if one is due; return what was published."""
@@ -188,11 +195,24 @@ class Relay:
         return len(notifications)
 
     def run_forever(self, stop: threading.Event, poll_interval: float = 0.1) -> None:
+        # A stop must end a wait for a wake-up at once, as it ends stop.wait().
+        def wake_on_stop() -> None:
+            stop.wait()
+            self.wakeup.wake()
+
+        threading.Thread(target=wake_on_stop, name="relay stop", daemon=True).start()
+        try:
+            self._run(stop, poll_interval)
+        finally:
+            self.wakeup.close()
+
+    def _run(self, stop: threading.Event, poll_interval: float) -> None:
         backoff = 0.2
         while not stop.is_set():
             try:
                 if self.run_once() == 0:
-                    stop.wait(poll_interval)
+                    # A wake-up that comes while run_once reads is kept: this returns at once.
+                    self.wakeup.wait(poll_interval)
                 backoff = 0.2
             except Exception:
                 log.exception("%s: publishing failed; retrying in %.1fs", self.name, backoff)
