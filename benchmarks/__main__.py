@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks import batch_issue, delay, drain, reads
+from benchmarks import batch_issue, delay, drain, reads, rebuild
 from benchmarks.harness import Figure, Run, say, table
 from benchmarks.roles import ROLES
 
@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, Callable[[Run], list[Figure]]] = {
     "delay": delay.run,
     "drain": drain.run,
     "reads": reads.run,
+    "rebuild": rebuild.run,
 }
 
 
@@ -45,6 +46,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"which to run, of {', '.join(BENCHMARKS)} (default: all)")
     parser.add_argument("--invoices", type=int, default=20000,
                         help="invoices for the batch and backlog figures (default 20000)")
+    parser.add_argument("--events", type=int, default=200_000,
+                        help="events in the store the rebuild replays (default 200000)")
+    parser.add_argument("--store", metavar="DIR",
+                        help="keep the rebuild's stores in DIR (a SQLite file and a "
+                        "PostgreSQL schema per size) and reuse them in later runs")
     parser.add_argument("--latency-count", type=int, default=200,
                         help="invoices for the delay figure (default 200)")
     parser.add_argument("--pace-ms", type=float, default=5.0,
@@ -60,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.WARNING,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         return ROLES[args.role](json.loads(args.spec))
-    if args.invoices < 1 or args.latency_count < 1:
+    if args.invoices < 1 or args.latency_count < 1 or args.events < 1:
         parser.error("counts must be positive")
     unknown = [name for name in args.benchmarks if name not in BENCHMARKS]
     if unknown:

@@ -9,7 +9,7 @@ from benchmarks.harness import Figure, table
 def test_every_benchmark_has_its_own_module() -> None:
     modules = {run.__module__ for run in BENCHMARKS.values()}
     assert modules == {"benchmarks.batch_issue", "benchmarks.delay", "benchmarks.drain",
-                       "benchmarks.reads"}
+                       "benchmarks.reads", "benchmarks.rebuild"}
 
 
 def test_an_unknown_benchmark_is_refused_with_the_known_ones(
