@@ -460,6 +460,19 @@ def _write(c: Any, changes: list[Change]) -> None:
         c.executemany(f"UPDATE {{schema}}{table} SET {assignments} WHERE id = ?", params)
 
 
+# The indexes that serve the reads, by name.
+INDEXES = {
+    "view_invoices_family": "view_invoices (family_id, status, regie, issued_on, number)",
+    "view_invoices_history": "view_invoices (family_id, issued_on DESC, regie, number)",
+    "view_payments_day": "view_payments (regie, day)",
+}
+
+
+def _index(c: Any) -> None:
+    for name, on in INDEXES.items():
+        c.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {{schema}}{on}")
+
+
 def _recount_pending(c: Any) -> bool:
     rows = c.query("SELECT position FROM {schema}view_positions WHERE name = ?", (RECOUNT,))
     return bool(rows and rows[0]["position"])
@@ -544,10 +557,6 @@ class SqlToPayStore:
                 "paid_by_payment_id TEXT, issued_position BIGINT NOT NULL DEFAULT 0, "
                 "paid_position BIGINT)"
             )
-            c.execute("CREATE INDEX IF NOT EXISTS view_invoices_family "
-                      "ON {schema}view_invoices (family_id, status, regie, issued_on, number)")
-            c.execute("CREATE INDEX IF NOT EXISTS view_invoices_history "
-                      "ON {schema}view_invoices (family_id, issued_on DESC, regie, number)")
             c.execute(
                 "CREATE TABLE IF NOT EXISTS {schema}view_payments ("
                 "id TEXT PRIMARY KEY, family_id TEXT NOT NULL, regie TEXT NOT NULL, "
@@ -571,8 +580,6 @@ class SqlToPayStore:
                       "total_cents BIGINT NOT NULL, PRIMARY KEY (family_id, regie))")
             c.execute("CREATE TABLE IF NOT EXISTS {schema}view_anomalies "
                       "(id TEXT PRIMARY KEY, payment_id TEXT NOT NULL)")
-            c.execute("CREATE INDEX IF NOT EXISTS view_payments_day "
-                      "ON {schema}view_payments (regie, day)")
             c.execute("CREATE TABLE IF NOT EXISTS {schema}view_positions "
                       "(name TEXT PRIMARY KEY, position BIGINT NOT NULL)")
             c.execute(
@@ -580,6 +587,7 @@ class SqlToPayStore:
                 "(?, 1) ON CONFLICT (name) DO NOTHING",
                 (NAME, f"{NAME}#version", VERSION, RECOUNT),
             )
+            _index(c)
 
     def reset(self) -> None:
         with self.store.transaction() as c:
@@ -587,6 +595,11 @@ class SqlToPayStore:
                           "view_credits", "view_refunds", "view_totals", "view_positions"):
                 c.execute(f"DROP TABLE IF EXISTS {{schema}}{table}")
         self.create()
+        # Empty, the tables fill up faster without the indexes that only reads use; the
+        # catch-up from the start makes them at its end (``settle``), from sorted rows.
+        with self.store.transaction() as c:
+            for name in INDEXES:
+                c.execute(f"DROP INDEX IF EXISTS {{schema}}{name}")
 
     def position(self) -> int:
         rows = self.store.fetchall(
@@ -624,6 +637,7 @@ class SqlToPayStore:
                 "SELECT family_id, regie, COUNT(*), SUM(amount_due_cents) "
                 f"FROM {{schema}}view_invoices WHERE status = '{domain.OPEN}' "
                 "GROUP BY family_id, regie")
+            _index(c)
             c.execute("UPDATE {schema}view_positions SET position = 0 WHERE name = ?",
                       (RECOUNT,))
 

@@ -15,6 +15,7 @@ from services.payment.application import PaymentApp
 from services.payment.gateway import FakeGateway
 from services.payment.projections import (
     HANDLERS,
+    INDEXES,
     MemoryToPayStore,
     catch_up,
     changes_for,
@@ -139,6 +140,19 @@ def test_a_replay_stopped_half_way_ends_with_the_right_totals(
     with pytest.raises(Stop):
         catch_up(payment, payment.to_pay, batch_size=3, progress=stop_after_two)
     assert 0 < payment.to_pay.position() < payment.recorder.max_notification_id()  # type: ignore[operator]
-    # Whoever carries on (here the consumer's refresh) ends with the totals counted.
+    assert not set(INDEXES) & indexes(payment)
+    # Whoever carries on (here the consumer's refresh) ends with the totals counted and
+    # the reads' indexes made.
     payment.refresh()
     assert payment.to_pay.snapshot() == live
+    assert set(INDEXES) <= indexes(payment)
+
+
+def indexes(app: PaymentApp) -> set[str]:
+    store = app.to_pay.store  # type: ignore[attr-defined]
+    if store.postgres:
+        rows = store.fetchall("SELECT indexname AS name FROM pg_indexes WHERE schemaname = ?",
+                              (store.datastore.schema,))
+    else:
+        rows = store.fetchall("SELECT name FROM sqlite_master WHERE type = 'index'")
+    return {r["name"] for r in rows}
