@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks import batch_issue, delay, drain, read_api, reads
+from benchmarks import batch_issue, delay, drain, read_api, reads, rebuild
 from benchmarks.harness import Figure, Run, say, table
 from benchmarks.roles import ROLES
 
@@ -38,6 +38,7 @@ BENCHMARKS: dict[str, Callable[[Run], list[Figure]]] = {
     "drain": drain.run,
     "reads": reads.run,
     "read-api": read_api.run,
+    "rebuild": rebuild.run,
 }
 
 
@@ -63,6 +64,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rss-messages", type=int, default=0, metavar="N",
                         help="drain: also read a topic of N messages from the start with the "
                         "consumer's Kafka reader and give its RSS and the broker's")
+    parser.add_argument("--events", type=int, default=200_000,
+                        help="events in the store the rebuild replays (default 200000)")
+    parser.add_argument("--store", metavar="DIR",
+                        help="keep the rebuild's stores in DIR (a SQLite file and a "
+                        "PostgreSQL schema per size) and reuse them in later runs")
     parser.add_argument("--latency-count", type=int, default=200,
                         help="invoices for the delay figure (default 200)")
     parser.add_argument("--pace-ms", type=float, default=5.0,
@@ -87,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.WARNING,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         return ROLES[args.role](json.loads(args.spec))
-    if args.invoices < 1 or args.latency_count < 1:
+    if args.invoices < 1 or args.latency_count < 1 or args.events < 1:
         parser.error("counts must be positive")
     unknown = [name for name in args.benchmarks if name not in BENCHMARKS]
     if unknown:

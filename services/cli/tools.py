@@ -287,14 +287,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from services.bootstrap import payment_app
-    from services.payment.projections import catch_up
+    from services.payment.projections import rebuild
 
     app = payment_app()
     total = app.recorder.max_notification_id() or 0
-    app.to_pay.reset()
     with tqdm(total=total, unit="event", desc="rebuilding",
               disable=args.quiet) as bar:
-        done = catch_up(app, app.to_pay, progress=bar.update)
+        done = rebuild(app, progress=bar.update)
     print(f"read models (to-pay, history, journal): rebuilt from {done} events")
     return 0
 

@@ -10,7 +10,7 @@ from benchmarks.harness import Figure, table
 def test_every_benchmark_has_its_own_module() -> None:
     modules = {run.__module__ for run in BENCHMARKS.values()}
     assert modules == {"benchmarks.batch_issue", "benchmarks.delay", "benchmarks.drain",
-                       "benchmarks.reads", "benchmarks.read_api"}
+                       "benchmarks.reads", "benchmarks.read_api", "benchmarks.rebuild"}
 
 
 def test_an_unknown_benchmark_is_refused_with_the_known_ones(
@@ -20,7 +20,7 @@ def test_an_unknown_benchmark_is_refused_with_the_known_ones(
         main(["delay", "nope"])
     assert exited.value.code == 2
     err = capsys.readouterr().err
-    assert "no benchmark nope" in err and "batch-issue, delay, drain, reads, read-api" in err
+    assert "no benchmark nope" in err and "batch-issue, delay, drain, reads, read-api, rebuild" in err
 
 
 def test_the_closing_table_gives_each_figure_its_baseline_ratio_and_goal() -> None:

@@ -33,8 +33,8 @@ from services.common.messaging.kafka import KafkaPublisher
 from services.common.messaging.outbox import Outgoing, ToWire
 from services.common.messaging.ports import Ack, Publisher
 from services.common.messaging.positions import Positions
-from services.common.privacy.sealing import domain_events
 from services.common.messaging.wakeup import Sleep, Wakeup
+from services.common.privacy.sealing import domain_events
 from services.common.storage.chain import Head, head, today
 
 # Ack and KafkaPublisher stay importable from here, where callers of the relay look for them.

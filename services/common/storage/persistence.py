@@ -3,7 +3,7 @@
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
-from typing import Any
+from typing import Any, NamedTuple
 
 from eventsourcing.application import Application
 from eventsourcing.persistence import JSONTranscoder, Transcoding
@@ -121,6 +121,24 @@ def write_transaction(datastore: Any) -> Iterator[Any]:
         yield cursor
 
 
+class StoredRow(NamedTuple):
+    """A stored event as a replay reads it: the fields of eventsourcing's ``Notification``,
+    the originator's id as text (``str`` of its UUID)."""
+
+    id: int
+    originator_id: str
+    originator_version: int
+    topic: str
+    state: bytes
+
+
+# SQLite keeps an id as 32 hex digits; str(UUID) puts in the hyphens.
+_SQLITE_ID = ("CASE WHEN length(originator_id) = 32 THEN substr(originator_id, 1, 8) || '-' || "
+              "substr(originator_id, 9, 4) || '-' || substr(originator_id, 13, 4) || '-' || "
+              "substr(originator_id, 17, 4) || '-' || substr(originator_id, 21) "
+              "ELSE originator_id END")
+
+
 class SqlStore:
     """Plain SQL beside an application's event store, in the same database.
 
@@ -134,6 +152,7 @@ class SqlStore:
         self.datastore: Any = recorder.datastore
         self.postgres = type(self.datastore).__name__.startswith("Postgres")
         self.prefix = f'"{self.datastore.schema}".' if self.postgres else ""
+        self.events_table: str | None = getattr(recorder, "events_table_name", None)
 
     @classmethod
     def in_memory(cls) -> "SqlStore":
@@ -146,6 +165,7 @@ class SqlStore:
         store.datastore = SQLiteDatastore(f"file:view-{uuid4().hex}?mode=memory&cache=shared")
         store.postgres = False
         store.prefix = ""
+        store.events_table = None
         return store
 
     def sql(self, statement: str) -> str:
@@ -171,6 +191,31 @@ class SqlStore:
                 return _Cursor(self, cursor).query(statement, params)
         with self.datastore.get_connection(commit=False) as conn, conn.cursor() as cursor:
             return _Cursor(self, cursor).query(statement, params)
+
+    def stored_events(self, after: int, limit: int) -> list[StoredRow]:
+        """Up to ``limit`` of the application's stored events after notification ``after``,
+        in order: what ``select_notifications`` returns, read as plain rows. A replay reads
+        millions of them; eventsourcing makes a ``Notification`` and a ``UUID`` of each,
+        which cost as much as reading them."""
+        if self.events_table is None:
+            raise RuntimeError("this store has no events table")
+        if self.postgres:
+            from psycopg.rows import tuple_row
+
+            with self.datastore.transaction(commit=False) as cursor:
+                cursor.row_factory = tuple_row
+                cursor.execute(
+                    "SELECT notification_id, originator_id::text, originator_version, topic, "
+                    f'state FROM {self.prefix}"{self.events_table}" '
+                    "WHERE notification_id > %s ORDER BY notification_id LIMIT %s",
+                    (after, limit))
+                return [StoredRow(*row) for row in cursor.fetchall()]
+        with self.datastore.transaction(commit=False) as cursor:
+            raw = getattr(cursor, "sqlite_cursor", cursor)
+            raw.execute(f"SELECT rowid, {_SQLITE_ID}, originator_version, topic, state "
+                        f"FROM {self.events_table} WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                        (after, limit))
+            return [StoredRow(*row) for row in raw.fetchall()]
 
 
 class _Cursor:

@@ -1,0 +1,158 @@
+"""Rebuilding the payment service's read models from its history, on SQLite and PostgreSQL:
+the replay reads stored events without making domain events, applies a batch's changes
+together, and counts the totals once at the end; none of it may change what it builds."""
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.billing.domain import Invoice
+from services.bootstrap import payment_app
+from services.common.settings import Settings
+from services.payment.application import PaymentApp
+from services.payment.gateway import FakeGateway
+from services.payment.projections import (
+    HANDLERS,
+    INDEXES,
+    MemoryToPayStore,
+    catch_up,
+    changes_for,
+    rebuild,
+    stored_changes,
+)
+from services.payment.web import create_app
+from tests.factories import deliver, issued, terms, wire_messages
+from tests.fixtures.make_stores import HERE, settings
+from tests.helpers import CASHIER, NOW, TOKENS, cheque
+
+
+def iid(number: str) -> str:
+    return str(Invoice.create_id("SPORTS", number))
+
+
+def history(settings: Settings) -> PaymentApp:
+    """Online payments (one confirmed after an invoice was cancelled: a refund due, paid),
+    counter payments in part and in excess (the family's credit, asked back), a cancelled
+    and a transferred invoice, over two families and two régies."""
+    gateway = FakeGateway()
+    billing, payment = issued(
+        settings, terms("S-1", unit=2500), terms("S-2", unit=1250), terms("S-3", unit=4000),
+        terms("S-4", family="fam-2", unit=900), terms("C-1", regie="CANTINE", unit=300),
+        terms("C-2", family="fam-2", regie="CANTINE", unit=700),
+        gateway=gateway, clock=lambda: NOW)
+    deliver(payment, wire_messages(billing))
+    paid = payment.request_payment("fam-1", "SPORTS", [iid("S-1"), iid("S-2")],
+                                   "parent@example.org")
+    billing.cancel_invoice(Invoice.create_id("SPORTS", "S-2"), "erreur de tarif")
+    billing.transfer_invoice(Invoice.create_id("CANTINE", "C-2"), "T-2025-1")
+    deliver(payment, wire_messages(billing))
+    gateway.decide(paid.idop, "P")  # type: ignore[arg-type]
+    payment.settle_from_payfip(paid.idop)  # type: ignore[arg-type]
+    refused = payment.request_payment("fam-2", "SPORTS", [iid("S-4")], "parent@example.org")
+    gateway.decide(refused.idop, "R")  # type: ignore[arg-type]
+    payment.settle_from_payfip(refused.idop)  # type: ignore[arg-type]
+    client = create_app(payment, tokens=TOKENS).test_client()
+    for body in (cheque(1000, invoice_ids=[iid("S-3")]), cheque(5000, reference="7654321")):
+        assert client.post("/counter-payments", json=body, headers=CASHIER).status_code == 201
+    asked = client.post("/families/fam-1/credits/SPORTS/refund", json={}, headers=CASHIER)
+    assert asked.status_code == 201, asked.json
+    for refund in client.get("/refunds?status=due", headers=CASHIER).json["refunds"]:  # type: ignore[index]
+        assert client.post(f"/refunds/{refund['id']}/paid", headers=CASHIER, json={
+            "means": "transfer", "reference": "REMB", "paid_on": "2025-03-05"}).status_code == 200
+    payment.refresh()
+    return payment
+
+
+def notifications(app: PaymentApp) -> list[Any]:
+    return list(app.recorder.select_notifications(0, 100_000, inclusive_of_start=False))
+
+
+def test_each_stored_event_changes_what_its_domain_event_changes(
+        store_settings: Settings, tmp_path: Path) -> None:
+    # This version's history, and the kept one of earlier versions (older class versions,
+    # upcast on the way).
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    shutil.copy(HERE / "payment.db", kept / "payment.db")
+    seen: set[type] = set()
+    for app in (history(store_settings), payment_app(settings(kept))):
+        changes = stored_changes(app)
+        for n in notifications(app):
+            event = app.mapper.to_domain_event(n)
+            assert changes(n) == changes_for(event, n.id), type(event).__qualname__
+            seen.add(type(event))
+    # Every handler met at least one event, so that none is left untried.
+    untried = {cls.__qualname__ for cls in HANDLERS} - {cls.__qualname__ for cls in seen}
+    assert untried <= {"Invoice.SettledUpstream", "Invoice.Credited",
+                       "Invoice.PaidFromCredit", "FamilyCredit.Applied"}
+
+
+def test_a_replay_opens_no_sealed_field(store_settings: Settings) -> None:
+    payment = history(store_settings)
+    live = payment.to_pay.snapshot()
+
+    def no_key(family: str) -> bytes:
+        raise AssertionError(f"the replay asked for {family}'s key")
+
+    payment.keys.key = no_key  # type: ignore[method-assign,assignment]
+    assert rebuild(payment) == payment.recorder.max_notification_id()
+    assert payment.to_pay.snapshot() == live
+
+
+def test_a_batch_applied_at_once_builds_what_its_events_build_one_by_one(
+        store_settings: Settings) -> None:
+    payment = history(store_settings)
+    changes = stored_changes(payment)
+    together, one_by_one = MemoryToPayStore(), MemoryToPayStore()
+    everything = [(n.id, changes(n)) for n in notifications(payment)]
+    together.apply([c for _, cs in everything for c in cs], 0, everything[-1][0])
+    position = 0
+    for nid, cs in everything:
+        for change in cs:
+            assert one_by_one.apply([change], position, position)
+        assert one_by_one.apply([], position, nid)
+        position = nid
+    together.settle()
+    one_by_one.settle()
+    assert together.snapshot() == one_by_one.snapshot() == payment.to_pay.snapshot()
+
+
+class Stop(Exception):
+    pass
+
+
+def test_a_replay_stopped_half_way_ends_with_the_right_totals(
+        store_settings: Settings) -> None:
+    payment = history(store_settings)
+    live = payment.to_pay.snapshot()
+    assert live["totals"]
+    batches = 0
+
+    def stop_after_two(count: int) -> None:
+        nonlocal batches
+        batches += 1
+        if batches == 2:
+            raise Stop
+
+    payment.to_pay.reset()
+    with pytest.raises(Stop):
+        catch_up(payment, payment.to_pay, batch_size=3, progress=stop_after_two)
+    assert 0 < payment.to_pay.position() < payment.recorder.max_notification_id()  # type: ignore[operator]
+    assert not set(INDEXES) & indexes(payment)
+    # Whoever carries on (here the consumer's refresh) ends with the totals counted and
+    # the reads' indexes made.
+    payment.refresh()
+    assert payment.to_pay.snapshot() == live
+    assert set(INDEXES) <= indexes(payment)
+
+
+def indexes(app: PaymentApp) -> set[str]:
+    store = app.to_pay.store  # type: ignore[attr-defined]
+    if store.postgres:
+        rows = store.fetchall("SELECT indexname AS name FROM pg_indexes WHERE schemaname = ?",
+                              (store.datastore.schema,))
+    else:
+        rows = store.fetchall("SELECT name FROM sqlite_master WHERE type = 'index'")
+    return {r["name"] for r in rows}
