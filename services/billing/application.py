@@ -85,28 +85,19 @@ class BillingApp(ServiceApplication):
         if not isinstance(self.recorder, Chained):
             # The in-memory store takes one tracking record per write.
             return sum(self.apply_payment_event(m, t) for m, t in batch)
-        recorded = self._tracked({t.application_name for _, t in batch})
         moved: dict[str, int] = {}
         # The invoices as this batch left them: two payments of one invoice in a poll.
         seen: dict[UUID, Invoice] = {}
         applied = 0
-        for message, tracking in batch:
-            name = tracking.application_name
-            last = moved.get(name, recorded.get(name))
-            if last is not None and last >= tracking.notification_id:
-                continue
+        for message in self._unrecorded(batch, moved):
             if message.name in SETTLING:
                 seen.update((invoice.id, invoice) for invoice in
                             self._settlements(message, seen))
-            moved[name] = tracking.notification_id
             applied += 1
-        if moved:
-            processing = ProcessingEvent[UUID]()
-            for invoice in seen.values():
-                processing.collect_events(invoice)
-            processing.saved_kwargs["trackings"] = [
-                Tracking(name, nid) for name, nid in moved.items()]
-            self._record(processing)
+        processing = ProcessingEvent[UUID]()
+        for invoice in seen.values():
+            processing.collect_events(invoice)
+        self._record_poll(processing, moved)
         return applied
 
     def _settlements(self, message: Envelope, seen: dict[UUID, Invoice] | None = None

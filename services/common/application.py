@@ -1,6 +1,7 @@
 """What both services' eventsourcing applications share."""
 
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import Application, ProcessingEvent
@@ -19,6 +20,8 @@ from services.common.privacy import KeyStore, MemoryKeyStore, PrivateMapper, Sql
 from services.common.storage.chain import Chained
 from services.common.storage.persistence import SqlStore, register_transcodings
 from services.common.storage.transcoder import FastJSONTranscoder
+
+M = TypeVar("M")
 
 
 class ServiceApplication(Application[UUID]):
@@ -86,6 +89,27 @@ class ServiceApplication(Application[UUID]):
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
         register_transcodings(transcoder)
+
+    def _unrecorded(self, batch: list[tuple[M, Tracking]], moved: dict[str, int]
+                    ) -> Iterator[M]:
+        """The messages of a poll this store has not recorded yet, in order. ``moved``
+        gets, per subject, the notification id of its last message handed out: the
+        poll's tracking records."""
+        recorded = self._tracked({t.application_name for _, t in batch})
+        for message, tracking in batch:
+            name = tracking.application_name
+            last = moved.get(name, recorded.get(name))
+            if last is not None and last >= tracking.notification_id:
+                continue
+            yield message
+            moved[name] = tracking.notification_id
+
+    def _record_poll(self, processing: ProcessingEvent[UUID], moved: dict[str, int]) -> None:
+        """Record a poll's events with its tracking records, in one transaction."""
+        if moved:
+            processing.saved_kwargs["trackings"] = [
+                Tracking(name, nid) for name, nid in moved.items()]
+            self._record(processing)
 
     def _tracked(self, names: set[str]) -> dict[str, int]:
         """The last notification id recorded for each of ``names`` that has one."""

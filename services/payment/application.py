@@ -141,28 +141,19 @@ class PaymentApp(ServiceApplication):
         if not isinstance(recorder, Chained):
             # The in-memory store takes one tracking record per write.
             return sum(self.apply_billing_event(m, t) for m, t in batch)
-        # Each subject's position in the store, read at once, and where this batch takes it.
-        recorded = self._tracked({t.application_name for _, t in batch})
+        # Where this batch takes each subject's position in the store.
         moved: dict[str, int] = {}
         # The aggregates as this batch left them: a later message of the same invoice (or
         # the family's credit) must see what an earlier one did before it is recorded.
         seen: dict[UUID, Any] = dict.fromkeys(self._absent(batch))
         processing = ProcessingEvent[UUID]()
         applied = 0
-        for message, tracking in batch:
-            name = tracking.application_name
-            last = moved.get(name, recorded.get(name))
-            if last is not None and last >= tracking.notification_id:
-                continue
+        for message in self._unrecorded(batch, moved):
             for aggregate in self._billing_change(message, seen):
                 seen[aggregate.id] = aggregate
                 processing.collect_events(aggregate)
-            moved[name] = tracking.notification_id
             applied += 1
-        if moved:
-            processing.saved_kwargs["trackings"] = [
-                Tracking(name, nid) for name, nid in moved.items()]
-            self._record(processing)
+        self._record_poll(processing, moved)
         return applied
 
     def _absent(self, batch: list[tuple[Envelope, Tracking]]) -> set[UUID]:
