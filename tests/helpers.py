@@ -19,7 +19,7 @@ from services.common.messaging.positions import SqlPositions
 from services.common.messaging.relay import KafkaPublisher, Relay
 from services.common.settings import Settings
 from services.common.storage.chain import GENESIS, link
-from services.common.storage.persistence import SqlStore
+from services.common.storage.persistence import KEYS_PER_STATEMENT, SqlStore
 from services.payment import domain
 from services.payment.application import PaymentApp, ReturnUrls
 from services.payment.gateway import FakeGateway
@@ -186,3 +186,28 @@ class Parts(Threads):
             self.run(name, TrackedConsumer(self.settings, self.topic, app.apply_payment_event,
                                            SqlPositions(SqlStore(app)),
                                            dead_letters=app.dead_letters).run_forever)
+
+
+def check_rows_by_keys(store: SqlStore, monkeypatch: Any) -> None:
+    """``store.rows_by_keys`` reads every row of a key list longer than one statement takes,
+    each statement carrying one chunk of the keys, and nothing for no keys."""
+    with store.transaction() as c:
+        c.execute("CREATE TABLE {schema}keyed (k TEXT PRIMARY KEY, v INTEGER NOT NULL)")
+        c.executemany("INSERT INTO {schema}keyed (k, v) VALUES (?, ?)",
+                      [(f"k{i:05}", i) for i in range(1200)])
+    sizes: list[int] = []
+    fetchall = store.fetchall
+
+    def counted(statement: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        sizes.append(len(params))
+        return fetchall(statement, params)
+
+    monkeypatch.setattr(store, "fetchall", counted)
+    statement = "SELECT k, v FROM {schema}keyed WHERE k IN ({keys})"
+    # Every other key is absent; one is asked twice.
+    wanted = [f"k{i:05}" for i in range(0, 2400, 2)] + ["k00000"]
+    rows = store.rows_by_keys(statement, wanted)
+    assert sorted(r["v"] for r in rows) == list(range(0, 1200, 2))
+    assert len(sizes) > 1 and max(sizes) <= KEYS_PER_STATEMENT and sum(sizes) == 1200
+    before = len(sizes)
+    assert store.rows_by_keys(statement, []) == [] and len(sizes) == before

@@ -116,16 +116,10 @@ class ServiceApplication(Application[UUID]):
         recorder: Any = self.recorder
         # eventsourcing names the table differently on PostgreSQL and SQLite.
         table = getattr(recorder, "tracking_table_name", "tracking")
-        found: dict[str, int] = {}
-        ordered = sorted(names)
-        for start in range(0, len(ordered), 500):
-            chunk = ordered[start:start + 500]
-            rows = SqlStore(self).fetchall(
-                f"SELECT application_name, MAX(notification_id) AS n FROM {{schema}}{table} "
-                f"WHERE application_name IN ({', '.join('?' for _ in chunk)}) "
-                "GROUP BY application_name", tuple(chunk))
-            found.update((r["application_name"], int(r["n"])) for r in rows)
-        return found
+        rows = SqlStore(self).rows_by_keys(
+            f"SELECT application_name, MAX(notification_id) AS n FROM {{schema}}{table} "
+            "WHERE application_name IN ({keys}) GROUP BY application_name", names)
+        return {r["application_name"]: int(r["n"]) for r in rows}
 
     def already_applied(self, tracking: Tracking) -> bool:
         recorder: Any = self.recorder

@@ -171,14 +171,10 @@ class PaymentApp(ServiceApplication):
                     wanted.add(domain.FamilyCredit.create_id(data["regie"], data["family_id"]))
         recorder: Any = self.recorder
         table = getattr(recorder, "events_table_name", "stored_events")
-        ordered = sorted(str(i) for i in wanted)
-        present: set[str] = set()
-        for start in range(0, len(ordered), 500):
-            chunk = ordered[start:start + 500]
-            rows = SqlStore(self).fetchall(
-                f"SELECT DISTINCT originator_id FROM {{schema}}{table} "
-                f"WHERE originator_id IN ({', '.join('?' for _ in chunk)})", tuple(chunk))
-            present.update(str(r["originator_id"]) for r in rows)
+        rows = SqlStore(self).rows_by_keys(
+            f"SELECT DISTINCT originator_id FROM {{schema}}{table} "
+            "WHERE originator_id IN ({keys})", (str(i) for i in wanted))
+        present = {str(r["originator_id"]) for r in rows}
         return {i for i in wanted if str(i) not in present}
 
     def _get(self, aggregate_id: UUID, seen: dict[UUID, Any] | None = None) -> Any:

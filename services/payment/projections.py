@@ -490,13 +490,10 @@ def _recount_pending_read(store: SqlStore) -> bool:
 def _count_again(c: Any, changes: list[Change]) -> None:
     """Count again the open invoices of each family and régie ``changes`` touched."""
     pairs = {(ch.family_id, ch.regie) for ch in changes if isinstance(ch, InvoiceRow)}
-    ids = sorted({ch.id for ch in changes
-                  if isinstance(ch, RowChange) and ch.table == "view_invoices"})
-    for start in range(0, len(ids), 500):
-        chunk = ids[start:start + 500]
-        rows = c.query("SELECT DISTINCT family_id, regie FROM {schema}view_invoices "
-                       f"WHERE id IN ({', '.join('?' for _ in chunk)})", tuple(chunk))
-        pairs.update((r["family_id"], r["regie"]) for r in rows)
+    rows = c.rows_by_keys(
+        "SELECT DISTINCT family_id, regie FROM {schema}view_invoices WHERE id IN ({keys})",
+        (ch.id for ch in changes if isinstance(ch, RowChange) and ch.table == "view_invoices"))
+    pairs.update((r["family_id"], r["regie"]) for r in rows)
     if not pairs:
         return
     ordered = sorted(pairs)

@@ -12,9 +12,11 @@ from services.billing.application import BillingApp
 from services.billing.domain import Conflict, DomainError, Invoice
 from services.bootstrap import billing_app, payment_app, positions
 from services.common.settings import Settings
+from services.common.storage.persistence import SqlStore
 from services.payment.projections import MemoryToPayStore, catch_up
-from tests.conftest import make_settings
+from tests.conftest import drop_schemas, make_settings
 from tests.factories import deliver, open_regies, terms, wire_messages
+from tests.helpers import check_rows_by_keys
 from tests.threads import Threads
 
 
@@ -235,3 +237,13 @@ def test_starting_while_another_connection_writes_waits_for_the_lock(tmp_path: P
     app.to_pay.reset()
     catch_up(app, app.to_pay)
     assert len(app.to_pay.open_lines("fam-1")) == 48
+
+
+def test_rows_by_keys_reads_a_long_key_list_in_chunks_on_postgres(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = make_settings("postgres", tmp_path)
+    try:
+        app = billing_app(settings)
+        check_rows_by_keys(SqlStore(app), monkeypatch)
+    finally:
+        drop_schemas(settings.schema_prefix)

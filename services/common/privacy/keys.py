@@ -122,14 +122,10 @@ class SqlKeyStore:
         return keys
 
     def _keys_of(self, families: list[str]) -> dict[str, bytes]:
-        keys: dict[str, bytes] = {}
-        for k in range(0, len(families), 500):
-            page = families[k:k + 500]
-            marks = ", ".join("?" * len(page))
-            rows = self.store.fetchall("SELECT family_id, data_key FROM {schema}privacy_keys "
-                                       f"WHERE family_id IN ({marks})", tuple(page))
-            keys.update((row["family_id"], bytes(row["data_key"])) for row in rows)
-        return keys
+        rows = self.store.rows_by_keys(
+            "SELECT family_id, data_key FROM {schema}privacy_keys WHERE family_id IN ({keys})",
+            families)
+        return {row["family_id"]: bytes(row["data_key"]) for row in rows}
 
     def destroy(self, family_id: str, reason: str) -> bool:
         with self.store.transaction() as c:

@@ -1,6 +1,6 @@
 """What both services' event stores share: transcodings, schema creation, SQL dialect."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import date
 from typing import Any, NamedTuple
@@ -139,6 +139,11 @@ _SQLITE_ID = ("CASE WHEN length(originator_id) = 32 THEN substr(originator_id, 1
               "ELSE originator_id END")
 
 
+# Keys in one ``IN (…)`` list: SQLite before 3.32 takes at most 999 parameters a statement,
+# PostgreSQL's protocol 65,535.
+KEYS_PER_STATEMENT = 500
+
+
 class SqlStore:
     """Plain SQL beside an application's event store, in the same database.
 
@@ -192,6 +197,12 @@ class SqlStore:
         with self.datastore.get_connection(commit=False) as conn, conn.cursor() as cursor:
             return _Cursor(self, cursor).query(statement, params)
 
+    def rows_by_keys(self, statement: str, keys: Iterable[Any]) -> list[dict[str, Any]]:
+        """The rows of ``statement`` for ``keys``, read a chunk of keys at a time: ``{keys}``
+        in it stands for one chunk's placeholders, as in ``WHERE id IN ({keys})``. Each key
+        is asked once, in order; no keys, no statement."""
+        return _rows_by_keys(self.fetchall, statement, keys)
+
     def stored_events(self, after: int, limit: int) -> list[StoredRow]:
         """Up to ``limit`` of the application's stored events after notification ``after``,
         in order: what ``select_notifications`` returns, read as plain rows. A replay reads
@@ -218,6 +229,16 @@ class SqlStore:
             return [StoredRow(*row) for row in raw.fetchall()]
 
 
+def _rows_by_keys(query: Callable[[str, tuple[Any, ...]], list[dict[str, Any]]],
+                  statement: str, keys: Iterable[Any]) -> list[dict[str, Any]]:
+    ordered = sorted(set(keys))
+    rows: list[dict[str, Any]] = []
+    for start in range(0, len(ordered), KEYS_PER_STATEMENT):
+        chunk = tuple(ordered[start:start + KEYS_PER_STATEMENT])
+        rows += query(statement.replace("{keys}", ", ".join("?" * len(chunk))), chunk)
+    return rows
+
+
 class _Cursor:
     def __init__(self, store: SqlStore, cursor: Any) -> None:
         self.store = store
@@ -231,6 +252,10 @@ class _Cursor:
     def query(self, statement: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         self.execute(statement, params)
         return self.fetchall()
+
+    def rows_by_keys(self, statement: str, keys: Iterable[Any]) -> list[dict[str, Any]]:
+        """``SqlStore.rows_by_keys`` inside this transaction."""
+        return _rows_by_keys(self.query, statement, keys)
 
     def executemany(self, statement: str, params: list[tuple[Any, ...]]) -> None:
         self.cursor.executemany(self.store.sql(statement), params)
