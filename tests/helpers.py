@@ -1,5 +1,6 @@
 """Helpers shared by several test modules, so that no test module imports another."""
 
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -10,13 +11,15 @@ from typing import Any
 from flask.testing import FlaskClient
 
 from events import PAYMENT_PAYMENTS
+from services import bootstrap
 from services.billing.application import BillingApp
 from services.billing.domain import Invoice
 from services.bootstrap import billing_app, payment_app
 from services.common.messaging.consumer import TrackedConsumer, handle_record
 from services.common.messaging.deadletters import DeadLetter
+from services.common.messaging.memory import MemoryBroker, MemoryPublisher, MemorySubscriber
 from services.common.messaging.positions import SqlPositions
-from services.common.messaging.relay import KafkaPublisher, Relay
+from services.common.messaging.relay import Heads, KafkaPublisher, Relay
 from services.common.settings import Settings
 from services.common.storage.chain import GENESIS, link
 from services.common.storage.persistence import KEYS_PER_STATEMENT, SqlStore
@@ -186,6 +189,37 @@ class Parts(Threads):
             self.run(name, TrackedConsumer(self.settings, self.topic, app.apply_payment_event,
                                            SqlPositions(SqlStore(app)),
                                            dead_letters=app.dead_letters).run_forever)
+
+
+def relayed_in_memory(settings: Settings, billing: BillingApp) -> MemoryPublisher:
+    """Billing's relay as `regie relay billing` is wired, over an in-memory broker instead of
+    Kafka, run through billing's events: its publisher, on "billing.invoices" (the records
+    of each partition; ``.broker`` for a consumer)."""
+    publisher = MemoryPublisher(broker=MemoryBroker(), topic="billing.invoices")
+    relay = bootstrap.relay("billing", settings, app=billing, publisher=publisher,
+                            heads=Heads(MemoryPublisher(), "audit.chain-heads", "billing"))
+    while relay.run_once():
+        pass
+    return publisher
+
+
+def consume_in_memory(settings: Settings, broker: MemoryBroker, app: object,
+                      until: Callable[[], bool], linger: float = 0.0) -> None:
+    """Run the payment consumer of ``settings`` on ``broker``'s "billing.invoices" until
+    ``until()`` (30 s at most), then ``linger`` seconds more."""
+    consumer = bootstrap.consumer("payment", settings, app=app,
+                                  subscribe=lambda: MemorySubscriber(broker, "billing.invoices"))
+    stop = threading.Event()
+    thread = threading.Thread(target=consumer.run_forever, args=(stop,))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not until() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(linger)
+    finally:
+        stop.set()
+        thread.join()
 
 
 def check_rows_by_keys(store: SqlStore, monkeypatch: Any) -> None:

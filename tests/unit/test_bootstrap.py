@@ -2,8 +2,6 @@
 benchmark) can hand it the application and the publishers instead of patching classes."""
 
 import json
-import threading
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,11 +10,12 @@ from prometheus_client import CollectorRegistry
 
 from services import bootstrap
 from services.billing.domain import Invoice
-from services.common.messaging.memory import MemoryBroker, MemoryPublisher, MemorySubscriber
+from services.common.messaging.memory import MemoryPublisher
 from services.common.messaging.relay import Heads
 from services.payment.gateway import FakeGateway
 from tests.conftest import make_settings
 from tests.factories import deliver, open_regies, terms, wire_messages
+from tests.helpers import consume_in_memory, relayed_in_memory
 
 
 def test_a_relay_publishes_through_the_publisher_it_is_given(tmp_path: Path) -> None:
@@ -55,25 +54,8 @@ def test_relay_and_consumer_wired_over_one_in_memory_broker(tmp_path: Path) -> N
     billing, payment = bootstrap.billing_app(settings), bootstrap.payment_app(settings)
     open_regies(billing)
     billing.issue_invoice(terms("F-1", family="fam-7"))
-    broker = MemoryBroker()
-    relay = bootstrap.relay("billing", settings, app=billing,
-                            publisher=MemoryPublisher(broker=broker, topic="billing.invoices"),
-                            heads=Heads(MemoryPublisher(), "audit.chain-heads", "billing"))
-    while relay.run_once():
-        pass
-    consumer = bootstrap.consumer(
-        "payment", settings, app=payment,
-        subscribe=lambda: MemorySubscriber(broker, "billing.invoices"))
-    stop = threading.Event()
-    thread = threading.Thread(target=consumer.run_forever, args=(stop,))
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not payment.to_pay_summary("fam-7") and time.monotonic() < deadline:
-            time.sleep(0.02)
-    finally:
-        stop.set()
-        thread.join()
+    broker = relayed_in_memory(settings, billing).broker
+    consume_in_memory(settings, broker, payment, lambda: bool(payment.to_pay_summary("fam-7")))
     assert [(r["code"], r["count"], r["total_cents"]) for r in
             payment.to_pay_summary("fam-7")] == [("SPORTS", 1, 2500)]
 

@@ -2,9 +2,6 @@
 REGIE_CONSUMER_COUNT reads the partitions p with p % count == index, and nothing else."""
 
 import json
-import threading
-import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,11 +10,9 @@ import pytest
 from services import bootstrap
 from services.cli import main
 from services.common.messaging.consumer import owned_partitions
-from services.common.messaging.memory import MemoryBroker, MemoryPublisher, MemorySubscriber
-from services.common.messaging.relay import Heads
-from services.common.settings import Settings
 from tests.conftest import make_settings
 from tests.factories import open_regies, terms
+from tests.helpers import consume_in_memory, relayed_in_memory
 
 
 def test_each_partition_goes_to_one_consumer_by_its_index() -> None:
@@ -64,24 +59,6 @@ def test_regie_consume_stops_on_a_bad_share_before_connecting_anything(
         capsys.readouterr().err
 
 
-def consume(settings: Settings, broker: MemoryBroker, app: object,
-            until: Callable[[], bool], linger: float = 0.0) -> None:
-    """Run the payment consumer of ``settings`` until ``until()``, then ``linger`` more."""
-    consumer = bootstrap.consumer("payment", settings, app=app,
-                                  subscribe=lambda: MemorySubscriber(broker, "billing.invoices"))
-    stop = threading.Event()
-    thread = threading.Thread(target=consumer.run_forever, args=(stop,))
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not until() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(linger)
-    finally:
-        stop.set()
-        thread.join()
-
-
 def test_two_consumers_each_apply_only_their_partitions(tmp_path: Path) -> None:
     settings = make_settings("memory", tmp_path)
     billing, payment = bootstrap.billing_app(settings), bootstrap.payment_app(settings)
@@ -89,12 +66,8 @@ def test_two_consumers_each_apply_only_their_partitions(tmp_path: Path) -> None:
     families = {f"fam-{i}" for i in range(24)}
     for i in range(24):
         billing.issue_invoice(terms(f"F-{i}", family=f"fam-{i}"))
-    broker = MemoryBroker()
-    publisher = MemoryPublisher(broker=broker, topic="billing.invoices")
-    relay = bootstrap.relay("billing", settings, app=billing, publisher=publisher,
-                            heads=Heads(MemoryPublisher(), "audit.chain-heads", "billing"))
-    while relay.run_once():
-        pass
+    publisher = relayed_in_memory(settings, billing)
+    broker = publisher.broker
     # The key is the family: an invoice's messages (its subject's) are all in one partition.
     even = {m.key for p in (0, 2, 4) for m in publisher.records(p) if m.key in families}
     odd = families - even
@@ -103,11 +76,13 @@ def test_two_consumers_each_apply_only_their_partitions(tmp_path: Path) -> None:
     def visible() -> set[str]:
         return {f for f in families if payment.to_pay_summary(f)}
 
-    consume(make_settings("memory", tmp_path, consumer_index="0", consumer_count="2"),
-            broker, payment, lambda: visible() >= even, linger=0.3)
+    consume_in_memory(
+        make_settings("memory", tmp_path, consumer_index="0", consumer_count="2"),
+        broker, payment, lambda: visible() >= even, linger=0.3)
     assert visible() == even
-    consume(make_settings("memory", tmp_path, consumer_index="1", consumer_count="2"),
-            broker, payment, lambda: visible() == even | odd)
+    consume_in_memory(
+        make_settings("memory", tmp_path, consumer_index="1", consumer_count="2"),
+        broker, payment, lambda: visible() == even | odd)
     assert visible() == even | odd
 
 
@@ -123,12 +98,8 @@ def test_a_parked_message_holds_back_its_subject_in_the_consumer_that_owns_it(
         billing.issue_invoice(terms(f"F-{i}", family=f"fam-{i}"))
     held = billing.issue_invoice(terms("F-held", family="fam-0")).invoice
     billing.cancel_invoice(held.id, "erreur de saisie")
-    broker = MemoryBroker()
-    publisher = MemoryPublisher(broker=broker, topic="billing.invoices")
-    relay = bootstrap.relay("billing", settings, app=billing, publisher=publisher,
-                            heads=Heads(MemoryPublisher(), "audit.chain-heads", "billing"))
-    while relay.run_once():
-        pass
+    publisher = relayed_in_memory(settings, billing)
+    broker = publisher.broker
     # F-held's issue, in a version no reader knows: parked, and its cancellation behind it.
     [(partition, offset)] = [(p, o) for p in range(6)
                              for o, m in enumerate(publisher.records(p))
@@ -145,12 +116,13 @@ def test_a_parked_message_holds_back_its_subject_in_the_consumer_that_owns_it(
         return {f for f in families if payment.to_pay_summary(f)}
 
     owner = partition % 2
-    consume(make_settings("memory", tmp_path, consumer_index=str(owner), consumer_count="2"),
-            broker, payment, lambda: len(payment.dead_letters.all()) >= 2, linger=0.2)
+    consume_in_memory(
+        make_settings("memory", tmp_path, consumer_index=str(owner), consumer_count="2"),
+        broker, payment, lambda: len(payment.dead_letters.all()) >= 2, linger=0.2)
     assert len(payment.dead_letters.all()) == 2
-    consume(make_settings("memory", tmp_path, consumer_index=str(1 - owner),
-                          consumer_count="2"),
-            broker, payment, lambda: visible() == families, linger=0.2)
+    consume_in_memory(
+        make_settings("memory", tmp_path, consumer_index=str(1 - owner), consumer_count="2"),
+        broker, payment, lambda: visible() == families, linger=0.2)
     letters = payment.dead_letters.all()
     assert [(x.partition, x.subject) for x in letters] == [(partition, str(held.id))] * 2
     assert letters[0].offset == offset and letters[1].offset > offset
@@ -165,13 +137,9 @@ def test_a_consumer_with_a_share_does_not_take_it_for_a_changed_topic(
     billing, payment = bootstrap.billing_app(settings), bootstrap.payment_app(settings)
     open_regies(billing)
     billing.issue_invoice(terms("F-1", family="fam-1"))
-    broker = MemoryBroker()
-    relay = bootstrap.relay("billing", settings, app=billing,
-                            publisher=MemoryPublisher(broker=broker, topic="billing.invoices"),
-                            heads=Heads(MemoryPublisher(), "audit.chain-heads", "billing"))
-    while relay.run_once():
-        pass
+    broker = relayed_in_memory(settings, billing).broker
     # Past the 5 s between two checks of the topic's partition count.
-    consume(make_settings("memory", tmp_path, consumer_index="0", consumer_count="2"),
-            broker, payment, lambda: True, linger=6.0)
+    consume_in_memory(
+        make_settings("memory", tmp_path, consumer_index="0", consumer_count="2"),
+        broker, payment, lambda: True, linger=6.0)
     assert "reading the topic again" not in caplog.text
