@@ -172,6 +172,22 @@ SERVED: dict[str, Served] = {
 }
 
 
+# The app gunicorn serves for each web part.
+APPS: dict[str, str] = {
+    "payfip-sim": "services.payfip_sim.app:create_app()",
+    "billing-api": "services.bootstrap:billing_api()",
+    "payment-api": "services.bootstrap:payment_api()",
+    "portal": "services.portal.web:create_app()",
+    "backoffice": "services.backoffice.web:create_app()",
+}
+
+
+def served_argv(name: str, port: str | int) -> list[str]:
+    """The command that serves the web part ``name`` on ``port`` of 127.0.0.1, as `regie run`
+    starts it (and the end-to-end tests, so that they test what is run)."""
+    return [sys.executable, "-m", "gunicorn", *SERVED[name].argv(f"127.0.0.1:{port}", APPS[name])]
+
+
 class StartError(RuntimeError):
     pass
 
@@ -299,16 +315,10 @@ def run(load_demo: bool = True) -> int:
                        str((settings.var_dir / "backoffice.db").resolve()))
         env.setdefault("BACKOFFICE_PUBLIC_URL", backoffice_url)
         health = {}
-        for name, port, factory in (
-            ("payfip-sim", sim_port, "services.payfip_sim.app:create_app()"),
-            ("billing-api", billing_port, "services.bootstrap:billing_api()"),
-            ("payment-api", payment_port, "services.bootstrap:payment_api()"),
-            ("portal", portal_port, "services.portal.web:create_app()"),
-            ("backoffice", backoffice_port, "services.backoffice.web:create_app()"),
-        ):
-            sup.start(name, [python, "-m", "gunicorn",
-                             *SERVED[name].argv(f"127.0.0.1:{port}", factory)],
-                      env=dict(env, **given.get(name, {})))
+        for name, port in (("payfip-sim", sim_port), ("billing-api", billing_port),
+                           ("payment-api", payment_port), ("portal", portal_port),
+                           ("backoffice", backoffice_port)):
+            sup.start(name, served_argv(name, port), env=dict(env, **given.get(name, {})))
             health[name] = f"http://127.0.0.1:{port}/health"
         # The reminders go to a local catcher, unless SMTP_HOST names a server elsewhere.
         mail = f"{settings.smtp_host}:{settings.smtp_port}"

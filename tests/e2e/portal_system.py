@@ -1,6 +1,6 @@
 """The whole system with the families' portal, and what the portal's browser tests share.
 
-Every part is its own process (``tests.e2e.system.System``, plus the portal under gunicorn);
+Every part is its own process (``tests.e2e.system.System``, the portal among them);
 the browser is Debian's Chromium driven by Playwright; axe-core checks each page.
 """
 
@@ -37,13 +37,6 @@ class PortalSystem(SimSystem):
         super().__init__(*args, **kwargs)
         self.portal = f"http://127.0.0.1:{self.env['PORTAL_PORT']}"
         self.links: dict[str, str] = {}  # e-mail -> the one-time link the operator got
-
-    def argv(self, name: str) -> list[str]:
-        if name == "portal":
-            return [sys.executable, "-m", "gunicorn", "--workers", "2", "--threads", "4",
-                    "--no-control-socket", "--bind", f"127.0.0.1:{self.env['PORTAL_PORT']}",
-                    "services.portal.web:create_app()"]
-        return super().argv(name)
 
     def portal_cli(self, *args: str) -> str:
         """``python -m services.portal …`` as an operator runs it; what it printed."""

@@ -15,6 +15,7 @@ import requests
 
 from services.common.messaging.broker import free_port
 from services.common.settings import Settings
+from services.run import SERVED, served_argv
 from tests.conftest import make_settings
 from tests.factories import invoice_payload
 
@@ -37,17 +38,10 @@ class System:
         self.payment = f"http://127.0.0.1:{env['PAYMENT_PORT']}"
 
     def argv(self, name: str) -> list[str]:
-        py = sys.executable
-        gunicorn = [py, "-m", "gunicorn", "--workers", "1", "--threads", "8",
-                    "--no-control-socket"]
-        if name.endswith("-api"):
-            service = name.removesuffix("-api")
-            port = self.env[f"{service.upper()}_PORT"]
-            return [*gunicorn, "--bind", f"127.0.0.1:{port}",
-                    f"services.bootstrap:{service}_api()"]
-        if name == "payfip-sim":
-            return [*gunicorn, "--bind", f"127.0.0.1:{self.env['PAYFIP_SIM_PORT']}",
-                    "services.payfip_sim.app:create_app()"]
+        if name in SERVED:
+            # Served as `regie run` serves it; BILLING_PORT for billing-api, and so on.
+            port = self.env[name.removesuffix("-api").replace("-", "_").upper() + "_PORT"]
+            return served_argv(name, port)
         commands = {
             "relay": ["relay", "billing"],
             "consumer": ["consume", "payment"],
@@ -55,7 +49,7 @@ class System:
             "billing-consumer": ["consume", "billing"],
             "reconciler": ["reconcile"],
         }
-        return [py, "-m", "services.cli", *commands[name]]
+        return [sys.executable, "-m", "services.cli", *commands[name]]
 
     def start(self, name: str) -> None:
         with open(self.logs / f"{name}.log", "ab") as log:

@@ -51,13 +51,6 @@ class DeskSystem(SimSystem):
         super().__init__(*args, **kwargs)
         self.desk = f"http://127.0.0.1:{self.env['BACKOFFICE_PORT']}"
 
-    def argv(self, name: str) -> list[str]:
-        if name == "backoffice":
-            return [sys.executable, "-m", "gunicorn", "--workers", "2", "--threads", "4",
-                    "--no-control-socket", "--bind", f"127.0.0.1:{self.env['BACKOFFICE_PORT']}",
-                    "services.backoffice.web:create_app()"]
-        return super().argv(name)
-
     def staff_link(self) -> str:
         """``python -m services.backoffice accounts create`` as an operator runs it."""
         done = subprocess.run(
