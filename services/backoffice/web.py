@@ -7,13 +7,12 @@ why (422) and sends nothing to the APIs.
 """
 
 import logging
-import math
 import os
 import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,9 +30,6 @@ from flask import (
     session,
     url_for,
 )
-from flask_limiter import Limiter
-from flask_limiter.errors import RateLimitExceeded
-from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
@@ -41,7 +37,7 @@ from events.formats import PARIS
 from services.backoffice.desk import Desk, RegieApis
 from services.backoffice.settings import BackofficeSettings
 from services.backoffice.staff import Staff, StaffAccounts, staff_of
-from services.common.web.site import configure_site
+from services.common.web.site import configure_site, limit_failed_log_ins
 from services.portal import formatting as fmt
 from services.portal.accounts import PASSWORD_MIN, AccountError, SqliteAccounts, normalise_email
 from services.portal.payments import NotFound, Refused, Unavailable
@@ -56,7 +52,6 @@ REGIE_CODE = re.compile(r"^[A-Z0-9_-]{1,16}\Z")
 COUNTER_MEANS = {"cash": "Espèces", "cheque": "Chèque", "cesu": "CESU",
                  "ancv": "Chèques-vacances ANCV", "transfer": "Virement"}
 REFUND_MEANS = {"cash": "Espèces", "cheque": "Chèque", "transfer": "Virement"}
-FAILED_LOG_INS = "5 per 15 minutes"
 SESSION_KEY = "session_id"
 
 ERRORS = {
@@ -185,31 +180,6 @@ def render_login(error: str | None = None, status: int | None = None) -> Any:
         error = "Adresse électronique ou mot de passe incorrect."
     return render_template("login.html", email=email, error=error, next_url=next_url), \
         status or (401 if error else 200)
-
-
-def limit_failed_log_ins(app: Flask) -> Limiter:
-    """Five failed log-ins per account and per client address in 15 minutes, then 429."""
-    limiter = Limiter(get_remote_address, app=app, storage_uri="memory://",
-                      strategy="moving-window")
-    view: Callable[..., Any] = app.view_functions["desk.login"]
-    for scope, key in (("guichet-adresse", get_remote_address),
-                       ("guichet-compte",
-                        lambda: normalise_email(request.form.get("email", "")))):
-        view = limiter.limit(FAILED_LOG_INS, key_func=key, scope=scope, methods=["POST"],
-                             deduct_when=lambda r: r.status_code == 401)(view)
-    app.view_functions["desk.login"] = view
-
-    @app.errorhandler(RateLimitExceeded)
-    def too_many(e: RateLimitExceeded) -> Any:
-        now = datetime.now(UTC).timestamp()
-        limit = limiter.current_limit
-        reset_at = limit.reset_at if limit else now + 15 * 60
-        until = fmt.moment(datetime.fromtimestamp(reset_at, UTC))
-        body, status = render_login(
-            f"Trop de tentatives de connexion. Réessayez après {until}.", 429)
-        return body, status, {"Retry-After": str(max(1, math.ceil(reset_at - now)))}
-
-    return limiter
 
 
 @bp.post("/deconnexion")
@@ -463,7 +433,7 @@ def create_app(settings: BackofficeSettings | None = None,
                    secure_cookies=cfg.secure_cookies,
                    session_idle_minutes=cfg.session_idle_minutes)
     app.register_blueprint(bp)
-    limit_failed_log_ins(app)
+    limit_failed_log_ins(app, "desk.login", "guichet", normalise_email, render_login)
 
     @app.before_request
     def load_staff() -> None:

@@ -1,6 +1,8 @@
 """Amounts and dates as a French reader expects them, in pages and e-mails alike."""
 
-from datetime import date
+from datetime import date, datetime
+
+from events.formats import PARIS
 
 NBSP, NNBSP = "\u00a0", "\u202f"
 
@@ -18,3 +20,13 @@ def day(value: str | date | None) -> str:
         return ""
     d = value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
     return d.strftime("%d/%m/%Y")
+
+
+def moment(value: str | datetime | None) -> str:
+    """An ISO timestamp -> '26/02/2025 à 14:32', Paris time."""
+    if not value:
+        return ""
+    t = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    if t.tzinfo is not None:
+        t = t.astimezone(PARIS)
+    return t.strftime("%d/%m/%Y à %H:%M")

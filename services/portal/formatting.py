@@ -1,23 +1,10 @@
 """Amounts, dates and states as a French reader expects them."""
 
-from datetime import datetime
+# Amounts and days are written alike in the reminders' e-mails, moments in the log-in limit
+# both sites share: one definition each, shared.
+from services.common.french import NBSP, NNBSP, day, euros, moment
 
-from events.formats import PARIS
-
-# Amounts and days are written alike in the reminders' e-mails: one definition, shared.
-from services.common.french import NBSP, NNBSP, day, euros
-
-__all__ = ["NBSP", "NNBSP", "day", "euros"]
-
-
-def moment(value: str | datetime | None) -> str:
-    """An ISO timestamp -> '26/02/2025 à 14:32', Paris time."""
-    if not value:
-        return ""
-    t = value if isinstance(value, datetime) else datetime.fromisoformat(value)
-    if t.tzinfo is not None:
-        t = t.astimezone(PARIS)
-    return t.strftime("%d/%m/%Y à %H:%M")
+__all__ = ["NBSP", "NNBSP", "day", "euros", "moment"]
 
 
 def count(n: int, one: str, many: str) -> str:

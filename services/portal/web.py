@@ -17,8 +17,8 @@ from flask import Flask, Response, g, render_template
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from services.common.web.site import configure_site
-from services.portal.accounts import Accounts, SqliteAccounts
+from services.common.web.site import configure_site, limit_failed_log_ins
+from services.portal.accounts import Accounts, SqliteAccounts, normalise_email
 from services.portal.context import Portal
 from services.portal.payments import NotFound, PaymentApi, Payments, Unavailable
 from services.portal.sessions import logged_in
@@ -75,7 +75,7 @@ def create_app(
                    session_idle_minutes=cfg.session_idle_minutes)
     for blueprint in (account.bp, invoices.bp, paying.bp, documents.bp):
         app.register_blueprint(blueprint)
-    account.limit_failed_log_ins(app)
+    limit_failed_log_ins(app, "account.login", "connexion", normalise_email, account.render_login)
 
     @app.before_request
     def load_account() -> None:

@@ -1,14 +1,9 @@
 """Log-in, log-out, the one-time link that sets a password, and deleting one's account."""
 
-import math
-from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from flask import (
     Blueprint,
-    Flask,
-    Response,
     flash,
     g,
     redirect,
@@ -16,20 +11,12 @@ from flask import (
     request,
     url_for,
 )
-from flask_limiter import Limiter
-from flask_limiter.errors import RateLimitExceeded
-from flask_limiter.util import get_remote_address
 
-from services.portal import formatting as fmt
-from services.portal.accounts import PASSWORD_MIN, AccountError, normalise_email
+from services.portal.accounts import PASSWORD_MIN, AccountError
 from services.portal.context import crumbs, login_required, portal
 from services.portal.sessions import log_in, log_out, safe_next
 
 bp = Blueprint("account", __name__)
-
-# Failed log-ins allowed per account and per client address, over a moving window.
-FAILED_LOG_INS = "5 per 15 minutes"
-
 
 @bp.route("/connexion", methods=["GET", "POST"])
 def login() -> Any:
@@ -49,43 +36,6 @@ def render_login(error: str | None = None, status: int | None = None) -> Any:
         error = "Adresse électronique ou mot de passe incorrect."
     return render_template("login.html", email=email, error=error, next_url=next_url,
                            crumbs=None), status or (401 if error else 200)
-
-
-def failed(response: Response) -> bool:
-    return response.status_code == 401
-
-
-def account_key() -> str:
-    return normalise_email(request.form.get("email", ""))
-
-
-def limit_failed_log_ins(app: Flask) -> Limiter:
-    """Five failed log-ins per account and per client address in 15 minutes, then 429.
-
-    Its counts live in this process's memory: each gunicorn worker counts on its own.
-    """
-    limiter = Limiter(get_remote_address, app=app, storage_uri="memory://",
-                      strategy="moving-window")
-    view: Callable[..., Any] = app.view_functions["account.login"]
-    for scope, key in (("connexion-adresse", get_remote_address),
-                       ("connexion-compte", account_key)):
-        view = limiter.limit(FAILED_LOG_INS, key_func=key, scope=scope, methods=["POST"],
-                             deduct_when=failed)(view)
-    app.view_functions["account.login"] = view
-
-    @app.errorhandler(RateLimitExceeded)
-    def too_many(e: RateLimitExceeded) -> Any:
-        # The oldest failure counted leaves the window then: one more try is allowed.
-        now = datetime.now(UTC).timestamp()
-        limit = limiter.current_limit
-        reset_at = limit.reset_at if limit else now + 15 * 60
-        retry = max(1, math.ceil(reset_at - now))
-        until = fmt.moment(datetime.fromtimestamp(reset_at, UTC))
-        body, status = render_login(
-            f"Trop de tentatives de connexion. Réessayez après {until}.", 429)
-        return body, status, {"Retry-After": str(retry)}
-
-    return limiter
 
 
 @bp.post("/deconnexion")
