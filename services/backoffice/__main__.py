@@ -12,7 +12,6 @@ The commands are the portal's too (services.common.web.site_commands).
 
 import argparse
 import sys
-from typing import Any
 
 from services.backoffice.settings import BackofficeSettings
 from services.backoffice.staff import StaffAccounts
@@ -27,9 +26,8 @@ class BackofficeCommands(SiteCommands):
     site = "the back office"
     link_path = "/guichet/compte/activer/"
     refused = AccountError
-
-    def settings(self) -> BackofficeSettings:
-        return BackofficeSettings()
+    settings = BackofficeSettings
+    web = "services.backoffice.web"
 
     def create_options(self, create: argparse.ArgumentParser) -> None:
         create.add_argument("--email", required=True, help="the staff id recorded in the events")
@@ -41,11 +39,6 @@ class BackofficeCommands(SiteCommands):
     def create(self, accounts: StaffAccounts, args: argparse.Namespace) -> tuple[str, str]:
         return (accounts.create_staff(args.name, args.email),
                 f"Staff account {args.email} created for {args.name}.")
-
-    def app(self) -> Any:
-        from services.backoffice.web import create_app
-
-        return create_app()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,6 @@ The commands are the back office's too (services.common.web.site_commands).
 
 import argparse
 import sys
-from typing import Any
 
 from services.common.web.site_commands import SiteCommands
 from services.portal.accounts import AccountError, Accounts, SqliteAccounts
@@ -25,9 +24,8 @@ class PortalCommands(SiteCommands):
     site = "the portal"
     link_path = "/compte/activer/"
     refused = AccountError
-
-    def settings(self) -> PortalSettings:
-        return PortalSettings()
+    settings = PortalSettings
+    web = "services.portal.web"
 
     def create_options(self, create: argparse.ArgumentParser) -> None:
         create.add_argument("--family", required=True,
@@ -40,11 +38,6 @@ class PortalCommands(SiteCommands):
     def create(self, accounts: Accounts, args: argparse.Namespace) -> tuple[str, str]:
         return (accounts.create(args.family, args.email),
                 f"Account {args.email} created for family {args.family}.")
-
-    def app(self) -> Any:
-        from services.portal.web import create_app
-
-        return create_app()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,8 +3,10 @@
 password set directly, and the site on werkzeug for development."""
 
 import argparse
+import importlib
 import sys
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, Protocol
 
 
@@ -31,10 +33,8 @@ class SiteCommands(ABC):
     site: str  # what ``serve`` serves
     link_path: str  # where a one-time link leads, after the public URL
     refused: type[Exception]  # what its accounts raise for bad input
-
-    @abstractmethod
-    def settings(self) -> SiteSettings:
-        """The site's settings, read from the environment."""
+    settings: Callable[[], SiteSettings]  # its settings, read from the environment
+    web: str  # the module whose create_app() makes the site, imported only to serve it
 
     @abstractmethod
     def create_options(self, create: argparse.ArgumentParser) -> None:
@@ -48,17 +48,14 @@ class SiteCommands(ABC):
     def create(self, accounts: Any, args: argparse.Namespace) -> tuple[str, str]:
         """Create the account ``args`` name: its one-time token, and what to tell of it."""
 
-    @abstractmethod
-    def app(self) -> Any:
-        """The site's WSGI application."""
-
     def main(self, argv: list[str] | None = None) -> int:
         args = self.parser().parse_args(argv)
         settings = self.settings()
         if args.command == "serve":
             from werkzeug.serving import run_simple
 
-            run_simple(args.host, args.port or settings.port, self.app(), threaded=True)
+            app = importlib.import_module(self.web).create_app()
+            run_simple(args.host, args.port or settings.port, app, threaded=True)
             return 0
         service = self.accounts(settings)
         try:
