@@ -68,7 +68,9 @@ class System:
 
     def wait_up(self, *more: str) -> None:
         for url in (self.billing, self.payment, *more):
-            deadline = time.monotonic() + 30
+            # Generous: on a busy machine, servers of two workers each import the whole
+            # application twice over before the first answer.
+            deadline = time.monotonic() + 90
             while True:
                 try:
                     if requests.get(f"{url}/health", timeout=1).ok:
