@@ -224,7 +224,8 @@ def consume_in_memory(settings: Settings, broker: MemoryBroker, app: object,
 
 def check_rows_by_keys(store: SqlStore, monkeypatch: Any) -> None:
     """``store.rows_by_keys`` reads every row of a key list longer than one statement takes,
-    each statement carrying one chunk of the keys, and nothing for no keys."""
+    each statement carrying one chunk of the keys, and nothing for no keys; so does
+    ``store.values_by_keys``, its rows by position."""
     with store.transaction() as c:
         c.execute("CREATE TABLE {schema}keyed (k TEXT PRIMARY KEY, v INTEGER NOT NULL)")
         c.executemany("INSERT INTO {schema}keyed (k, v) VALUES (?, ?)",
@@ -245,3 +246,8 @@ def check_rows_by_keys(store: SqlStore, monkeypatch: Any) -> None:
     assert len(sizes) > 1 and max(sizes) <= KEYS_PER_STATEMENT and sum(sizes) == 1200
     before = len(sizes)
     assert store.rows_by_keys(statement, []) == [] and len(sizes) == before
+    monkeypatch.undo()
+    # The same rows by position (on PostgreSQL each chunk as one array).
+    assert sorted(row[1] for row in store.values_by_keys(statement, wanted)) == list(
+        range(0, 1200, 2))
+    assert store.values_by_keys(statement, []) == []

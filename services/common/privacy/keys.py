@@ -122,10 +122,10 @@ class SqlKeyStore:
         return keys
 
     def _keys_of(self, families: list[str]) -> dict[str, bytes]:
-        rows = self.store.rows_by_keys(
+        rows = self.store.values_by_keys(
             "SELECT family_id, data_key FROM {schema}privacy_keys WHERE family_id IN ({keys})",
             families)
-        return {row["family_id"]: bytes(row["data_key"]) for row in rows}
+        return {family: bytes(key) for family, key in rows}
 
     def destroy(self, family_id: str, reason: str) -> bool:
         with self.store.transaction() as c:
