@@ -88,6 +88,24 @@ def test_a_large_batch_is_stored_whole(any_store_settings: Settings) -> None:
     assert billing.get_invoice(Invoice.create_id("SPORTS", "B-1199")).family_id == "fam-2"
 
 
+def test_a_batch_of_a_thousand_new_invoices_is_one_write(
+        any_store_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As the HTTP batches come (1000 at most): one transaction, one commit, for them all.
+    billing = billing_app(any_store_settings)
+    open_regies(billing)
+    writes: list[int] = []
+    insert_events = billing.recorder.insert_events
+
+    def counted(stored_events: Any, **kwargs: Any) -> Any:
+        writes.append(len(stored_events))
+        return insert_events(stored_events, **kwargs)
+
+    monkeypatch.setattr(billing.recorder, "insert_events", counted)
+    results = billing.issue_batch([terms(f"W-{i}", family=f"fam-{i % 7}") for i in range(1000)])
+    assert all(getattr(r, "created", False) for r in results)
+    assert writes == [1000]
+
+
 def test_cancel_and_transfer_are_recorded(any_store_settings: Settings) -> None:
     billing = billing_app(any_store_settings)
     open_regies(billing)
