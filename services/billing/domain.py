@@ -114,14 +114,16 @@ class InvoiceTerms:
     def check(self) -> None:
         if not self.lines:
             raise DomainError("lines", "an invoice has at least one line")
+        # One pass: checked for every invoice of a batch.
+        total = 0
         for i, line in enumerate(self.lines):
             if line.quantity <= 0:
                 raise DomainError(f"lines.{i}.quantity", "must be positive")
+            total += line.total_cents
         if self.amount_cents <= 0:
             raise DomainError("amount_cents", "must be positive")
         if self.amount_cents > MAX_AMOUNT_CENTS:
             raise DomainError("amount_cents", f"must not exceed {MAX_AMOUNT_CENTS}")
-        total = sum(line.total_cents for line in self.lines)
         if total != self.amount_cents:
             raise DomainError(
                 "amount_cents", f"is {self.amount_cents} but the lines add up to {total}"
