@@ -19,6 +19,7 @@ from eventsourcing.utils import resolve_topic
 
 from events.formats import PARIS
 from services.common.storage.persistence import SqlStore
+from services.common.storage.transcoder import FastJSONTranscoder
 from services.payment import domain
 
 NAME = "to-pay"
@@ -806,13 +807,21 @@ def stored_changes(app: Any) -> Callable[[Any], list[Change]]:
     the mapper, whose upcasting brings it to the current version.
     """
     mapper = app.mapper
-    decode = mapper.transcoder.decode
+    transcoder = mapper.transcoder
+    decode = (transcoder.reader() if isinstance(transcoder, FastJSONTranscoder)
+              else transcoder.decode)
     cipher, compressor = mapper.cipher, mapper.compressor
     new = object.__new__
+    # Per stored topic: its class, the class's handler and its current version.
+    kinds: dict[str, tuple[type, Handler | None, int]] = {}
 
     def changes(n: Any) -> list[Change]:
-        cls = resolve_topic(n.topic)
-        handler = handler_of(cls)
+        try:
+            cls, handler, version = kinds[n.topic]
+        except KeyError:
+            cls = resolve_topic(n.topic)
+            handler, version = handler_of(cls), getattr(cls, "class_version", 1)
+            kinds[n.topic] = cls, handler, version
         if handler is None:
             return []
         data = n.state
@@ -821,7 +830,7 @@ def stored_changes(app: Any) -> Callable[[Any], list[Change]]:
         if compressor is not None:
             data = compressor.decompress(data)
         state = decode(data)
-        if state.pop("class_version", 1) != getattr(cls, "class_version", 1):
+        if state.pop("class_version", 1) != version:
             event = mapper.to_domain_event(_notification(n))
             return handler(event, str(event.originator_id), n.id)
         oid = str(n.originator_id)
