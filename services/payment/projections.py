@@ -443,11 +443,7 @@ def _write(c: Any, changes: list[Change]) -> None:
                       list(regies.items()))
     for table, rows in new.items():
         columns = _ROW_COLUMNS[table]
-        as_row = itemgetter(*columns)
-        c.executemany(
-            f"INSERT INTO {{schema}}{table} ({', '.join(columns)}) "
-            f"VALUES ({', '.join('?' for _ in columns)}) ON CONFLICT (id) DO NOTHING",
-            [as_row(row) for row in rows.values()])
+        c.insert_new(table, columns, list(map(itemgetter(*columns), rows.values())))
     for owner, asked in refunds.items():
         c.executemany(
             "INSERT INTO {schema}view_refunds (id, family_id, regie, amount_cents, source, "

@@ -11,6 +11,7 @@ import pytest
 from services.billing.domain import Invoice
 from services.bootstrap import payment_app
 from services.common.settings import Settings
+from services.common.storage import persistence
 from services.common.storage.transcoder import FastJSONTranscoder
 from services.payment.application import PaymentApp
 from services.payment.gateway import FakeGateway
@@ -179,3 +180,44 @@ def indexes(app: PaymentApp) -> set[str]:
     else:
         rows = store.fetchall("SELECT name FROM sqlite_master WHERE type = 'index'")
     return {r["name"] for r in rows}
+
+
+@pytest.fixture
+def copies(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The tables written by COPY, from any number of rows on."""
+    monkeypatch.setattr(persistence, "COPY_FROM", 1)
+    written: list[str] = []
+    real = persistence._Cursor.insert_new
+
+    def insert_new(self: Any, table: str, columns: Any, rows: Any) -> None:
+        if self.store.postgres:
+            written.append(table)
+        real(self, table, columns, rows)
+
+    monkeypatch.setattr(persistence._Cursor, "insert_new", insert_new)
+    return written
+
+
+def test_a_replay_written_by_copy_builds_what_executemany_builds(
+        store_settings: Settings, copies: list[str]) -> None:
+    payment = history(store_settings)
+    live = payment.to_pay.snapshot()
+    assert rebuild(payment) == payment.recorder.max_notification_id()
+    assert payment.to_pay.snapshot() == live
+    if store_settings.is_postgres():
+        assert {"view_invoices", "view_payments", "view_credits"} <= set(copies)
+
+
+def test_rows_copied_leave_those_already_there(store_settings: Settings,
+                                               copies: list[str]) -> None:
+    payment = history(store_settings)
+    store = payment.to_pay.store  # type: ignore[attr-defined]
+    columns = ("id", "payment_id")
+    for _ in range(2):
+        with store.transaction() as c:
+            c.insert_new("view_anomalies", columns, [("a", "first"), ("b", "first")])
+            c.insert_new("view_anomalies", columns, [("b", "second"), ("c", "second")])
+    rows = store.fetchall("SELECT id, payment_id FROM {schema}view_anomalies WHERE id IN "
+                          "('a', 'b', 'c') ORDER BY id")
+    assert [(r["id"], r["payment_id"]) for r in rows] == [
+        ("a", "first"), ("b", "first"), ("c", "second")]

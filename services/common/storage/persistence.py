@@ -1,6 +1,6 @@
 """What both services' event stores share: transcodings, schema creation, SQL dialect."""
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
 from typing import Any, NamedTuple
@@ -239,6 +239,11 @@ def _rows_by_keys(query: Callable[[str, tuple[Any, ...]], list[dict[str, Any]]],
     return rows
 
 
+# From how many rows ``insert_new`` copies them into PostgreSQL (a replay's batches) rather
+# than sending one INSERT each: below it, making the staging table costs more than it saves.
+COPY_FROM = 200
+
+
 class _Cursor:
     def __init__(self, store: SqlStore, cursor: Any) -> None:
         self.store = store
@@ -259,6 +264,32 @@ class _Cursor:
 
     def executemany(self, statement: str, params: list[tuple[Any, ...]]) -> None:
         self.cursor.executemany(self.store.sql(statement), params)
+
+    def insert_new(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
+                   ) -> None:
+        """INSERT the rows into ``{schema}table`` but those whose ``id`` is there already:
+        ``INSERT … ON CONFLICT (id) DO NOTHING``, row after row.
+
+        Many rows on PostgreSQL are written with COPY into a staging table, and moved from
+        there by one such INSERT: psycopg's executemany spends more Python per row than
+        the database spends inserting it. The rows must not repeat an id.
+        """
+        names = ", ".join(columns)
+        if not (self.store.postgres and len(rows) >= COPY_FROM):
+            self.executemany(
+                f"INSERT INTO {{schema}}{table} ({names}) "
+                f"VALUES ({', '.join('?' for _ in columns)}) ON CONFLICT (id) DO NOTHING", rows)
+            return
+        staging = f"pg_temp.staging_{table}"
+        target = self.store.sql(f"{{schema}}{table}")
+        # Dropped at the end, or with the transaction if it rolls back.
+        self.cursor.execute(f"CREATE TEMP TABLE {staging} (LIKE {target})")
+        with self.cursor.copy(f"COPY {staging} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        self.cursor.execute(f"INSERT INTO {target} ({names}) SELECT {names} FROM {staging} "
+                            "ON CONFLICT (id) DO NOTHING")
+        self.cursor.execute(f"DROP TABLE {staging}")
 
     def fetchall(self) -> list[dict[str, Any]]:
         return [dict(row) for row in self.cursor.fetchall()]
