@@ -386,10 +386,6 @@ class ToPayStore(Protocol):
         whose document attests the event at ``position``."""
 
 
-def _cell(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, date) else value
-
-
 # Every column a new row of each table gets, and the value of those its change leaves out
 # (the table's defaults): a row made and changed in one batch is inserted as it ends up.
 _ROW_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -420,7 +416,8 @@ def _write(c: Any, changes: list[Change]) -> None:
         if isinstance(change, RowChange):
             if not change.values:
                 continue
-            pending = new.get(change.table, {}).get(change.id)
+            made = new.get(change.table)
+            pending = None if made is None else made.get(change.id)
             if pending is not None:
                 pending.update(change.values)
             else:
@@ -435,7 +432,9 @@ def _write(c: Any, changes: list[Change]) -> None:
             if change.id not in rows:  # as ON CONFLICT DO NOTHING would
                 row = {**_EXTRA[table], **vars(change)}
                 for k in _DATES[type(change)]:
-                    row[k] = _cell(row[k])
+                    value = row[k]
+                    if isinstance(value, date):
+                        row[k] = value.isoformat()
                 rows[change.id] = row
     if regies:
         c.executemany("INSERT INTO {schema}view_regies (code, name) VALUES (?, ?) "
@@ -864,17 +863,20 @@ def catch_up(
         if not notifications:
             store.settle()
             return done
-        changes: list[Change] = []
-        last = position
-        for n in notifications:
-            if until is not None and timestamp_of(n) > until:
-                applied = sum(1 for m in notifications if m.id <= last)
-                if applied:
-                    store.apply(changes, position, last)
-                store.settle()
-                return done + applied
-            changes += changes_of(n)
-            last = n.id
+        if until is None:
+            # Every one of them: no instant to compare each with.
+            changes = [c for n in notifications for c in changes_of(n)]
+        else:
+            changes, last = [], position
+            for n in notifications:
+                if timestamp_of(n) > until:
+                    applied = sum(1 for m in notifications if m.id <= last)
+                    if applied:
+                        store.apply(changes, position, last)
+                    store.settle()
+                    return done + applied
+                changes += changes_of(n)
+                last = n.id
         if store.apply(changes, position, notifications[-1].id):
             done += len(notifications)
             if progress is not None:

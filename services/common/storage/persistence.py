@@ -3,6 +3,7 @@
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
+from functools import partial
 from typing import Any, NamedTuple
 
 from eventsourcing.application import Application
@@ -132,6 +133,9 @@ class StoredRow(NamedTuple):
     state: bytes
 
 
+# A row as a StoredRow, made in C (its generated __new__ is Python).
+_stored_row = partial(tuple.__new__, StoredRow)
+
 # SQLite keeps an id as 32 hex digits; str(UUID) puts in the hyphens.
 _SQLITE_ID = ("CASE WHEN length(originator_id) = 32 THEN substr(originator_id, 1, 8) || '-' || "
               "substr(originator_id, 9, 4) || '-' || substr(originator_id, 13, 4) || '-' || "
@@ -220,13 +224,13 @@ class SqlStore:
                     f'state FROM {self.prefix}"{self.events_table}" '
                     "WHERE notification_id > %s ORDER BY notification_id LIMIT %s",
                     (after, limit))
-                return [StoredRow(*row) for row in cursor.fetchall()]
+                return list(map(_stored_row, cursor.fetchall()))
         with self.datastore.transaction(commit=False) as cursor:
             raw = getattr(cursor, "sqlite_cursor", cursor)
             raw.execute(f"SELECT rowid, {_SQLITE_ID}, originator_version, topic, state "
                         f"FROM {self.events_table} WHERE rowid > ? ORDER BY rowid LIMIT ?",
                         (after, limit))
-            return [StoredRow(*row) for row in raw.fetchall()]
+            return list(map(_stored_row, raw.fetchall()))
 
 
 def _rows_by_keys(query: Callable[[str, tuple[Any, ...]], list[dict[str, Any]]],

@@ -38,6 +38,7 @@ _PASSED_THROUGH = frozenset({date, datetime, time})
 # What the replay's reader looks into: containers, and floats, which orjson may have read
 # from an integer beyond 64 bits.
 _WALKED = frozenset({dict, list, float})
+_DICT = {dict}
 
 
 class _Unlike(Exception):
@@ -95,19 +96,27 @@ class FastJSONTranscoder(JSONTranscoder):
             first as the library's hook does; raises _Unlike at a float."""
             t = type(value)
             if t is dict:
-                for k, v in value.items():
-                    if type(v) in _WALKED:
-                        # Most are a registered value of text: made here, not walked.
-                        if (type(v) is dict and len(v) == 2 and type(v.get("_data_")) is str
-                                and "_type_" in v):
-                            value[k] = makers[v["_type_"]](v["_data_"])
-                        else:
-                            value[k] = walk(v)
+                # One pass in C tells the many dicts that hold no container or float.
+                if not _WALKED.isdisjoint(map(type, value.values())):
+                    for k, v in value.items():
+                        if type(v) in _WALKED:
+                            # Most are a registered value of text: made here, not walked.
+                            if (type(v) is dict and len(v) == 2
+                                    and type(v.get("_data_")) is str and "_type_" in v):
+                                value[k] = makers[v["_type_"]](v["_data_"])
+                            else:
+                                value[k] = walk(v)
                 if len(value) == 2 and "_type_" in value and "_data_" in value:
                     return makers[value["_type_"]](value["_data_"])
                 return value
             if t is list:
-                if _WALKED.isdisjoint(map(type, value)):
+                kinds = set(map(type, value))
+                if _WALKED.isdisjoint(kinds):
+                    return value
+                # A list of dicts of plain values (an invoice's lines) is left as it is.
+                if kinds == _DICT and all(
+                        _WALKED.isdisjoint(map(type, v.values())) and "_type_" not in v
+                        for v in value):
                     return value
                 return [walk(v) if type(v) in _WALKED else v for v in value]
             if t is float:
