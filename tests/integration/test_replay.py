@@ -71,6 +71,15 @@ def notifications(app: PaymentApp) -> list[Any]:
     return list(app.recorder.select_notifications(0, 100_000, inclusive_of_start=False))
 
 
+def both_histories(store_settings: Settings, tmp_path: Path) -> tuple[PaymentApp, PaymentApp]:
+    """This version's history, and the kept one of earlier versions (older class versions,
+    upcast on the way)."""
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    shutil.copy(HERE / "payment.db", kept / "payment.db")
+    return history(store_settings), payment_app(settings(kept))
+
+
 # The handled classes neither history holds.
 UNTRIED = {"Invoice.SettledUpstream", "Invoice.Credited", "Invoice.PaidFromCredit",
            "FamilyCredit.Applied"}
@@ -78,13 +87,8 @@ UNTRIED = {"Invoice.SettledUpstream", "Invoice.Credited", "Invoice.PaidFromCredi
 
 def test_each_stored_event_changes_what_its_domain_event_changes(
         store_settings: Settings, tmp_path: Path) -> None:
-    # This version's history, and the kept one of earlier versions (older class versions,
-    # upcast on the way).
-    kept = tmp_path / "kept"
-    kept.mkdir()
-    shutil.copy(HERE / "payment.db", kept / "payment.db")
     seen: set[type] = set()
-    for app in (history(store_settings), payment_app(settings(kept))):
+    for app in both_histories(store_settings, tmp_path):
         changes = stored_changes(app)
         for n in notifications(app):
             event = app.mapper.to_domain_event(n)
@@ -97,13 +101,9 @@ def test_each_stored_event_changes_what_its_domain_event_changes(
 
 def test_each_stored_state_reads_as_the_library_reads_it(
         store_settings: Settings, tmp_path: Path) -> None:
-    # The replay's orjson reader against eventsourcing's decoder, on every stored event of
-    # this version's history and of the kept one (older class versions among them).
-    kept = tmp_path / "kept"
-    kept.mkdir()
-    shutil.copy(HERE / "payment.db", kept / "payment.db")
+    # The replay's orjson reader against eventsourcing's decoder, on every stored event.
     topics: set[str] = set()
-    for app in (history(store_settings), payment_app(settings(kept))):
+    for app in both_histories(store_settings, tmp_path):
         transcoder = app.mapper.transcoder
         assert isinstance(transcoder, FastJSONTranscoder)
         read = transcoder.reader()
