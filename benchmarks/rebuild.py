@@ -11,7 +11,7 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -102,45 +102,41 @@ def _counted(app: PaymentApp) -> Iterator[None]:
         position = page[-1].id
 
 
+def _raw_pages(execute: Callable[[int], list[Any]]) -> tuple[int, float]:
+    """Every stored event read in keyset pages (``execute(after)``: the rows of a page of
+    (notification id, topic, state)) and its state decoded by json.loads."""
+    started = time.perf_counter()
+    count, last, loads = 0, 0, json.loads
+    while True:
+        rows = execute(last)
+        if not rows:
+            return count, time.perf_counter() - started
+        for row in rows:
+            loads(row[2])
+        count += len(rows)
+        last = rows[-1][0]
+
+
 def _raw_sqlite(path: Path, page: int) -> tuple[int, float]:
-    """Every stored event read with sqlite3 in pages and its state decoded by json.loads."""
+    """The pages read with sqlite3."""
     conn = sqlite3.connect(path)
     try:
-        started = time.perf_counter()
-        count, last, loads = 0, 0, json.loads
-        while True:
-            rows = conn.execute("SELECT rowid, topic, state FROM stored_events WHERE rowid > ? "
-                                "ORDER BY rowid LIMIT ?", (last, page)).fetchall()
-            if not rows:
-                break
-            for row in rows:
-                loads(row[2])
-            count += len(rows)
-            last = rows[-1][0]
-        return count, time.perf_counter() - started
+        return _raw_pages(lambda after: conn.execute(
+            "SELECT rowid, topic, state FROM stored_events WHERE rowid > ? ORDER BY rowid "
+            "LIMIT ?", (after, page)).fetchall())
     finally:
         conn.close()
 
 
 def _raw_postgres(schema: str, page: int) -> tuple[int, float]:
-    """The same with psycopg, keyset pages of the same size."""
+    """The same with psycopg, pages of the same size."""
     from psycopg import sql
 
     with pg_connect() as conn:
         query = sql.SQL("SELECT notification_id, topic, state FROM {}.{} "
                         "WHERE notification_id > %s ORDER BY notification_id LIMIT %s").format(
             sql.Identifier(schema), sql.Identifier("payment_events"))
-        started = time.perf_counter()
-        count, last, loads = 0, 0, json.loads
-        while True:
-            rows = conn.execute(query, (last, page)).fetchall()
-            if not rows:
-                break
-            for row in rows:
-                loads(row[2])
-            count += len(rows)
-            last = rows[-1][0]
-        return count, time.perf_counter() - started
+        return _raw_pages(lambda after: conn.execute(query, (after, page)).fetchall())
 
 
 def _replay(settings: Settings) -> tuple[int, float]:

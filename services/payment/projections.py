@@ -19,6 +19,7 @@ from eventsourcing.utils import resolve_topic
 
 from events.formats import PARIS
 from services.common.storage.persistence import SqlStore
+from services.common.storage.transcoder import FastJSONTranscoder
 from services.payment import domain
 
 NAME = "to-pay"
@@ -39,7 +40,9 @@ class RegieRow:
     name: str
 
 
-@dataclass(frozen=True)
+# Not frozen: made once per event in a replay, and a frozen dataclass costs three times
+# as much to make (a call of object.__setattr__ per field). Nothing changes one once made.
+@dataclass
 class InvoiceRow:
     id: str
     family_id: str
@@ -71,7 +74,7 @@ class RowChange:
     values: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen, as InvoiceRow
 class PaymentRow:
     id: str
     family_id: str
@@ -385,10 +388,6 @@ class ToPayStore(Protocol):
         whose document attests the event at ``position``."""
 
 
-def _cell(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, date) else value
-
-
 # Every column a new row of each table gets, and the value of those its change leaves out
 # (the table's defaults): a row made and changed in one batch is inserted as it ends up.
 _ROW_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -419,7 +418,8 @@ def _write(c: Any, changes: list[Change]) -> None:
         if isinstance(change, RowChange):
             if not change.values:
                 continue
-            pending = new.get(change.table, {}).get(change.id)
+            made = new.get(change.table)
+            pending = None if made is None else made.get(change.id)
             if pending is not None:
                 pending.update(change.values)
             else:
@@ -434,7 +434,9 @@ def _write(c: Any, changes: list[Change]) -> None:
             if change.id not in rows:  # as ON CONFLICT DO NOTHING would
                 row = {**_EXTRA[table], **vars(change)}
                 for k in _DATES[type(change)]:
-                    row[k] = _cell(row[k])
+                    value = row[k]
+                    if isinstance(value, date):
+                        row[k] = value.isoformat()
                 rows[change.id] = row
     if regies:
         c.executemany("INSERT INTO {schema}view_regies (code, name) VALUES (?, ?) "
@@ -442,11 +444,7 @@ def _write(c: Any, changes: list[Change]) -> None:
                       list(regies.items()))
     for table, rows in new.items():
         columns = _ROW_COLUMNS[table]
-        as_row = itemgetter(*columns)
-        c.executemany(
-            f"INSERT INTO {{schema}}{table} ({', '.join(columns)}) "
-            f"VALUES ({', '.join('?' for _ in columns)}) ON CONFLICT (id) DO NOTHING",
-            [as_row(row) for row in rows.values()])
+        c.insert_new(table, columns, list(map(itemgetter(*columns), rows.values())))
     for owner, asked in refunds.items():
         c.executemany(
             "INSERT INTO {schema}view_refunds (id, family_id, regie, amount_cents, source, "
@@ -806,13 +804,21 @@ def stored_changes(app: Any) -> Callable[[Any], list[Change]]:
     the mapper, whose upcasting brings it to the current version.
     """
     mapper = app.mapper
-    decode = mapper.transcoder.decode
+    transcoder = mapper.transcoder
+    decode = (transcoder.reader() if isinstance(transcoder, FastJSONTranscoder)
+              else transcoder.decode)
     cipher, compressor = mapper.cipher, mapper.compressor
     new = object.__new__
+    # Per stored topic: its class, the class's handler and its current version.
+    kinds: dict[str, tuple[type, Handler | None, int]] = {}
 
     def changes(n: Any) -> list[Change]:
-        cls = resolve_topic(n.topic)
-        handler = handler_of(cls)
+        try:
+            cls, handler, version = kinds[n.topic]
+        except KeyError:
+            cls = resolve_topic(n.topic)
+            handler, version = handler_of(cls), getattr(cls, "class_version", 1)
+            kinds[n.topic] = cls, handler, version
         if handler is None:
             return []
         data = n.state
@@ -821,7 +827,7 @@ def stored_changes(app: Any) -> Callable[[Any], list[Change]]:
         if compressor is not None:
             data = compressor.decompress(data)
         state = decode(data)
-        if state.pop("class_version", 1) != getattr(cls, "class_version", 1):
+        if state.pop("class_version", 1) != version:
             event = mapper.to_domain_event(_notification(n))
             return handler(event, str(event.originator_id), n.id)
         oid = str(n.originator_id)
@@ -859,17 +865,20 @@ def catch_up(
         if not notifications:
             store.settle()
             return done
-        changes: list[Change] = []
-        last = position
-        for n in notifications:
-            if until is not None and timestamp_of(n) > until:
-                applied = sum(1 for m in notifications if m.id <= last)
-                if applied:
-                    store.apply(changes, position, last)
-                store.settle()
-                return done + applied
-            changes += changes_of(n)
-            last = n.id
+        if until is None:
+            # Every one of them: no instant to compare each with.
+            changes = [c for n in notifications for c in changes_of(n)]
+        else:
+            changes, last = [], position
+            for n in notifications:
+                if timestamp_of(n) > until:
+                    applied = sum(1 for m in notifications if m.id <= last)
+                    if applied:
+                        store.apply(changes, position, last)
+                    store.settle()
+                    return done + applied
+                changes += changes_of(n)
+                last = n.id
         if store.apply(changes, position, notifications[-1].id):
             done += len(notifications)
             if progress is not None:

@@ -29,7 +29,8 @@ def registered(transcoder: JSONTranscoder) -> JSONTranscoder:
 
 
 LIBRARY = registered(JSONTranscoder())
-FAST = registered(FastJSONTranscoder())
+FAST = FastJSONTranscoder()
+registered(FAST)
 
 
 class Colour(Enum):
@@ -101,3 +102,52 @@ def test_what_is_written_reads_back_as_it_was() -> None:
     assert LIBRARY.decode(FAST.encode(issued_state())) == issued_state()
     assert orjson.loads(FAST.encode(issued_state()))["issued_on"] == {
         "_type_": "date_iso", "_data_": "2025-02-26"}
+
+
+# Reading: the replay's decoder gives what the library's gives, to the type of each value.
+
+READ = FAST.reader()
+
+
+def read_outcome(read: Any, data: bytes) -> str:
+    try:
+        return repr(read(data))
+    except Exception as e:
+        return type(e).__name__
+
+
+@settings(max_examples=400)
+@given(states)
+def test_any_stored_state_reads_as_the_library_reads_it(state: Any) -> None:
+    try:
+        data = LIBRARY.encode(state)
+    except Exception:
+        return
+    assert read_outcome(READ, data) == read_outcome(LIBRARY.decode, data)
+
+
+@pytest.mark.parametrize("data", [
+    # Values orjson reads otherwise (or refuses) and the library reads: to the library.
+    b'{"n": 18446744073709551616}', b'{"n": -9223372036854775809}', b'{"n": [NaN]}',
+    b'{"n": Infinity}', b'{"n": 1e400}', b'{"s": "\\ud800"}', b'{"n": 1.0}', b'{"n": 1E2}',
+    # Transcoded values, nested, unknown, or not quite transcoded.
+    b'{"t": {"_type_": "date_iso", "_data_": "2025-02-26"}}',
+    b'{"t": [{"x": {"_type_": "datetime_iso", "_data_": "2025-02-26T10:00:00+00:00"}}]}',
+    b'{"t": {"_type_": "uuid_hex", "_data_": "' + b"0" * 32 + b'"}}',
+    b'{"t": {"_type_": "decimal_str", "_data_": "10.10"}}',
+    b'{"t": {"_type_": "unknown", "_data_": "x"}}',
+    b'{"t": {"_type_": "date_iso", "_data_": 3}}',
+    b'{"t": {"_type_": "date_iso", "_data_": "2025-02-26", "more": 1}}',
+    b'{"t": {"_type_": "date_iso"}}', b'{"t": {"_data_": "x", "y": 1}}',
+    b'{"t": {"_type_": "date_iso", "_data_": {"_type_": "date_iso", "_data_": "2025-02-26"}}}',
+    b'{"_type_": "date_iso", "_data_": "2025-02-26"}',
+    b'{"a": 1, "a": 2}', b'[1, "x", null, true]', b'"x"', b'not json', b'\xff',
+])
+def test_odd_stored_states_read_as_the_library_reads_them(data: bytes) -> None:
+    assert read_outcome(READ, data) == read_outcome(LIBRARY.decode, data)
+
+
+def test_a_stored_state_is_read_by_orjson(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = FAST.encode(issued_state())
+    monkeypatch.setattr(JSONTranscoder, "decode", lambda self, data: pytest.fail("fell back"))
+    assert read_outcome(READ, data) == repr(issued_state())

@@ -3,6 +3,7 @@
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
+from functools import partial
 from typing import Any, NamedTuple, TypeVar
 
 from eventsourcing.application import Application
@@ -132,6 +133,9 @@ class StoredRow(NamedTuple):
     state: bytes
 
 
+# A row as a StoredRow, made in C (its generated __new__ is Python).
+_stored_row = partial(tuple.__new__, StoredRow)
+
 # SQLite keeps an id as 32 hex digits; str(UUID) puts in the hyphens.
 _SQLITE_ID = ("CASE WHEN length(originator_id) = 32 THEN substr(originator_id, 1, 8) || '-' || "
               "substr(originator_id, 9, 4) || '-' || substr(originator_id, 13, 4) || '-' || "
@@ -255,13 +259,13 @@ class SqlStore:
                     f'state FROM {self.prefix}"{self.events_table}" '
                     "WHERE notification_id > %s ORDER BY notification_id LIMIT %s",
                     (after, limit))
-                return [StoredRow(*row) for row in cursor.fetchall()]
+                return list(map(_stored_row, cursor.fetchall()))
         with self.datastore.transaction(commit=False) as cursor:
             raw = getattr(cursor, "sqlite_cursor", cursor)
             raw.execute(f"SELECT rowid, {_SQLITE_ID}, originator_version, topic, state "
                         f"FROM {self.events_table} WHERE rowid > ? ORDER BY rowid LIMIT ?",
                         (after, limit))
-            return [StoredRow(*row) for row in raw.fetchall()]
+            return list(map(_stored_row, raw.fetchall()))
 
 
 def _rows_by_keys(query: Callable[[str, tuple[Any, ...]], list[R]],
@@ -272,6 +276,11 @@ def _rows_by_keys(query: Callable[[str, tuple[Any, ...]], list[R]],
         chunk = tuple(ordered[start:start + KEYS_PER_STATEMENT])
         rows += query(statement.replace("{keys}", ", ".join("?" * len(chunk))), chunk)
     return rows
+
+
+# From how many rows ``insert_new`` copies them into PostgreSQL (a replay's batches) rather
+# than sending one INSERT each: below it, making the staging table costs more than it saves.
+COPY_FROM = 200
 
 
 class _Cursor:
@@ -294,6 +303,32 @@ class _Cursor:
 
     def executemany(self, statement: str, params: list[tuple[Any, ...]]) -> None:
         self.cursor.executemany(self.store.sql(statement), params)
+
+    def insert_new(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
+                   ) -> None:
+        """INSERT the rows into ``{schema}table`` but those whose ``id`` is there already:
+        ``INSERT … ON CONFLICT (id) DO NOTHING``, row after row.
+
+        Many rows on PostgreSQL are written with COPY into a staging table, and moved from
+        there by one such INSERT: psycopg's executemany spends more Python per row than
+        the database spends inserting it. The rows must not repeat an id.
+        """
+        names = ", ".join(columns)
+        if not (self.store.postgres and len(rows) >= COPY_FROM):
+            self.executemany(
+                f"INSERT INTO {{schema}}{table} ({names}) "
+                f"VALUES ({', '.join('?' for _ in columns)}) ON CONFLICT (id) DO NOTHING", rows)
+            return
+        staging = f"pg_temp.staging_{table}"
+        target = self.store.sql(f"{{schema}}{table}")
+        # Dropped at the end, or with the transaction if it rolls back.
+        self.cursor.execute(f"CREATE TEMP TABLE {staging} (LIKE {target})")
+        with self.cursor.copy(f"COPY {staging} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        self.cursor.execute(f"INSERT INTO {target} ({names}) SELECT {names} FROM {staging} "
+                            "ON CONFLICT (id) DO NOTHING")
+        self.cursor.execute(f"DROP TABLE {staging}")
 
     def fetchall(self) -> list[dict[str, Any]]:
         return [dict(row) for row in self.cursor.fetchall()]
