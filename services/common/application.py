@@ -25,6 +25,19 @@ from services.common.storage.transcoder import FastJSONTranscoder
 M = TypeVar("M")
 
 
+def collect(processing: ProcessingEvent[UUID], *aggregates: Any) -> None:
+    """``processing.collect_events(*aggregates)`` for objects known to be aggregates.
+
+    ``collect_events`` asks of each object whether it is an event or has events to
+    collect, with ``isinstance`` against runtime-checkable Protocols, which is slow on
+    Python 3.11 (a sixth of billing's batch issue, an eighth of the payment consumer's
+    CPU). For an aggregate it then does this, which is all that is left here.
+    """
+    for aggregate in aggregates:
+        processing.events.extend(aggregate.collect_events())
+        processing.aggregates[aggregate.id] = aggregate
+
+
 class ServiceApplication(Application[UUID]):
     def __init__(self, env: dict[str, str] | None = None) -> None:
         super().__init__(env)

@@ -14,7 +14,7 @@ from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.utils import get_topic
 
 from events import Envelope
-from services.common.application import ServiceApplication
+from services.common.application import ServiceApplication, collect
 from services.common.errors import Conflict, DomainError, NotFound, OutOfOrder, Unavailable
 from services.common.mail import Mailer, MailError
 from services.common.privacy import ERASED
@@ -117,7 +117,7 @@ class PaymentApp(ServiceApplication):
                 return False
             processing = ProcessingEvent[UUID](tracking=tracking)
             for aggregate in self._billing_change(message):
-                processing.collect_events(aggregate)
+                collect(processing, aggregate)
             try:
                 self._record(processing)
                 return True
@@ -151,7 +151,7 @@ class PaymentApp(ServiceApplication):
         for message in self._unrecorded(batch, moved):
             for aggregate in self._billing_change(message, seen):
                 seen[aggregate.id] = aggregate
-                processing.collect_events(aggregate)
+                collect(processing, aggregate)
             applied += 1
         self._record_poll(processing, moved)
         return applied

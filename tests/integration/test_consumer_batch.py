@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from eventsourcing.application import ProcessingEvent
 
 from services.bootstrap import payment_app
 from services.common.errors import OutOfOrder
@@ -161,3 +162,22 @@ def test_an_event_out_of_order_in_a_batch_stops_where_one_by_one_stops(
         "F-1", "F-2"}
     events = stored(payment)
     assert len(events) == len(set(events))
+
+
+def test_a_poll_collects_its_aggregates_without_eventsourcing_asking_what_each_is(
+        store_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ProcessingEvent.collect_events`` checks each object against runtime Protocols
+    (isinstance), an eighth of the consumer's CPU: a poll's aggregates are known to be
+    aggregates, and collected as such."""
+    billing, payment = issued(store_settings, *(
+        terms(number=f"F-{i}", family=f"fam-{i % 3}") for i in range(6)))
+    messages = wire_messages(billing)
+    batch = [(m, tracking_for(TOPIC, m)) for m in decoded(messages)]
+
+    def refused(self: Any, *objs: Any, **kwargs: Any) -> None:
+        raise AssertionError("collect_events called")
+
+    monkeypatch.setattr(ProcessingEvent, "collect_events", refused)
+    assert payment.apply_billing_events(batch) == len(messages)
+    payment.refresh()
+    assert len(payment.to_pay.snapshot()["invoices"]) == 6
