@@ -195,7 +195,10 @@ def relay(service: str, settings: Settings | None = None, *, app: Any = None,
     """`regie relay SERVICE`: billing's events to billing.invoices, payment's to
     payment.payments. A caller may bring the service's application, the publisher of its
     events or of its chain heads, or what wakes it on a commit (a benchmark, a test); the
-    rest comes from the settings."""
+    rest comes from the settings.
+
+    The application's SQLite commits are not synced one by one (``commit_without_sync``):
+    one given must serve this relay alone, never an API that acknowledges writes."""
     from events import BILLING_INVOICES, PAYMENT_PAYMENTS
     from services.billing import integration as billing_integration
     from services.common.messaging.kafka import KafkaPublisher
@@ -211,6 +214,9 @@ def relay(service: str, settings: Settings | None = None, *, app: Any = None,
         app = app if app is not None else payment_app(settings)
         topic = settings.topic(PAYMENT_PAYMENTS.name)
         to_wire = payment_integration.make_to_wire(app, topic)
+    # Its own writes (its position, the end offsets it reached) are hints, and it syncs
+    # the log before each publish.
+    commit_without_sync(app)
     return Relay(app, to_wire, publisher or KafkaPublisher(settings, topic),
                  positions(settings, service, app), name=topic,
                  heads=heads or relay_heads(service, settings),
