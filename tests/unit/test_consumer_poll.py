@@ -11,12 +11,12 @@ import pytest
 from services import bootstrap
 from services.common.messaging import consumer as consumer_module
 from services.common.messaging.consumer import TrackedConsumer
-from services.common.messaging.memory import MemoryBroker, MemoryPublisher, MemorySubscriber
+from services.common.messaging.memory import MemorySubscriber
 from services.common.messaging.ports import Record
 from services.common.messaging.positions import MemoryPositions
-from services.common.messaging.relay import Heads
 from tests.conftest import make_settings
 from tests.factories import open_regies, terms
+from tests.helpers import relayed_in_memory
 
 
 class CountedPositions(MemoryPositions):
@@ -50,12 +50,7 @@ def test_a_poll_writes_its_offsets_and_high_watermarks_at_once(
     open_regies(billing)
     for number in ("F-1", "F-2", "F-3"):
         billing.issue_invoice(terms(number, family="fam-7"))
-    broker = MemoryBroker()
-    relay = bootstrap.relay("billing", settings, app=billing,
-                            publisher=MemoryPublisher(broker=broker, topic="billing.invoices"),
-                            heads=Heads(MemoryPublisher(), "audit.chain-heads", "billing"))
-    while relay.run_once():
-        pass
+    broker = relayed_in_memory(settings, billing).broker
     peeked: list[bytes] = []
     real_peek = consumer_module.peek
 
@@ -86,8 +81,7 @@ def test_a_poll_writes_its_offsets_and_high_watermarks_at_once(
     try:
         wait_for(3)
         billing.issue_invoice(terms("F-4", family="fam-7"))
-        while relay.run_once():
-            pass
+        relayed_in_memory(settings, billing, broker)
         wait_for(4)
     finally:
         stop.set()
@@ -108,3 +102,42 @@ def test_a_poll_writes_its_offsets_and_high_watermarks_at_once(
         assert offsets and {f"{k}#highwater" for k in offsets} <= set(write)
     # Each message was read once, when it was applied.
     assert peeked == []
+
+
+def test_the_read_models_catch_up_after_a_poll_that_applied_something_or_once_an_interval(
+        tmp_path: Path) -> None:
+    """An empty poll has nothing of its own to catch up: what the API records, it catches up
+    itself; the consumer looks once per poll interval for anything left behind."""
+    settings = make_settings("memory", tmp_path, poll_interval=30.0)
+    billing, payment = bootstrap.billing_app(settings), bootstrap.payment_app(settings)
+    open_regies(billing)
+    billing.issue_invoice(terms("F-1", family="fam-7"))
+    broker = relayed_in_memory(settings, billing).broker
+    stop = threading.Event()
+    polls = [0]
+
+    class Scripted(MemorySubscriber):
+        """Empty for four polls, then what the topic holds, then empty until stopped."""
+
+        def poll(self, timeout: float = 0.0) -> dict[int, list[Record]]:
+            polls[0] += 1
+            if polls[0] >= 12:
+                stop.set()
+            return super().poll(timeout) if polls[0] == 5 else {}
+
+    refreshed: list[int] = []
+
+    def refresh() -> None:
+        refreshed.append(polls[0])
+        payment.refresh()
+
+    consumer = TrackedConsumer(
+        settings, "billing.invoices", payment.apply_billing_event, MemoryPositions(),
+        on_idle=refresh, dead_letters=payment.dead_letters,
+        subscribe=lambda: Scripted(broker, "billing.invoices"),
+        handle_batch=payment.apply_billing_events, share=(0, 1))
+    consumer.run_forever(stop)
+    assert [r["count"] for r in payment.to_pay_summary("fam-7")] == [1]
+    # Once at the start, once after the poll that applied the invoice; the empty polls
+    # in between and after, within one interval, none.
+    assert len(refreshed) == 2 and refreshed[1] == 5

@@ -386,6 +386,7 @@ class TrackedConsumer:
         client: Subscriber | None = None
         partitions: list[int] = []
         checked = verified = 0.0
+        refreshed = float("-inf")
         from_start = False
         waits = Waits(self.settings.broker_holds_fetches(), self.settings.poll_interval)
         while not stop.is_set():
@@ -411,17 +412,22 @@ class TrackedConsumer:
                     # with. Otherwise they go with the batch's offsets, in one write.
                     self._note_highwaters(highwaters)
                     highwaters = {}
+                applied = 0
                 if batches:
                     intake = Intake(self.topic, self.handle, self.dead_letters,
                                     self.handle_batch)
-                    intake.records(batches)
+                    applied = intake.records(batches)
                     # Parked before the offsets move on, each in its own transaction: a
                     # crash between the two reads the records again, and parking them
                     # again changes nothing (it is idempotent on topic/partition/offset).
                     # The other order could lose a message for good.
                     self._save(batches, intake, highwaters)
-                if self.on_idle is not None:
+                if self.on_idle is not None and (
+                        applied or time.monotonic() - refreshed >= self.settings.poll_interval):
+                    # After what this poll applied; otherwise once an interval, for what
+                    # others recorded and did not catch up themselves (each API does).
                     self.on_idle()
+                    refreshed = time.monotonic()
                 if time.monotonic() - checked > 5:
                     checked = time.monotonic()
                     # The topic's count, not this consumer's share of it.
