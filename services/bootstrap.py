@@ -9,7 +9,7 @@ from services.common.mail import SmtpMailer
 from services.common.messaging.positions import Positions
 from services.common.settings import Settings
 from services.common.storage.chain import store_env
-from services.common.storage.persistence import schema_lock
+from services.common.storage.persistence import commit_without_sync, log_sync, schema_lock
 from services.common.web.auth import ROLES, format_tokens, make_dev_tokens, parse_tokens
 from services.common.web.metrics import ProcessMeters
 from services.payment.application import PayFiP, PaymentApp, ReturnUrls, utc_now
@@ -195,7 +195,10 @@ def relay(service: str, settings: Settings | None = None, *, app: Any = None,
     """`regie relay SERVICE`: billing's events to billing.invoices, payment's to
     payment.payments. A caller may bring the service's application, the publisher of its
     events or of its chain heads, or what wakes it on a commit (a benchmark, a test); the
-    rest comes from the settings."""
+    rest comes from the settings.
+
+    The application's SQLite commits are not synced one by one (``commit_without_sync``):
+    one given must serve this relay alone, never an API that acknowledges writes."""
     from events import BILLING_INVOICES, PAYMENT_PAYMENTS
     from services.billing import integration as billing_integration
     from services.common.messaging.kafka import KafkaPublisher
@@ -211,10 +214,14 @@ def relay(service: str, settings: Settings | None = None, *, app: Any = None,
         app = app if app is not None else payment_app(settings)
         topic = settings.topic(PAYMENT_PAYMENTS.name)
         to_wire = payment_integration.make_to_wire(app, topic)
+    # Its own writes (its position, the end offsets it reached) are hints, and it syncs
+    # the log before each publish.
+    commit_without_sync(app)
     return Relay(app, to_wire, publisher or KafkaPublisher(settings, topic),
                  positions(settings, service, app), name=topic,
                  heads=heads or relay_heads(service, settings),
-                 wakeup=wakeup if wakeup is not None else relay_wakeup(settings, app))
+                 wakeup=wakeup if wakeup is not None else relay_wakeup(settings, app),
+                 sync=log_sync(app))
 
 
 def consumer(service: str, settings: Settings | None = None, *, app: Any = None,
@@ -223,7 +230,10 @@ def consumer(service: str, settings: Settings | None = None, *, app: Any = None,
     payment.payments. A caller may bring the application (a benchmark wraps its to-pay
     store in a clock) or what reads the topic (a test's in-memory broker); the rest comes
     from the settings, REGIE_CONSUMER_INDEX / REGIE_CONSUMER_COUNT (its share of the
-    topic's partitions) included."""
+    topic's partitions) included.
+
+    The application's SQLite commits are not synced one by one (``commit_without_sync``):
+    one given must serve this consumer alone, never an API that acknowledges writes."""
     from events import BILLING_INVOICES, PAYMENT_PAYMENTS
     from services.common.messaging.consumer import TrackedConsumer
 
@@ -232,6 +242,7 @@ def consumer(service: str, settings: Settings | None = None, *, app: Any = None,
     share = settings.consumer_share()
     if service == "payment":
         payment = app if app is not None else payment_app(settings)
+        commit_without_sync(payment)
         return TrackedConsumer(
             settings, settings.topic(BILLING_INVOICES.name), payment.apply_billing_event,
             positions(settings, "payment", payment), on_idle=payment.refresh,
@@ -239,6 +250,7 @@ def consumer(service: str, settings: Settings | None = None, *, app: Any = None,
             handle_batch=payment.apply_billing_events, share=share,
         )
     billing = app if app is not None else billing_app(settings)
+    commit_without_sync(billing)
     return TrackedConsumer(
         settings, settings.topic(PAYMENT_PAYMENTS.name), billing.apply_payment_event,
         positions(settings, "billing", billing), dead_letters=billing.dead_letters,

@@ -191,11 +191,13 @@ class Parts(Threads):
                                            dead_letters=app.dead_letters).run_forever)
 
 
-def relayed_in_memory(settings: Settings, billing: BillingApp) -> MemoryPublisher:
+def relayed_in_memory(settings: Settings, billing: BillingApp,
+                      broker: MemoryBroker | None = None) -> MemoryPublisher:
     """Billing's relay as `regie relay billing` is wired, over an in-memory broker instead of
-    Kafka, run through billing's events: its publisher, on "billing.invoices" (the records
-    of each partition; ``.broker`` for a consumer)."""
-    publisher = MemoryPublisher(broker=MemoryBroker(), topic="billing.invoices")
+    Kafka (a new one, or ``broker`` to publish more into), run through billing's events not
+    yet published: its publisher, on "billing.invoices" (the records of each partition;
+    ``.broker`` for a consumer)."""
+    publisher = MemoryPublisher(broker=broker or MemoryBroker(), topic="billing.invoices")
     relay = bootstrap.relay("billing", settings, app=billing, publisher=publisher,
                             heads=Heads(MemoryPublisher(), "audit.chain-heads", "billing"))
     while relay.run_once():

@@ -860,6 +860,8 @@ def catch_up(
     while True:
         position = store.position()
         notifications = read(position, size)
+        # A page shorter than asked was the end of the history when it was read.
+        at_end = len(notifications) < size
         # A full batch means a long way to go (a replay): larger batches, fewer commits.
         size = min(size * 2, REPLAY_BATCH) if len(notifications) == size else batch_size
         if not notifications:
@@ -883,6 +885,10 @@ def catch_up(
             done += len(notifications)
             if progress is not None:
                 progress(len(notifications))
+            if at_end:
+                # What was recorded since is the next catch-up's (each poll has one).
+                store.settle()
+                return done
 
 
 def _reader(app: Any) -> Callable[[int, int], Sequence[Any]]:

@@ -221,3 +221,39 @@ def test_rows_copied_leave_those_already_there(store_settings: Settings,
                           "('a', 'b', 'c') ORDER BY id")
     assert [(r["id"], r["payment_id"]) for r in rows] == [
         ("a", "first"), ("b", "first"), ("c", "second")]
+
+
+def test_a_catch_up_that_reached_the_end_of_the_history_reads_it_no_further(
+        store_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The catch-up after each poll of the consumer: a page shorter than asked is the end of
+    the history when it was read; what was recorded since is for the next catch-up."""
+    from services.bootstrap import billing_app
+    from services.payment import projections
+    from tests.factories import open_regies
+
+    billing, payment = billing_app(store_settings), payment_app(store_settings)
+    open_regies(billing)
+    billing.issue_invoice(terms("F-1", family="fam-7"))
+    deliver(payment, wire_messages(billing))
+    billing.issue_invoice(terms("F-2", family="fam-7"))
+    messages = wire_messages(billing)
+    pages: list[int] = []
+    real_reader = projections._reader
+
+    def reader(app: Any) -> Any:
+        read = real_reader(app)
+
+        def counted(after: int, limit: int) -> Any:
+            page = read(after, limit)
+            pages.append(len(page))
+            return page
+
+        return counted
+
+    monkeypatch.setattr(projections, "_reader", reader)
+    deliver(payment, messages)
+    assert [r["count"] for r in payment.to_pay_summary("fam-7")] == [2]
+    assert len(pages) == 1 and pages[0] > 0
+    # Nothing new: one read, which finds nothing.
+    payment.refresh()
+    assert pages[1:] == [0]

@@ -75,6 +75,9 @@ class Intake:
         self.handle_batch = handle_batch
         self.dead_letters = dead_letters
         self.held = dead_letters.held_subjects(topic)
+        # Per (partition, offset), the notification id of each record read whole: the
+        # consumer keeps the last one of each partition without reading it again.
+        self.notification_ids: dict[tuple[int, int], int] = {}
 
     def record(self, partition: int, offset: int, key: bytes | None, value: bytes) -> bool:
         """Apply one record; False if it was already applied or has been parked."""
@@ -118,6 +121,8 @@ class Intake:
                 notification_id=head[1] if head else None,
             ))
             return None
+        # The envelope is sound, so this is what ``peek`` would find.
+        self.notification_ids[partition, offset] = message.notification_id
         first_parked = self.held.get(message.subject)
         # A lower notification id came before the parked one: applied already, or never
         # held. An equal one is the parked event itself, republished.
@@ -265,6 +270,7 @@ class TrackedConsumer:
         subscribe: Callable[[], Subscriber] | None = None,
         handle_batch: BatchHandler | None = None,
         share: tuple[int, int] | None = None,
+        highwaters_every: float = 1.0,
     ) -> None:
         self.settings = settings
         self.share = share if share is not None else settings.consumer_share()
@@ -279,6 +285,10 @@ class TrackedConsumer:
         # A new reader of the topic for each connection: Kafka's unless one is given.
         self.subscribe = subscribe or self._kafka
         self._highwaters: dict[str, int] = {}
+        # High watermarks are written before a batch at most this often (seconds), else
+        # with its offsets: /metrics shows a consumer stuck on a batch within that time.
+        self.highwaters_every = highwaters_every
+        self._highwaters_at = float("-inf")
 
     def _kafka(self) -> Subscriber:
         from services.common.messaging.kafka import KafkaSubscriber
@@ -327,29 +337,36 @@ class TrackedConsumer:
         record = subscriber.record_at(partition, offset)
         return record is not None and _notification_id(record.value) == notification_id
 
-    def _save(self, batches: dict[int, list[Record]]) -> None:
-        marks: dict[str, int] = {}
+    def _save(self, batches: dict[int, list[Record]], intake: Intake,
+              highwaters: dict[str, int]) -> None:
+        """Record where each partition's reading got to, with the high watermarks, in one
+        write."""
+        marks = dict(highwaters)
         for partition, records in batches.items():
             last = records[-1]
             marks[self._key(partition)] = last.offset + 1
-            marks[self._key(partition, "#nid")] = _notification_id(last.value)
+            nid = intake.notification_ids.get((partition, last.offset))
+            marks[self._key(partition, "#nid")] = (
+                nid if nid is not None else _notification_id(last.value))
         self.positions.set_many(marks)
+        self._highwaters.update(highwaters)
 
-    def _note_highwaters(self, subscriber: Subscriber, partitions: list[int]) -> None:
-        """Record each partition's high watermark as the last fetch saw it, beside our
-        offsets, so that /metrics reads the lag from the database without asking Kafka.
-
-        Before the batch is applied: a consumer stuck on it shows the lag it is stuck with.
-        """
+    def _new_highwaters(self, subscriber: Subscriber, partitions: list[int]) -> dict[str, int]:
+        """Each partition's high watermark as the last fetch saw it, where it moved: kept
+        beside our offsets, so that /metrics reads the lag from the database without
+        asking Kafka."""
         seen = {}
         for partition in partitions:
             highwater = subscriber.highwater(partition)
             key = self._key(partition, "#highwater")
             if highwater is not None and self._highwaters.get(key) != highwater:
                 seen[key] = highwater
-        if seen:
-            self.positions.set_many(seen)
-            self._highwaters.update(seen)
+        return seen
+
+    def _note_highwaters(self, highwaters: dict[str, int]) -> None:
+        self.positions.set_many(highwaters)
+        self._highwaters.update(highwaters)
+        self._highwaters_at = time.monotonic()
 
     def _reads_still_there(self, subscriber: Subscriber, partitions: list[int]) -> bool:
         """Is the last record we read in each partition still there, the same?
@@ -369,6 +386,7 @@ class TrackedConsumer:
         client: Subscriber | None = None
         partitions: list[int] = []
         checked = verified = 0.0
+        refreshed = float("-inf")
         from_start = False
         waits = Waits(self.settings.broker_holds_fetches(), self.settings.poll_interval)
         while not stop.is_set():
@@ -387,17 +405,29 @@ class TrackedConsumer:
                 if not batches and waits.look_again:
                     stop.wait(waits.look_again)
                     batches = client.poll()
-                self._note_highwaters(client, partitions)
+                highwaters = self._new_highwaters(client, partitions)
+                if highwaters and (not batches or time.monotonic() - self._highwaters_at
+                                   >= self.highwaters_every):
+                    # Before the batch: a consumer stuck on it shows the lag it is stuck
+                    # with. Otherwise they go with the batch's offsets, in one write.
+                    self._note_highwaters(highwaters)
+                    highwaters = {}
+                applied = 0
                 if batches:
-                    Intake(self.topic, self.handle, self.dead_letters,
-                           self.handle_batch).records(batches)
+                    intake = Intake(self.topic, self.handle, self.dead_letters,
+                                    self.handle_batch)
+                    applied = intake.records(batches)
                     # Parked before the offsets move on, each in its own transaction: a
                     # crash between the two reads the records again, and parking them
                     # again changes nothing (it is idempotent on topic/partition/offset).
                     # The other order could lose a message for good.
-                    self._save(batches)
-                if self.on_idle is not None:
+                    self._save(batches, intake, highwaters)
+                if self.on_idle is not None and (
+                        applied or time.monotonic() - refreshed >= self.settings.poll_interval):
+                    # After what this poll applied; otherwise once an interval, for what
+                    # others recorded and did not catch up themselves (each API does).
                     self.on_idle()
+                    refreshed = time.monotonic()
                 if time.monotonic() - checked > 5:
                     checked = time.monotonic()
                     # The topic's count, not this consumer's share of it.

@@ -67,6 +67,7 @@ class Relay:
         verify_every: float = 2.0,
         heads: Heads | None = None,
         wakeup: Wakeup | None = None,
+        sync: Callable[[], None] | None = None,
     ) -> None:
         self.app = app
         self.to_wire = to_wire
@@ -81,6 +82,8 @@ class Relay:
         self._head_day: str | None = None
         self._heads_topic_ready = False
         self.wakeup: Wakeup = wakeup if wakeup is not None else Sleep()
+        # Makes what was read durable before it is published (see log_sync).
+        self.sync = sync if sync is not None else (lambda: None)
 
     def publish_heads(self) -> list[Head]:
         """Publish the chain's head if one is due; return what was published."""
@@ -100,6 +103,7 @@ class Relay:
             if current is not None and current not in due:
                 due.append(current)
         if due:
+            self.sync()
             if not self._heads_topic_ready:
                 h.publisher.ensure_topic()
                 self._heads_topic_ready = True
@@ -178,6 +182,7 @@ class Relay:
             messages.extend(self.to_wire(event, n.id))
         marks = {self.name: notifications[-1].id}
         if messages:
+            self.sync()
             first: dict[int, int] = {}
             for ack in self.publisher.publish(messages):
                 first.setdefault(ack.partition, ack.offset)

@@ -11,8 +11,9 @@ one interval, never an event.
 - SQLite, a file: nothing tells other processes of a commit, but the commit writes the
   database's write-ahead log (eventsourcing opens it in WAL mode). ``FileWakeup`` watches the
   folder with inotify, which costs nothing while nothing is written, and after a write
-  watches ``PRAGMA data_version`` until the commit shows. Polling ``data_version`` every
-  2 ms all the time instead cost 4.3% of a core while idle (measured).
+  watches ``PRAGMA data_version`` until the commit shows (``CommitWatch``). Polling
+  ``data_version`` every 2 ms all the time instead cost 4.3% of a core while idle
+  (measured).
 - Anything else (the in-memory store, a system without inotify): ``Sleep``, the poll alone.
 """
 
@@ -115,18 +116,50 @@ class ListenWakeup(_Watcher):
                 pause = min(pause * 2, 30.0)
 
 
+class CommitWatch:
+    """When to look at ``PRAGMA data_version`` after a write, and when to wake the relay.
+
+    A write is not yet a commit others can read: SQLite writes the pages, syncs the WAL,
+    and only then updates the WAL index (shared memory, which inotify does not see); the
+    sync took from under a millisecond to tens of them here. So from a write on, this
+    looks every millisecond (then every 5, from 10 ms after the last write), and wakes the
+    relay when the version changes. It stops looking once a commit shows and no write came
+    since the look before: SQLite writes one transaction at a time, each only after the one
+    before it is visible, so every write seen before that look belonged to a commit that
+    now shows. A write seen with the commit (it may be the next transaction's) keeps it
+    looking. A write that commits nothing new (a checkpoint) is watched for ``window``
+    seconds, then dropped; a commit slower to show than that is published by the poll.
+    """
+
+    def __init__(self, version: int, window: float) -> None:
+        self.version = version
+        self.window = window
+        self.last_write = float("-inf")
+
+    def looked(self, now: float, wrote: bool, version: int) -> tuple[bool, float | None]:
+        """A look at ``now`` found ``version``, and ``wrote``: whether writes came since
+        the look before (read before the version). Returns whether to wake the relay and
+        the seconds until the next look, None for none until the next write."""
+        if wrote:
+            self.last_write = now
+        woke = version != self.version
+        if woke:
+            self.version = version
+            if not wrote:
+                return True, None
+        since = now - self.last_write
+        if since >= self.window:
+            return woke, None
+        return woke, 0.001 if since < 0.01 else 0.005
+
+
 class FileWakeup(_Watcher):
     """Watch an SQLite database's folder with inotify for writes to the file or its WAL.
 
     The folder, not the files: SQLite deletes the WAL when its last connection closes and
-    makes it again, which would end a watch on the file itself. A write is not yet a
-    commit others can read: SQLite writes the pages, syncs the WAL to disk, and only then
-    updates the WAL index (shared memory, which inotify does not see); the sync took from
-    under a millisecond to tens of them here. So until ``window`` seconds after the last
-    write this watches the file's ``PRAGMA data_version``, which changes once another
-    connection's commit is visible (every millisecond, then every 5), and wakes the relay
-    each time it changes. Writes that commit nothing new (a checkpoint) cost that watch and
-    no wake-up; a commit slower to show than the window is published by the poll.
+    makes it again, which would end a watch on the file itself. After a write, the file's
+    ``PRAGMA data_version``, which changes once another connection's commit is visible, is
+    looked at until the commit shows (see ``CommitWatch``).
     """
 
     window = 0.1
@@ -154,22 +187,19 @@ class FileWakeup(_Watcher):
                 def version() -> int:
                     return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
-                seen = version()
-                last_write = float("-inf")
+                watch = CommitWatch(version(), self.window)
+                pause: float | None = None
                 while not self._closed.is_set():
-                    since = time.monotonic() - last_write
-                    if since >= self.window:
-                        # Bounded, so that close() is noticed within a second.
-                        if not self._written(1000):
-                            continue
-                        last_write, since = time.monotonic(), 0.0
-                    elif self._written(0):
-                        last_write, since = time.monotonic(), 0.0
-                    now = version()
-                    if now != seen:
-                        seen = now
+                    # The pause is spent waiting for a write, which ends it early: one
+                    # call instead of a sleep and a look at the writes. Bounded, so that
+                    # close() is noticed within a second. The writes are read before the
+                    # version: one made after this read is seen by the next look.
+                    wrote = self._written(1000 if pause is None else round(pause * 1000))
+                    if pause is None and not wrote:
+                        continue
+                    woke, pause = watch.looked(time.monotonic(), wrote, version())
+                    if woke:
                         self.wake()
-                    time.sleep(0.001 if since < 0.01 else 0.005)
         except Exception:
             log.exception("watching %s failed; polling only", self.database)
         finally:

@@ -1,5 +1,6 @@
 """What both services' event stores share: transcodings, schema creation, SQL dialect."""
 
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
@@ -120,6 +121,69 @@ def write_transaction(datastore: Any) -> Iterator[Any]:
     with datastore.get_connection(commit=True) as conn, \
             _ImmediateTransaction(conn, commit=True) as cursor, cursor:
         yield cursor
+
+
+def _sqlite_file(app: Application[Any]) -> SQLiteDatastore | None:
+    datastore = getattr(app.recorder, "datastore", None)
+    if isinstance(datastore, SQLiteDatastore) and not datastore.pool.is_sqlite_memory_mode:
+        return datastore
+    return None
+
+
+def commit_without_sync(app: Application[Any]) -> None:
+    """Make ``app``'s SQLite connections commit without syncing the write-ahead log
+    (``synchronous=NORMAL``); nothing on another store.
+
+    Only for a consumer's own application: after a power cut (not a crash of the process:
+    the system still writes what it was given) its last commits may be gone, each poll
+    whole with its tracking rows, and it reads those messages again. A relay syncs the
+    log before it publishes what it read (``log_sync``), and a later synced commit (an
+    API's) syncs everything before it, so nothing seen outside is lost. See
+    docs/operations.md, "How durable a commit is".
+    """
+    datastore = _sqlite_file(app)
+    if datastore is None:
+        return
+    pool: Any = datastore.pool
+    make = pool._create_connection
+
+    def create() -> Any:
+        conn = make()
+        conn._sqlite_conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    # eventsourcing makes the pool's connections and has no setting for this.
+    pool._create_connection = create
+    for conn in list(pool._pool):
+        conn._sqlite_conn.execute("PRAGMA synchronous=NORMAL")
+
+
+def log_sync(app: Application[Any]) -> Callable[[], None]:
+    """What a relay calls after reading, before it publishes: syncs the SQLite file's
+    write-ahead log, so that what it publishes outlives a power cut even when a consumer
+    committed it without syncing (``commit_without_sync``). On another store, nothing
+    (PostgreSQL's commits are synced, the in-memory store has nothing to sync).
+
+    Any file descriptor syncs the file; a log that is not there has been checkpointed
+    into the database, which the checkpoint synced. ``fdatasync``, as SQLite syncs its log:
+    the data, not the file's times, so a log the APIs' commits synced costs next to nothing.
+    """
+    datastore = _sqlite_file(app)
+    if datastore is None:
+        return lambda: None
+    wal = f"{datastore.pool.db_name}-wal"
+
+    def sync() -> None:
+        try:
+            fd = os.open(wal, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+
+    return sync
 
 
 class StoredRow(NamedTuple):
