@@ -38,7 +38,6 @@ class NotCompilable(TypeError):
     """A schema uses a field, validator or hook the fast loader does not know."""
 
 
-
 def compile_loader(schema: Schema) -> Callable[[Any], dict[str, Any]]:
     """A loader for the messages ``schema`` accepts, equal to ``schema.load`` on them."""
     return _Writer().schema_loader(schema)

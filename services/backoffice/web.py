@@ -7,9 +7,7 @@ why (422) and sends nothing to the APIs.
 """
 
 import logging
-import os
 import re
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -37,7 +35,7 @@ from events.formats import PARIS
 from services.backoffice.desk import Desk, RegieApis
 from services.backoffice.settings import BackofficeSettings
 from services.backoffice.staff import Staff, StaffAccounts, staff_of
-from services.common.web.site import configure_site, limit_failed_log_ins
+from services.common.web.site import configure_site, kept_secret_key, limit_failed_log_ins
 from services.portal import formatting as fmt
 from services.portal.accounts import PASSWORD_MIN, AccountError, SqliteAccounts, normalise_email
 from services.portal.payments import NotFound, Refused, Unavailable
@@ -405,18 +403,8 @@ def journal_csv() -> Any:
 
 def secret_key(settings: BackofficeSettings) -> str:
     """BACKOFFICE_SECRET_KEY, or a random key kept beside the accounts' database."""
-    if settings.secret_key:
-        return settings.secret_key
-    path = Path(settings.accounts_db).parent / "backoffice-secret.key"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as f:
-        key = secrets.token_urlsafe(48)
-        f.write(key)
-    return key
+    return kept_secret_key(settings.secret_key,
+                           Path(settings.accounts_db).parent / "backoffice-secret.key")
 
 
 def create_app(settings: BackofficeSettings | None = None,

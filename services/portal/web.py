@@ -8,8 +8,6 @@ under ``/assets/``), the views in three blueprints (``views/``).
 """
 
 import logging
-import os
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,7 @@ from flask import Flask, Response, g, render_template
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from services.common.web.site import configure_site, limit_failed_log_ins
+from services.common.web.site import configure_site, kept_secret_key, limit_failed_log_ins
 from services.portal.accounts import Accounts, SqliteAccounts, normalise_email
 from services.portal.context import Portal
 from services.portal.payments import NotFound, PaymentApi, Payments, Unavailable
@@ -42,18 +40,8 @@ ERRORS = {
 
 def secret_key(settings: PortalSettings) -> str:
     """PORTAL_SECRET_KEY, or a random key kept beside the accounts' database."""
-    if settings.secret_key:
-        return settings.secret_key
-    path = Path(settings.accounts_db).parent / "portal-secret.key"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as f:
-        key = secrets.token_urlsafe(48)
-        f.write(key)
-    return key
+    return kept_secret_key(settings.secret_key,
+                           Path(settings.accounts_db).parent / "portal-secret.key")
 
 
 def create_app(

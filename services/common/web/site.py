@@ -3,8 +3,12 @@ their session cookie, CSRF and request limits, the limit on failed log-ins, and 
 skeleton and log-in form (``templates/``: ``site_base.html``, ``site_login.html``)."""
 
 import math
+import os
+import secrets
+import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, Response, request
@@ -21,6 +25,35 @@ FAILED_LOG_INS = "5 per 15 minutes"
 
 # The shared templates, found after the site's own (a site's template of the same name wins).
 _templates = Blueprint("site", __name__, template_folder="templates")
+
+
+def kept_secret_key(configured: str, path: Path) -> str:
+    """``configured`` if set, else a random key kept in ``path``, the same for every worker.
+
+    gunicorn starts a site's workers together: the key is written whole beside ``path``
+    and then linked to it, which fails if another worker linked its key first, so no
+    worker ever reads a file that is made but not yet written (an empty key would leave
+    it without sessions, a 500 on each page it serves).
+    """
+    if configured:
+        return configured
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        # mkstemp: a name of its own (mode 0600) for each worker, or thread, drafting.
+        fd, draft = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(48))
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(draft)
+    key = path.read_text().strip()
+    if not key:
+        raise RuntimeError(f"{path} is empty: remove it (a new key is made) or set the "
+                           "site's secret key setting")
+    return key
 
 
 def configure_site(app: Flask, *, secret_key: str, cookie: str, secure_cookies: bool,
