@@ -43,14 +43,13 @@ def compile_loader(schema: Schema) -> Callable[[Any], dict[str, Any]]:
     return _Writer().schema_loader(schema)
 
 
-class _Writer:
-    """Writes one schema's loader as Python source, its constants in ``env``."""
+class CodeWriter:
+    """Writes functions of one argument ``v`` as Python source, their constants in ``env``."""
+
+    label = "loader"
 
     def __init__(self) -> None:
-        self.env: dict[str, Any] = {
-            "R": Rejected, "missing": missing, "Mapping": Mapping,
-            "ValidationError": ValidationError,
-        }
+        self.env: dict[str, Any] = {"R": Rejected, "missing": missing}
 
     def const(self, value: Any, hint: str) -> str:
         name = f"{hint}_{len(self.env)}"
@@ -58,9 +57,17 @@ class _Writer:
         return name
 
     def function(self, name: str, body: list[str], result: str) -> Loader:
-        source = "\n".join([f"def {name}(v):", *_indent(body, 4), f"    return {result}", ""])
-        exec(compile(source, f"<loader {name}>", "exec"), self.env)
+        source = "\n".join([f"def {name}(v):", *indent(body, 4), f"    return {result}", ""])
+        exec(compile(source, f"<{self.label} {name}>", "exec"), self.env)
         return self.env[name]  # type: ignore[no-any-return]
+
+
+class _Writer(CodeWriter):
+    """Writes one schema's loader."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.env.update({"Mapping": Mapping, "ValidationError": ValidationError})
 
     def schema_loader(self, schema: Schema) -> Loader:
         where = type(schema).__name__
@@ -92,7 +99,7 @@ class _Writer:
                 "elif v is None:",
                 f"    out[{key}] = None" if field.allow_none else "    raise R",
                 "else:",
-                *_indent(self.value(field, what), 4),
+                *indent(self.value(field, what), 4),
                 f"    out[{key}] = v",
             ]
         for attr_name, pass_collection, kwargs in hooks[VALIDATES_SCHEMA]:
@@ -207,5 +214,5 @@ class _Writer:
         raise NotCompilable(f"{what}: validator {kind.__name__} is not supported")
 
 
-def _indent(lines: list[str], by: int) -> list[str]:
+def indent(lines: list[str], by: int) -> list[str]:
     return [" " * by + line for line in lines]
