@@ -299,12 +299,8 @@ class SqlStore:
             return _rows_by_keys(self.values, statement, keys)
         if "IN ({keys})" not in statement:
             raise ValueError("values_by_keys needs a statement with IN ({keys})")
-        statement = statement.replace("IN ({keys})", "= ANY(?)")
-        ordered = sorted(set(keys))
-        rows: list[Sequence[Any]] = []
-        for start in range(0, len(ordered), KEYS_PER_STATEMENT):
-            rows += self.values(statement, (ordered[start:start + KEYS_PER_STATEMENT],))
-        return rows
+        return _rows_by_keys(self.values, statement.replace("IN ({keys})", "= ANY(?)"), keys,
+                             as_array=True)
 
     def stored_events(self, after: int, limit: int) -> list[StoredRow]:
         """Up to ``limit`` of the application's stored events after notification ``after``,
@@ -333,12 +329,18 @@ class SqlStore:
 
 
 def _rows_by_keys(query: Callable[[str, tuple[Any, ...]], list[R]],
-                  statement: str, keys: Iterable[Any]) -> list[R]:
+                  statement: str, keys: Iterable[Any], *, as_array: bool = False) -> list[R]:
+    """Each chunk's keys as the placeholders ``{keys}`` stands for, or (``as_array``) as
+    the one array parameter of a statement that has its own placeholder for it."""
     ordered = sorted(set(keys))
     rows: list[R] = []
     for start in range(0, len(ordered), KEYS_PER_STATEMENT):
-        chunk = tuple(ordered[start:start + KEYS_PER_STATEMENT])
-        rows += query(statement.replace("{keys}", ", ".join("?" * len(chunk))), chunk)
+        chunk = ordered[start:start + KEYS_PER_STATEMENT]
+        if as_array:
+            rows += query(statement, (chunk,))
+        else:
+            rows += query(statement.replace("{keys}", ", ".join("?" * len(chunk))),
+                          tuple(chunk))
     return rows
 
 
