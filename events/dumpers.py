@@ -37,23 +37,14 @@ class _Writer(CodeWriter):
     label = "dumper"
 
     def schema_dumper(self, schema: Schema) -> Dumper:
-        where = type(schema).__name__
-        if schema.many or schema.only is not None or schema.exclude:
-            raise NotCompilable(f"{where}: many, only and exclude are not supported")
-        if schema.dict_class is not dict:
-            raise NotCompilable(f"{where}: dict_class {schema.dict_class!r}")
+        where = self.plain_schema(schema, (PRE_DUMP, POST_DUMP))
         if type(schema).get_attribute is not Schema.get_attribute:
             raise NotCompilable(f"{where}: its own get_attribute")
-        for tag in (PRE_DUMP, POST_DUMP):
-            if schema._hooks[tag]:
-                raise NotCompilable(f"{where}: {tag} hooks are not supported")
         # A dict only: marshmallow reads other objects' attributes too.
         body = ["if type(v) is not dict:", "    raise R", "get = v.get", "out = {}"]
         for name, field in schema.dump_fields.items():
             what = f"{where}.{name}"
-            if field.data_key is not None or field.attribute is not None or "." in name:
-                raise NotCompilable(
-                    f"{what}: data_key, attribute and dotted names are not supported")
+            self.plain_field(name, field, what)
             if hasattr(dict, name):
                 # marshmallow falls back on getattr: a missing "items" would dump a method.
                 raise NotCompilable(f"{what}: a name dict has as an attribute")

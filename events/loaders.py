@@ -61,6 +61,26 @@ class CodeWriter:
         exec(compile(source, f"<{self.label} {name}>", "exec"), self.env)
         return self.env[name]  # type: ignore[no-any-return]
 
+    @staticmethod
+    def plain_schema(schema: Schema, hooks: tuple[str, ...]) -> str:
+        """The schema's name, once it is known to use none of the options and ``hooks``
+        that change which keys a message has: NotCompilable otherwise."""
+        where = type(schema).__name__
+        if schema.many or schema.only is not None or schema.exclude:
+            raise NotCompilable(f"{where}: many, only and exclude are not supported")
+        if schema.dict_class is not dict:
+            raise NotCompilable(f"{where}: dict_class {schema.dict_class!r}")
+        for tag in hooks:
+            if schema._hooks[tag]:
+                raise NotCompilable(f"{where}: {tag} hooks are not supported")
+        return where
+
+    @staticmethod
+    def plain_field(name: str, field: Any, what: str) -> None:
+        """NotCompilable for a field read or written under another key than its name."""
+        if field.data_key is not None or field.attribute is not None or "." in name:
+            raise NotCompilable(f"{what}: data_key, attribute and dotted names are not supported")
+
 
 class _Writer(CodeWriter):
     """Writes one schema's loader."""
@@ -70,23 +90,16 @@ class _Writer(CodeWriter):
         self.env.update({"Mapping": Mapping, "ValidationError": ValidationError})
 
     def schema_loader(self, schema: Schema) -> Loader:
-        where = type(schema).__name__
-        if schema.many or schema.partial or schema.only is not None or schema.exclude:
-            raise NotCompilable(f"{where}: many, partial, only and exclude are not supported")
+        where = self.plain_schema(schema, (PRE_LOAD, POST_LOAD, VALIDATES))
+        if schema.partial:
+            raise NotCompilable(f"{where}: partial is not supported")
         if schema.unknown != EXCLUDE:
             raise NotCompilable(f"{where}: unknown={schema.unknown!r}, only EXCLUDE is supported")
-        if schema.dict_class is not dict:
-            raise NotCompilable(f"{where}: dict_class {schema.dict_class!r}")
         hooks = schema._hooks
-        for tag in (PRE_LOAD, POST_LOAD, VALIDATES):
-            if hooks[tag]:
-                raise NotCompilable(f"{where}: {tag} hooks are not supported")
         body = ["if not isinstance(v, Mapping):", "    raise R", "get = v.get", "out = {}"]
         for name, field in schema.load_fields.items():
             what = f"{where}.{name}"
-            if field.data_key is not None or field.attribute is not None or "." in name:
-                raise NotCompilable(
-                    f"{what}: data_key, attribute and dotted names are not supported")
+            self.plain_field(name, field, what)
             if field.pre_load or field.post_load:
                 raise NotCompilable(f"{what}: field pre_load/post_load are not supported")
             if not field.required and field.load_default is not missing:
