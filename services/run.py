@@ -5,6 +5,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -149,8 +150,14 @@ class Served:
 
     def argv(self, bind: str, factory: str) -> list[str]:
         """gunicorn's arguments (after ``gunicorn`` or ``python -m gunicorn``)."""
+        # Several workers each listen on a socket of their own (SO_REUSEPORT), and the
+        # kernel spreads new connections over them. On one shared socket the worker already
+        # awake takes nearly every connection of a burst, and keeps them while they are kept
+        # alive: 8 client connections all went to one of 2 workers in most tries, which then
+        # served alone while the other idled (docs/benchmarks.md, the read API).
+        spread = ["--reuse-port"] if self.workers > 1 else []
         return ["--bind", bind, "--workers", str(self.workers), "--threads", str(self.threads),
-                "--no-control-socket", factory]
+                *spread, "--no-control-socket", factory]
 
 
 # How `regie run` serves each web part; docker-compose.yml gives the same options
@@ -190,6 +197,33 @@ def served_argv(name: str, port: str | int) -> list[str]:
 
 class StartError(RuntimeError):
     pass
+
+
+def ports_in_use(ports: Mapping[str, int]) -> list[str]:
+    """The parts (as "name (port)") whose port something already listens on."""
+    taken = []
+    for name, port in ports.items():
+        with socket.socket() as probe:
+            # As gunicorn binds: a port a run just stopped left in TIME_WAIT is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                taken.append(f"{name} ({port})")
+    return taken
+
+
+def own_ports(settings: Settings) -> dict[str, int]:
+    """The ports `regie run` listens on itself, by part."""
+    ports = {"payfip-sim": settings.payfip_sim_port, "billing-api": settings.billing_port,
+             "payment-api": settings.payment_port, "portal": settings.portal_port,
+             "backoffice": settings.backoffice_port}
+    found = {name: int(port) for name, port in ports.items()}
+    if settings.kafka_broker != "external":
+        found["broker"] = int(settings.kafka_bootstrap.split(",")[0].rsplit(":", 1)[1])
+    if settings.smtp_host in ("127.0.0.1", "localhost"):
+        found["mail-catcher"] = settings.smtp_port
+    return found
 
 
 def _token(tokens: dict[str, str], role: str, why: str) -> str:
@@ -271,6 +305,14 @@ def run(load_demo: bool = True) -> int:
     given = part_tokens(tokens, os.environ)
     given["payfip-sim"] = {"PAYFIP_SIM_ENABLED": "1"}  # it starts only when told to
     issuer = _token(tokens, "issuer", "the demo data is issued with it") if load_demo else ""
+    # The web parts' workers bind with SO_REUSEPORT, which would let a second run share a
+    # first one's ports without an error, each answering part of the requests.
+    taken = ports_in_use(own_ports(settings))
+    if taken:
+        raise StartError(f"already in use: {', '.join(taken)}; stop what listens there (another "
+                         "`regie run`?) or give this run other ports (BILLING_PORT, "
+                         "PAYMENT_PORT, PAYFIP_SIM_PORT, PORTAL_PORT, BACKOFFICE_PORT, "
+                         "KAFKA_BOOTSTRAP_SERVERS, SMTP_PORT)")
     start_timeout = settings.start_timeout
     # REGIE_CONSUMER_COUNT=N runs N processes of each consumer, each its share.
     _, consumers = settings.consumer_share()

@@ -190,23 +190,39 @@ def test_tokens_without_a_needed_role_are_named_and_nothing_is_left_running(
     nothing_left(tmp_path / "var", ports)
 
 
+def test_a_port_already_in_use_is_named_and_nothing_starts(tmp_path: Path) -> None:
+    """The web parts' workers bind with SO_REUSEPORT, which would let this run share a port
+    silently with what already listens there (another run of the same user, say)."""
+    env, ports = run_env(tmp_path)
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        squatter.bind(("127.0.0.1", ports["PAYMENT_PORT"]))
+        squatter.listen()
+        done = subprocess.run([sys.executable, "-m", "services.cli", "run"], env=env,
+                              text=True, capture_output=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines()[-1].startswith(
+        f"regie run: already in use: payment-api ({ports['PAYMENT_PORT']}); "), done.stderr
+    assert not (tmp_path / "var" / "logs").exists()
+    nothing_left(tmp_path / "var", ports)
+
+
 def test_a_start_that_fails_part_way_stops_every_process_it_started(tmp_path: Path) -> None:
     env, ports = run_env(tmp_path)
     env["REGIE_START_TIMEOUT"] = "20"
-    # Something else holds the portal's port and never answers; by the time the start
-    # gives up, the broker and every other part have been started.
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", ports["PORTAL_PORT"]))
-        squatter.listen()
-        done = subprocess.run([sys.executable, "-m", "services.cli", "run"], env=env,
-                              text=True, capture_output=True, timeout=180)
-        assert done.returncode == 1, done.stderr
-        failure = done.stderr.splitlines()[-1]
-        assert failure.startswith("regie run: not answering after 20s: "), done.stderr
-        assert f"portal (http://127.0.0.1:{ports['PORTAL_PORT']}/health)" in failure
-        assert (tmp_path / "var" / "logs" / "reconciler.log").exists()
-        del ports["PORTAL_PORT"]
-        nothing_left(tmp_path / "var", ports)
+    # The portal cannot keep its secret key beside an accounts database under a file, so it
+    # never answers; by the time the start gives up, the broker and every other part have
+    # been started.
+    (tmp_path / "a-file").write_text("")
+    env["PORTAL_ACCOUNTS_DB"] = str(tmp_path / "a-file" / "portal.db")
+    done = subprocess.run([sys.executable, "-m", "services.cli", "run"], env=env,
+                          text=True, capture_output=True, timeout=180)
+    assert done.returncode == 1, done.stderr
+    failure = done.stderr.splitlines()[-1]
+    assert failure.startswith("regie run: not answering after 20s: "), done.stderr
+    assert f"portal (http://127.0.0.1:{ports['PORTAL_PORT']}/health)" in failure
+    assert (tmp_path / "var" / "logs" / "reconciler.log").exists()
+    nothing_left(tmp_path / "var", ports)
 
 
 def test_a_part_that_dies_is_restarted_and_the_system_keeps_serving(tmp_path: Path) -> None:

@@ -1,11 +1,13 @@
 """The payment API's reads as gunicorn serves them: one query each, and several worker
 processes on one store."""
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from services.common.settings import Settings
 from services.common.storage.persistence import SqlStore
 from services.payment.web import create_app
 from services.run import SERVED
+from tests.conftest import make_settings
 from tests.helpers import setup
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,14 +62,11 @@ def test_a_familys_to_pay_and_history_page_are_each_one_statement_with_no_transa
     assert len(statements) == 1, statements
 
 
-def test_the_payment_api_starts_as_regie_run_serves_it_on_a_fresh_store(
-    store_settings: Settings,
-) -> None:
-    """Its workers start together, and each makes the tables if none exist: the schema
-    lock must let one do it while the others wait, on SQLite and on PostgreSQL."""
+@contextlib.contextmanager
+def served_payment_api(settings: Settings) -> Iterator[tuple[int, Path]]:
+    """The payment API under gunicorn as `regie run` serves it; yields its port and log once
+    it answers a to-pay read."""
     served = SERVED["payment-api"]
-    assert served.workers > 1
-    settings = store_settings
     port = free_port()
     env = {**os.environ, "REGIE_VAR_DIR": str(settings.var_dir),
            "PERSISTENCE_MODULE": settings.persistence, "REGIE_TOKENS": "r:reader",
@@ -99,9 +99,33 @@ def test_the_payment_api_starts_as_regie_run_serves_it_on_a_fresh_store(
         while log.read_text().count("Booting worker") < served.workers:
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
-        time.sleep(1)  # a worker that failed to make the tables would exit about now
-        text = log.read_text()
-        assert "Traceback" not in text and "exited with code" not in text, text
+        yield port, log
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_the_payment_api_starts_as_regie_run_serves_it_on_a_fresh_store(
+    store_settings: Settings,
+) -> None:
+    """Its workers start together, and each makes the tables if none exist: the schema
+    lock must let one do it while the others wait, on SQLite and on PostgreSQL."""
+    assert SERVED["payment-api"].workers > 1
+    with served_payment_api(store_settings) as (_, log):
+        time.sleep(1)  # a worker that failed to make the tables would exit about now
+        text = log.read_text()
+        assert "Traceback" not in text and "exited with code" not in text, text
+
+
+def listeners(port: int) -> int:
+    """How many sockets listen on 127.0.0.1:``port`` (the kernel's table, as ss reads it)."""
+    local = f"0100007F:{port:04X}"
+    rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+    return sum(1 for row in rows if row[1] == local and row[3] == "0A")
+
+
+def test_each_worker_of_the_payment_api_listens_on_a_socket_of_its_own(tmp_path: Path) -> None:
+    """So the kernel spreads the connections over the workers: on one shared socket, the
+    worker already awake took every kept-alive connection of a burst, and the others idled."""
+    with served_payment_api(make_settings("sqlite", tmp_path)) as (port, _):
+        assert listeners(port) == SERVED["payment-api"].workers

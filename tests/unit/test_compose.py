@@ -146,15 +146,18 @@ def gunicorn_command_problems(argv: list[str]) -> list[str]:
 
 
 def served_problems(name: str, argv: list[str]) -> list[str]:
-    """A web part must be served with the workers and threads `regie run` gives it."""
+    """A web part must be served with the workers, threads and sockets `regie run` gives it."""
     if name not in SERVED or not argv or argv[0] != "gunicorn":
         return []
     args = GunicornConfig().parser().parse_args(argv[1:])
-    want = SERVED[name]
-    if (args.workers, args.threads) != (want.workers, want.threads):
-        return [f"{name}: --workers {args.workers} --threads {args.threads}, but `regie run` "
-                f"serves it with --workers {want.workers} --threads {want.threads} "
-                "(services/run.py, SERVED)"]
+    ours = GunicornConfig().parser().parse_args(SERVED[name].argv("0.0.0.0:1", "app"))
+    # gunicorn's parser leaves a flag not given as None.
+    got = (args.workers, args.threads, bool(args.reuse_port))
+    wanted = (ours.workers, ours.threads, bool(ours.reuse_port))
+    if got != wanted:
+        return [f"{name}: --workers {got[0]} --threads {got[1]} --reuse-port {got[2]}, but "
+                f"`regie run` serves it with --workers {wanted[0]} --threads {wanted[1]} "
+                f"--reuse-port {wanted[2]} (services/run.py, SERVED)"]
     return []
 
 
@@ -275,9 +278,13 @@ def test_a_web_part_served_otherwise_is_reported() -> None:
     argv = shlex.split("gunicorn --bind 0.0.0.0:8002 --workers 1 --threads 8 "
                        "--no-control-socket 'services.bootstrap:payment_api()'")
     assert served_problems("payment-api", argv) == [
-        "payment-api: --workers 1 --threads 8, but `regie run` serves it with --workers "
-        f"{SERVED['payment-api'].workers} --threads {SERVED['payment-api'].threads} "
-        "(services/run.py, SERVED)"]
+        "payment-api: --workers 1 --threads 8 --reuse-port False, but `regie run` serves it "
+        f"with --workers {SERVED['payment-api'].workers} --threads "
+        f"{SERVED['payment-api'].threads} --reuse-port True (services/run.py, SERVED)"]
+    # Several workers, each its own socket: the same workers on one shared socket is not it.
+    shared = shlex.split("gunicorn --bind 0.0.0.0:8002 --workers 2 --threads 4 "
+                         "--no-control-socket 'services.bootstrap:payment_api()'")
+    assert served_problems("payment-api", shared) != []
     assert served_problems("billing-relay", ["regie", "relay", "billing"]) == []
 
 
