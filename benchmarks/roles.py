@@ -6,10 +6,11 @@ publisher that notes when the broker acknowledged a message, and the consumer a 
 whose to-pay store is wrapped in a clock. Nothing of the services is patched.
 """
 
-import json
 import time
 from collections.abc import Callable
 from typing import Any
+
+import orjson
 
 from benchmarks.harness import child_stop
 from services.common.messaging.outbox import Outgoing
@@ -55,7 +56,10 @@ class TimedPublisher:
     def publish(self, messages: list[Outgoing]) -> Any:
         acks = self.inner.publish(messages)  # returns once every message is acknowledged
         now = time.monotonic()
-        self.out.write("".join(f"{json.loads(m.value)['subject']} {now!r}\n" for m in messages))
+        # orjson: the standard library's parse took 6 µs of the relay's 80 µs of CPU a
+        # message, which the drain's figures counted as the relay's.
+        self.out.write("".join(f"{orjson.loads(m.value)['subject']} {now!r}\n"
+                               for m in messages))
         self.out.flush()
         return acks
 

@@ -16,6 +16,11 @@ import pytest
 from services import cli
 from services.billing.integration import make_to_wire as billing_to_wire
 from services.bootstrap import billing_app, payment_app
+from services.common.messaging.memory import MemoryPublisher
+from services.common.messaging.outbox import Outgoing
+from services.common.messaging.ports import Ack
+from services.common.messaging.positions import MemoryPositions
+from services.common.messaging.relay import Relay
 from services.payment.integration import make_to_wire as payment_to_wire
 from tests.fixtures.make_stores import BILLING_TOPIC, HERE, PAYMENT_TOPIC, read, settings
 
@@ -110,3 +115,38 @@ def test_they_replay_to_the_same_read_models(var_dir: Path,
     assert kept_layout(seen["read_models"], EXPECTED["payment"]["read_models"]) == (
         EXPECTED["payment"]["read_models"])
     assert seen["to_pay"] == EXPECTED["payment"]["to_pay"]
+
+
+class Recorded(MemoryPublisher):
+    """The in-memory broker, and every message in the order the relay sent it."""
+
+    def __init__(self) -> None:
+        super().__init__(partitions=6)
+        self.sent: list[Outgoing] = []
+
+    def publish(self, messages: list[Outgoing]) -> list[Ack]:
+        self.sent.extend(messages)
+        return super().publish(messages)
+
+
+@pytest.mark.parametrize("service", ["billing", "payment"])
+def test_the_relay_publishes_them_as_they_were_published(var_dir: Path, service: str) -> None:
+    """The relay's pages (read at once, their keys in one query) give the kept messages
+    byte for byte and in order, keyed (so partitioned) as each event read alone gives them."""
+    app: Any = (billing_app if service == "billing" else payment_app)(settings(var_dir))
+    try:
+        make, topic = ((billing_to_wire, BILLING_TOPIC) if service == "billing"
+                       else (payment_to_wire, PAYMENT_TOPIC))
+        to_wire = make(app, topic)
+        broker = Recorded()
+        relay = Relay(app, to_wire, broker, MemoryPositions(), name=topic, batch_size=7)
+        while relay.run_once():
+            pass
+        one_by_one = [m for n in app.recorder.select_notifications(
+            0, 100_000, inclusive_of_start=False)
+            for m in to_wire(app.mapper.to_domain_event(n), n.id)]
+    finally:
+        app.close()
+    assert [m.value.decode() for m in broker.sent] == EXPECTED[service]["messages"]
+    # Topic, key (which sets the partition) and bytes of each, in the same order.
+    assert broker.sent == one_by_one

@@ -60,6 +60,36 @@ def test_the_reached_end_offsets_are_recorded_with_the_position(tmp_path: Path) 
     assert {p: positions.get(f"{TOPIC}#end@{p}") for p in range(6)} == ends
 
 
+class CountedReads(MemoryPositions):
+    """Counts the reads: each is a query to the service's database."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def get(self, name: str) -> int:
+        self.reads += 1
+        return super().get(name)
+
+    def all(self) -> dict[str, int]:
+        self.reads += 1
+        return super().all()
+
+
+def test_a_page_reads_its_positions_once_whatever_the_partitions(tmp_path: Path) -> None:
+    """Its position and every partition's reached end in one read, however many
+    partitions the page's messages went to; the check of the topic reads on its own."""
+    app, broker, positions = billing(tmp_path, 50), MemoryPublisher(partitions=6), CountedReads()
+    r = relay(app, broker, positions)
+    assert r.run_once() == 20  # the topic made and checked too
+    r.verify_every = float("inf")
+    for covered in (20, 12, 0):
+        positions.reads = 0
+        assert r.run_once() == covered
+        assert positions.reads == 1
+    assert {p: positions.get(f"{TOPIC}#end@{p}") for p in range(6)} == broker.end_offsets()
+
+
 def test_a_partition_that_lost_its_tail_gets_the_whole_history_again(tmp_path: Path) -> None:
     app, broker, positions = billing(tmp_path, 50), MemoryPublisher(partitions=6), MemoryPositions()
     r = relay(app, broker, positions)
