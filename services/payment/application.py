@@ -171,11 +171,14 @@ class PaymentApp(ServiceApplication):
                     wanted.add(domain.FamilyCredit.create_id(data["regie"], data["family_id"]))
         recorder: Any = self.recorder
         table = getattr(recorder, "events_table_name", "stored_events")
-        rows = SqlStore(self).rows_by_keys(
+        store = SqlStore(self)
+        # As each store writes them: SQLite keeps the 32 hex digits, without dashes.
+        rows = store.rows_by_keys(
             f"SELECT DISTINCT originator_id FROM {{schema}}{table} "
-            "WHERE originator_id IN ({keys})", (str(i) for i in wanted))
-        present = {str(r["originator_id"]) for r in rows}
-        return {i for i in wanted if str(i) not in present}
+            "WHERE originator_id IN ({keys})",
+            (str(i) if store.postgres else i.hex for i in wanted))
+        present = {UUID(str(r["originator_id"])) for r in rows}
+        return wanted - present
 
     def _get(self, aggregate_id: UUID, seen: dict[UUID, Any] | None = None) -> Any:
         if seen is not None and aggregate_id in seen:
