@@ -118,6 +118,12 @@ def rows(payment: PaymentApp) -> dict[str, Any]:
             f"SELECT application_name, notification_id FROM {{schema}}{tracking} "
             "ORDER BY application_name, notification_id")],
         "to_pay": payment.to_pay.snapshot(),
+        # What each catch-up counted again of the families it touched, counted whole.
+        "recounted": [{k: int(v) if k.endswith(("count", "_cents")) else v
+                       for k, v in r.items()} for r in store.fetchall(
+            "SELECT family_id, regie, COUNT(*) AS count, SUM(amount_due_cents) AS total_cents "
+            f"FROM {{schema}}view_invoices WHERE status = '{domain.OPEN}' "
+            "GROUP BY family_id, regie ORDER BY family_id, regie")],
     }
 
 
@@ -136,6 +142,7 @@ def test_a_poll_stores_the_rows_that_applying_its_messages_one_by_one_stores(
     # One per régie and per invoice (PostgreSQL's table has a row of its own besides).
     assert len([p for p in batched["positions"] if p[0].startswith(TOPIC)]) == 2 + 25
     assert one_by_one["to_pay"] == batched["to_pay"]
+    assert batched["to_pay"]["totals"] == batched["recounted"] != []
     # The credit paid the first new invoice of fam-1 in SPORTS.
     assert any(b"PaidFromCredit" in row.topic.encode() for row in batched["events"])
     # The e-mails are sealed, not in clear.
