@@ -52,13 +52,13 @@ def test_a_poll_is_one_transaction_with_one_tracking_record_per_subject(
         terms(number=f"F-{i}", family=f"fam-{i % 3}") for i in range(9)))
     messages = wire_messages(billing)
     commits: list[int] = []
-    record = payment._record
+    record = payment._store_new
 
     def counted(processing: Any) -> Any:
         commits.append(len(processing.events))
         return record(processing)
 
-    payment._record = counted  # type: ignore[method-assign,assignment]
+    payment._store_new = counted  # type: ignore[method-assign,assignment]
     assert intake(payment).records(as_poll(messages)) == len(messages)
     payment.refresh()
 
