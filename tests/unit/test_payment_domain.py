@@ -3,7 +3,7 @@
 import json
 from datetime import UTC, date, datetime
 from typing import Any
-from uuid import uuid4
+from uuid import uuid4, uuid5
 
 import pytest
 from eventsourcing.persistence import StoredEvent
@@ -183,3 +183,12 @@ def test_open_new_makes_the_event_and_the_state_that_the_constructor_makes() -> 
                                  payer_email="parent@example.org")
     assert made.id == reference.id
     _same_creation(made, reference)
+
+
+def test_a_family_credit_id_is_the_uuid5_of_its_regie_and_family_however_often_asked() -> None:
+    expected = uuid5(domain.NAMESPACE, "credit/SPORTS/fam-1")
+    for _ in range(2):
+        assert domain.FamilyCredit.create_id("SPORTS", "fam-1") == expected
+        assert domain.FamilyCredit.create_id(regie="SPORTS", family_id="fam-1") == expected
+    assert domain.FamilyCredit(regie="SPORTS", family_id="fam-1").id == expected
+    assert domain.FamilyCredit.create_id("SPORTS", "fam-2") != expected
