@@ -138,11 +138,12 @@ class ServiceApplication(Application[UUID]):
             moved[name] = tracking.notification_id
 
     def _record_poll(self, processing: ProcessingEvent[UUID], moved: dict[str, int]) -> None:
-        """Record a poll's events with its tracking records, in one transaction."""
+        """Record a poll's events with its tracking records, in one transaction; as
+        ``_store_new``, without the ``Recording`` per event that nothing here reads."""
         if moved:
             processing.saved_kwargs["trackings"] = [
                 Tracking(name, nid) for name, nid in moved.items()]
-            self._record(processing)
+            self._store_new(processing)
 
     def _tracked(self, names: set[str]) -> dict[str, int]:
         """The last notification id recorded for each of ``names`` that has one."""

@@ -587,6 +587,21 @@ def _count_again(c: Any, changes: list[Change]) -> None:
     if not pairs:
         return
     ordered = sorted(pairs)
+    if c.store.postgres:
+        # The pairs as two arrays, one statement each: psycopg's executemany costs a
+        # round of Python per pair, and a drain's poll touches hundreds of families.
+        families, regies = [f for f, _ in ordered], [r for _, r in ordered]
+        c.execute("DELETE FROM {schema}view_totals t "
+                  "USING unnest(?::text[], ?::text[]) AS p (family_id, regie) "
+                  "WHERE t.family_id = p.family_id AND t.regie = p.regie", (families, regies))
+        c.execute(
+            "INSERT INTO {schema}view_totals (family_id, regie, count, total_cents) "
+            "SELECT i.family_id, i.regie, COUNT(*), SUM(i.amount_due_cents) "
+            "FROM unnest(?::text[], ?::text[]) AS p (family_id, regie) "
+            "JOIN {schema}view_invoices i ON i.family_id = p.family_id AND i.regie = p.regie "
+            f"WHERE i.status = '{domain.OPEN}' GROUP BY i.family_id, i.regie",
+            (families, regies))
+        return
     c.executemany("DELETE FROM {schema}view_totals WHERE family_id = ? AND regie = ?", ordered)
     c.executemany(
         "INSERT INTO {schema}view_totals (family_id, regie, count, total_cents) "

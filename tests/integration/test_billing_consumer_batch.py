@@ -66,18 +66,21 @@ def versions(billing: BillingApp) -> dict[str, int]:
 
 
 def counted_commits(billing: BillingApp, fail_first: bool = False) -> list[int]:
-    """Each recorded transaction's event count, noted as billing records it."""
+    """Each recorded transaction's event count, noted as billing records it (a poll
+    through ``_store_new``, a message alone through ``_record``)."""
     commits: list[int] = []
-    record = billing._record
 
-    def counted(processing: Any) -> Any:
-        if fail_first and not commits:
-            commits.append(-1)
-            raise RuntimeError("the database went away")
-        commits.append(len(processing.events))
-        return record(processing)
+    def counting(record: Any) -> Any:
+        def counted(processing: Any) -> Any:
+            if fail_first and not commits:
+                commits.append(-1)
+                raise RuntimeError("the database went away")
+            commits.append(len(processing.events))
+            return record(processing)
+        return counted
 
-    billing._record = counted  # type: ignore[method-assign,assignment]
+    billing._store_new = counting(billing._store_new)  # type: ignore[method-assign]
+    billing._record = counting(billing._record)  # type: ignore[method-assign]
     return commits
 
 

@@ -52,13 +52,13 @@ def test_a_poll_is_one_transaction_with_one_tracking_record_per_subject(
         terms(number=f"F-{i}", family=f"fam-{i % 3}") for i in range(9)))
     messages = wire_messages(billing)
     commits: list[int] = []
-    record = payment._record
+    record = payment._store_new
 
     def counted(processing: Any) -> Any:
         commits.append(len(processing.events))
         return record(processing)
 
-    payment._record = counted  # type: ignore[method-assign,assignment]
+    payment._store_new = counted  # type: ignore[method-assign,assignment]
     assert intake(payment).records(as_poll(messages)) == len(messages)
     payment.refresh()
 
@@ -84,22 +84,22 @@ def test_a_batch_that_fails_half_way_records_nothing_and_each_message_goes_in_on
     before = stored(payment)
 
     recorder: Any = payment.recorder
-    insert_tracking = type(recorder)._insert_tracking
-    calls: list[str] = []
+    insert_trackings = type(recorder)._insert_trackings
+    calls: list[int] = []
 
-    def dies_on_the_third(self: Any, c: Any, tracking: Any) -> None:
-        calls.append(tracking.application_name)
-        if len(calls) == 3:
-            raise RuntimeError("the connection dropped in the middle of the batch")
-        insert_tracking(self, c, tracking)
+    def dies_after_the_positions(self: Any, c: Any, trackings: Any) -> None:
+        calls.append(len(trackings))
+        insert_trackings(self, c, trackings)
+        raise RuntimeError("the connection dropped in the middle of the batch")
 
-    monkeypatch.setattr(type(recorder), "_insert_tracking", dies_on_the_third)
+    monkeypatch.setattr(type(recorder), "_insert_trackings", dies_after_the_positions)
     with pytest.raises(RuntimeError):
         payment.apply_billing_events(
             [(m, tracking_for(TOPIC, m)) for m in decoded(first + rest)])
-    assert len(calls) == 3
+    assert calls == [len(last_ids(rest))]
     assert stored(payment) == before  # the failed batch left nothing behind
-    monkeypatch.setattr(type(recorder), "_insert_tracking", insert_tracking)
+    assert payment._tracked(set(last_ids(rest))) == {}
+    monkeypatch.setattr(type(recorder), "_insert_trackings", insert_trackings)
 
     # The whole poll redelivered, and the batch killed half-way through after its first
     # half was recorded: the consumer goes on one by one.

@@ -3,7 +3,7 @@
 import json
 from datetime import UTC, date, datetime
 from typing import Any
-from uuid import uuid4
+from uuid import uuid4, uuid5
 
 import pytest
 from eventsourcing.persistence import StoredEvent
@@ -138,3 +138,57 @@ def test_a_payment_request_is_refused(invoices: list[domain.Invoice], kwargs: di
 
 def test_the_largest_amount_payfip_takes_is_one_cent_under_100_000_euros() -> None:
     assert start(invoice("S-1", 9_999_999)).amount_cents == 9_999_999
+
+
+# --- aggregates made for a poll (register_new, open_new) ---------------------------------
+ISSUED: dict[str, Any] = {"invoice_id": "0b8f5f7e-3d2c-4f61-a7f1-5d54c0f3b9a3", "regie": "SPORTS",
+          "number": "F-1", "family_id": "fam-1", "label": "Cantine — février",
+          "issued_on": date(2025, 2, 1), "payable_until": date(2025, 3, 1),
+          "due_on": date(2025, 3, 15), "amount_cents": 2100,
+          "lines": [{"label": "Repas", "quantity": 3, "unit_price_cents": 700}]}
+
+
+def _same_creation(made: Any, reference: Any) -> None:
+    """The same event (type, fields in the same order) and the same state."""
+    (event,) = made.collect_events()
+    (expected,) = reference.collect_events()
+    assert type(event) is type(expected)
+    assert list(vars(event).items()) == [
+        (k, event.timestamp if k == "timestamp" else v) for k, v in vars(expected).items()]
+
+    def state(aggregate: Any) -> dict[str, Any]:
+        return {k: v for k, v in vars(aggregate).items()
+                if k not in ("_created_on", "_modified_on")}
+
+    assert state(made) == state(reference)
+    assert made.created_on == made.modified_on == event.timestamp
+    assert vars(event.mutate(None)) == vars(made)
+
+
+def test_register_new_makes_the_event_and_the_state_that_the_constructor_makes() -> None:
+    invoice_id = domain.Invoice.create_id(ISSUED["invoice_id"])
+    made = domain.Invoice.register_new(invoice_id, ISSUED, sequence=1)
+    reference = domain.Invoice(**{**ISSUED, "lines": [dict(x) for x in ISSUED["lines"]]},
+                               sequence=1)
+    assert made.id == reference.id == invoice_id
+    _same_creation(made, reference)
+    # Mutable like the constructor's: a later event of the same poll changes it alone.
+    made.cancel(reason="en double", sequence=2)
+    assert made.version == 2 and made.status == domain.CANCELLED
+
+
+def test_open_new_makes_the_event_and_the_state_that_the_constructor_makes() -> None:
+    made = domain.Reminders.open_new(ISSUED["invoice_id"], "fam-1", "parent@example.org")
+    reference = domain.Reminders(invoice_id=ISSUED["invoice_id"], family_id="fam-1",
+                                 payer_email="parent@example.org")
+    assert made.id == reference.id
+    _same_creation(made, reference)
+
+
+def test_a_family_credit_id_is_the_uuid5_of_its_regie_and_family_however_often_asked() -> None:
+    expected = uuid5(domain.NAMESPACE, "credit/SPORTS/fam-1")
+    for _ in range(2):
+        assert domain.FamilyCredit.create_id("SPORTS", "fam-1") == expected
+        assert domain.FamilyCredit.create_id(regie="SPORTS", family_id="fam-1") == expected
+    assert domain.FamilyCredit(regie="SPORTS", family_id="fam-1").id == expected
+    assert domain.FamilyCredit.create_id("SPORTS", "fam-2") != expected

@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import ProgrammingError, StoredEvent
+from eventsourcing.persistence import IntegrityError, ProgrammingError, StoredEvent, Tracking
 from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteProcessRecorder
 
@@ -111,6 +111,11 @@ class Chained:
             stored_events, **kwargs)
         return ids
 
+    def _insert_trackings(self, c: Any, trackings: Sequence[Tracking]) -> None:
+        """A poll's tracking records, in the transaction of its events."""
+        for tracking in trackings:
+            self._insert_tracking(c, tracking)  # type: ignore[attr-defined]
+
 
 class ChainedSQLiteProcessRecorder(Chained, SQLiteProcessRecorder):
     def construct_create_table_statements(self) -> list[str]:
@@ -141,8 +146,7 @@ class ChainedSQLiteProcessRecorder(Chained, SQLiteProcessRecorder):
         tracking = kwargs.get("tracking")
         if tracking is not None:
             self._insert_tracking(c, tracking)
-        for tracking in kwargs.get("trackings", ()):
-            self._insert_tracking(c, tracking)
+        self._insert_trackings(c, kwargs.get("trackings", ()))
         if ids:
             c.execute(f"SELECT hash FROM {TABLE} ORDER BY notification_id DESC LIMIT 1")
             row = c.fetchone()
@@ -211,12 +215,40 @@ class ChainedPostgresProcessRecorder(Chained, PostgresProcessRecorder):
             "INSERT INTO {} (notification_id, hash, day) "
             "SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[])").format(
                 self.chain_table)
+        # eventsourcing's single-row tracking upsert, for a whole poll's subjects at once.
+        tracking_table = SQL("{}.{}").format(Identifier(self.datastore.schema),
+                                             Identifier(self.tracking_table_name))
+        self.insert_trackings_statement = SQL(
+            "INSERT INTO {0} AS t (application_name, notification_id) "
+            "SELECT * FROM unnest(%b::text[], %b::bigint[]) "
+            "ON CONFLICT (application_name) DO UPDATE "
+            "SET notification_id = EXCLUDED.notification_id "
+            "WHERE t.notification_id < EXCLUDED.notification_id "
+            "RETURNING notification_id").format(tracking_table)
 
     def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
                        ) -> None:
         super()._insert_events(curs, stored_events, **kwargs)
-        for tracking in kwargs.get("trackings", ()):
-            self._insert_tracking(curs, tracking=tracking)
+        self._insert_trackings(curs, kwargs.get("trackings", ()))
+
+    def _insert_trackings(self, curs: Any, trackings: Sequence[Tracking]) -> None:
+        """What ``_insert_tracking`` does for each, in one statement: eventsourcing's reads
+        each row's answer before the next, a round of the pipeline per subject, which was
+        a quarter of the payment consumer's poll (one subject per invoice)."""
+        if (not trackings or not self.datastore.single_row_tracking
+                or len({t.application_name for t in trackings}) < len(trackings)):
+            # Legacy tables, or a subject twice (one upsert cannot change a row twice).
+            super()._insert_trackings(curs, trackings)
+            return
+        curs.execute(self.insert_trackings_statement, (
+            [t.application_name for t in trackings],
+            [t.notification_id for t in trackings]))
+        changed = len(curs.fetchall())
+        if changed != len(trackings):
+            # As eventsourcing: a position not beyond the one recorded is a message
+            # recorded already, so nothing of this transaction may go in.
+            raise IntegrityError(f"{len(trackings) - changed} of {len(trackings)} tracking "
+                                 "records not beyond those recorded")
 
     def _insert_stored_events(self, curs: Any, stored_events: Sequence[StoredEvent],
                               **kwargs: Any) -> None:
