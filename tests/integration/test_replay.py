@@ -331,3 +331,19 @@ def test_a_rebuild_commits_unsynced_and_leaves_the_commits_as_they_were(
     assert set(during) == {1}  # NORMAL
     assert level() == before
     assert len(syncs) == 1
+
+
+@pytest.mark.parametrize("batch", [1, 2, 5, 50_000])
+def test_a_replay_builds_the_same_whatever_its_batches(
+        store_settings: Settings, monkeypatch: pytest.MonkeyPatch, batch: int) -> None:
+    """Where the batches end decides which changes fold into a row's INSERT and which are
+    UPDATEs of a row an earlier batch wrote; never what the rows end up holding."""
+    from services.payment import projections
+
+    payment = history(store_settings)
+    live = payment.to_pay.snapshot()
+    monkeypatch.setattr(projections, "REPLAY_BATCH", batch)
+    payment.to_pay.reset()
+    assert catch_up(payment, payment.to_pay, batch_size=batch) == \
+        payment.recorder.max_notification_id()
+    assert payment.to_pay.snapshot() == live
