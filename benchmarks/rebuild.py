@@ -21,7 +21,7 @@ from services.bootstrap import payment_app
 from services.common.settings import Settings
 from services.payment import domain
 from services.payment.application import PaymentApp
-from services.payment.projections import rebuild
+from services.payment.projections import REPLAY_BATCH, rebuild
 
 GOAL_RATE = 100_000
 GOAL_RATIO = 3.0
@@ -192,7 +192,7 @@ def run(bench: Run) -> list[Figure]:
     say(f"7. Projection rebuild (regie replay to-pay) vs raw read + JSON decode: {events:,} "
         f"events, store in {folder}{'' if keep else ' (temporary)'}")
     figures: list[Figure] = []
-    page = 10_000
+    page = REPLAY_BATCH  # as the replay reads them
     sqlite_settings = make_settings(folder / f"sqlite-{events}")
     figures += _one("SQLite", sqlite_settings, events,
                     lambda: _raw_sqlite(sqlite_settings.var_dir / "payment.db", page))

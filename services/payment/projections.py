@@ -8,10 +8,10 @@ PostgreSQL and, for applications on the in-memory event store, an in-memory SQLi
 
 import gc
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from datetime import date, datetime
 from operator import itemgetter
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from uuid import UUID
 
 import orjson
@@ -19,13 +19,17 @@ from eventsourcing.persistence import Notification
 from eventsourcing.utils import resolve_topic
 
 from events.formats import PARIS
-from services.common.storage.persistence import SqlStore
+from services.common.storage.persistence import SqlStore, unsynced_while
 from services.common.storage.transcoder import FastJSONTranscoder
 from services.payment import domain
 
 NAME = "to-pay"
-# The most events a catch-up reads and applies in one transaction.
-REPLAY_BATCH = 10_000
+# The most events a catch-up reads and applies in one transaction. Larger batches fold
+# more of a row's changes into its INSERT (a payment started in one batch and confirmed
+# in the next is an UPDATE) and rewrite the tables' pages fewer times: 50,000 took 1-19%
+# less CPU than 10,000 (three alternated replays of 200,000 events on SQLite, 7-21% on
+# PostgreSQL). A batch's pages and changes are held in memory.
+REPLAY_BATCH = 50_000
 # Set (1) while the totals per family and régie are left to ``settle``: from a store's
 # creation or reset until its first catch-up ends. Counting them per batch costs, over a
 # replay, the square of a family's invoices.
@@ -67,13 +71,16 @@ class InvoiceRow:
     paid_position: int | None = None
 
 
-@dataclass(frozen=True)
-class RowChange:
-    """Columns to set on an existing row of ``table``."""
+class RowChange(NamedTuple):
+    """Columns to set on an existing row of ``table``.
+
+    A tuple: a replay makes one for most events, and a frozen dataclass cost twice as
+    much to make (0.38 against 0.17 µs, timeit). ``values`` is never changed once made.
+    """
 
     table: str
     id: str
-    values: dict[str, Any] = field(default_factory=dict)
+    values: dict[str, Any]
 
 
 @dataclass  # not frozen, as InvoiceRow
@@ -495,6 +502,8 @@ _ROW_COLUMNS["view_payments"] = PAYMENT_COLUMNS
 _EXTRA: dict[str, dict[str, Any]] = {table: {} for table in _ROW_COLUMNS}
 _EXTRA["view_payments"] = {"idop": None, "resultrans": None, "numauto": None,
                            "closed_at": None, "late": 0, "refunds": 0, "refund_cents": 0}
+_EXTRA_OF = {cls: _EXTRA[table] for cls, table in NEW_ROW_TABLES.items()}
+_CHANGED_TABLES = (*_ROW_COLUMNS, "view_refunds")
 
 
 def _write(c: Any, changes: list[Change]) -> None:
@@ -508,33 +517,40 @@ def _write(c: Any, changes: list[Change]) -> None:
     values, which ``asdict`` would deep-copy for nothing.
     """
     regies: dict[str, str] = {}
-    new: dict[str, dict[str, dict[str, Any]]] = {}
+    # The rows made in this batch, by table: every table a change may name, so that a
+    # change finds its table without a test (none is made in view_refunds here).
+    new: dict[str, dict[str, dict[str, Any]]] = {table: {} for table in _CHANGED_TABLES}
     refunds: dict[str, dict[str, NewRefund]] = {}
     updates: dict[tuple[str, str], dict[str, Any]] = {}
     for change in changes:
-        if isinstance(change, RowChange):
-            if not change.values:
-                continue
-            made = new.get(change.table)
-            pending = None if made is None else made.get(change.id)
+        if type(change) is RowChange:
+            table, row_id, values = change
+            pending = new[table].get(row_id)
             if pending is not None:
-                pending.update(change.values)
-            else:
-                updates.setdefault((change.table, change.id), {}).update(change.values)
+                pending.update(values)
+            elif values:
+                key = table, row_id
+                known = updates.get(key)
+                if known is None:
+                    updates[key] = dict(values)
+                else:
+                    known.update(values)
+        elif isinstance(change, (InvoiceRow, PaymentRow, AnomalyRow, CreditRow)):
+            kind = type(change)
+            rows = new[NEW_ROW_TABLES[kind]]
+            if change.id not in rows:  # as ON CONFLICT DO NOTHING would
+                rows[change.id] = {**_EXTRA_OF[kind], **vars(change)}
         elif isinstance(change, RegieRow):
             regies[change.code] = change.name
         elif isinstance(change, NewRefund):
             refunds.setdefault(change.owner_table, {}).setdefault(change.id, change)
-        else:
-            table = NEW_ROW_TABLES[type(change)]
-            rows = new.setdefault(table, {})
-            if change.id not in rows:  # as ON CONFLICT DO NOTHING would
-                rows[change.id] = {**_EXTRA[table], **vars(change)}
     if regies:
         c.executemany("INSERT INTO {schema}view_regies (code, name) VALUES (?, ?) "
                       "ON CONFLICT (code) DO UPDATE SET name = excluded.name",
                       list(regies.items()))
     for table, rows in new.items():
+        if not rows:
+            continue
         columns = _ROW_COLUMNS[table]
         c.insert_new(table, columns, list(map(itemgetter(*columns), rows.values())))
     for owner, asked in refunds.items():
@@ -1051,7 +1067,11 @@ def rebuild(app: Any, progress: Callable[[int], object] | None = None) -> int:
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return catch_up(app, app.to_pay, progress=progress)
+        # Each batch commits with its position: one a power cut took is applied again by
+        # the next catch-up, so syncing SQLite's log at every commit (a tenth of a replay)
+        # buys nothing. The log is synced once at the end.
+        with unsynced_while(app):
+            return catch_up(app, app.to_pay, progress=progress)
     finally:
         if collecting:
             gc.enable()

@@ -3,6 +3,7 @@ the replay reads stored events without making domain events, applies a batch's c
 together, and counts the totals once at the end; none of it may change what it builds."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -294,3 +295,55 @@ def test_a_catch_up_that_reached_the_end_of_the_history_reads_it_no_further(
     # Nothing new: one read, which finds nothing.
     payment.refresh()
     assert pages[1:] == [0]
+
+
+def test_a_rebuild_commits_unsynced_and_leaves_the_commits_as_they_were(
+        store_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rebuild's batches may be lost to a power cut and applied again: SQLite's log is
+    synced once, at the end, and the application's other commits are synced as before."""
+    payment = history(store_settings)
+    live = payment.to_pay.snapshot()
+    store = payment.to_pay.store  # type: ignore[attr-defined]
+
+    def level() -> int | None:
+        if store.postgres:
+            return None
+        with store.datastore.get_connection(commit=False) as conn:
+            return int(conn._sqlite_conn.execute("PRAGMA synchronous").fetchone()[0])
+
+    syncs: list[int] = []
+    real_sync = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        syncs.append(fd)
+        real_sync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    before = level()
+    during: list[int | None] = []
+    assert rebuild(payment, progress=lambda count: during.append(level())) == \
+        payment.recorder.max_notification_id()
+    assert payment.to_pay.snapshot() == live
+    if store.postgres:
+        assert syncs == [] and set(during) == {None}
+        return
+    assert before == 2  # FULL: an API's commits
+    assert set(during) == {1}  # NORMAL
+    assert level() == before
+    assert len(syncs) == 1
+
+
+@pytest.mark.parametrize("batch", [1, 2, 5, 50_000])
+def test_a_replay_builds_the_same_whatever_its_batches(
+        store_settings: Settings, monkeypatch: pytest.MonkeyPatch, batch: int) -> None:
+    """Where the batches end decides which changes fold into a row's INSERT and which are
+    UPDATEs of a row an earlier batch wrote; never what the rows end up holding."""
+    from services.payment import projections
+
+    payment = history(store_settings)
+    live = payment.to_pay.snapshot()
+    monkeypatch.setattr(projections, "REPLAY_BATCH", batch)
+    payment.to_pay.reset()
+    assert catch_up(payment, payment.to_pay, batch_size=batch) == \
+        payment.recorder.max_notification_id()
+    assert payment.to_pay.snapshot() == live

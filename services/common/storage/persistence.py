@@ -142,20 +142,51 @@ def commit_without_sync(app: Application[Any]) -> None:
     docs/operations.md, "How durable a commit is".
     """
     datastore = _sqlite_file(app)
-    if datastore is None:
-        return
-    pool: Any = datastore.pool
+    if datastore is not None:
+        _synchronous(datastore.pool, "NORMAL")
+
+
+def _synchronous(pool: Any, level: str) -> Callable[[], Any]:
+    """Set ``synchronous`` on the pool's idle connections and on those it makes from now
+    on; return how it made them before. eventsourcing makes the pool's connections and has
+    no setting for this."""
     make = pool._create_connection
 
     def create() -> Any:
         conn = make()
-        conn._sqlite_conn.execute("PRAGMA synchronous=NORMAL")
+        conn._sqlite_conn.execute(f"PRAGMA synchronous={level}")
         return conn
 
-    # eventsourcing makes the pool's connections and has no setting for this.
     pool._create_connection = create
     for conn in list(pool._pool):
-        conn._sqlite_conn.execute("PRAGMA synchronous=NORMAL")
+        conn._sqlite_conn.execute(f"PRAGMA synchronous={level}")
+    return make  # type: ignore[no-any-return]
+
+
+@contextmanager
+def unsynced_while(app: Application[Any]) -> Iterator[None]:
+    """``app``'s SQLite commits unsynced (``synchronous=NORMAL``) inside the block, as they
+    were after it, with the log synced once at its end (``log_sync``); nothing on another
+    store.
+
+    For writes that may be lost and made again, each commit whole: a power cut inside the
+    block may take its last commits, never half of one. Connections checked out of the
+    pool while the block runs keep the level they had.
+    """
+    datastore = _sqlite_file(app)
+    if datastore is None:
+        yield
+        return
+    pool: Any = datastore.pool
+    with datastore.get_connection(commit=False) as conn:
+        level = int(conn._sqlite_conn.execute("PRAGMA synchronous").fetchone()[0])
+    make = _synchronous(pool, "NORMAL")
+    try:
+        yield
+    finally:
+        _synchronous(pool, str(level))
+        pool._create_connection = make
+        log_sync(app)()
 
 
 def log_sync(app: Application[Any]) -> Callable[[], None]:
