@@ -1,6 +1,6 @@
 """What both services' eventsourcing applications share."""
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from typing import Any, TypeVar
 from uuid import UUID
@@ -90,24 +90,26 @@ class ServiceApplication(Application[UUID]):
         with self.mapper.prepared(processing_event.events):
             return super()._record(processing_event)
 
-    def _store_new(self, processing_event: ProcessingEvent[UUID]) -> None:
+    def _store_new(self, processing_event: ProcessingEvent[UUID]) -> Sequence[int] | None:
         """``_record`` for events nothing hears of but the store: the rows it writes, and
         no ``Recording`` (with its ``Notification``) per event, which eventsourcing builds
         for ``_notify``, a no-op here, and which was a tenth of a batch's time. The events
         are mapped and inserted as ``EventStore.put`` does, so the stored rows are the same
-        (tests/integration/test_batch_rows.py compares them)."""
+        (tests/integration/test_batch_rows.py compares them). Returns the notification ids
+        the committed events got, in their order, when the recorder gives them."""
         if type(self)._notify is not Application._notify:
             self._notify(self._record(processing_event))
-            return
+            return None
         events = processing_event.events
         mapper = self.mapper
         with mapper.prepared(events) if isinstance(mapper, PrivateMapper) else nullcontext():
-            self.recorder.insert_events(
+            ids = self.recorder.insert_events(
                 list(map(mapper.to_stored_event, events)), tracking=processing_event.tracking,
                 **processing_event.saved_kwargs)
         if self.repository.cache and not self.repository.fastforward:
             for aggregate_id, aggregate in processing_event.aggregates.items():
                 self.repository.cache.put(aggregate_id, aggregate)
+        return ids
 
     def construct_recorder(self) -> ProcessRecorder:
         # Events made from a consumed message are recorded in one transaction with the
@@ -137,13 +139,16 @@ class ServiceApplication(Application[UUID]):
             yield message
             moved[name] = tracking.notification_id
 
-    def _record_poll(self, processing: ProcessingEvent[UUID], moved: dict[str, int]) -> None:
+    def _record_poll(self, processing: ProcessingEvent[UUID], moved: dict[str, int]
+                     ) -> Sequence[int] | None:
         """Record a poll's events with its tracking records, in one transaction; as
-        ``_store_new``, without the ``Recording`` per event that nothing here reads."""
+        ``_store_new``, without the ``Recording`` per event that nothing here reads.
+        Returns the events' notification ids, as ``_store_new``."""
         if moved:
             processing.saved_kwargs["trackings"] = [
                 Tracking(name, nid) for name, nid in moved.items()]
-            self._store_new(processing)
+            return self._store_new(processing)
+        return None
 
     def _tracked(self, names: set[str]) -> dict[str, int]:
         """The last notification id recorded for each of ``names`` that has one."""

@@ -24,7 +24,13 @@ from services.common.web.metrics import ProcessMeters
 from services.payment import domain, reminders
 from services.payment.gateway import Gateway, GatewayError, PaymentOrder
 from services.payment.guards import NOT_PAYFIP
-from services.payment.projections import MemoryToPayStore, SqlToPayStore, ToPayStore, catch_up
+from services.payment.projections import (
+    MemoryToPayStore,
+    Recorded,
+    SqlToPayStore,
+    ToPayStore,
+    catch_up,
+)
 
 
 def _as_dict(value: Any) -> dict[str, Any] | None:
@@ -92,6 +98,8 @@ class PaymentApp(ServiceApplication):
         self.to_pay: ToPayStore = (
             MemoryToPayStore() if self.in_memory() else SqlToPayStore(SqlStore(self))
         )
+        # The last poll this process recorded, until the next catch-up applies it.
+        self._recorded: Recorded | None = None
 
     @property
     def payfip(self) -> PayFiP:
@@ -153,7 +161,10 @@ class PaymentApp(ServiceApplication):
                 seen[aggregate.id] = aggregate
                 collect(processing, aggregate)
             applied += 1
-        self._record_poll(processing, moved)
+        ids = self._record_poll(processing, moved)
+        if ids:
+            # The catch-up that follows takes them from here rather than from the store.
+            self._recorded = Recorded(ids, processing.events)
         return applied
 
     def _absent(self, batch: list[tuple[Envelope, Tracking]]) -> set[UUID]:
@@ -338,7 +349,8 @@ class PaymentApp(ServiceApplication):
 
     def refresh(self) -> int:
         """Bring the read models up to date with the history."""
-        return catch_up(self, self.to_pay)
+        recorded, self._recorded = self._recorded, None
+        return catch_up(self, self.to_pay, recorded=recorded)
 
     def to_pay_summary(self, family_id: str) -> list[dict[str, Any]]:
         """Per régie, the family's open invoices: one query on the read models."""

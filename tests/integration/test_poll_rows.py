@@ -11,7 +11,7 @@ same ones.
 
 import itertools
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,14 +20,14 @@ from uuid import UUID
 
 import pytest
 from eventsourcing.domain import CanCreateTimestamp
-from eventsourcing.persistence import IntegrityError, Tracking
+from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
 
 from services.bootstrap import billing_app, payment_app
 from services.common.messaging.consumer import Intake
 from services.common.privacy import keys, sealing
 from services.common.storage import chain
 from services.common.storage.persistence import SqlStore
-from services.payment import domain
+from services.payment import domain, projections
 from services.payment.application import PaymentApp
 from tests.conftest import drop_schemas, make_settings
 from tests.factories import TOPIC, open_regies, terms, wire_messages
@@ -70,9 +70,28 @@ def polls(messages: list[tuple[int, bytes]]) -> Iterator[dict[int, list[Any]]]:
         yield poll
 
 
+def read_back(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many stored events each page read of the history gave, from now on."""
+    pages: list[int] = []
+    select = SqlStore.stored_events
+
+    def counted(self: SqlStore, after: int, limit: int) -> Any:
+        page = select(self, after, limit)
+        pages.append(len(page))
+        return page
+
+    monkeypatch.setattr(SqlStore, "stored_events", counted)
+    return pages
+
+
 def stored(backend: str, folder: Path, request: pytest.FixtureRequest,
            messages: list[tuple[int, bytes]], batched: bool,
-           monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+           monkeypatch: pytest.MonkeyPatch, from_log: bool = False,
+           between: bool = False) -> dict[str, Any]:
+    """The rows after applying ``messages`` one by one or (``batched``) in polls, each
+    followed by a catch-up; ``from_log``: every catch-up reads the history back, even
+    after a poll it could take its events from; ``between``: other writers record
+    payments and credit between two polls."""
     counter = itertools.count()
 
     def urandom(n: int) -> bytes:
@@ -93,11 +112,30 @@ def stored(backend: str, folder: Path, request: pytest.FixtureRequest,
         credit = domain.FamilyCredit(regie="SPORTS", family_id="fam-1")
         credit.credit(amount_cents=150, source="credit_note", source_id="n-1", by="agent-1")
         payment.save(credit)
-        for poll in polls(messages):
+        if from_log:
+            monkeypatch.setattr(PaymentApp, "refresh",
+                                lambda self: projections.catch_up(self, self.to_pay))
+        for number, poll in enumerate(polls(messages)):
             Intake(TOPIC, payment.apply_billing_event, payment.dead_letters,
                    payment.apply_billing_events if batched else None).records(poll)
             payment.refresh()
-        return rows(payment)
+            if between and number == 1:
+                # The counter, as its API records it (and catches up); then a credit
+                # recorded by a writer that leaves the catch-up to others.
+                payment.receive_at_counter(domain.CounterTerms(
+                    regie="SPORTS", family_id="fam-2", means="cheque", amount_cents=2_500,
+                    reference="C-1", received_on=date(2025, 2, 26), invoice_ids=None),
+                    by="agent-1")
+            if between and number in (1, 2):
+                credit = domain.FamilyCredit(regie="CANTINE", family_id=f"fam-{number}")
+                credit.credit(amount_cents=40, source="credit_note", source_id=f"m-{number}",
+                              by="agent-1")
+                payment.save(credit)
+        found = rows(payment)
+        # A replay of the whole history gives what the catch-ups built as it went.
+        projections.rebuild(payment)
+        assert payment.to_pay.snapshot() == found["to_pay"]
+        return found
     finally:
         payment.close()
         monkeypatch.undo()
@@ -171,5 +209,93 @@ def test_positions_not_beyond_those_recorded_record_nothing(
         recorder.insert_events([stored_event], trackings=[Tracking("a", 6), Tracking("c", 1)])
         assert payment._tracked({"a", "b", "c"}) == {"a": 6, "b": 3, "c": 1}
         assert isinstance(payment._get(UUID(str(regie.id))), domain.Regie)
+    finally:
+        payment.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize("between", [False, True])
+def test_to_pay_from_the_polls_own_events_is_to_pay_read_back_from_the_history(
+        backend: str, between: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        request: pytest.FixtureRequest) -> None:
+    messages = billing_messages(backend, tmp_path, request)
+    from_log, own = (stored(backend, tmp_path / name, request, messages, True, monkeypatch,
+                            from_log=name == "log", between=between)
+                     for name in ("log", "own"))
+    assert own["to_pay"] == from_log["to_pay"]
+    assert own["recounted"] == from_log["recounted"] == own["to_pay"]["totals"]
+    assert own["events"] == from_log["events"]
+    if between:
+        assert any(p["means"] == "cheque" for p in own["to_pay"]["payments"].values())
+        assert len(own["to_pay"]["credits"]) >= 3
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_the_catch_up_after_a_poll_recorded_alone_reads_no_event_back(
+        backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        request: pytest.FixtureRequest) -> None:
+    messages = billing_messages(backend, tmp_path, request)
+    settings = make_settings(backend, tmp_path / "payment")
+    if backend == "postgres":
+        request.addfinalizer(partial(drop_schemas, settings.schema_prefix))
+    payment = payment_app(settings)
+    try:
+        payment.refresh()
+        pages = read_back(monkeypatch)
+        recorder: Any = payment.recorder
+        for number, poll in enumerate(polls(messages)):
+            Intake(TOPIC, payment.apply_billing_event, payment.dead_letters,
+                   payment.apply_billing_events).records(poll)
+            del pages[:]
+            assert payment.refresh() > 0
+            # Only the look past the poll's last event, which finds nothing.
+            assert sum(pages) == 0, number
+            assert payment.to_pay.position() == recorder.max_notification_id()
+        # Another writer between two polls: the next catch-up reads the history.
+        credit = domain.FamilyCredit(regie="CANTINE", family_id="fam-3")
+        credit.credit(amount_cents=40, source="credit_note", source_id="m-3", by="agent-1")
+        payment.save(credit)
+        Intake(TOPIC, payment.apply_billing_event, payment.dead_letters,
+               payment.apply_billing_events).records(next(polls(messages)))
+        del pages[:]
+        payment.refresh()
+        assert sum(pages) == 2  # the credit's two events
+        assert payment.to_pay.credits("fam-3")[0]["balance_cents"] == 40
+    finally:
+        payment.close()
+
+
+def test_a_gap_in_the_ids_sends_the_catch_up_to_the_history(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        request: pytest.FixtureRequest) -> None:
+    messages = billing_messages("postgres", tmp_path, request)
+    settings = make_settings("postgres", tmp_path / "payment")
+    request.addfinalizer(partial(drop_schemas, settings.schema_prefix))
+    payment = payment_app(settings)
+    try:
+        all_polls = list(polls(messages))
+        Intake(TOPIC, payment.apply_billing_event, payment.dead_letters,
+               payment.apply_billing_events).records(all_polls[0])
+        payment.refresh()
+        recorder: Any = payment.recorder
+        last = recorder.max_notification_id()
+        # A write that rolls back (an event recorded already) takes an id all the same.
+        first = SqlStore(payment).stored_events(0, 1)[0]
+        with pytest.raises(IntegrityError):
+            recorder.insert_events([StoredEvent(
+                originator_id=UUID(first.originator_id),
+                originator_version=first.originator_version, topic=first.topic,
+                state=first.state)])
+        pages = read_back(monkeypatch)
+        Intake(TOPIC, payment.apply_billing_event, payment.dead_letters,
+               payment.apply_billing_events).records(all_polls[1])
+        assert SqlStore(payment).stored_events(last, 1)[0].id > last + 1
+        del pages[:]
+        payment.refresh()
+        assert sum(pages) > 0
+        assert payment.to_pay.position() == recorder.max_notification_id()
+        rebuilt = payment.to_pay.snapshot()
+        projections.rebuild(payment)
+        assert payment.to_pay.snapshot() == rebuilt
     finally:
         payment.close()
