@@ -142,6 +142,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_cpu() -> dict[int, float]:
+    """CPU seconds so far of each PostgreSQL server process on this machine, by pid: the
+    server the benchmarks write to is local, and nothing else uses it while they run."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "comm").read_text().strip() == "postgres":
+                found[int(entry.name)] = cpu_seconds(int(entry.name))
+        except OSError:  # gone meanwhile
+            continue
+    return found
+
+
 def pg_connect() -> Any:
     import psycopg
 

@@ -1,10 +1,16 @@
 """The benchmark command: which benchmarks it runs, and the table that closes a run."""
 
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 from benchmarks import read_api
 from benchmarks.__main__ import BENCHMARKS, main
-from benchmarks.harness import Figure, table
+from benchmarks.harness import Figure, postgres_cpu, table
 
 
 def test_every_benchmark_has_its_own_module() -> None:
@@ -82,3 +88,22 @@ def test_a_run_with_a_figure_not_measured_exits_with_1(
     assert main(["read-api"]) == 1
     out = capsys.readouterr().out
     assert "FAILED: GET to-pay" in out and "| NOT MEASURED" in out
+
+
+def test_the_postgresql_servers_cpu_is_that_of_the_processes_named_postgres(
+        tmp_path: Path) -> None:
+    named = tmp_path / "postgres"  # a process's name is that of the file it runs
+    named.symlink_to(sys.executable)
+    busy = subprocess.Popen(
+        [str(named), "-c", "import sys, time\nend = time.process_time() + 0.3\n"
+         "while time.process_time() < end: pass\nsys.stdin.read()"],
+        stdin=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while postgres_cpu().get(busy.pid, 0.0) < 0.25:
+            assert busy.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        assert os.getpid() not in postgres_cpu()
+    finally:
+        busy.kill()
+        busy.wait()
