@@ -1,13 +1,17 @@
 """Helpers shared by several test modules, so that no test module imports another."""
 
+import itertools
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
+from eventsourcing.domain import CanCreateTimestamp
 from flask.testing import FlaskClient
 
 from events import PAYMENT_PAYMENTS
@@ -20,6 +24,7 @@ from services.common.messaging.deadletters import DeadLetter
 from services.common.messaging.memory import MemoryBroker, MemoryPublisher, MemorySubscriber
 from services.common.messaging.positions import SqlPositions
 from services.common.messaging.relay import Heads, KafkaPublisher, Relay
+from services.common.privacy import keys, sealing
 from services.common.settings import Settings
 from services.common.storage.chain import GENESIS, link
 from services.common.storage.persistence import KEYS_PER_STATEMENT, SqlStore
@@ -30,6 +35,20 @@ from services.payment.integration import make_to_wire
 from tests.conftest import make_settings
 from tests.factories import deliver, issued, relay_messages, terms, wire_messages
 from tests.threads import Threads
+
+
+def fixed_bytes_and_clock(monkeypatch: pytest.MonkeyPatch, at: datetime) -> None:
+    """The families' keys, the sealing nonces and every event's timestamp made the same in
+    every run, so that two ways of storing the same things can be compared byte for byte."""
+    counter = itertools.count()
+
+    def urandom(n: int) -> bytes:
+        return bytes((next(counter) * 7 + k) % 256 for k in range(n))
+
+    fixed = SimpleNamespace(urandom=urandom)
+    monkeypatch.setattr(keys, "os", fixed)
+    monkeypatch.setattr(sealing, "os", fixed)
+    monkeypatch.setattr(CanCreateTimestamp, "create_timestamp", staticmethod(lambda: at))
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:

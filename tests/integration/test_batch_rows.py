@@ -7,25 +7,22 @@ the random bytes (the families' keys, the nonces) are fixed so that both runs dr
 same ones.
 """
 
-import itertools
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from eventsourcing.domain import CanCreateTimestamp
 
 from services.billing.application import BillingApp
 from services.billing.domain import Line
 from services.bootstrap import billing_app
-from services.common.privacy import keys, sealing
 from services.common.settings import Settings
 from services.common.storage import chain
 from services.common.storage.persistence import SqlStore
 from tests.conftest import drop_schemas, make_settings
 from tests.factories import open_regies, terms
+from tests.helpers import fixed_bytes_and_clock
 
 AT = datetime(2025, 2, 26, 9, 30, 12, 345678, tzinfo=UTC)
 
@@ -39,15 +36,7 @@ def items() -> list[Any]:
 
 
 def stored(settings: Settings, issue: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
-    counter = itertools.count()
-
-    def urandom(n: int) -> bytes:
-        return bytes((next(counter) * 7 + k) % 256 for k in range(n))
-
-    fixed = SimpleNamespace(urandom=urandom)
-    monkeypatch.setattr(keys, "os", fixed)
-    monkeypatch.setattr(sealing, "os", fixed)
-    monkeypatch.setattr(CanCreateTimestamp, "create_timestamp", staticmethod(lambda: AT))
+    fixed_bytes_and_clock(monkeypatch, AT)
     billing = billing_app(settings)
     try:
         open_regies(billing)

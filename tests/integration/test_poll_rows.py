@@ -9,28 +9,25 @@ and the random bytes (the families' keys, the nonces) are fixed so that both run
 same ones.
 """
 
-import itertools
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from functools import partial
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 from uuid import UUID
 
 import pytest
-from eventsourcing.domain import CanCreateTimestamp
 from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
 
 from services.bootstrap import billing_app, payment_app
 from services.common.messaging.consumer import Intake
-from services.common.privacy import keys, sealing
 from services.common.storage import chain
 from services.common.storage.persistence import SqlStore
 from services.payment import domain, projections
 from services.payment.application import PaymentApp
 from tests.conftest import drop_schemas, make_settings
 from tests.factories import TOPIC, open_regies, terms, wire_messages
+from tests.helpers import fixed_bytes_and_clock
 
 AT = datetime(2025, 2, 26, 9, 30, 12, 345678, tzinfo=UTC)
 FAMILIES = [f"fam-{i}" for i in range(4)]
@@ -92,15 +89,7 @@ def stored(backend: str, folder: Path, request: pytest.FixtureRequest,
     followed by a catch-up; ``from_log``: every catch-up reads the history back, even
     after a poll it could take its events from; ``between``: other writers record
     payments and credit between two polls."""
-    counter = itertools.count()
-
-    def urandom(n: int) -> bytes:
-        return bytes((next(counter) * 7 + k) % 256 for k in range(n))
-
-    fixed = SimpleNamespace(urandom=urandom)
-    monkeypatch.setattr(keys, "os", fixed)
-    monkeypatch.setattr(sealing, "os", fixed)
-    monkeypatch.setattr(CanCreateTimestamp, "create_timestamp", staticmethod(lambda: AT))
+    fixed_bytes_and_clock(monkeypatch, AT)
     settings = make_settings(backend, folder)
     if backend == "postgres":
         request.addfinalizer(partial(drop_schemas, settings.schema_prefix))
