@@ -51,6 +51,24 @@ def fixed_bytes_and_clock(monkeypatch: pytest.MonkeyPatch, at: datetime) -> None
     monkeypatch.setattr(CanCreateTimestamp, "create_timestamp", staticmethod(lambda: at))
 
 
+def same_creation(made: Any, reference: Any) -> None:
+    """An aggregate made by a fast path has the creation event (type, fields in the same
+    order) and the state that the library's construction gives ``reference``."""
+    (event,) = made.collect_events()
+    (expected,) = reference.collect_events()
+    assert type(event) is type(expected)
+    assert list(vars(event).items()) == [
+        (k, event.timestamp if k == "timestamp" else v) for k, v in vars(expected).items()]
+
+    def state(aggregate: Any) -> dict[str, Any]:
+        return {k: v for k, v in vars(aggregate).items()
+                if k not in ("_created_on", "_modified_on")}
+
+    assert state(made) == state(reference)
+    assert made.created_on == made.modified_on == event.timestamp
+    assert vars(event.mutate(None)) == vars(made)
+
+
 def wait_for(check: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

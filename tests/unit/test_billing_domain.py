@@ -18,6 +18,7 @@ from services.billing.domain import (
     Regie,
 )
 from tests.factories import terms
+from tests.helpers import same_creation
 
 
 def test_an_invoice_is_issued_with_its_whole_amount_due() -> None:
@@ -187,20 +188,9 @@ def test_an_invoice_id_is_the_uuid5_of_its_regie_and_number(regie: str, number: 
     assert Invoice.create_id(regie, number) == expected
 
 
-def _same_issue(made: Invoice, reference: Invoice) -> None:
-    (event,) = made.collect_events()
-    (expected,) = reference.collect_events()
-    assert type(event) is type(expected)
-    assert list(vars(event).items()) == [
-        (k, event.timestamp if k == "timestamp" else v) for k, v in vars(expected).items()]
-    assert {k: v for k, v in vars(made).items() if k not in ("_created_on", "_modified_on")} \
-        == {k: v for k, v in vars(reference).items() if k not in ("_created_on", "_modified_on")}
-    assert made.created_on == made.modified_on == event.timestamp
-
-
 def test_issue_new_makes_the_event_and_the_state_that_issue_makes() -> None:
     t = terms(quantity=3, unit=700, label="Cantine — février")
-    _same_issue(Invoice.issue_new(t, Invoice.create_id(t.regie, t.number)), Invoice.issue(t))
+    same_creation(Invoice.issue_new(t, Invoice.create_id(t.regie, t.number)), Invoice.issue(t))
 
 
 def test_an_invoice_issued_by_issue_new_replays_as_issued() -> None:

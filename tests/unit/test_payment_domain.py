@@ -11,6 +11,7 @@ from eventsourcing.persistence import StoredEvent
 from services.common.errors import Conflict, DomainError, NotFound
 from services.payment import domain
 from services.payment.application import PaymentApp
+from tests.helpers import same_creation
 
 ANSWER = {"resultrans": "P", "numauto": "000001-tip"}
 
@@ -148,30 +149,13 @@ ISSUED: dict[str, Any] = {"invoice_id": "0b8f5f7e-3d2c-4f61-a7f1-5d54c0f3b9a3", 
           "lines": [{"label": "Repas", "quantity": 3, "unit_price_cents": 700}]}
 
 
-def _same_creation(made: Any, reference: Any) -> None:
-    """The same event (type, fields in the same order) and the same state."""
-    (event,) = made.collect_events()
-    (expected,) = reference.collect_events()
-    assert type(event) is type(expected)
-    assert list(vars(event).items()) == [
-        (k, event.timestamp if k == "timestamp" else v) for k, v in vars(expected).items()]
-
-    def state(aggregate: Any) -> dict[str, Any]:
-        return {k: v for k, v in vars(aggregate).items()
-                if k not in ("_created_on", "_modified_on")}
-
-    assert state(made) == state(reference)
-    assert made.created_on == made.modified_on == event.timestamp
-    assert vars(event.mutate(None)) == vars(made)
-
-
 def test_register_new_makes_the_event_and_the_state_that_the_constructor_makes() -> None:
     invoice_id = domain.Invoice.create_id(ISSUED["invoice_id"])
     made = domain.Invoice.register_new(invoice_id, ISSUED, sequence=1)
     reference = domain.Invoice(**{**ISSUED, "lines": [dict(x) for x in ISSUED["lines"]]},
                                sequence=1)
     assert made.id == reference.id == invoice_id
-    _same_creation(made, reference)
+    same_creation(made, reference)
     # Mutable like the constructor's: a later event of the same poll changes it alone.
     made.cancel(reason="en double", sequence=2)
     assert made.version == 2 and made.status == domain.CANCELLED
@@ -182,7 +166,7 @@ def test_open_new_makes_the_event_and_the_state_that_the_constructor_makes() -> 
     reference = domain.Reminders(invoice_id=ISSUED["invoice_id"], family_id="fam-1",
                                  payer_email="parent@example.org")
     assert made.id == reference.id
-    _same_creation(made, reference)
+    same_creation(made, reference)
 
 
 def test_a_family_credit_id_is_the_uuid5_of_its_regie_and_family_however_often_asked() -> None:
