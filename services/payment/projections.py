@@ -10,6 +10,7 @@ import gc
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime
+from functools import partial
 from operator import itemgetter
 from typing import Any, NamedTuple, Protocol
 from uuid import UUID
@@ -19,7 +20,7 @@ from eventsourcing.persistence import Notification
 from eventsourcing.utils import resolve_topic
 
 from events.formats import PARIS
-from services.common.storage.persistence import SqlStore, unsynced_while
+from services.common.storage.persistence import SqlStore, unsynced_while, uuid_text
 from services.common.storage.transcoder import FastJSONTranscoder
 from services.payment import domain
 
@@ -916,6 +917,10 @@ class MemoryToPayStore(SqlToPayStore):
         super().__init__(SqlStore.in_memory())
 
 
+# How many originators' ids ``stored_changes`` keeps written: a batch's worth.
+_TEXTS_KEPT = REPLAY_BATCH
+
+
 def stored_changes(app: Any) -> Callable[[Any], list[Change]]:
     """``changes_for`` of a stored event (a notification of ``app``'s history), read
     straight from its stored state.
@@ -937,6 +942,9 @@ def stored_changes(app: Any) -> Callable[[Any], list[Change]]:
     # Per stored topic: its class, the class's handler, its state handler (with the
     # orjson reader only) and its current version.
     kinds: dict[str, tuple[type, Handler | None, Handler | None, int]] = {}
+    # The originators' ids as the handlers write them, by the id as stored: most
+    # originators have several events, close together in the history.
+    texts: dict[Any, str] = {}
 
     def changes(n: Any) -> list[Change]:
         try:
@@ -948,6 +956,12 @@ def stored_changes(app: Any) -> Callable[[Any], list[Change]]:
             kinds[n.topic] = cls, handler, plain, version
         if handler is None:
             return []
+        stored = n.originator_id
+        oid = texts.get(stored)
+        if oid is None:
+            if len(texts) >= _TEXTS_KEPT:
+                texts.clear()
+            oid = texts[stored] = uuid_text(stored)
         data = n.state
         if cipher is not None:
             data = cipher.decrypt(data)
@@ -957,14 +971,13 @@ def stored_changes(app: Any) -> Callable[[Any], list[Change]]:
             try:
                 state = parse(data)
                 if state.get("class_version", 1) == version:
-                    return plain(state, str(n.originator_id), n.id)
+                    return plain(state, oid, n.id)
             except (ValueError, KeyError, TypeError):
                 pass  # read the live way, which reads it or says why not
         state = decode(data)
         if state.pop("class_version", 1) != version:
             event = mapper.to_domain_event(_notification(n))
             return handler(event, str(event.originator_id), n.id)
-        oid = str(n.originator_id)
         state["originator_id"] = oid
         state["originator_version"] = n.originator_version
         event = new(cls)
@@ -1072,7 +1085,8 @@ def _reader(app: Any) -> Callable[[int, int], Sequence[Any]]:
     if getattr(app.recorder, "datastore", None) is not None:
         sql = SqlStore(app)
         if sql.events_table is not None:
-            return sql.stored_events
+            # ``stored_changes`` writes the ids as the handlers want them.
+            return partial(sql.stored_events, ids_as_stored=True)
 
     def select(after: int, limit: int) -> Sequence[Any]:
         page: Sequence[Any] = app.recorder.select_notifications(after, limit,

@@ -72,8 +72,8 @@ def read_back(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     pages: list[int] = []
     select = SqlStore.stored_events
 
-    def counted(self: SqlStore, after: int, limit: int) -> Any:
-        page = select(self, after, limit)
+    def counted(self: SqlStore, after: int, limit: int, **kwargs: Any) -> Any:
+        page = select(self, after, limit, **kwargs)
         pages.append(len(page))
         return page
 

@@ -5,6 +5,7 @@ together, and counts the totals once at the end; none of it may change what it b
 import json
 import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from services.billing.domain import Invoice
 from services.bootstrap import payment_app
 from services.common.settings import Settings
 from services.common.storage import persistence
+from services.common.storage.persistence import SqlStore, uuid_text
 from services.common.storage.transcoder import FastJSONTranscoder
 from services.payment import domain
 from services.payment.application import PaymentApp
@@ -102,6 +104,28 @@ def test_each_stored_event_changes_what_its_domain_event_changes(
     # Every handler met at least one event, so that none is left untried.
     untried = {cls.__qualname__ for cls in HANDLERS} - {cls.__qualname__ for cls in seen}
     assert untried <= UNTRIED
+
+
+def test_the_ids_a_replay_reads_as_stored_are_written_as_the_library_writes_them(
+        store_settings: Settings, tmp_path: Path) -> None:
+    # The replay reads the originators' ids as the store keeps them (on SQLite 32 hex
+    # digits) and puts the hyphens in itself: the text of str(UUID), and the same changes.
+    for app in both_histories(store_settings, tmp_path):
+        store = SqlStore(app)
+        written = store.stored_events(0, 100_000)
+        stored = store.stored_events(0, 100_000, ids_as_stored=True)
+        live = notifications(app)
+        assert [r.originator_id for r in written] == [str(n.originator_id) for n in live]
+        assert [uuid_text(r.originator_id) for r in stored] == [
+            r.originator_id for r in written]
+        changes = stored_changes(app)
+        assert [changes(r) for r in stored] == [
+            changes_for(app.mapper.to_domain_event(n), n.id) for n in live]
+
+
+def test_an_id_is_written_as_str_writes_its_uuid() -> None:
+    some = uuid.uuid4()
+    assert uuid_text(some.hex) == uuid_text(str(some)) == uuid_text(some) == str(some)
 
 
 def test_each_state_handler_changes_what_its_live_handler_changes(
