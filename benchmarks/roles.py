@@ -15,7 +15,7 @@ import orjson
 from benchmarks.harness import child_stop
 from services.common.messaging.outbox import Outgoing
 from services.common.settings import Settings
-from services.payment.projections import Change, InvoiceRow, ToPayStore
+from services.payment.projections import Change, ToPayStore, made_invoices
 
 
 class VisibilityClock:
@@ -35,7 +35,7 @@ class VisibilityClock:
         done = self.inner.apply(changes, expected, position)
         if done:
             now = time.monotonic()
-            ids = [c.id for c in changes if isinstance(c, InvoiceRow)]
+            ids = [i for i, _, _ in made_invoices(changes)]
             if ids:
                 self.out.write("".join(f"{i} {now!r}\n" for i in ids))
                 self.out.flush()
