@@ -158,9 +158,14 @@ def _synchronous(pool: Any, level: str) -> Callable[[], Any]:
         return conn
 
     pool._create_connection = create
+    _idle_synchronous(pool, level)
+    return make  # type: ignore[no-any-return]
+
+
+def _idle_synchronous(pool: Any, level: str) -> None:
+    """Set ``synchronous`` on the connections waiting in the pool."""
     for conn in list(pool._pool):
         conn._sqlite_conn.execute(f"PRAGMA synchronous={level}")
-    return make  # type: ignore[no-any-return]
 
 
 @contextmanager
@@ -184,8 +189,8 @@ def unsynced_while(app: Application[Any]) -> Iterator[None]:
     try:
         yield
     finally:
-        _synchronous(pool, str(level))
         pool._create_connection = make
+        _idle_synchronous(pool, str(level))
         log_sync(app)()
 
 
