@@ -198,11 +198,18 @@ def test_a_port_already_in_use_is_named_and_nothing_starts(tmp_path: Path) -> No
         squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         squatter.bind(("127.0.0.1", ports["PAYMENT_PORT"]))
         squatter.listen()
-        done = subprocess.run([sys.executable, "-m", "services.cli", "run"], env=env,
-                              text=True, capture_output=True, timeout=60)
-    assert done.returncode == 1, done.stderr
-    assert done.stderr.splitlines()[-1].startswith(
-        f"regie run: already in use: payment-api ({ports['PAYMENT_PORT']}); "), done.stderr
+        run = subprocess.Popen([sys.executable, "-m", "services.cli", "run"], env=env,
+                               text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            _, stderr = run.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            # It started: Ctrl-C stops what it started, which a kill would leave running.
+            run.send_signal(signal.SIGINT)
+            run.communicate(timeout=120)
+            raise AssertionError("regie run started with the payment API's port taken") from None
+    assert run.returncode == 1, stderr
+    assert stderr.splitlines()[-1].startswith(
+        f"regie run: already in use: payment-api ({ports['PAYMENT_PORT']}); "), stderr
     assert not (tmp_path / "var" / "logs").exists()
     nothing_left(tmp_path / "var", ports)
 
