@@ -8,6 +8,8 @@ PostgreSQL and, for applications on the in-memory event store, an in-memory SQLi
 
 import gc
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from dataclasses import dataclass, fields
 from datetime import date, datetime
 from functools import partial
@@ -447,6 +449,10 @@ def changes_for(event: Any, position: int = 0) -> list[Change]:
 
 
 class ToPayStore(Protocol):
+    # Whether applying a batch mostly waits on a database server: a long catch-up then
+    # reads and decodes the next batch meanwhile (``_WriteBehind``).
+    remote: bool
+
     def position(self) -> int: ...
 
     def apply(self, changes: list[Change], expected: int, position: int) -> bool:
@@ -697,6 +703,7 @@ class SqlToPayStore:
 
     def __init__(self, store: SqlStore) -> None:
         self.store = store
+        self.remote = store.postgres
         self.create()
         if self._version() != VERSION:
             self.reset()
@@ -1083,6 +1090,114 @@ def catch_up(
         done = _apply_recorded(store, recorded)
         if done and progress is not None:
             progress(done)
+    if until is not None:
+        return done + _catch_up_until(app, store, batch_size, progress, until)
+    changes_of = stored_changes(app)
+    read = _reader(app)
+    with _WriteBehind(store, progress) as behind:
+        size = batch_size
+        position = store.position()
+        while True:
+            notifications = read(position, size)
+            # A page shorter than asked was the end of the history when it was read.
+            at_end = len(notifications) < size
+            # A full batch means a long way to go (a replay): larger batches, fewer commits.
+            size = min(size * 2, REPLAY_BATCH) if len(notifications) == size else batch_size
+            if not notifications:
+                if behind.wait():
+                    store.settle()
+                    return done + behind.done
+                position = store.position()
+                continue
+            changes = [c for n in notifications for c in changes_of(n)]
+            last = notifications[-1].id
+            if not at_end:
+                # More to come: this batch is written while the next one is read.
+                if behind.send(changes, position, last, len(notifications)):
+                    position = last
+                else:
+                    position = store.position()
+                continue
+            if behind.wait() and store.apply(changes, position, last):
+                if progress is not None:
+                    progress(len(notifications))
+                # What was recorded since is the next catch-up's (each poll has one).
+                store.settle()
+                return done + behind.done + len(notifications)
+            position = store.position()
+
+
+class _WriteBehind:
+    """Applies a catch-up's batches in a thread of its own, one at a time and in order,
+    while the catch-up reads and decodes the next one.
+
+    On PostgreSQL a batch's statements wait on the server, and reading a page waits on it
+    too: the two waits then overlap each other and the decoding, which holds the GIL. A
+    batch that is not applied (the store's position was not the one expected: another
+    runner moved it) stops the ones after it from being sent; the caller starts again
+    from the store's position. A batch's error is raised by the next ``wait``.
+    """
+
+    def __init__(self, store: ToPayStore, progress: Callable[[int], object] | None) -> None:
+        self.store = store
+        self.progress = progress
+        self.done = 0
+        self.pending: Future[bool] | None = None
+        self.count = 0
+        self.pool: ThreadPoolExecutor | None = None
+
+    def __enter__(self) -> "_WriteBehind":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.pending is not None:
+                # Left by an error here: whatever it made of its batch stands, whole
+                # or not at all, with its position.
+                wait_for([self.pending])
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown()
+
+    def send(self, changes: list[Change], expected: int, position: int, count: int) -> bool:
+        """Apply a batch after the one sent before; False when that one was not applied
+        (then this one is not sent)."""
+        if not self.wait():
+            return False
+        if not self.store.remote:
+            # SQLite writes in this process: each row's step gives the GIL up and waits
+            # for it back while the decoding holds it, so a thread made the replay
+            # slower, not faster.
+            if not self.store.apply(changes, expected, position):
+                return False
+            self._applied(count)
+            return True
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(1, thread_name_prefix="catch-up-write")
+        self.pending = self.pool.submit(self.store.apply, changes, expected, position)
+        self.count = count
+        return True
+
+    def wait(self) -> bool:
+        """Wait for the batch sent last; whether it was applied (True when none was)."""
+        pending, self.pending = self.pending, None
+        if pending is None:
+            return True
+        if not pending.result():
+            return False
+        self._applied(self.count)
+        return True
+
+    def _applied(self, count: int) -> None:
+        self.done += count
+        if self.progress is not None:
+            self.progress(count)
+
+
+def _catch_up_until(app: Any, store: ToPayStore, batch_size: int,
+                    progress: Callable[[int], object] | None, until: datetime) -> int:
+    """``catch_up`` up to the first event recorded after ``until``."""
+    done = 0
     size = batch_size
     changes_of = stored_changes(app)
     timestamp_of = _timestamps(app)
@@ -1090,33 +1205,27 @@ def catch_up(
     while True:
         position = store.position()
         notifications = read(position, size)
-        # A page shorter than asked was the end of the history when it was read.
         at_end = len(notifications) < size
-        # A full batch means a long way to go (a replay): larger batches, fewer commits.
         size = min(size * 2, REPLAY_BATCH) if len(notifications) == size else batch_size
         if not notifications:
             store.settle()
             return done
-        if until is None:
-            # Every one of them: no instant to compare each with.
-            changes = [c for n in notifications for c in changes_of(n)]
-        else:
-            changes, last = [], position
-            for n in notifications:
-                if timestamp_of(n) > until:
-                    applied = sum(1 for m in notifications if m.id <= last)
-                    if applied:
-                        store.apply(changes, position, last)
-                    store.settle()
-                    return done + applied
-                changes += changes_of(n)
-                last = n.id
+        changes: list[Change] = []
+        last = position
+        for n in notifications:
+            if timestamp_of(n) > until:
+                applied = sum(1 for m in notifications if m.id <= last)
+                if applied:
+                    store.apply(changes, position, last)
+                store.settle()
+                return done + applied
+            changes += changes_of(n)
+            last = n.id
         if store.apply(changes, position, notifications[-1].id):
             done += len(notifications)
             if progress is not None:
                 progress(len(notifications))
             if at_end:
-                # What was recorded since is the next catch-up's (each poll has one).
                 store.settle()
                 return done
 

@@ -5,6 +5,7 @@ together, and counts the totals once at the end; none of it may change what it b
 import json
 import os
 import shutil
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -383,4 +384,91 @@ def test_a_replay_builds_the_same_whatever_its_batches(
     payment.to_pay.reset()
     assert catch_up(payment, payment.to_pay, batch_size=batch) == \
         payment.recorder.max_notification_id()
+    assert payment.to_pay.snapshot() == live
+
+
+def test_a_long_catch_up_on_postgresql_writes_a_batch_while_it_reads_the_next(
+        store_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On PostgreSQL a batch's statements wait on the server: they run in a thread of
+    their own while the next batch is read and decoded. SQLite writes in the caller's
+    thread, where a second thread only slowed a replay down."""
+    payment = history(store_settings)
+    live = payment.to_pay.snapshot()
+    store = type(payment.to_pay)
+    apply = store.apply
+    threads: list[str] = []
+
+    def traced(self: Any, changes: list[Any], expected: int, position: int) -> bool:
+        threads.append(threading.current_thread().name)
+        return apply(self, changes, expected, position)
+
+    monkeypatch.setattr(store, "apply", traced)
+    payment.to_pay.reset()
+    assert catch_up(payment, payment.to_pay, batch_size=2) == \
+        payment.recorder.max_notification_id()
+    assert payment.to_pay.snapshot() == live
+    behind = [name for name in threads if name.startswith("catch-up-write")]
+    assert len(threads) > 2
+    if store_settings.is_postgres():
+        # Every batch but the last, read at the end of the history, which has no next.
+        assert len(behind) == len(threads) - 1
+    else:
+        assert not behind
+
+
+def test_a_catch_up_overtaken_by_another_runner_carries_on_from_its_position(
+        store_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch whose expected position another runner has moved is not applied, nor any
+    sent after it; the catch-up carries on from the position the store holds, and no event
+    is applied twice."""
+    payment = history(store_settings)
+    other = payment_app(store_settings)
+    live = payment.to_pay.snapshot()
+    store = type(payment.to_pay)
+    apply = store.apply
+    calls = 0
+
+    def overtaken(self: Any, changes: list[Any], expected: int, position: int) -> bool:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            # The other runner goes to the end before this runner's second batch.
+            catch_up(other, other.to_pay, batch_size=3)
+        return apply(self, changes, expected, position)
+
+    monkeypatch.setattr(store, "apply", overtaken)
+    payment.to_pay.reset()
+    done = catch_up(payment, payment.to_pay, batch_size=2)
+    total = payment.recorder.max_notification_id()
+    assert 0 < done < total  # type: ignore[operator]
+    assert payment.to_pay.position() == total
+    assert payment.to_pay.snapshot() == live
+
+
+def test_a_batch_that_fails_in_a_catch_up_stops_it_and_the_next_one_finishes(
+        store_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The error of a batch written behind is the catch-up's; the batches before it stand
+    with their position, and a later catch-up applies the rest."""
+    payment = history(store_settings)
+    live = payment.to_pay.snapshot()
+    store = type(payment.to_pay)
+    apply = store.apply
+    positions: list[int] = []
+
+    class Lost(Exception):
+        pass
+
+    def failing(self: Any, changes: list[Any], expected: int, position: int) -> bool:
+        if len(positions) == 2:
+            raise Lost
+        positions.append(position)
+        return apply(self, changes, expected, position)
+
+    monkeypatch.setattr(store, "apply", failing)
+    payment.to_pay.reset()
+    with pytest.raises(Lost):
+        catch_up(payment, payment.to_pay, batch_size=2)
+    assert payment.to_pay.position() == positions[-1]
+    monkeypatch.setattr(store, "apply", apply)
+    catch_up(payment, payment.to_pay, batch_size=2)
     assert payment.to_pay.snapshot() == live
