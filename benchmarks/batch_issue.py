@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import Mapper
+from eventsourcing.application import Application
+from eventsourcing.persistence import JSONTranscoder, Mapper
 
 from benchmarks.harness import (
     BATCH,
@@ -34,11 +35,12 @@ from benchmarks.harness import (
     say,
 )
 from services.billing.application import BillingApp
+from services.billing.domain import Invoice
 from services.bootstrap import billing_app
 from services.common.messaging import broker
 from services.common.settings import Settings
 from services.common.storage.chain import store_env
-from services.common.storage.persistence import schema_lock
+from services.common.storage.persistence import register_transcodings, schema_lock
 
 SQLITE_TABLE = (
     "CREATE TABLE stored_events (originator_id TEXT, originator_version INTEGER, "
@@ -114,6 +116,42 @@ def bench_issue_unsealed(root: Path, n: int) -> float:
     return issue_and_locate(app, n)[0]
 
 
+class LibraryAlone(Application[UUID]):
+    """eventsourcing's own application storing the same invoices: its recorder (no hash
+    chain), its JSON transcoder (with the dates Régie stores), no sealing."""
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        register_transcodings(transcoder)
+
+
+def library_alone_rate(settings: Settings, n: int) -> float:
+    """The invoices made by ``Invoice.issue`` and saved by the library's ``save``, 1000 to a
+    call, on the store ``settings`` name: what the library alone costs for them, without
+    what Régie adds (the chain, the sealing) or changed (its batch path)."""
+    env = store_env(settings, "billing")
+    for name in ("PROCESS_RECORDER_TOPIC", "REGIE_CHAIN_KEY"):
+        env.pop(name, None)
+    if settings.is_postgres():
+        env["POSTGRES_SCHEMA"] = f"{settings.schema_prefix}alone"
+    else:
+        env["SQLITE_DBNAME"] = str(settings.var_dir / "alone.db")
+    with schema_lock(settings, "alone"):
+        app = LibraryAlone(env=env)
+    try:
+        items = [invoice_terms(i) for i in range(n)]
+        started = time.perf_counter()
+        for k in range(0, n, BATCH):
+            app.save(*[Invoice.issue(terms) for terms in items[k:k + BATCH]])
+        elapsed = time.perf_counter() - started
+        stored = app.recorder.max_notification_id() or 0
+        if stored != n:
+            raise RuntimeError(f"eventsourcing alone stored {stored} of {n} invoices")
+        return n / elapsed
+    finally:
+        app.close()
+
+
 def bench_issue_http(root: Path, n: int) -> float:
     """POST /invoices/batch with 1000 invoices a request, to the Flask app on a werkzeug
     server in a thread of this process (the client mostly waits on the socket meanwhile)."""
@@ -158,7 +196,8 @@ def bench_issue_http(root: Path, n: int) -> float:
 
 
 
-def bench_issue_postgres(root: Path, n: int, cleanup: contextlib.ExitStack) -> tuple[float, float]:
+def bench_issue_postgres(root: Path, n: int, cleanup: contextlib.ExitStack
+                         ) -> tuple[float, float, float]:
     from psycopg import sql
 
     prefix = f"bench{uuid.uuid4().hex[:10]}_"
@@ -167,9 +206,11 @@ def bench_issue_postgres(root: Path, n: int, cleanup: contextlib.ExitStack) -> t
         root / "issue-pg", persistence="eventsourcing.postgres", schema_prefix=prefix
     )
     # Registered before anything is created, so that an error half-way still drops them.
-    cleanup.callback(drop_pg_schemas, [settings.schema("billing"), raw_schema])
+    cleanup.callback(drop_pg_schemas,
+                     [settings.schema("billing"), settings.schema("alone"), raw_schema])
     app = billing_app(settings)
     rate, topic, events_table = issue_and_locate(app, n)
+    alone = library_alone_rate(settings, n)
     with pg_connect() as conn:
         rows = conn.execute(
             sql.SQL(
@@ -202,7 +243,7 @@ def bench_issue_postgres(root: Path, n: int, cleanup: contextlib.ExitStack) -> t
                     with conn.transaction():
                         cur.executemany(insert, rows[k:k + BATCH])
             rates.append(n / (time.perf_counter() - started))
-    return rate, statistics.median(rates)
+    return rate, statistics.median(rates), alone
 
 
 
@@ -225,6 +266,13 @@ def run(bench: Run) -> list[Figure]:
     figures.append(Figure("SQLite issue_batch, personal data sealed", f"{app_rate:,.0f} inv/s",
                           f"in clear {unsealed_rate:,.0f} inv/s",
                           ratio(app_rate, unsealed_rate)))
+    t = time.monotonic()
+    alone_rate = library_alone_rate(make_settings(root / "issue-alone"), n)
+    say(f"    SQLite   eventsourcing alone (Invoice.issue, save) {alone_rate:9.0f} inv/s | "
+        f"raw is {ratio(alone_rate, raw_rate)} faster; issue_batch, with the chain and the "
+        f"sealing, {app_rate / alone_rate:.2f}x its rate   ({time.monotonic() - t:.1f}s)")
+    figures.append(Figure("SQLite, eventsourcing alone (no chain, no sealing)",
+                          f"{alone_rate:,.0f} inv/s", raw, ratio(alone_rate, raw_rate)))
     if options.http:
         t = time.monotonic()
         http_n = max(BATCH, n // 2)
@@ -242,11 +290,16 @@ def run(bench: Run) -> list[Figure]:
             say(f"    PostgreSQL skipped: nothing at {HOST}:{PG['port']} ({e})")
         else:
             pg_n = max(BATCH, n // 2)
-            pg_app, pg_raw = bench_issue_postgres(root, pg_n, bench.cleanup)
+            pg_app, pg_raw, pg_alone = bench_issue_postgres(root, pg_n, bench.cleanup)
             say(f"    Postgres issue_batch {pg_app:9.0f} inv/s | raw executemany {pg_raw:9.0f}"
                 f" rows/s | raw is {ratio(pg_app, pg_raw)} faster ({pg_n} invoices,"
                 f" {time.monotonic() - t:.1f}s)")
-            figures.append(Figure("PostgreSQL issue_batch", f"{pg_app:,.0f} inv/s",
-                                  f"raw executemany {pg_raw:,.0f} rows/s",
+            say(f"    Postgres eventsourcing alone (Invoice.issue, save) {pg_alone:9.0f} inv/s"
+                f" | raw is {ratio(pg_alone, pg_raw)} faster; issue_batch, with the chain and"
+                f" the sealing, {pg_app / pg_alone:.2f}x its rate")
+            raw_pg = f"raw executemany {pg_raw:,.0f} rows/s"
+            figures.append(Figure("PostgreSQL issue_batch", f"{pg_app:,.0f} inv/s", raw_pg,
                                   ratio(pg_app, pg_raw), "<= 2x"))
+            figures.append(Figure("PostgreSQL, eventsourcing alone (no chain, no sealing)",
+                                  f"{pg_alone:,.0f} inv/s", raw_pg, ratio(pg_alone, pg_raw)))
     return figures
