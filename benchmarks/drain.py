@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from benchmarks.harness import (
     REGIE,
@@ -28,6 +29,7 @@ from benchmarks.harness import (
     issue_batches,
     make_settings,
     messages_between,
+    pg_connect,
     position,
     postgres_cpu,
     relay_acks,
@@ -37,6 +39,7 @@ from benchmarks.harness import (
 from events import BILLING_INVOICES
 from services.bootstrap import billing_app, payment_app
 from services.common.messaging.outbox import Outgoing
+from services.common.settings import Settings
 from services.common.storage.persistence import SqlStore
 
 
@@ -49,6 +52,19 @@ class Drainers:
     consumers: list[Child]
 
 
+# What the payment consumer writes for an invoice, by table, that the raw baseline writes
+# again, and how it writes it: an ON CONFLICT clause as the consumer's own statement has it.
+RAW_TABLES = {
+    "payment_events": "",
+    "event_chain": "",
+    "payment_tracking": "",
+    "view_invoices": "",
+    "view_totals": "ON CONFLICT (family_id, regie) DO UPDATE SET count = excluded.count, "
+                   "total_cents = excluded.total_cents",
+}
+Rows = dict[str, tuple[list[str], list[tuple[Any, ...]], str]]
+
+
 @dataclass
 class Drain:
     consumers: int
@@ -58,6 +74,48 @@ class Drain:
     first_visible: float
     cpu: dict[str, float]
     rss: dict[str, tuple[float, float]]
+    # The rows the payment side wrote for the drain's invoices (``drained_rows``), and
+    # where.
+    rows: Rows
+    payment_schema: str
+
+
+def drained_rows(settings: Settings, payment_before: int, billing_before: int,
+                 ids: list[str]) -> Rows:
+    """Every row the payment consumers wrote for the drain's invoices, by table (see
+    RAW_TABLES), with its columns: the stored events after ``payment_before`` and their
+    chain rows, the tracking rows of billing's notifications after ``billing_before``, the
+    invoices' to-pay rows and the totals of their families."""
+    from psycopg import sql
+
+    schema = sql.Identifier(settings.schema("payment"))
+    where = {
+        "payment_events": ("notification_id > %s ORDER BY notification_id", (payment_before,)),
+        "event_chain": ("notification_id > %s ORDER BY notification_id", (payment_before,)),
+        "payment_tracking": ("application_name <> '__migration__' AND notification_id > %s "
+                             "ORDER BY notification_id", (billing_before,)),
+        "view_invoices": ("id = ANY(%s) ORDER BY issued_position", (ids,)),
+        "view_totals": ("TRUE ORDER BY family_id, regie", ()),
+    }
+    rows: Rows = {}
+    with pg_connect() as conn:
+        for table, conflict in RAW_TABLES.items():
+            condition, params = where[table]
+            cur = conn.execute(sql.SQL("SELECT * FROM {}.{} WHERE " + condition).format(
+                schema, sql.Identifier(table)), params)
+            rows[table] = ([d.name for d in cur.description or ()], cur.fetchall(), conflict)
+    if len(rows["view_invoices"][1]) != len(ids):
+        raise RuntimeError(f"found {len(rows['view_invoices'][1])} of {len(ids)} invoices")
+    return rows
+
+
+def last_id(settings: Settings, service: str, table: str) -> int:
+    from psycopg import sql
+
+    with pg_connect() as conn:
+        row = conn.execute(sql.SQL("SELECT COALESCE(MAX(notification_id), 0) FROM {}.{}").format(
+            sql.Identifier(settings.schema(service)), sql.Identifier(table))).fetchone()
+    return int(row[0])
 
 
 def wait_all(children: Sequence[Child], keys: Sequence[str], timeout: float, what: str
@@ -128,6 +186,7 @@ def bench_drain(kafka: Kafka, drainers: Drainers, n: int) -> tuple[Drain, list[O
     relay = pipeline.relay.proc
     # Everything issued so far is visible in to-pay, so the relay is idle: pause it.
     before = billing.recorder.max_notification_id() or 0
+    payment_before = last_id(pipeline.settings, "payment", "payment_events")
     relay.send_signal(signal.SIGSTOP)
     try:
         issue_rate = n / issue_batches(billing, [invoice_terms(i, "B") for i in range(n)])
@@ -163,21 +222,54 @@ def bench_drain(kafka: Kafka, drainers: Drainers, n: int) -> tuple[Drain, list[O
         first_visible=min(times) - started,
         cpu=cpu,
         rss=rss,
+        rows=drained_rows(pipeline.settings, payment_before, before, ids),
+        payment_schema=pipeline.settings.schema("payment"),
     )
     return drain, messages_between(pipeline, before, last)
 
 
-def plain_drain(kafka: Kafka, messages: list[Outgoing]) -> tuple[float, float]:
-    """Seconds from the first send to the last message consumed, and the consumer's CPU."""
+def plain_drain(kafka: Kafka, messages: list[Outgoing], role: str = "plain-consume",
+                spec: dict[str, Any] | None = None) -> tuple[float, float, float]:
+    """Seconds from the first send to the last message consumed, the consumer's CPU
+    seconds and the PostgreSQL server's meanwhile."""
     topic = f"bench{uuid.uuid4().hex[:8]}.plain-drain"
-    with kafka.plain(topic, "block") as (producer, child):
+    with kafka.plain(topic, "block", role, spec) as (producer, child):
+        # While the consumer is there: its connection's server process ends with it.
+        server0 = postgres_cpu()
         cpu0, started = cpu_seconds(child.proc.pid), time.monotonic()
         futures = [producer.send(topic, key=m.key.encode(), value=m.value) for m in messages]
         producer.flush(timeout=120)
         keys = [position(f.get(timeout=30)) for f in futures]
         seen = child.wait_for(keys, max(120.0, len(messages) / 100), "plain drain")
         cpu = cpu_seconds(child.proc.pid) - cpu0
-    return max(seen[k] for k in keys) - started, cpu
+        server = sum(v - server0.get(p, 0.0) for p, v in postgres_cpu().items())
+    return max(seen[k] for k in keys) - started, cpu, server
+
+
+def raw_drain(kafka: Kafka, messages: list[Outgoing], drain: Drain
+              ) -> tuple[float, float, float]:
+    """``plain_drain`` with a consumer that writes, for each message, an invoice's share of
+    the rows ``drain`` wrote, with plain psycopg (roles.RawWriter), into tables made like
+    the payment schema's (columns, keys, indexes); and the PostgreSQL server's CPU seconds
+    meanwhile."""
+    import pickle
+
+    from psycopg import sql
+
+    rows = drain.rows
+    schema = f"bench{uuid.uuid4().hex[:8]}_raw"
+    kafka.cleanup.callback(drop_pg_schemas, [schema])
+    with pg_connect() as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        for table in (*rows, "positions"):
+            conn.execute(sql.SQL("CREATE TABLE {}.{} (LIKE {}.{} INCLUDING ALL)").format(
+                sql.Identifier(schema), sql.Identifier(table),
+                sql.Identifier(drain.payment_schema), sql.Identifier(table)))
+    path = kafka.folder / f"{schema}.rows"
+    with open(path, "wb") as f:
+        pickle.dump(rows, f)
+    return plain_drain(kafka, messages, "raw-consume", {
+        "rows": str(path), "schema": schema, "messages": len(messages)})
 
 
 def bench_memory(kafka: Kafka, messages: list[Outgoing], total: int
@@ -234,9 +326,15 @@ def run(bench: Run) -> list[Figure]:
             f"{k} {v:.1f}" for k, v in drain.cpu.items()))
         say("      RSS once drained (peak), MB: " + ", ".join(
             f"{k} {now:.0f} ({peak:.0f})" for k, (now, peak) in drain.rss.items()))
-    plain_seconds, plain_cpu = plain_drain(kafka, messages)
+    plain_seconds, plain_cpu, _ = plain_drain(kafka, messages)
     say(f"    plain producer + consumer {n / plain_seconds:7.0f} msg/s "
         f"({plain_seconds:.1f}s, consumer CPU {plain_cpu:.1f}s)")
+    raw_seconds, raw_cpu, raw_server = raw_drain(kafka, messages, drains[0])
+    written = sum(len(r) for _, r, _ in drains[0].rows.values())
+    say(f"    plain producer + consumer writing the same rows with psycopg "
+        f"{n / raw_seconds:7.0f} msg/s ({raw_seconds:.1f}s, {written:,} rows; consumer CPU "
+        f"{raw_cpu:.1f}s, PostgreSQL server {raw_server:.1f}s): "
+        f"{raw_seconds / plain_seconds:.1f}x the plain drain's time")
     figures = []
     if bench.options.rss_messages:
         total = bench.options.rss_messages
@@ -253,4 +351,8 @@ def run(bench: Run) -> list[Figure]:
                    f"{'s' if d.consumers > 1 else ''}", f"{n / d.seconds:,.0f} inv/s",
                    f"plain producer + consumer {n / plain_seconds:,.0f} msg/s",
                    f"{d.seconds / plain_seconds:.1f}x", "<= 2x (>= 0.5x plain)")
-            for d in drains]
+            for d in drains] + [
+        Figure(f"backlog of {n:,}, plain consumer writing the same rows (psycopg)",
+               f"{n / raw_seconds:,.0f} msg/s",
+               f"plain producer + consumer {n / plain_seconds:,.0f} msg/s",
+               f"{raw_seconds / plain_seconds:.1f}x")]

@@ -324,7 +324,8 @@ class Kafka:
             admin.close()
 
     @contextlib.contextmanager
-    def plain(self, topic: str, mode: str) -> Iterator[tuple[Any, Child]]:
+    def plain(self, topic: str, mode: str, role: str = "plain-consume",
+              spec: dict[str, Any] | None = None) -> Iterator[tuple[Any, Child]]:
         """A fresh topic, a plain producer and a plain consumer on it, warmed up.
 
         The producer has the relay's settings (services.common.kafka.producer: acks=all,
@@ -336,8 +337,9 @@ class Kafka:
         from services.common.messaging.kafka import producer as relay_producer
 
         self.create_topic(topic)
-        child = spawn("plain-consume", {
+        child = spawn(role, {
             "bootstrap": self.bootstrap, "topic": topic, "mode": mode, "poll_interval": 0.02,
+            **(spec or {}),
         }, self.folder, self.cleanup)
         producer = relay_producer(make_settings(self.folder, kafka_bootstrap=self.bootstrap))
         try:

@@ -105,6 +105,84 @@ def role_plain_consume(spec: dict[str, Any]) -> int:
     mode "block": poll(timeout_ms=100), the usual loop; mode "sleep": poll(0) and sleep the
     poll interval when nothing came, as TrackedConsumer does. Writes "partition offset time".
     """
+    return _plain_consume(spec, None)
+
+
+class RawWriter:
+    """Writes again, with plain psycopg, the rows the payment consumer wrote in PostgreSQL
+    for a drain's invoices: for the k-th message of the drain, the k-th share of each
+    table's rows (``spec["rows"]``, a pickle of {table: (columns, rows, conflict)}), into
+    tables made like the payment schema's (``spec["schema"]``), one transaction per poll;
+    with the poll's partition offsets, as the consumer keeps them."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        import pickle
+
+        from psycopg import sql
+
+        from benchmarks.harness import pg_connect
+
+        with open(spec["rows"], "rb") as f:
+            self.tables: dict[str, tuple[list[str], list[tuple[Any, ...]], str]] = \
+                pickle.load(f)
+        self.messages = int(spec["messages"])
+        self.done = 0
+        self.conn = pg_connect()
+        schema = sql.Identifier(spec["schema"])
+        # A table whose rows are all new gets them by COPY, psycopg's fastest way in; one
+        # whose rows may be there already by INSERT … ON CONFLICT, as the consumer does.
+        self.statements: dict[str, Any] = {}
+        self.copies: dict[str, Any] = {}
+        for table, (columns, _, conflict) in self.tables.items():
+            names = sql.SQL(", ").join(map(sql.Identifier, columns))
+            if conflict:
+                self.statements[table] = sql.SQL("INSERT INTO {}.{} ({}) VALUES ({}) ").format(
+                    schema, sql.Identifier(table), names,
+                    sql.SQL(", ").join(sql.Placeholder() * len(columns))) + sql.SQL(conflict)
+            else:
+                self.copies[table] = sql.SQL("COPY {}.{} ({}) FROM STDIN").format(
+                    schema, sql.Identifier(table), names)
+        self.offsets = sql.SQL(
+            "INSERT INTO {}.positions (name, position) VALUES (%s, %s) "
+            "ON CONFLICT (name) DO UPDATE SET position = excluded.position").format(schema)
+
+    def write(self, records: list[Any]) -> None:
+        drained = [r for r in records if r.value != b"warm-up"]
+        if not drained:
+            return
+        first, last = self.done, self.done + len(drained)
+        ends: dict[int, int] = {}
+        for r in drained:
+            ends[r.partition] = max(ends.get(r.partition, 0), r.offset + 1)
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            for table, (_, rows, _) in self.tables.items():
+                share = rows[first * len(rows) // self.messages:last * len(rows) // self.messages]
+                if not share:
+                    continue
+                if table in self.copies:
+                    with cur.copy(self.copies[table]) as copy:
+                        for row in share:
+                            copy.write_row(row)
+                else:
+                    cur.executemany(self.statements[table], share)
+            cur.executemany(self.offsets, [(f"raw@{p}", end) for p, end in ends.items()])
+        self.done = last
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def role_raw_consume(spec: dict[str, Any]) -> int:
+    """The plain consumer ("block" mode) that also writes, before it notes a poll's
+    messages, the rows the payment consumer wrote for as many invoices (``RawWriter``)."""
+    writer = RawWriter(spec)
+    try:
+        return _plain_consume(spec, writer.write)
+    finally:
+        writer.close()
+
+
+def _plain_consume(spec: dict[str, Any], write: Callable[[list[Any]], None] | None) -> int:
     from kafka import KafkaConsumer, TopicPartition
 
     stop = child_stop(spec["lifetime"])
@@ -129,6 +207,9 @@ def role_plain_consume(spec: dict[str, Any]) -> int:
                 else:
                     batches = consumer.poll(timeout_ms=0)
                 now = time.monotonic()
+                if batches and write is not None:
+                    write([r for records in batches.values() for r in records])
+                    now = time.monotonic()
                 if batches:
                     out.write("".join(
                         f"{r.partition} {r.offset} {now!r}\n"
@@ -175,6 +256,7 @@ ROLES: dict[str, Callable[[dict[str, Any]], int]] = {
     "relay": role_relay,
     "consume": role_consume,
     "plain-consume": role_plain_consume,
+    "raw-consume": role_raw_consume,
 }
 
 

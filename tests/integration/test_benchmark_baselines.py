@@ -1,10 +1,14 @@
 """The baselines the benchmarks measure Régie against store what they say they store."""
 
+import pickle
 import sqlite3
+import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 from benchmarks.batch_issue import library_alone_rate
-from benchmarks.harness import invoice_terms, make_settings
+from benchmarks.harness import drop_pg_schemas, invoice_terms, make_settings, pg_connect
+from benchmarks.roles import RawWriter
 
 
 def test_the_library_alone_stores_the_invoices_as_the_library_does_without_chain_or_seal(
@@ -22,3 +26,53 @@ def test_the_library_alone_stores_the_invoices_as_the_library_does_without_chain
     assert [t for t, _ in rows] == ["services.billing.domain:Invoice.Issued"] * 30
     assert invoice_terms(0).payer_email.encode() in rows[0][1]
     assert not (tmp_path / "billing.db").exists()
+
+
+class Record(NamedTuple):
+    partition: int
+    offset: int
+    value: bytes
+
+
+def test_the_raw_drain_writes_each_messages_share_of_the_rows_and_the_offsets(
+        tmp_path: Path) -> None:
+    """The drain's second baseline writes, for the k-th message of the drain, the k-th share
+    of each table's rows (new rows by COPY, the others by INSERT … ON CONFLICT), and each
+    poll's partition offsets; warm-up messages write nothing."""
+    schema = f"bench{uuid.uuid4().hex[:8]}_raw"
+    with pg_connect() as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+        conn.execute(f'CREATE TABLE "{schema}".events (id bigint PRIMARY KEY, state bytea)')
+        conn.execute(f'CREATE TABLE "{schema}".totals (family text PRIMARY KEY, n bigint)')
+        conn.execute(f'CREATE TABLE "{schema}".positions (name text PRIMARY KEY, '
+                     "position bigint NOT NULL)")
+    try:
+        events = [(i, f"state {i}".encode()) for i in range(10)]
+        totals = [("fam-1", 1), ("fam-2", 2), ("fam-1", 3)]
+        with open(tmp_path / "rows", "wb") as f:
+            pickle.dump({
+                "events": (["id", "state"], events, ""),
+                "totals": (["family", "n"], totals,
+                           "ON CONFLICT (family) DO UPDATE SET n = excluded.n"),
+            }, f)
+        writer = RawWriter({"rows": str(tmp_path / "rows"), "schema": schema, "messages": 5})
+        try:
+            writer.write([Record(0, 0, b"warm-up")])
+            writer.write([Record(0, 1, b"x"), Record(1, 0, b"x")])
+            with pg_connect() as conn:
+                assert conn.execute(f'SELECT id FROM "{schema}".events ORDER BY id'
+                                    ).fetchall() == [(0,), (1,), (2,), (3,)]
+                assert conn.execute(f'SELECT family, n FROM "{schema}".totals').fetchall() \
+                    == [("fam-1", 1)]
+            writer.write([Record(0, 2, b"x"), Record(2, 0, b"x"), Record(1, 1, b"x")])
+        finally:
+            writer.close()
+        with pg_connect() as conn:
+            assert conn.execute(f'SELECT id, state FROM "{schema}".events ORDER BY id'
+                                ).fetchall() == events
+            assert dict(conn.execute(f'SELECT family, n FROM "{schema}".totals').fetchall()) \
+                == {"fam-1": 3, "fam-2": 2}
+            assert dict(conn.execute(f'SELECT name, position FROM "{schema}".positions'
+                                     ).fetchall()) == {"raw@0": 3, "raw@1": 2, "raw@2": 1}
+    finally:
+        drop_pg_schemas([schema])
