@@ -1,5 +1,7 @@
 """Relay and consumer through a real Kafka-protocol broker."""
 
+import gc
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -201,6 +203,36 @@ def test_a_broker_that_lost_its_topics_gets_them_back(tmp_path: Path, own_broker
     finally:
         stop.set()
         thread.join(timeout=30)
+
+
+@pytest.mark.parametrize("own_broker", ["noida"], indirect=True)
+def test_a_publisher_closed_with_records_the_broker_never_took_leaves_nothing_running(
+        tmp_path: Path, own_broker: Broker) -> None:
+    """kafka-python 3.0.12's close gives up at its flush when records are still pending
+    (the broker went away) and leaves the producer's network thread running, for good;
+    the producer's own finaliser then fails the same way. The relay closes its publisher
+    on each failure and makes a new one: each would leave a thread and its sockets."""
+    from services.common.messaging.outbox import Outgoing
+
+    settings = kafka_settings(tmp_path, own_broker.bootstrap, own_broker.kind)
+    publisher = KafkaPublisher(settings, settings.topic("closing"))
+    publisher.ensure_topic()
+    publisher.publish([Outgoing(publisher.topic, "k", b"first")])
+    producer: Any = publisher._producer
+    own_broker.kill()
+    pending = producer.send(publisher.topic, key=b"k", value=b"never taken")
+    unraisable: list[Any] = []
+    hook, sys.unraisablehook = sys.unraisablehook, unraisable.append
+    try:
+        publisher.close()
+        assert not producer._sender.is_alive()
+        assert pending.is_done and pending.failed()
+        del producer
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    assert unraisable == []
+    own_broker.start()
 
 
 @pytest.mark.parametrize("own_broker", ["noida"], indirect=True)

@@ -7,7 +7,12 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewPartitions, NewTopic
-from kafka.errors import IncompatibleBrokerVersion, KafkaError, TopicAlreadyExistsError
+from kafka.errors import (
+    IncompatibleBrokerVersion,
+    KafkaError,
+    KafkaTimeoutError,
+    TopicAlreadyExistsError,
+)
 
 from services.common.messaging.outbox import Outgoing
 from services.common.messaging.ports import Ack, Record
@@ -143,6 +148,18 @@ def end_offsets(settings: Settings, topic: str, timeout: float = 10.0) -> dict[i
         client.close()
 
 
+def _force_close(producer: KafkaProducer) -> None:
+    """Stop ``producer``'s network thread without sending what it still holds (its pending
+    records fail), then close it, which no longer has anything to wait for."""
+    sender: Any = producer._sender
+    sender.force_close()
+    sender.join(timeout=5)
+    try:
+        producer.close(timeout=0)
+    except Exception:
+        log.exception("closing the producer")
+
+
 class KafkaPublisher:
     """The relay's side of Kafka for one topic: send, and wait for the acknowledgements."""
 
@@ -175,12 +192,19 @@ class KafkaPublisher:
         return end_offsets(self.settings, self.topic)
 
     def close(self) -> None:
-        if self._producer is not None:
-            try:
-                self._producer.close(timeout=2)
-            except Exception:
-                log.exception("closing the producer")
-            self._producer = None
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        try:
+            producer.close(timeout=2)
+        except KafkaTimeoutError:
+            # kafka-python 3.0.12 gives up at its flush while records are still pending
+            # (the broker went away) and leaves its network thread running for good; its
+            # finaliser later fails the same way. The records are dropped: nothing
+            # acknowledged them, so the relay publishes them again from its position.
+            _force_close(producer)
+        except Exception:
+            log.exception("closing the producer")
 
 
 class KafkaSubscriber:
