@@ -133,7 +133,8 @@ class _ImmediateTransaction(SQLiteTransaction):
                     cursor.execute("BEGIN IMMEDIATE")
                     return cursor
                 except sqlite3.OperationalError as e:
-                    if e.sqlite_errorcode != sqlite3.SQLITE_BUSY or \
+                    # Any kind of busy (its extended codes: a log being recovered...).
+                    if e.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or \
                             time.monotonic() >= deadline:
                         raise
                 _pause(pause)
