@@ -4,6 +4,7 @@ between tries; and it still gives up after the store's lock timeout."""
 
 import sqlite3
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from eventsourcing.sqlite import SQLiteDatastore
@@ -64,3 +65,44 @@ def test_a_write_gives_up_after_the_lock_timeout(tmp_path: Path) -> None:
     assert busy_timeout(datastore) == 1000
     with write_transaction(datastore) as c:
         c.execute("INSERT INTO t VALUES (3)")
+
+
+def test_a_write_tries_again_after_any_kind_of_busy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite answers some waits with an extended busy code (a log being recovered:
+    SQLITE_BUSY_RECOVERY), which its own wait retried too."""
+
+    class Raw:
+        def __init__(self) -> None:
+            self.statements: list[str] = []
+
+        def execute(self, statement: str) -> None:
+            self.statements.append(statement)
+
+    class Cursor:
+        def __init__(self, answers: list[int]) -> None:
+            self.answers = answers
+
+        def execute(self, statement: str) -> None:
+            if self.answers:
+                error = sqlite3.OperationalError("database is locked")
+                error.sqlite_errorcode = self.answers.pop(0)
+                raise error
+
+    class Connection:
+        def __init__(self) -> None:
+            self._sqlite_conn = Raw()
+            self.answer = Cursor([261, 5])  # SQLITE_BUSY_RECOVERY, then SQLITE_BUSY
+            self.rolled_back = False
+
+        def cursor(self) -> Cursor:
+            return self.answer
+
+        def rollback(self) -> None:
+            self.rolled_back = True
+
+    monkeypatch.setattr(persistence, "_pause", lambda seconds: None)
+    connection = Connection()
+    with persistence._ImmediateTransaction(connection, commit=False, timeout=1) as cursor:
+        assert cursor is cast(Any, connection.answer)
+    assert connection.answer.answers == [] and connection.rolled_back
+    assert connection._sqlite_conn.statements[-1] == "PRAGMA busy_timeout = 1000"
