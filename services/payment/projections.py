@@ -1101,8 +1101,7 @@ def catch_up(
             notifications = read(position, size)
             # A page shorter than asked was the end of the history when it was read.
             at_end = len(notifications) < size
-            # A full batch means a long way to go (a replay): larger batches, fewer commits.
-            size = min(size * 2, REPLAY_BATCH) if len(notifications) == size else batch_size
+            size = _next_size(size, len(notifications), batch_size)
             if not notifications:
                 if behind.wait():
                     store.settle()
@@ -1125,6 +1124,12 @@ def catch_up(
                 store.settle()
                 return done + behind.done + len(notifications)
             position = store.position()
+
+
+def _next_size(size: int, read: int, batch_size: int) -> int:
+    """How many events a catch-up asks for next, having read ``read`` of ``size``."""
+    # A full batch means a long way to go (a replay): larger batches, fewer commits.
+    return min(size * 2, REPLAY_BATCH) if read == size else batch_size
 
 
 class _WriteBehind:
@@ -1206,7 +1211,7 @@ def _catch_up_until(app: Any, store: ToPayStore, batch_size: int,
         position = store.position()
         notifications = read(position, size)
         at_end = len(notifications) < size
-        size = min(size * 2, REPLAY_BATCH) if len(notifications) == size else batch_size
+        size = _next_size(size, len(notifications), batch_size)
         if not notifications:
             store.settle()
             return done
