@@ -264,7 +264,9 @@ def consume_in_memory(settings: Settings, broker: MemoryBroker, app: object,
 def check_rows_by_keys(store: SqlStore, monkeypatch: Any) -> None:
     """``store.rows_by_keys`` reads every row of a key list longer than one statement takes,
     each statement carrying one chunk of the keys, and nothing for no keys; so does
-    ``store.values_by_keys``, its rows by position."""
+    ``store.values_by_keys``, its rows by position. On PostgreSQL a chunk goes as one
+    array parameter (``= ANY(…)``): a statement of hundreds of placeholders is parsed anew
+    by psycopg and planned anew by the server each time."""
     with store.transaction() as c:
         c.execute("CREATE TABLE {schema}keyed (k TEXT PRIMARY KEY, v INTEGER NOT NULL)")
         c.executemany("INSERT INTO {schema}keyed (k, v) VALUES (?, ?)",
@@ -272,8 +274,15 @@ def check_rows_by_keys(store: SqlStore, monkeypatch: Any) -> None:
     sizes: list[int] = []
     fetchall = store.fetchall
 
+    def note(statement: str, params: tuple[Any, ...]) -> None:
+        if store.postgres:
+            assert "IN (" not in statement and len(params) == 1, statement
+            sizes.append(len(params[0]))
+        else:
+            sizes.append(len(params))
+
     def counted(statement: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        sizes.append(len(params))
+        note(statement, params)
         return fetchall(statement, params)
 
     monkeypatch.setattr(store, "fetchall", counted)
@@ -286,6 +295,21 @@ def check_rows_by_keys(store: SqlStore, monkeypatch: Any) -> None:
     before = len(sizes)
     assert store.rows_by_keys(statement, []) == [] and len(sizes) == before
     monkeypatch.undo()
+    # The same inside a write transaction.
+    sizes.clear()
+    with store.transaction() as c:
+        query = c.query
+
+        def counted_query(statement: str, params: tuple[Any, ...] = ()) -> list[Any]:
+            note(statement, params)
+            found: list[Any] = query(statement, params)
+            return found
+
+        monkeypatch.setattr(c, "query", counted_query)
+        rows = c.rows_by_keys(statement, wanted)
+    monkeypatch.undo()
+    assert sorted(r["v"] for r in rows) == list(range(0, 1200, 2))
+    assert len(sizes) > 1 and max(sizes) <= KEYS_PER_STATEMENT and sum(sizes) == 1200
     # The same rows by position (on PostgreSQL each chunk as one array).
     assert sorted(row[1] for row in store.values_by_keys(statement, wanted)) == list(
         range(0, 1200, 2))

@@ -357,8 +357,14 @@ class SqlStore:
     def rows_by_keys(self, statement: str, keys: Iterable[Any]) -> list[dict[str, Any]]:
         """The rows of ``statement`` for ``keys``, read a chunk of keys at a time: ``{keys}``
         in it stands for one chunk's placeholders, as in ``WHERE id IN ({keys})``. Each key
-        is asked once, in order; no keys, no statement."""
-        return _rows_by_keys(self.fetchall, statement, keys)
+        is asked once, in order; no keys, no statement.
+
+        On PostgreSQL a chunk goes as one array, ``IN ({keys})`` read as ``= ANY(?)``: a
+        statement of 500 placeholders is parsed anew by psycopg (too long for its cache)
+        and planned anew by the server each time. A payment consumer's poll of 1,000 new
+        invoices asked which of its 2,000 aggregates exist in 140 ms that way, against
+        13 ms as arrays."""
+        return _rows_by_keys(self.fetchall, *_keyed(statement, self.postgres), keys)
 
     def values(self, statement: str, params: tuple[Any, ...] = ()) -> list[Sequence[Any]]:
         """``fetchall``'s rows as plain sequences (by position), for a read whose rows
@@ -379,16 +385,9 @@ class SqlStore:
             return found
 
     def values_by_keys(self, statement: str, keys: Iterable[Any]) -> list[Sequence[Any]]:
-        """``rows_by_keys``, its rows by position (``values``). On PostgreSQL a chunk's keys
-        go as one array, ``IN ({keys})`` read as ``= ANY(?)``: psycopg parsed a statement
-        of 500 placeholders anew each time (too long for its cache), a quarter of a batch
-        issue's time. The keys must then be of the column's type."""
-        if not self.postgres:
-            return _rows_by_keys(self.values, statement, keys)
-        if "IN ({keys})" not in statement:
-            raise ValueError("values_by_keys needs a statement with IN ({keys})")
-        return _rows_by_keys(self.values, statement.replace("IN ({keys})", "= ANY(?)"), keys,
-                             as_array=True)
+        """``rows_by_keys``, its rows by position (``values``): a dict per row cost a
+        batch issue as much as the query itself."""
+        return _rows_by_keys(self.values, *_keyed(statement, self.postgres), keys)
 
     def stored_events(self, after: int, limit: int, ids_as_stored: bool = False
                       ) -> list[StoredRow]:
@@ -425,8 +424,19 @@ class SqlStore:
             return list(map(_stored_row, raw.fetchall()))
 
 
+def _keyed(statement: str, postgres: bool) -> tuple[str, bool]:
+    """``statement`` as ``_rows_by_keys`` sends it, and whether its keys go as an array: on
+    PostgreSQL ``IN ({keys})`` becomes ``= ANY(?)``, which the keys, of the column's type
+    or text, fill as one parameter."""
+    if not postgres:
+        return statement, False
+    if "IN ({keys})" not in statement:
+        raise ValueError("a statement read by keys needs IN ({keys})")
+    return statement.replace("IN ({keys})", "= ANY(?)"), True
+
+
 def _rows_by_keys(query: Callable[[str, tuple[Any, ...]], list[R]],
-                  statement: str, keys: Iterable[Any], *, as_array: bool = False) -> list[R]:
+                  statement: str, as_array: bool, keys: Iterable[Any]) -> list[R]:
     """Each chunk's keys as the placeholders ``{keys}`` stands for, or (``as_array``) as
     the one array parameter of a statement that has its own placeholder for it."""
     ordered = sorted(set(keys))
@@ -462,7 +472,7 @@ class _Cursor:
 
     def rows_by_keys(self, statement: str, keys: Iterable[Any]) -> list[dict[str, Any]]:
         """``SqlStore.rows_by_keys`` inside this transaction."""
-        return _rows_by_keys(self.query, statement, keys)
+        return _rows_by_keys(self.query, *_keyed(statement, self.store.postgres), keys)
 
     def executemany(self, statement: str, params: list[tuple[Any, ...]]) -> None:
         self.cursor.executemany(self.store.sql(statement), params)
