@@ -129,14 +129,16 @@ def _raw_sqlite(path: Path, page: int) -> tuple[int, float]:
 
 
 def _raw_postgres(schema: str, page: int) -> tuple[int, float]:
-    """The same with psycopg, pages of the same size."""
+    """The same with psycopg, pages of the same size, in PostgreSQL's binary format as the
+    replay reads them (as text, each state comes as hex: 1.6-2 times as long to read)."""
     from psycopg import sql
 
     with pg_connect() as conn:
         query = sql.SQL("SELECT notification_id, topic, state FROM {}.{} "
                         "WHERE notification_id > %s ORDER BY notification_id LIMIT %s").format(
             sql.Identifier(schema), sql.Identifier("payment_events"))
-        return _raw_pages(lambda after: conn.execute(query, (after, page)).fetchall())
+        return _raw_pages(
+            lambda after: conn.execute(query, (after, page), binary=True).fetchall())
 
 
 def _replay(settings: Settings) -> tuple[int, float]:

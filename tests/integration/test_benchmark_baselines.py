@@ -3,12 +3,14 @@
 import pickle
 import sqlite3
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
 from benchmarks.batch_issue import library_alone_rate
 from benchmarks.harness import drop_pg_schemas, invoice_terms, make_settings, pg_connect
 from benchmarks.roles import RawWriter
+from services.common.settings import Settings
 
 
 def test_the_library_alone_stores_the_invoices_as_the_library_does_without_chain_or_seal(
@@ -76,3 +78,29 @@ def test_the_raw_drain_writes_each_messages_share_of_the_rows_and_the_offsets(
                                      ).fetchall()) == {"raw@0": 3, "raw@1": 2, "raw@2": 1}
     finally:
         drop_pg_schemas([schema])
+
+
+def test_the_raw_rebuild_reads_every_stored_event_in_pages_on_both_stores(
+        tmp_path: Path) -> None:
+    """The rebuild figure's baseline reads and parses every stored state, page after
+    page, on SQLite and on PostgreSQL (there in binary, as the replay reads them)."""
+    from benchmarks.rebuild import _build, _raw_postgres, _raw_sqlite
+    from services.bootstrap import payment_app
+
+    sqlite_settings = make_settings(tmp_path / "sqlite")
+    pg_settings = make_settings(tmp_path / "pg", persistence="eventsourcing.postgres",
+                                schema_prefix=f"bench{uuid.uuid4().hex[:8]}_")
+    try:
+        reads: list[tuple[Settings, Callable[[], tuple[int, float]]]] = [
+            (sqlite_settings, lambda: _raw_sqlite(sqlite_settings.var_dir / "payment.db", 7)),
+            (pg_settings, lambda: _raw_postgres(pg_settings.schema("payment"), 7))]
+        for settings, raw in reads:
+            app = payment_app(settings)
+            try:
+                total = _build(app, 40)
+            finally:
+                app.close()
+            assert total >= 40
+            assert raw()[0] == total
+    finally:
+        drop_pg_schemas([pg_settings.schema("payment")])
