@@ -1,7 +1,9 @@
 """3. Backlog drain, on PostgreSQL, with one and with two payment consumer processes: N
 invoices stored while the relay is paused, then the time until the last is visible in
-to-pay; baseline: a plain producer and consumer moving the same N messages. Also the
-memory (RSS) of the consumers, the relay and the broker once the backlog is drained.
+to-pay; baseline: a plain producer and consumer moving the same N messages. Two floors
+beside it: a plain consumer writing the rows the payment consumer wrote, and one recording
+each invoice through eventsourcing alone. Also the memory (RSS) of the consumers, the relay
+and the broker once the backlog is drained.
 """
 
 import math
@@ -277,6 +279,15 @@ def raw_drain(kafka: Kafka, messages: list[Outgoing], drain: Drain
         "rows": str(path), "schema": schema, "messages": len(messages)})
 
 
+def library_drain(kafka: Kafka, messages: list[Outgoing]) -> tuple[float, float, float]:
+    """``plain_drain`` with a consumer that records what the payment consumer records for
+    each new invoice, with eventsourcing alone (roles.LibraryRecorder), into a schema of
+    its own; and the PostgreSQL server's CPU seconds meanwhile."""
+    prefix = f"bench{uuid.uuid4().hex[:8]}_"
+    kafka.cleanup.callback(drop_pg_schemas, [f"{prefix}library"])
+    return plain_drain(kafka, messages, "library-consume", {"prefix": prefix})
+
+
 def bench_memory(kafka: Kafka, messages: list[Outgoing], total: int
                  ) -> tuple[tuple[float, float], tuple[float, float], float]:
     """RSS (now, peak) of the payment consumer's Kafka reader after reading a topic of
@@ -340,6 +351,11 @@ def run(bench: Run) -> list[Figure]:
         f"{n / raw_seconds:7.0f} msg/s ({raw_seconds:.1f}s, {written:,} rows; consumer CPU "
         f"{raw_cpu:.1f}s, PostgreSQL server {raw_server:.1f}s): "
         f"{raw_seconds / plain_seconds:.1f}x the plain drain's time")
+    library_seconds, library_cpu, library_server = library_drain(kafka, messages)
+    say(f"    plain producer + consumer recording each invoice with eventsourcing alone "
+        f"{n / library_seconds:7.0f} msg/s ({library_seconds:.1f}s; consumer CPU "
+        f"{library_cpu:.1f}s, PostgreSQL server {library_server:.1f}s): "
+        f"{library_seconds / plain_seconds:.1f}x the plain drain's time")
     figures = []
     if bench.options.rss_messages:
         total = bench.options.rss_messages
@@ -360,4 +376,8 @@ def run(bench: Run) -> list[Figure]:
         Figure(f"backlog of {n:,}, plain consumer writing the same rows (psycopg)",
                f"{n / raw_seconds:,.0f} msg/s",
                f"plain producer + consumer {n / plain_seconds:,.0f} msg/s",
-               f"{raw_seconds / plain_seconds:.1f}x")]
+               f"{raw_seconds / plain_seconds:.1f}x"),
+        Figure(f"backlog of {n:,}, plain consumer recording through eventsourcing alone",
+               f"{n / library_seconds:,.0f} msg/s",
+               f"plain producer + consumer {n / plain_seconds:,.0f} msg/s",
+               f"{library_seconds / plain_seconds:.1f}x")]

@@ -182,6 +182,91 @@ def role_raw_consume(spec: dict[str, Any]) -> int:
         writer.close()
 
 
+class LibraryRecorder:
+    """Records, for each billing message, what the payment consumer records for a new
+    invoice, with eventsourcing alone: the message parsed by the standard library's JSON,
+    the payment invoice and its reminders record made by the library's own construction,
+    and a poll's events saved by its process recorder in one transaction with one
+    tracking record (the poll's last offset). No envelope check, no sealing, no hash chain,
+    no read model: less than the consumer does, in the library's own way. Into the schema
+    ``spec["prefix"]`` + "library" of the PostgreSQL server the settings name."""
+
+    def __init__(self, spec: dict[str, Any], settings: Settings | None = None) -> None:
+        from eventsourcing.application import Application
+        from eventsourcing.persistence import JSONTranscoder
+
+        from services.common.storage.chain import store_env
+        from services.common.storage.persistence import register_transcodings, schema_lock
+
+        class Library(Application[Any]):
+            def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+                super().register_transcodings(transcoder)
+                register_transcodings(transcoder)
+
+            def construct_recorder(self) -> Any:
+                return self.factory.process_recorder()
+
+        from dataclasses import replace
+        from pathlib import Path
+
+        from benchmarks.harness import make_settings
+
+        settings = replace(settings, schema_prefix=spec["prefix"]) if settings else \
+            make_settings(Path(spec["out"]).parent, persistence="eventsourcing.postgres",
+                          schema_prefix=spec["prefix"])
+        env = store_env(settings, "library")
+        for name in ("PROCESS_RECORDER_TOPIC", "REGIE_CHAIN_KEY"):
+            env.pop(name, None)
+        with schema_lock(settings, "library"):
+            self.app = Library(env=env)
+        self.topic = spec["topic"]
+
+    def write(self, records: list[Any]) -> None:
+        import json
+        from datetime import date
+
+        from eventsourcing.application import ProcessingEvent
+        from eventsourcing.persistence import Tracking
+
+        from services.payment import domain
+
+        drained = [r for r in records if r.value != b"warm-up"]
+        if not drained:
+            return
+        last = drained[-1]
+        processing = ProcessingEvent[Any](
+            Tracking(f"{self.topic}@{last.partition}", last.offset + 1))
+        for record in drained:
+            data = json.loads(record.value)["data"]
+            invoice = domain.Invoice(
+                invoice_id=data["invoice_id"], regie=data["regie"], number=data["number"],
+                family_id=data["family_id"], label=data["label"],
+                issued_on=date.fromisoformat(data["issued_on"]),
+                payable_until=date.fromisoformat(data["payable_until"]),
+                due_on=date.fromisoformat(data["due_on"]),
+                amount_cents=data["amount_cents"], sequence=1,
+                lines=[dict(line) for line in data["lines"]])
+            contact = domain.Reminders(invoice_id=data["invoice_id"],
+                                       family_id=data["family_id"],
+                                       payer_email=data["payer_email"])
+            processing.collect_events(invoice, contact)
+        self.app._record(processing)
+
+    def close(self) -> None:
+        self.app.close()
+
+
+def role_library_consume(spec: dict[str, Any]) -> int:
+    """The plain consumer ("block" mode) that also records, before it notes a poll's
+    messages, what the payment consumer records for them, with eventsourcing alone
+    (``LibraryRecorder``)."""
+    recorder = LibraryRecorder(spec)
+    try:
+        return _plain_consume(spec, recorder.write)
+    finally:
+        recorder.close()
+
+
 def _plain_consume(spec: dict[str, Any], write: Callable[[list[Any]], None] | None) -> int:
     from kafka import KafkaConsumer, TopicPartition
 
@@ -257,6 +342,7 @@ ROLES: dict[str, Callable[[dict[str, Any]], int]] = {
     "consume": role_consume,
     "plain-consume": role_plain_consume,
     "raw-consume": role_raw_consume,
+    "library-consume": role_library_consume,
 }
 
 

@@ -5,11 +5,13 @@ import sqlite3
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+import orjson
 
 from benchmarks.batch_issue import library_alone_rate
 from benchmarks.harness import drop_pg_schemas, invoice_terms, make_settings, pg_connect
-from benchmarks.roles import RawWriter
+from benchmarks.roles import LibraryRecorder, RawWriter
 from services.common.settings import Settings
 
 
@@ -104,3 +106,51 @@ def test_the_raw_rebuild_reads_every_stored_event_in_pages_on_both_stores(
             assert raw()[0] == total
     finally:
         drop_pg_schemas([pg_settings.schema("payment")])
+
+
+def test_the_library_drain_records_each_invoice_as_the_library_would(tmp_path: Path) -> None:
+    """The drain's third baseline records, for each billing message of a poll, the payment
+    invoice and its reminders record with eventsourcing's own construction and recorder,
+    the poll in one transaction with its tracking record; no chain, nothing sealed; warm-up
+    messages record nothing. Read back by the library, they are the invoices the messages
+    name."""
+    from benchmarks.reads import billing_polls
+    from services.payment import domain
+
+    billing = make_settings(tmp_path / "billing")
+    polls = billing_polls(billing, [invoice_terms(i) for i in range(3)])
+    messages = [r.value for poll in polls for records in poll.values() for r in records]
+    issued = [orjson.loads(m)["data"] for m in messages
+              if orjson.loads(m)["type"].startswith("fr.regie.InvoiceIssued.")]
+    assert len(issued) == 3
+    prefix = f"bench{uuid.uuid4().hex[:8]}_"
+    schema = f"{prefix}library"
+    settings = make_settings(tmp_path, persistence="eventsourcing.postgres")
+    recorder = LibraryRecorder({"prefix": prefix, "topic": "t", "out": str(tmp_path / "o")},
+                               settings)
+    try:
+        recorder.write([Record(0, 0, b"warm-up")])
+        library: Any = recorder.app.recorder
+        assert (library.max_notification_id() or 0) == 0
+        invoices = [m for m in messages if b"InvoiceIssued" in m]
+        recorder.write([Record(0, 1, invoices[0]), Record(0, 2, invoices[1])])
+        recorder.write([Record(1, 0, invoices[2])])
+        assert library.max_notification_id() == 6
+        assert library.max_tracking_id("t@0") == 3
+        assert library.max_tracking_id("t@1") == 1
+        for data in issued:
+            invoice: Any = recorder.app.repository.get(uuid.UUID(data["invoice_id"]))
+            assert isinstance(invoice, domain.Invoice)
+            assert (invoice.number, invoice.amount_cents) == (data["number"],
+                                                              data["amount_cents"])
+        with pg_connect() as conn:
+            tables = {r[0] for r in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                (schema,))}
+            states = b"".join(bytes(r[0]) for r in conn.execute(
+                f'SELECT state FROM "{schema}".{library.events_table_name}'))
+        assert not any("chain" in t for t in tables)
+        assert issued[0]["payer_email"].encode() in states
+    finally:
+        recorder.close()
+        drop_pg_schemas([schema])
