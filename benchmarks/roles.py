@@ -192,24 +192,26 @@ class LibraryRecorder:
     ``spec["prefix"]`` + "library" of the PostgreSQL server the settings name."""
 
     def __init__(self, spec: dict[str, Any], settings: Settings | None = None) -> None:
+        from dataclasses import replace
+        from pathlib import Path
+
         from eventsourcing.application import Application
         from eventsourcing.persistence import JSONTranscoder
 
+        from benchmarks.harness import make_settings
         from services.common.storage.chain import store_env
         from services.common.storage.persistence import register_transcodings, schema_lock
 
         class Library(Application[Any]):
+            """The library's application, with its process recorder (tracking records) and
+            the dates Régie stores; no chain, no sealing."""
+
             def register_transcodings(self, transcoder: JSONTranscoder) -> None:
                 super().register_transcodings(transcoder)
                 register_transcodings(transcoder)
 
             def construct_recorder(self) -> Any:
                 return self.factory.process_recorder()
-
-        from dataclasses import replace
-        from pathlib import Path
-
-        from benchmarks.harness import make_settings
 
         settings = replace(settings, schema_prefix=spec["prefix"]) if settings else \
             make_settings(Path(spec["out"]).parent, persistence="eventsourcing.postgres",

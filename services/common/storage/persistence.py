@@ -361,9 +361,8 @@ class SqlStore:
 
         On PostgreSQL a chunk goes as one array, ``IN ({keys})`` read as ``= ANY(?)``: a
         statement of 500 placeholders is parsed anew by psycopg (too long for its cache)
-        and planned anew by the server each time. A payment consumer's poll of 1,000 new
-        invoices asked which of its 2,000 aggregates exist in 140 ms that way, against
-        13 ms as arrays."""
+        and by the server each time. A chunk of 500 keys took 3.8 ms that way (1.5 ms of
+        the client's CPU), against 1.8 ms (0.6 ms) as one array."""
         return _rows_by_keys(self.fetchall, *_keyed(statement, self.postgres), keys)
 
     def values(self, statement: str, params: tuple[Any, ...] = ()) -> list[Sequence[Any]]:
@@ -410,8 +409,8 @@ class SqlStore:
             with self.datastore.transaction(commit=False) as cursor:
                 cursor.row_factory = tuple_row
                 # In binary: as text, the server writes each bytea state as hex, twice its
-                # size, which the client then decodes; reading a page took 1.6-2 times as
-                # long, client and server alike. The values and their types are the same.
+                # size, which the client then decodes; reading a replay's pages took 1.6-2
+                # times the wall time and the client's CPU. Same values, same types.
                 cursor.execute(
                     "SELECT notification_id, originator_id::text, originator_version, topic, "
                     f'state FROM {self.prefix}"{self.events_table}" '
