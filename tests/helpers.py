@@ -266,7 +266,7 @@ def check_rows_by_keys(store: SqlStore, monkeypatch: Any) -> None:
     each statement carrying one chunk of the keys, and nothing for no keys; so does
     ``store.values_by_keys``, its rows by position. On PostgreSQL a chunk goes as one
     array parameter (``= ANY(…)``): a statement of hundreds of placeholders is parsed anew
-    by psycopg and planned anew by the server each time."""
+    by psycopg and by the server each time."""
     with store.transaction() as c:
         c.execute("CREATE TABLE {schema}keyed (k TEXT PRIMARY KEY, v INTEGER NOT NULL)")
         c.executemany("INSERT INTO {schema}keyed (k, v) VALUES (?, ?)",

