@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import Application
@@ -116,6 +116,9 @@ def bench_issue_unsealed(root: Path, n: int) -> float:
     return issue_and_locate(app, n)[0]
 
 
+A = TypeVar("A", bound=Application[Any])
+
+
 class LibraryAlone(Application[UUID]):
     """eventsourcing's own application storing the same invoices: its recorder (no hash
     chain), its JSON transcoder (with the dates Régie stores), no sealing."""
@@ -125,19 +128,22 @@ class LibraryAlone(Application[UUID]):
         register_transcodings(transcoder)
 
 
+def library_app(settings: Settings, name: str, cls: type[A]) -> A:
+    """``cls`` on the store ``settings`` name, as the store of a service called ``name``
+    (the schema prefix + name, or var_dir/name.db), with the library's own recorder: no
+    hash chain, no chain key."""
+    env = store_env(settings, name)
+    for variable in ("PROCESS_RECORDER_TOPIC", "REGIE_CHAIN_KEY"):
+        env.pop(variable, None)
+    with schema_lock(settings, name):
+        return cls(env=env)
+
+
 def library_alone_rate(settings: Settings, n: int) -> float:
     """The invoices made by ``Invoice.issue`` and saved by the library's ``save``, 1000 to a
     call, on the store ``settings`` name: what the library alone costs for them, without
     what Régie adds (the chain, the sealing) or changed (its batch path)."""
-    env = store_env(settings, "billing")
-    for name in ("PROCESS_RECORDER_TOPIC", "REGIE_CHAIN_KEY"):
-        env.pop(name, None)
-    if settings.is_postgres():
-        env["POSTGRES_SCHEMA"] = f"{settings.schema_prefix}alone"
-    else:
-        env["SQLITE_DBNAME"] = str(settings.var_dir / "alone.db")
-    with schema_lock(settings, "alone"):
-        app = LibraryAlone(env=env)
+    app = library_app(settings, "alone", LibraryAlone)
     try:
         items = [invoice_terms(i) for i in range(n)]
         started = time.perf_counter()

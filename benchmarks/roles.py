@@ -195,20 +195,11 @@ class LibraryRecorder:
         from dataclasses import replace
         from pathlib import Path
 
-        from eventsourcing.application import Application
-        from eventsourcing.persistence import JSONTranscoder
-
+        from benchmarks.batch_issue import LibraryAlone, library_app
         from benchmarks.harness import make_settings
-        from services.common.storage.chain import store_env
-        from services.common.storage.persistence import register_transcodings, schema_lock
 
-        class Library(Application[Any]):
-            """The library's application, with its process recorder (tracking records) and
-            the dates Régie stores; no chain, no sealing."""
-
-            def register_transcodings(self, transcoder: JSONTranscoder) -> None:
-                super().register_transcodings(transcoder)
-                register_transcodings(transcoder)
+        class Library(LibraryAlone):
+            """The library's application with its process recorder (tracking records)."""
 
             def construct_recorder(self) -> Any:
                 return self.factory.process_recorder()
@@ -216,11 +207,7 @@ class LibraryRecorder:
         settings = replace(settings, schema_prefix=spec["prefix"]) if settings else \
             make_settings(Path(spec["out"]).parent, persistence="eventsourcing.postgres",
                           schema_prefix=spec["prefix"])
-        env = store_env(settings, "library")
-        for name in ("PROCESS_RECORDER_TOPIC", "REGIE_CHAIN_KEY"):
-            env.pop(name, None)
-        with schema_lock(settings, "library"):
-            self.app = Library(env=env)
+        self.app = library_app(settings, "library", Library)
         self.topic = spec["topic"]
 
     def write(self, records: list[Any]) -> None:
