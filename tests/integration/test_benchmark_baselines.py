@@ -126,9 +126,11 @@ def test_the_library_drain_records_each_invoice_as_the_library_would(tmp_path: P
     prefix = f"bench{uuid.uuid4().hex[:8]}_"
     schema = f"{prefix}library"
     settings = make_settings(tmp_path, persistence="eventsourcing.postgres")
-    recorder = LibraryRecorder({"prefix": prefix, "topic": "t", "out": str(tmp_path / "o")},
-                               settings)
+    recorder: LibraryRecorder | None = None
     try:
+        # Inside: a recorder that fails half-way through its start leaves its schema made.
+        recorder = LibraryRecorder(
+            {"prefix": prefix, "topic": "t", "out": str(tmp_path / "o")}, settings)
         recorder.write([Record(0, 0, b"warm-up")])
         library: Any = recorder.app.recorder
         assert (library.max_notification_id() or 0) == 0
@@ -152,5 +154,6 @@ def test_the_library_drain_records_each_invoice_as_the_library_would(tmp_path: P
         assert not any("chain" in t for t in tables)
         assert issued[0]["payer_email"].encode() in states
     finally:
-        recorder.close()
+        if recorder is not None:
+            recorder.close()
         drop_pg_schemas([schema])
